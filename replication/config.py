@@ -1,0 +1,78 @@
+"""Run configuration: ``config/defaults.yaml`` (the paper profile) with a run's file on top."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from replication.envs import PROJECT_ROOT
+
+CONFIG_DIR = PROJECT_ROOT / "config"
+DEFAULTS_FILE = CONFIG_DIR / "defaults.yaml"
+
+
+def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``update`` merged in, key by key; lists and scalars replace."""
+    out = copy.deepcopy(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def read_yaml(path: Path | str) -> dict[str, Any]:
+    data = yaml.safe_load(Path(path).read_text()) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: a config file must hold a mapping of keys to values")
+    return data
+
+
+def resolve(user: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The full configuration: defaults with ``user`` merged on top, validated."""
+    from replication.schema import validate
+
+    cfg = deep_merge(read_yaml(DEFAULTS_FILE), user or {})
+    validate(cfg)
+    return cfg
+
+
+def load(path: Path | str | None = None) -> dict[str, Any]:
+    """Read and resolve the config file at ``path`` (default: ``config/config.yaml``)."""
+    return resolve(read_yaml(path or CONFIG_DIR / "config.yaml"))
+
+
+def env_overrides(section: dict[str, Any], env: str) -> dict[str, Any]:
+    """``section`` without its ``overrides`` key, with the overrides for ``env`` applied."""
+    base = {k: v for k, v in section.items() if k != "overrides"}
+    return deep_merge(base, (section.get("overrides") or {}).get(env, {}))
+
+
+def online_params(cfg: dict[str, Any], env: str) -> dict[str, Any]:
+    """SAC settings for ``env``."""
+    return env_overrides(cfg["online"], env)
+
+
+def offline_params(cfg: dict[str, Any], env: str, algo: str) -> dict[str, Any]:
+    """Settings of offline algorithm ``algo`` on ``env``."""
+    overrides = (cfg["offline"].get("overrides") or {}).get(env, {}).get(algo, {})
+    return deep_merge(cfg["offline"][algo], overrides)
+
+
+def env_options(cfg: dict[str, Any], env: str) -> dict[str, Any]:
+    """Options for ``make_env`` of ``env`` (reward mode, delay, episode length)."""
+    return copy.deepcopy((cfg.get("env_options") or {}).get(env, {}))
+
+
+def pause_steps(cfg: dict[str, Any]) -> list[int]:
+    """The pause points in env steps."""
+    total = cfg["budget"]["total_steps"]
+    return [round(f * total) for f in cfg["budget"]["pause_fractions"]]
+
+
+def finetune_pause_step(cfg: dict[str, Any]) -> int:
+    return round(cfg["budget"]["finetune_pause"] * cfg["budget"]["total_steps"])

@@ -1,0 +1,150 @@
+"""Validation of a resolved run configuration, before any job starts.
+
+Two layers: the JSON schema in ``config/schema.yaml`` (unknown keys, wrong types, out-of-range
+values), then the rules that span several keys (known environments, budgets that leave room for
+validation, data collection and fine-tuning). Every error names the key and the fix.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from replication.envs import PROJECT_ROOT, REWARD_MODES, specs
+
+SCHEMA_FILE = PROJECT_ROOT / "config" / "schema.yaml"
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot run."""
+
+
+def _key(path: Any) -> str:
+    return ".".join(str(p) for p in path) or "(top level)"
+
+
+def _schema_error(error: jsonschema.ValidationError) -> ConfigError:
+    key = _key(error.absolute_path)
+    if error.validator == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        extra = sorted(set(error.instance) - set(allowed))
+        hint = f"valid keys here: {', '.join(allowed)}" if allowed else "remove it"
+        return ConfigError(f"config key {key}: unknown key(s) {extra}; {hint}")
+    if error.validator == "required":
+        return ConfigError(f"config key {key}: {error.message}; add it (see config/defaults.yaml)")
+    return ConfigError(f"config key {key}: {error.message}; see config/schema.yaml for what it accepts")
+
+
+def validation_checkpoints(fraction: float, total: int, episodes: int, episode_steps: int) -> int:
+    """How many checkpoints a validation budget of ``fraction x total`` env steps can evaluate.
+
+    Each checkpoint is charged ``episodes x episode_steps`` (the longest its episodes can be), so
+    the charge never exceeds the budget.
+    """
+    return math.floor(fraction * total / (episodes * episode_steps))
+
+
+def episode_steps(cfg: dict[str, Any], env: str) -> int:
+    options = (cfg.get("env_options") or {}).get(env, {})
+    return int(options.get("max_episode_steps", specs()[env].max_episode_steps))
+
+
+def validation_costs(cfg: dict[str, Any], env: str) -> tuple[int, int]:
+    """Env steps charged for (online, offline) validation in ``env``."""
+    v, total = cfg["validation"], cfg["budget"]["total_steps"]
+    per_checkpoint = v["episodes"] * episode_steps(cfg, env)
+    online = validation_checkpoints(v["online_fraction"], total, v["episodes"], episode_steps(cfg, env))
+    offline = validation_checkpoints(v["offline_fraction"], total, v["episodes"], episode_steps(cfg, env))
+    return online * per_checkpoint, offline * per_checkpoint
+
+
+def _check_envs(cfg: dict[str, Any]) -> None:
+    known = specs()
+
+    def check(names: list[str], key: str) -> None:
+        for name in names:
+            if name not in known:
+                raise ConfigError(f"config key {key}: unknown environment {name!r}; valid: {', '.join(known)}")
+
+    check(cfg["envs"], "envs")
+    check(list(cfg["env_options"]), "env_options")
+    check(list(cfg["online"]["overrides"]), "online.overrides")
+    check(list(cfg["offline"]["overrides"]), "offline.overrides")
+    check(cfg["analysis"]["c4"]["envs"], "analysis.c4.envs")
+    check([cfg["analysis"]["c5"]["env"]], "analysis.c5.env")
+    check(cfg["analysis"]["reward_granularity"]["envs"], "analysis.reward_granularity.envs")
+    for env, options in cfg["env_options"].items():
+        modes = REWARD_MODES[known[env].suite]
+        if "reward" in options and options["reward"] not in modes:
+            raise ConfigError(
+                f"config key env_options.{env}.reward: {options['reward']!r} is not a reward mode of {env}; "
+                f"valid: {', '.join(modes)}"
+            )
+    if known[cfg["analysis"]["c5"]["env"]].suite != "kitchen":
+        raise ConfigError("config key analysis.c5.env: analysis C5 compares Kitchen reward modes; name a Kitchen env")
+
+
+def _check_budget(cfg: dict[str, Any]) -> None:
+    total = cfg["budget"]["total_steps"]
+    online = cfg["online"]
+    if online["learning_starts"] >= total:
+        raise ConfigError(
+            f"config key online.learning_starts: {online['learning_starts']} warm-up steps leave no training "
+            f"in a budget of {total}; lower it below budget.total_steps"
+        )
+    v = cfg["validation"]
+    for env in cfg["envs"]:
+        steps = episode_steps(cfg, env)
+        for kind in ("online", "offline"):
+            n = validation_checkpoints(v[f"{kind}_fraction"], total, v["episodes"], steps)
+            if n < 1:
+                need = v["episodes"] * steps / total
+                raise ConfigError(
+                    f"config key validation.{kind}_fraction: {v[f'{kind}_fraction']} x {total} env steps cannot pay "
+                    f"for {v['episodes']} episodes of {env} ({steps} steps each); raise it to at least {need:.4g}, "
+                    "or raise budget.total_steps"
+                )
+    uses_newdata = "newdata" in cfg["offline"]["datasets"]
+    newdata_pause = round(cfg["newdata"]["pause"] * total)
+    for env in cfg["envs"]:
+        online_val, offline_val = validation_costs(cfg, env)
+        collected = newdata_pause + online_val + cfg["newdata"]["size"] + offline_val
+        if uses_newdata and collected > total:
+            raise ConfigError(
+                f"config key newdata.pause: in {env}, the pause at {newdata_pause} env steps plus online validation "
+                f"({online_val}), {cfg['newdata']['size']} newdata steps and offline validation ({offline_val}) "
+                f"spend {collected} of budget.total_steps={total}; pause earlier or lower newdata.size"
+            )
+        if not cfg["finetune"]["methods"]:
+            continue
+        if cfg["finetune"]["dataset"] == "newdata":
+            pause, newdata = newdata_pause, cfg["newdata"]["size"]
+        else:
+            pause, newdata = round(cfg["budget"]["finetune_pause"] * total), 0
+        spent = pause + online_val + newdata + offline_val
+        if spent >= total:
+            raise ConfigError(
+                f"config key budget.finetune_pause: in {env}, the pause at {pause} env steps plus online validation "
+                f"({online_val}), newdata ({newdata}) and offline validation ({offline_val}) spend {spent} of "
+                f"budget.total_steps={total}, leaving no fine-tuning budget; pause earlier, or lower newdata.size "
+                "or the validation fractions"
+            )
+    if cfg["finetune"]["dataset"] not in cfg["offline"]["datasets"] and cfg["finetune"]["methods"]:
+        raise ConfigError(
+            f"config key finetune.dataset: {cfg['finetune']['dataset']!r} is not in offline.datasets "
+            f"{cfg['offline']['datasets']}; fine-tuning starts from an offline agent trained on it"
+        )
+
+
+def validate(cfg: dict[str, Any]) -> None:
+    """Raise :class:`ConfigError` naming the key and the fix if ``cfg`` cannot run."""
+    schema = yaml.safe_load(Path(SCHEMA_FILE).read_text())
+    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(cfg), key=lambda e: list(e.absolute_path))
+    if errors:
+        raise _schema_error(errors[0])
+    _check_envs(cfg)
+    _check_budget(cfg)
