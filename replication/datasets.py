@@ -184,3 +184,101 @@ def load_dataset(path: Path | str):
     """Verify and load a dataset file as a d3rlpy ``MDPDataset``; returns ``(dataset, metadata)``."""
     transitions, meta = load_transitions(path)
     return transitions.to_mdp_dataset(), meta
+
+
+NEWDATA_SEED_OFFSET = 30_000  # (choice) collection episodes have their own seeds
+
+
+def collect_transitions(
+    env_name: str,
+    seed: int,
+    policy: Any,
+    size: int,
+    epsilon: float = 0.0,
+    env_options: dict[str, Any] | None = None,
+    seed_offset: int = NEWDATA_SEED_OFFSET,
+) -> Transitions:
+    """Exactly ``size`` env steps of ``policy`` with epsilon-random actions, as a dataset.
+
+    With probability ``epsilon`` a step takes a uniformly random action instead of the
+    policy's. Episodes end on the env's own termination or truncation; the episode running
+    when ``size`` steps are reached is cut (a timeout). The env is built with the run's seed
+    (Meta-World: the run's task variations); resets and exploration draw from generators
+    seeded with ``seed + seed_offset``.
+    """
+    from replication.envs import make_env
+
+    if size < 1:
+        raise ValueError(f"newdata size must be positive, got {size}")
+    if not 0.0 <= epsilon <= 1.0:
+        raise ValueError(f"epsilon must be in [0, 1], got {epsilon}")
+    env = make_env(env_name, seed, **(env_options or {}))
+    rng = np.random.default_rng(seed + seed_offset)
+    space = env.action_space
+    obs_dim, act_dim = env.observation_space.shape[0], space.shape[0]
+    observations = np.empty((size, obs_dim), dtype=np.float32)
+    actions = np.empty((size, act_dim), dtype=np.float32)
+    rewards = np.empty(size, dtype=np.float32)
+    terminals = np.zeros(size, dtype=bool)
+    timeouts = np.zeros(size, dtype=bool)
+    obs, _ = env.reset(seed=seed + seed_offset)
+    for t in range(size):
+        if epsilon > 0 and rng.random() < epsilon:
+            action = rng.uniform(space.low, space.high).astype(np.float32)
+        else:
+            action = np.asarray(policy(obs), dtype=np.float32)
+        next_obs, reward, terminated, truncated, info = env.step(action)
+        observations[t], actions[t] = obs, action
+        rewards[t] = reward
+        terminals[t] = terminated
+        timeouts[t] = truncated and not terminated
+        obs = env.reset()[0] if terminated or truncated else next_obs
+    if not (terminals[-1] or timeouts[-1]):
+        timeouts[-1] = True
+    env.close()
+    return Transitions(observations, actions, rewards, terminals, timeouts)
+
+
+def dataset_name(epsilon: float) -> str:
+    """The dataset label of a newdata variant: ``newdata`` for epsilon 0, else ``newdata-eps<e>``."""
+    return "newdata" if epsilon == 0 else f"newdata-eps{epsilon:g}"
+
+
+def build_newdata(
+    cfg: dict[str, Any],
+    env_name: str,
+    seed: int,
+    online_dir: Path | str,
+    collector: str,
+    epsilon: float,
+    out: Path | str,
+) -> dict[str, Any]:
+    """Collect the newdata dataset of a cell with its online ``collector`` (``best`` or ``last``).
+
+    The collector is the validated online policy (``best``) or the last one (``last``, the
+    "without validation" variant) at the newdata pause. Charges exactly ``newdata.size`` env
+    steps (recorded in the metadata as ``charged_env_steps``).
+    """
+    from replication import config
+    from replication.policies import load_policy
+
+    if collector not in ("best", "last"):
+        raise ValueError(f"collector must be 'best' or 'last', got {collector!r}")
+    pause = round(cfg["newdata"]["pause"] * cfg["budget"]["total_steps"])
+    policy_file = Path(online_dir) / f"pause_{pause}" / f"policy_{collector}.pt"
+    size = cfg["newdata"]["size"]
+    transitions = collect_transitions(
+        env_name, seed, load_policy(policy_file), size, epsilon, config.env_options(cfg, env_name)
+    )
+    return save_dataset(
+        transitions,
+        out,
+        env=env_name,
+        seed=seed,
+        pause=pause,
+        strategy=dataset_name(epsilon),
+        collector=collector,
+        epsilon=epsilon,
+        charged_env_steps=size,
+        env_options=config.env_options(cfg, env_name),
+    )

@@ -54,12 +54,13 @@ def episode_steps(cfg: dict[str, Any], env: str) -> int:
 
 
 def validation_costs(cfg: dict[str, Any], env: str) -> tuple[int, int]:
-    """Env steps charged for (online, offline) validation in ``env``."""
+    """Env steps charged for (online, offline) validation: ``fraction x T`` each, as the protocol says.
+
+    The checkpoints evaluated are as many as that charge pays for at full episode length
+    (:func:`validation_checkpoints`), so the steps really spent never exceed the charge.
+    """
     v, total = cfg["validation"], cfg["budget"]["total_steps"]
-    per_checkpoint = v["episodes"] * episode_steps(cfg, env)
-    online = validation_checkpoints(v["online_fraction"], total, v["episodes"], episode_steps(cfg, env))
-    offline = validation_checkpoints(v["offline_fraction"], total, v["episodes"], episode_steps(cfg, env))
-    return online * per_checkpoint, offline * per_checkpoint
+    return round(v["online_fraction"] * total), round(v["offline_fraction"] * total)
 
 
 def _check_envs(cfg: dict[str, Any]) -> None:

@@ -46,9 +46,7 @@ class KitchenReward(gym.Wrapper):
 
     def __init__(self, env: gym.Env, mode: str = "subtask"):
         if mode not in KITCHEN_REWARD_MODES:
-            raise ValueError(
-                f"unknown Kitchen reward mode {mode!r}; valid modes: {', '.join(KITCHEN_REWARD_MODES)}"
-            )
+            raise ValueError(f"unknown Kitchen reward mode {mode!r}; valid modes: {', '.join(KITCHEN_REWARD_MODES)}")
         flat = gym.wrappers.FlattenObservation(env)
         super().__init__(flat)
         self.mode = mode

@@ -1,0 +1,395 @@
+"""The online phase of a cell: SB3 SAC from scratch, with everything the variants branch from.
+
+One run per (environment, seed) serves every variant. At each pause point ``T_k`` it keeps:
+
+* ``pause_<T_k>/dataset_buffer.h5``: the replay buffer up to ``T_k`` as an offline dataset;
+* ``pause_<T_k>/validation.json``: online validation of evenly spaced policy snapshots (best and
+  last), with the env steps that validation is charged;
+* ``pause_<T_k>/policy_best.pt``, ``policy_last.pt``: those two policies (TorchScript);
+* ``pause_<T_k>/eval_best.json``: the reporting evaluation of the best snapshot.
+
+Learning curve: the current policy is evaluated every ``evaluation.interval`` env steps on its
+own env (``curve.csv``, tidy). These reporting episodes are not charged to any budget: they
+measure, they do not train. Validation episodes are charged, but only to the variants that use
+validation (their ledgers); SAC itself never sees them.
+
+The run is resumable: every ``online.checkpoint_interval`` steps it writes the model, the
+replay buffer, the environments' simulator states and the RNG states; a restarted run continues
+from there and ends with the same numbers as an uninterrupted one (on CPU).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import logging
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from replication import checkpoint, config, tidy
+from replication.datasets import Transitions, save_dataset
+from replication.envs import get_spec, make_env
+from replication.evaluation import EpisodeRecord, Evaluator
+from replication.io import atomic_path, read_json, write_json
+from replication.policies import export_sac_actor, load_policy, sac_policy
+from replication.runinfo import run_info
+from replication.schema import validation_checkpoints, validation_costs
+
+log = logging.getLogger(__name__)
+
+
+def pause_dir(out_dir: Path, step: int) -> Path:
+    return Path(out_dir) / f"pause_{step}"
+
+
+def online_pauses(cfg: dict[str, Any]) -> list[int]:
+    """Every pause at which the online run keeps state: recommendation, fine-tuning, newdata."""
+    total = cfg["budget"]["total_steps"]
+    extra = [config.finetune_pause_step(cfg), round(cfg["newdata"]["pause"] * total)]
+    return sorted(set(config.pause_steps(cfg)) | set(extra))
+
+
+def build_sac(cfg: dict[str, Any], env_name: str, seed: int, device: str = "cpu"):
+    """An SB3 SAC agent for ``env_name`` with the config's settings (replay capacity = T)."""
+    from stable_baselines3 import SAC
+
+    p = config.online_params(cfg, env_name)
+    env = make_env(env_name, seed, **config.env_options(cfg, env_name))
+    return SAC(
+        "MlpPolicy",
+        env,
+        learning_rate=p["learning_rate"],
+        buffer_size=cfg["budget"]["total_steps"],
+        learning_starts=p["learning_starts"],
+        batch_size=p["batch_size"],
+        tau=p["tau"],
+        gamma=p["gamma"],
+        train_freq=p["train_freq"],
+        gradient_steps=p["gradient_steps"],
+        ent_coef=p["ent_coef"],
+        replay_buffer_kwargs={"handle_timeout_termination": True},
+        optimize_memory_usage=False,
+        policy_kwargs={"net_arch": list(p["net_arch"])},
+        seed=seed,
+        device=device,
+        verbose=0,
+    )
+
+
+def stored_steps(rb) -> int:
+    """Steps in an SB3 replay buffer whose capacity is the whole budget (it never evicts)."""
+    return rb.buffer_size if rb.full else rb.pos
+
+
+def buffer_transitions(model, size: int | None = None) -> Transitions:
+    """The first ``size`` steps of ``model``'s replay buffer, episode-ordered, cut at the end.
+
+    SB3 stores actions scaled to [-1, 1]; the dataset holds them in the env's own range.
+    ``dones`` covers both episode ends; ``timeouts`` marks truncations, so terminals are
+    ``dones and not timeouts``. The episode still running at ``size`` is cut: its last stored
+    step becomes a timeout.
+    """
+    rb = model.replay_buffer
+    stored = stored_steps(rb)
+    n = stored if size is None else size
+    if n > stored:
+        raise ValueError(f"replay buffer holds {stored} steps; cannot take {n}")
+    obs = rb.observations[:n, 0]
+    next_obs = rb.next_observations[:n, 0]
+    dones = rb.dones[:n, 0].astype(bool)
+    timeouts = rb.timeouts[:n, 0].astype(bool)
+    terminals = dones & ~timeouts
+    timeouts = timeouts.copy()
+    if not (terminals[-1] or timeouts[-1]):
+        timeouts[-1] = True
+    ends = terminals | timeouts
+    inner = ~ends[:-1]
+    if not np.array_equal(obs[1:][inner], next_obs[:-1][inner]):
+        raise AssertionError("replay buffer is not episode-ordered: next observation differs from the next step")
+    space = model.action_space
+    actions = space.low + 0.5 * (rb.actions[:n, 0] + 1.0) * (space.high - space.low)
+    return Transitions(obs, actions, rb.rewards[:n, 0], terminals, timeouts)
+
+
+def select_candidates(snapshots: list[int], pause: int, count: int) -> list[int]:
+    """``count`` snapshot steps evenly spaced up to ``pause`` (targets ``pause * i / count``).
+
+    Each target takes the latest snapshot at or before it; duplicates are dropped. The last
+    candidate is always the snapshot at the pause itself.
+    """
+    available = sorted(s for s in snapshots if s <= pause)
+    if not available:
+        raise ValueError(f"no policy snapshot at or before step {pause}")
+    chosen = []
+    for i in range(1, count + 1):
+        target = pause * i / count
+        eligible = [s for s in available if s <= target] or available[:1]
+        if eligible[-1] not in chosen:
+            chosen.append(eligible[-1])
+    return chosen
+
+
+@dataclasses.dataclass
+class OnlineState:
+    """What the online loop carries between chunks (checkpointed with the model)."""
+
+    curve_rows: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    snapshots: list[int] = dataclasses.field(default_factory=list)
+    train_seconds: float = 0.0
+    eval_seconds: float = 0.0
+    validation_seconds: float = 0.0
+    dataset_seconds: float = 0.0
+    resumed_from: list[int] = dataclasses.field(default_factory=list)
+
+
+class OnlineRun:
+    """The online phase of one (environment, seed) cell, writing under ``out_dir``."""
+
+    def __init__(
+        self, cfg: dict[str, Any], env_name: str, seed: int, out_dir: Path | str, progress: bool | None = None
+    ):
+        self.cfg = cfg
+        self.env_name = env_name
+        self.seed = seed
+        self.out_dir = Path(out_dir)
+        self.spec = get_spec(env_name)
+        self.total = cfg["budget"]["total_steps"]
+        self.pauses = online_pauses(cfg)
+        p = config.online_params(cfg, env_name)
+        self.snapshot_interval = p["snapshot_interval"]
+        self.checkpoint_interval = p["checkpoint_interval"]
+        self.eval_interval = cfg["evaluation"]["interval"]
+        self.progress = sys.stderr.isatty() if progress is None else progress
+        env_opts = config.env_options(cfg, env_name)
+        self.evaluator = Evaluator(
+            env_name, seed, cfg["evaluation"]["episodes"], cfg["evaluation"]["seed_offset"], env_opts
+        )
+        v = cfg["validation"]
+        self.validator = Evaluator(env_name, seed, v["episodes"], v["seed_offset"], env_opts)
+        self.val_count = validation_checkpoints(v["online_fraction"], self.total, v["episodes"], self._episode_steps())
+        self.val_charge = validation_costs(cfg, env_name)[0]
+
+    def _episode_steps(self) -> int:
+        from replication.schema import episode_steps
+
+        return episode_steps(self.cfg, self.env_name)
+
+    @property
+    def ckpt_dir(self) -> Path:
+        return self.out_dir / "checkpoint"
+
+    def boundaries(self) -> list[int]:
+        """Steps at which the loop stops to evaluate, snapshot, pause or checkpoint."""
+        points = set(self.pauses) | {self.total}
+        for interval in (self.eval_interval, self.snapshot_interval, self.checkpoint_interval):
+            points |= set(range(interval, self.total + 1, interval))
+        return sorted(points)
+
+    # ---- checkpoints ------------------------------------------------------------------------
+
+    def save_checkpoint(self, model, state: OnlineState) -> None:
+        rb = model.replay_buffer
+        n = stored_steps(rb)
+        tmp = self.ckpt_dir.with_name(self.ckpt_dir.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        np.savez(
+            tmp / "buffer.npz",
+            observations=rb.observations[:n],
+            next_observations=rb.next_observations[:n],
+            actions=rb.actions[:n],
+            rewards=rb.rewards[:n],
+            dones=rb.dones[:n],
+            timeouts=rb.timeouts[:n],
+        )
+        model.replay_buffer = None
+        try:
+            payload = checkpoint.dumps({"model": model, "state": state, "rng": checkpoint.rng_states()})
+        finally:
+            model.replay_buffer = rb
+        (tmp / "state.pkl").write_bytes(payload)
+        write_json(tmp / "meta.json", {"num_timesteps": model.num_timesteps, "buffer_pos": n})
+        old = self.ckpt_dir.with_name(self.ckpt_dir.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        if self.ckpt_dir.exists():
+            self.ckpt_dir.rename(old)
+        tmp.rename(self.ckpt_dir)
+        shutil.rmtree(old, ignore_errors=True)
+
+    def load_checkpoint(self):
+        """The model and loop state of the last checkpoint, or ``None``."""
+        if not (self.ckpt_dir / "meta.json").exists():
+            return None
+        from stable_baselines3.common.buffers import ReplayBuffer
+
+        blob = checkpoint.loads((self.ckpt_dir / "state.pkl").read_bytes())
+        model, state = blob["model"], blob["state"]
+        rb = ReplayBuffer(
+            self.total,
+            model.observation_space,
+            model.action_space,
+            device=model.device,
+            n_envs=1,
+            optimize_memory_usage=False,
+            handle_timeout_termination=True,
+        )
+        with np.load(self.ckpt_dir / "buffer.npz") as arrays:
+            n = len(arrays["rewards"])
+            for key in ("observations", "next_observations", "actions", "rewards", "dones", "timeouts"):
+                getattr(rb, key)[:n] = arrays[key]
+        rb.pos = n % rb.buffer_size
+        rb.full = n == rb.buffer_size
+        model.replay_buffer = rb
+        checkpoint.set_rng_states(blob["rng"])
+        state.resumed_from.append(int(model.num_timesteps))
+        return model, state
+
+    # ---- work at boundaries -----------------------------------------------------------------
+
+    def snapshot_path(self, step: int) -> Path:
+        return self.out_dir / "snapshots" / f"step_{step}.pt"
+
+    def evaluate_curve(self, model, state: OnlineState) -> None:
+        start = time.perf_counter()
+        records = self.evaluator(sac_policy(model))
+        state.eval_seconds += time.perf_counter() - start
+        base = {"env": self.env_name, "suite": self.spec.suite, "seed": self.seed, "stage": "online", "algo": "sac"}
+        state.curve_rows += tidy.rows_from_records(base, records, model.num_timesteps)
+
+    def pause(self, model, state: OnlineState, step: int) -> None:
+        """Validation, dataset and policies at pause ``step`` (skipped if already written)."""
+        out = pause_dir(self.out_dir, step)
+        if (out / "done.json").exists():
+            return
+        out.mkdir(parents=True, exist_ok=True)
+        start = time.perf_counter()
+        candidates = select_candidates(state.snapshots, step, self.val_count)
+        scores, actual = [], 0
+        for s in candidates:
+            records = self.validator(load_policy(self.snapshot_path(s)))
+            scores.append(float(np.mean([r.score for r in records])))
+            actual += sum(r.env_steps for r in records)
+        best = candidates[int(np.argmax(scores))]  # ties: the earliest
+        shutil.copyfile(self.snapshot_path(best), out / "policy_best.pt")
+        shutil.copyfile(self.snapshot_path(step), out / "policy_last.pt")
+        best_records = self.evaluator(load_policy(out / "policy_best.pt"))
+        write_json(out / "eval_best.json", [dataclasses.asdict(r) for r in best_records])
+        write_json(
+            out / "validation.json",
+            {
+                "pause": step,
+                "candidates": candidates,
+                "scores": scores,
+                "episodes_per_candidate": self.cfg["validation"]["episodes"],
+                "best_step": best,
+                "best_score": scores[candidates.index(best)],
+                "last_step": step,
+                "last_score": scores[candidates.index(step)] if step in candidates else None,
+                "charged_env_steps": self.val_charge,
+                "actual_env_steps": actual,
+            },
+        )
+        state.validation_seconds += time.perf_counter() - start
+        start = time.perf_counter()
+        save_dataset(
+            buffer_transitions(model, step),
+            out / "dataset_buffer.h5",
+            env=self.env_name,
+            seed=self.seed,
+            pause=step,
+            strategy="buffer",
+            collector="online-sac",
+            env_options=config.env_options(self.cfg, self.env_name),
+        )
+        state.dataset_seconds += time.perf_counter() - start
+        write_json(out / "done.json", {"pause": step})
+
+    # ---- the loop ---------------------------------------------------------------------------
+
+    def run(self, device: str = "cpu") -> dict[str, Any]:
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        restored = self.load_checkpoint()
+        model, state = restored if restored else (build_sac(self.cfg, self.env_name, self.seed, device), OnlineState())
+        bar = None
+        if self.progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=self.total, initial=model.num_timesteps, unit="step", desc=f"online {self.env_name}")
+        for boundary in self.boundaries():
+            if boundary <= model.num_timesteps:
+                continue
+            start = time.perf_counter()
+            model.learn(boundary - model.num_timesteps, reset_num_timesteps=False, log_interval=None)
+            state.train_seconds += time.perf_counter() - start
+            if bar is not None:
+                bar.update(boundary - bar.n)
+                bar.set_postfix(steps_per_s=f"{model.num_timesteps / max(state.train_seconds, 1e-9):.0f}")
+            if boundary % self.snapshot_interval == 0 or boundary in self.pauses:
+                export_sac_actor(model, self.snapshot_path(boundary))
+                state.snapshots.append(boundary)
+            if boundary % self.eval_interval == 0 or boundary in self.pauses:
+                self.evaluate_curve(model, state)
+                log.info(
+                    "%s seed %d: step %d, training %.0f steps/s",
+                    self.env_name,
+                    self.seed,
+                    boundary,
+                    model.num_timesteps / max(state.train_seconds, 1e-9),
+                )
+            if boundary in self.pauses:
+                self.pause(model, state, boundary)
+            if boundary % self.checkpoint_interval == 0 and boundary < self.total:
+                self.save_checkpoint(model, state)
+        if bar is not None:
+            bar.close()
+        return self.finish(model, state, device)
+
+    def finish(self, model, state: OnlineState, device: str) -> dict[str, Any]:
+        tidy.write(tidy.frame(state.curve_rows), self.out_dir / "curve.csv")
+        buffer = io.BytesIO()
+        model.save(buffer)
+        with atomic_path(self.out_dir / "model.zip") as tmp:
+            tmp.write_bytes(buffer.getvalue())
+        summary = {
+            **run_info(self.cfg, device),
+            "env": self.env_name,
+            "seed": self.seed,
+            "total_steps": self.total,
+            "pauses": self.pauses,
+            "snapshots": state.snapshots,
+            "resumed_from": state.resumed_from,
+            "timings": {
+                "train_seconds": state.train_seconds,
+                "train_steps_per_second": self.total / max(state.train_seconds, 1e-9),
+                "eval_seconds": state.eval_seconds,
+                "validation_seconds": state.validation_seconds,
+                "dataset_seconds": state.dataset_seconds,
+            },
+        }
+        write_json(self.out_dir / "online.json", summary)
+        shutil.rmtree(self.ckpt_dir, ignore_errors=True)
+        return summary
+
+
+def run_online(
+    cfg: dict[str, Any], env_name: str, seed: int, out_dir: Path | str, progress: bool | None = None
+) -> dict:
+    """Run (or resume) the online phase of one cell; returns its summary."""
+    from replication.runinfo import configure_torch
+
+    device = configure_torch(cfg)
+    return OnlineRun(cfg, env_name, seed, out_dir, progress).run(device)
+
+
+def read_validation(out_dir: Path | str, pause: int) -> dict[str, Any]:
+    return read_json(pause_dir(Path(out_dir), pause) / "validation.json")
+
+
+def read_records(path: Path | str) -> list[EpisodeRecord]:
+    return [EpisodeRecord(**r) for r in json.loads(Path(path).read_text())]
