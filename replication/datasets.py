@@ -73,6 +73,22 @@ class Transitions:
         starts = np.concatenate([[0], stops[:-1]])
         return list(zip(starts.tolist(), stops.tolist(), strict=True))
 
+    def storable(self) -> tuple[Transitions, int]:
+        """These arrays without one-step episodes that end in a timeout; and how many were dropped.
+
+        Such an episode holds no transition (there is no next observation to learn from) and
+        d3rlpy does not store it, so it is dropped before saving rather than lost silently.
+        """
+        bounds = self.episode_bounds()
+        keep = np.ones(len(self), dtype=bool)
+        for a, b in bounds:
+            if b - a == 1 and self.timeouts[a]:
+                keep[a] = False
+        if keep.all():
+            return self, 0
+        arrays = (self.observations, self.actions, self.rewards, self.terminals, self.timeouts)
+        return Transitions(*(x[keep] for x in arrays)), int((~keep).sum())
+
     def episode_returns(self) -> np.ndarray:
         return np.array([self.rewards[a:b].sum() for a, b in self.episode_bounds()], dtype=np.float64)
 
@@ -125,11 +141,19 @@ def save_dataset(transitions: Transitions, path: Path | str, **metadata: Any) ->
     return statistics and the content hash are added here.
     """
     transitions.validate()
+    transitions, dropped = transitions.storable()
     path = Path(path)
     dataset = transitions.to_mdp_dataset()
     with atomic_path(path) as tmp, open(tmp, "w+b") as f:
         dataset.dump(f)
-    meta = {**metadata, **transitions.summary(), "format": "d3rlpy-h5", "file": path.name, "sha256": sha256_of(path)}
+    meta = {
+        **metadata,
+        **transitions.summary(),
+        "dropped_one_step_timeout_episodes": dropped,
+        "format": "d3rlpy-h5",
+        "file": path.name,
+        "sha256": sha256_of(path),
+    }
     write_json(metadata_path(path), meta)
     return meta
 

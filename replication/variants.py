@@ -1,0 +1,93 @@
+"""The variants that branch from one online run, and what each is charged.
+
+Every variant pays for exactly what it uses:
+
+* online training up to its pause point;
+* online validation, when it picks the data collector (newdata) or the policy (best-of);
+* the newdata collection, when its dataset is newdata;
+* offline validation, when it picks the offline checkpoint.
+
+"Without validation" (``validation="none"``): last online policy as the collector, last offline
+checkpoint as the output, nothing charged for validation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from replication import config
+from replication.ledger import Ledger
+from replication.schema import validation_costs
+
+VALIDATIONS = ("full", "none")
+SELECTIONS = ("offline", "best-of")
+
+
+@dataclasses.dataclass(frozen=True)
+class OfflineDataset:
+    """One dataset an offline learner trains on: ``buffer`` at a pause, or newdata."""
+
+    label: str  # buffer | newdata | newdata-eps0.1 ...
+    pause: int
+    collector: str | None = None  # newdata only: best | last
+
+    @property
+    def is_newdata(self) -> bool:
+        return self.label != "buffer"
+
+    @property
+    def validations(self) -> tuple[str, ...]:
+        """The validation settings this dataset serves.
+
+        A buffer dataset serves both (validation only picks checkpoints and policies); a
+        newdata dataset was collected by either the validated (``best``) or the last online
+        policy, so it belongs to one setting.
+        """
+        if not self.is_newdata:
+            return VALIDATIONS
+        return ("full",) if self.collector == "best" else ("none",)
+
+
+def offline_datasets(cfg: dict[str, Any]) -> list[OfflineDataset]:
+    """Every dataset the offline learners train on, for one cell."""
+    from replication.datasets import dataset_name
+
+    out = []
+    if "buffer" in cfg["offline"]["datasets"]:
+        out += [OfflineDataset("buffer", p) for p in config.pause_steps(cfg)]
+    if "newdata" in cfg["offline"]["datasets"]:
+        pause = round(cfg["newdata"]["pause"] * cfg["budget"]["total_steps"])
+        for eps in cfg["newdata"]["epsilon"]:
+            out += [OfflineDataset(dataset_name(eps), pause, c) for c in ("best", "last")]
+    return out
+
+
+def recommendation_ledger(
+    cfg: dict[str, Any], env: str, dataset: OfflineDataset, validation: str, selection: str
+) -> Ledger:
+    """Env steps spent by a final-policy recommendation variant."""
+    if validation not in VALIDATIONS or selection not in SELECTIONS:
+        raise ValueError(f"unknown variant validation={validation!r} selection={selection!r}")
+    if selection == "best-of" and validation != "full":
+        raise ValueError("best-of selection needs validation scores: it exists only with validation='full'")
+    online_val, offline_val = validation_costs(cfg, env)
+    ledger = Ledger(cfg["budget"]["total_steps"]).charge("online_training", dataset.pause)
+    if validation == "full" and (dataset.is_newdata or selection == "best-of"):
+        ledger.charge("online_validation", online_val)
+    if dataset.is_newdata:
+        ledger.charge("newdata", cfg["newdata"]["size"])
+    if validation == "full":
+        ledger.charge("offline_validation", offline_val)
+    return ledger
+
+
+def finetune_ledger(cfg: dict[str, Any], env: str) -> Ledger:
+    """Env steps spent before fine-tuning starts: the offline agent it starts from."""
+    ft = cfg["finetune"]
+    if ft["dataset"] == "buffer":
+        dataset = OfflineDataset("buffer", config.finetune_pause_step(cfg))
+    else:
+        pause = round(cfg["newdata"]["pause"] * cfg["budget"]["total_steps"])
+        dataset = OfflineDataset("newdata", pause, "best" if ft["validation"] else "last")
+    return recommendation_ledger(cfg, env, dataset, "full" if ft["validation"] else "none", "offline")

@@ -1,0 +1,46 @@
+"""Shared fixtures: tiny configurations that run the real pipeline in seconds."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from replication import config
+
+
+def tiny_config(envs: list[str], total_steps: int = 2000, **overrides: Any) -> dict[str, Any]:
+    """A resolved config small enough for a test: short episodes, small nets, few evaluations."""
+    base = {
+        "name": "test",
+        "envs": envs,
+        "seeds": [0],
+        "budget": {"total_steps": total_steps, "pause_fractions": [0.5, 1.0], "finetune_pause": 0.5},
+        "online": {
+            "learning_starts": 300,
+            "batch_size": 32,
+            "net_arch": [32, 32],
+            "snapshot_interval": 250,
+            "checkpoint_interval": 700,
+        },
+        "evaluation": {"interval": 500, "episodes": 2},
+        "validation": {"episodes": 1, "online_fraction": 0.1, "offline_fraction": 0.05},
+        "env_options": {env: {"max_episode_steps": 100} for env in envs},
+        "newdata": {"size": 300, "pause": 0.5, "epsilon": [0.0]},
+        "offline": {"datasets": ["buffer"]},
+        "finetune": {"methods": []},
+    }
+    return config.resolve(config.deep_merge(base, overrides))
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Tests share two cores: one torch thread each keeps them fast and repeatable."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
+@pytest.fixture
+def make_tiny_config():
+    return tiny_config

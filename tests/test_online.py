@@ -1,0 +1,169 @@
+"""The online phase on short real runs: datasets, validation charges, newdata, exact resume."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from replication.datasets import build_newdata, load_transitions, save_dataset
+from replication.envs import make_env
+from replication.online import OnlineRun, buffer_transitions, build_sac, run_online, select_candidates
+from tests.conftest import tiny_config
+
+
+@pytest.fixture(scope="module")
+def hopper_run(tmp_path_factory):
+    cfg = tiny_config(["hopper"])
+    out = tmp_path_factory.mktemp("online") / "hopper"
+    summary = run_online(cfg, "hopper", 0, out, progress=False)
+    return cfg, out, summary
+
+
+def replay_episode_ends(env_name: str, actions: np.ndarray, seed: int, **options) -> tuple[np.ndarray, np.ndarray]:
+    """Terminations and truncations of the real env, replayed with the same actions from the same seed."""
+    env = make_env(env_name, seed, **options)
+    env.reset(seed=seed)
+    terminated, truncated = [], []
+    for a in actions:
+        _, _, te, tr, _ = env.step(a)
+        terminated.append(te)
+        truncated.append(tr and not te)
+        if te or tr:
+            env.reset()
+    return np.array(terminated), np.array(truncated)
+
+
+@pytest.mark.parametrize("env_name,options", [("hopper", {}), ("halfcheetah", {"max_episode_steps": 50})])
+def test_dataset_episode_boundaries_match_the_env(env_name, options, make_tiny_config):
+    """Terminals are the env's terminations (hopper falls), timeouts its truncations (time limit)."""
+    # no gradient steps are needed to test the data path: warm-up covers the whole run
+    cfg = make_tiny_config(
+        [env_name], env_options={env_name: {"max_episode_steps": 100, **options}}, online={"learning_starts": 1000}
+    )
+    model = build_sac(cfg, env_name, 0)
+    model.learn(450)
+    data = buffer_transitions(model)
+    # SB3 seeds the env with reset(seed=seed) on its first reset; replaying the stored actions
+    # on a fresh env from the same seed must give the same episode ends.
+    term, trunc = replay_episode_ends(env_name, data.actions, 0, **cfg["env_options"][env_name])
+    assert not np.any(data.terminals & data.timeouts)
+    np.testing.assert_array_equal(data.terminals, term)
+    # the running episode is cut at the end: the only extra timeout is the last step
+    expected_timeouts = trunc.copy()
+    if not (term[-1] or trunc[-1]):
+        expected_timeouts[-1] = True
+    np.testing.assert_array_equal(data.timeouts, expected_timeouts)
+    if env_name == "hopper":
+        assert data.terminals.sum() > 0, "hopper should fall within 450 random-ish steps"
+    else:
+        assert data.terminals.sum() == 0 and data.timeouts.sum() >= 450 // 50
+
+
+def test_episode_cut_at_pause_is_a_timeout(make_tiny_config):
+    cfg = make_tiny_config(["halfcheetah"])
+    model = build_sac(cfg, "halfcheetah", 0)
+    model.learn(130)  # 100-step episodes: the second one is 30 steps in
+    data = buffer_transitions(model)
+    assert len(data) == 130
+    assert data.timeouts[99] and data.timeouts[129]
+    assert data.timeouts.sum() == 2 and data.terminals.sum() == 0
+    # a prefix cut mid-episode also ends in a timeout
+    prefix = buffer_transitions(model, 57)
+    assert prefix.timeouts[-1] and prefix.timeouts.sum() == 1
+
+
+def test_dataset_actions_are_in_the_env_range(make_tiny_config):
+    """SB3 stores actions scaled to [-1, 1]; datasets hold them in the env's range (humanoid: +-0.4)."""
+    cfg = make_tiny_config(["humanoid"])
+    model = build_sac(cfg, "humanoid", 0)
+    model.learn(120)
+    data = buffer_transitions(model)
+    assert np.all(np.abs(data.actions) <= 0.4 + 1e-6)
+    assert np.abs(data.actions).max() > 0.3
+
+
+def test_online_outputs(hopper_run):
+    cfg, out, summary = hopper_run
+    curve = pd.read_csv(out / "curve.csv")
+    scores = curve[curve.metric == "score"]
+    assert scores.env_step.tolist() == [500, 1000, 1500, 2000]
+    assert (scores.episodes == 2).all()
+    assert summary["pauses"] == [1000, 2000]
+    for pause in summary["pauses"]:
+        d = out / f"pause_{pause}"
+        transitions, meta = load_transitions(d / "dataset_buffer.h5")
+        assert len(transitions) + meta["dropped_one_step_timeout_episodes"] == pause
+        assert meta["pause"] == pause and meta["strategy"] == "buffer"
+        val = json.loads((d / "validation.json").read_text())
+        # online validation: charged exactly online_fraction x T; evaluates what that pays for
+        assert val["charged_env_steps"] == round(0.1 * 2000)
+        assert 0 < val["actual_env_steps"] <= val["charged_env_steps"]
+        assert len(val["candidates"]) == 2  # 200 steps pay for two 1-episode checks of 100 steps
+        assert val["candidates"][-1] == pause and val["last_step"] == pause
+        assert val["best_score"] == max(val["scores"])
+        assert val["best_step"] == val["candidates"][int(np.argmax(val["scores"]))]
+        assert (d / "policy_best.pt").exists() and (d / "policy_last.pt").exists()
+    assert not (out / "checkpoint").exists()
+    assert summary["timings"]["train_steps_per_second"] > 0
+
+
+def test_newdata_charges_exactly_n_steps(hopper_run, tmp_path):
+    cfg, out, _ = hopper_run
+    for eps in (0.0, 0.5):
+        meta = build_newdata(cfg, "hopper", 0, out, "best", eps, tmp_path / f"nd{eps}.h5")
+        transitions, _ = load_transitions(tmp_path / f"nd{eps}.h5")
+        assert meta["charged_env_steps"] == cfg["newdata"]["size"] == 300
+        assert len(transitions) + meta["dropped_one_step_timeout_episodes"] == 300
+        assert meta["collector"] == "best" and meta["epsilon"] == eps
+        assert transitions.timeouts[-1] or transitions.terminals[-1]
+    a, _ = load_transitions(tmp_path / "nd0.0.h5")
+    b, _ = load_transitions(tmp_path / "nd0.5.h5")
+    assert not np.array_equal(a.actions, b.actions)
+
+
+def test_candidates_are_evenly_spaced():
+    snaps = list(range(250, 2001, 250))
+    assert select_candidates(snaps, 2000, 4) == [500, 1000, 1500, 2000]
+    assert select_candidates(snaps, 1000, 3) == [250, 500, 1000]
+    assert select_candidates(snaps, 1000, 1) == [1000]
+
+
+def test_resume_gives_identical_results(hopper_run, tmp_path):
+    """A run killed after a checkpoint and restarted ends with the same numbers as one uninterrupted."""
+    cfg, reference, _ = hopper_run
+    original = OnlineRun.save_checkpoint
+    saved = {"n": 0}
+
+    def save_then_crash(self, model, state):
+        original(self, model, state)
+        saved["n"] += 1
+        if saved["n"] == 2:
+            raise KeyboardInterrupt("simulated kill after the second checkpoint")
+
+    OnlineRun.save_checkpoint = save_then_crash
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_online(cfg, "hopper", 0, tmp_path / "run", progress=False)
+    finally:
+        OnlineRun.save_checkpoint = original
+    assert (tmp_path / "run" / "checkpoint" / "meta.json").exists()
+    summary = run_online(cfg, "hopper", 0, tmp_path / "run", progress=False)
+    assert summary["resumed_from"] == [1400]
+    pd.testing.assert_frame_equal(pd.read_csv(reference / "curve.csv"), pd.read_csv(tmp_path / "run" / "curve.csv"))
+    for pause in (1000, 2000):
+        a = json.loads((reference / f"pause_{pause}" / "dataset_buffer.h5.json").read_text())
+        b = json.loads((tmp_path / "run" / f"pause_{pause}" / "dataset_buffer.h5.json").read_text())
+        assert a["sha256"] == b["sha256"]
+        va = json.loads((reference / f"pause_{pause}" / "validation.json").read_text())
+        vb = json.loads((tmp_path / "run" / f"pause_{pause}" / "validation.json").read_text())
+        assert va == vb
+
+
+def test_saved_buffer_dataset_round_trips(hopper_run, tmp_path):
+    _, out, _ = hopper_run
+    transitions, meta = load_transitions(out / "pause_1000" / "dataset_buffer.h5")
+    again = save_dataset(transitions, tmp_path / "copy.h5", env="hopper", seed=0, pause=1000, strategy="buffer")
+    assert again["sha256"] == meta["sha256"]
