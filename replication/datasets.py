@@ -64,8 +64,9 @@ class Transitions:
                 "the last step ends no episode (neither terminal nor timeout): "
                 f"{n - 1 - int(np.flatnonzero(ends)[-1]) if ends.any() else n} trailing steps would be lost"
             )
-        if not np.all(np.isfinite(self.observations)) or not np.all(np.isfinite(self.rewards)):
-            raise DatasetError("observations or rewards contain NaN or inf")
+        for name in ("observations", "actions", "rewards"):
+            if not np.all(np.isfinite(getattr(self, name))):
+                raise DatasetError(f"{name} contain NaN or inf")
 
     def episode_bounds(self) -> list[tuple[int, int]]:
         """``(start, stop)`` of every episode."""

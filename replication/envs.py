@@ -114,7 +114,7 @@ def make_env(name: str, seed: int, **overrides: Any) -> gym.Env:
     implementation). The seed fixes Meta-World's task variations and seeds the env's first reset
     and its action space.
     """
-    delay = overrides.pop("reward_delay", 1) or 1
+    delay = overrides.pop("reward_delay", 1)
     spec = resolve_spec(name, **overrides)
     if spec.suite == "metaworld":
         import metaworld  # noqa: F401  (registers Meta-World/MT1)

@@ -118,7 +118,7 @@ def evaluate(
     """Evaluate ``policy`` for ``episodes`` seeded episodes of ``env_name``."""
     evaluator = Evaluator(env_name, seed, episodes, offset, env_options)
     try:
-        return evaluator()
+        return evaluator(policy)
     finally:
         evaluator.close()
 

@@ -32,6 +32,7 @@ class Entry:
             raise ValueError(f"unknown ledger category {self.category!r}; valid: {', '.join(CATEGORIES)}")
         if int(self.steps) != self.steps or self.steps < 0:
             raise ValueError(f"ledger entry {self.category}: steps must be a non-negative integer, got {self.steps}")
+        object.__setattr__(self, "steps", int(self.steps))
 
 
 @dataclasses.dataclass
@@ -43,7 +44,7 @@ class Ledger:
 
     def charge(self, category: str, steps: int, note: str = "") -> Ledger:
         """Record ``steps`` env steps spent on ``category``; refuses to overdraw the budget."""
-        entry = Entry(category, int(steps), note)
+        entry = Entry(category, steps, note)
         if self.spent + entry.steps > self.total:
             raise BudgetError(
                 f"charging {entry.steps} env steps to {category} would spend {self.spent + entry.steps} "

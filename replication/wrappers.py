@@ -83,6 +83,7 @@ class KitchenReward(gym.Wrapper):
             reward = 1.0 if all_done and before < len(self.tasks) else 0.0
         else:
             reward = float(self.subtasks_at_goal())
+        info["episode_task_completions"] = list(info["episode_task_completions"])
         info["subtasks_completed"] = self._completed
         info["episode_success"] = all_done
         return obs, reward, terminated, truncated, info

@@ -1,0 +1,105 @@
+"""The ``replication`` command line."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from replication import cli
+from replication.envs import PROJECT_ROOT, specs
+
+NAMES = list(specs())
+SUBSTITUTES = {"sawyer-lift": "pick-place-v3", "sawyer-drape": "shelf-place-v3"}
+
+
+def rows_by_name(lines: list[str]) -> dict[str, str]:
+    return {line.split()[0]: line for line in lines if line.split() and line.split()[0] in NAMES}
+
+
+def test_envs_prints_the_twelve_as_an_aligned_table(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["envs"]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert lines[0].split()[:3] == ["name", "implementation", "suite"]
+    assert set(lines[1]) <= {"-", " "}
+    rows = rows_by_name(lines)
+    assert list(rows) == NAMES
+    assert len(lines) == 2 + len(NAMES)
+    # Columns are aligned: every row's implementation id starts where the header's column does.
+    column = lines[0].index("implementation")
+    for name, row in rows.items():
+        assert row[column:].startswith(specs()[name].id), row
+    # Substitutes are marked, with their reason; the others are not.
+    for name, row in rows.items():
+        if name in SUBSTITUTES:
+            assert row.split()[-1] != "no"
+            assert "yes: (choice) Meta-World v3 has no " in row
+            assert SUBSTITUTES[name] in row
+        else:
+            assert row.rstrip().endswith("  no"), row
+    assert "Humanoid-v5" in rows["humanoid"] and "1000" in rows["humanoid"]
+    assert "280" in rows["kitchen"] and "binary" in rows["kitchen-sparse"]
+
+
+def test_envs_markdown(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["envs", "--format", "markdown"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("| name | implementation |")
+    assert lines[1].replace("|", "").replace("-", "") == ""
+    assert len(lines) == 2 + len(NAMES)
+    cells = {line.split("|")[1].strip(): [c.strip() for c in line.strip("|").split("|")] for line in lines[2:]}
+    assert list(cells) == NAMES
+    assert all(len(row) == len(cli.ENV_COLUMNS) for row in cells.values())
+    assert cells["sawyer-lift"][-1].startswith("yes: ")
+    assert cells["sawyer-drape"][-1].startswith("yes: ")
+    assert cells["sawyer-push"][-1] == "no"
+    assert cells["kitchen"][1:6] == ["FrankaKitchen-v1", "kitchen", "subtask", "subtasks", "280"]
+
+
+def test_markdown_escapes_pipes() -> None:
+    table = cli.format_markdown(("a", "b"), [("x|y", "z")])
+    assert table.splitlines()[2] == "| x\\|y | z |"
+
+
+def test_usage_errors_exit_with_status_2(capsys: pytest.CaptureFixture[str]) -> None:
+    for argv in ([], ["nonsense"], ["envs", "--format", "html"]):
+        with pytest.raises(SystemExit) as info:
+            cli.main(argv)
+        assert info.value.code == 2
+    assert "invalid choice" in capsys.readouterr().err
+
+
+def test_subcommands_are_registered_in_one_place(capsys: pytest.CaptureFixture[str]) -> None:
+    assert "envs" in cli.COMMANDS
+    with pytest.raises(SystemExit) as info:
+        cli.main(["--help"])
+    assert info.value.code == 0
+    assert "envs" in capsys.readouterr().out
+
+
+def test_a_value_error_is_reported_without_a_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def broken(args) -> int:
+        raise ValueError("config key budget.total_steps: nope")
+
+    monkeypatch.setitem(cli.COMMANDS, "broken", cli.Command("always fails", cli._no_arguments, broken))
+    assert cli.main(["broken"]) == 1
+    assert "replication broken: error: config key budget.total_steps: nope" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="nope"):
+        cli.main(["--debug", "broken"])
+
+
+def test_python_dash_m_replication_envs() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "replication", "envs"],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert list(rows_by_name(result.stdout.splitlines())) == NAMES
