@@ -112,6 +112,123 @@ def _envs(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- pipeline stages (each a thin call into the package; the Snakefile runs these) ---------------
+
+
+def _load_config(path: str) -> dict:
+    from replication import config
+
+    return config.resolve(config.read_yaml(path))
+
+
+def _setup_logging() -> None:
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
+    try:  # d3rlpy logs every fit through structlog at info level
+        import structlog
+
+        structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    except ImportError:
+        pass
+
+
+def _cell_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, help="resolved config file (results/<name>/config.yaml)")
+    parser.add_argument("--env", required=True, help="study environment name")
+    parser.add_argument("--seed", required=True, type=int)
+
+
+def _add_online_arguments(parser: argparse.ArgumentParser) -> None:
+    _cell_arguments(parser)
+    parser.add_argument("--out", required=True, help="output directory of the online run")
+    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None, help="progress bar")
+
+
+@command("online", "train online SAC for one cell, keeping every pause point's data", _add_online_arguments)
+def _online(args: argparse.Namespace) -> int:
+    from replication.online import run_online
+
+    _setup_logging()
+    summary = run_online(_load_config(args.config), args.env, args.seed, args.out, progress=args.progress)
+    print(f"online {args.env} seed {args.seed}: {summary['timings']['train_steps_per_second']:.0f} env steps/s")
+    return 0
+
+
+def _add_newdata_arguments(parser: argparse.ArgumentParser) -> None:
+    _cell_arguments(parser)
+    parser.add_argument("--online", required=True, help="the cell's online run directory")
+    parser.add_argument("--dataset", required=True, help="dataset key, e.g. newdata-best or newdata-eps0.1-last")
+    parser.add_argument("--out", required=True, help="dataset file to write (.h5)")
+
+
+@command("newdata", "collect a newdata dataset with the cell's online policy", _add_newdata_arguments)
+def _newdata(args: argparse.Namespace) -> int:
+    from replication.datasets import build_newdata
+    from replication.workflow import parse_dataset_key
+
+    _setup_logging()
+    cfg = _load_config(args.config)
+    dataset = parse_dataset_key(cfg, args.dataset)
+    if not dataset.is_newdata:
+        raise ValueError(f"{args.dataset} is not a newdata dataset")
+    eps = float(dataset.label.removeprefix("newdata-eps")) if dataset.label != "newdata" else 0.0
+    meta = build_newdata(cfg, args.env, args.seed, args.online, dataset.collector, eps, args.out)
+    print(f"newdata {args.env} seed {args.seed}: {meta['transitions']} transitions, {meta['episodes']} episodes")
+    return 0
+
+
+def _add_offline_arguments(parser: argparse.ArgumentParser) -> None:
+    _cell_arguments(parser)
+    parser.add_argument("--algo", required=True, choices=("iql", "cql", "calql"))
+    parser.add_argument("--dataset", required=True, help="dataset key, e.g. buffer-p200000 or newdata-best")
+    parser.add_argument("--data", required=True, help="the dataset file")
+    parser.add_argument("--online", required=True, help="the cell's online run directory")
+    parser.add_argument("--out", required=True, help="output directory")
+
+
+@command("offline", "train an offline learner on a dataset, validate, recommend", _add_offline_arguments)
+def _offline(args: argparse.Namespace) -> int:
+    from replication.offline import run_offline
+    from replication.workflow import parse_dataset_key
+
+    _setup_logging()
+    cfg = _load_config(args.config)
+    dataset = parse_dataset_key(cfg, args.dataset)
+    run_offline(cfg, args.env, args.seed, args.algo, args.data, args.online, dataset, args.out)
+    return 0
+
+
+def _add_aggregate_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", required=True, help="tidy CSV to write")
+    parser.add_argument("inputs", nargs="+", help="tidy CSV files of the cells")
+
+
+@command("aggregate", "concatenate the cells' tidy results into one table", _add_aggregate_arguments)
+def _aggregate(args: argparse.Namespace) -> int:
+    from replication import tidy
+
+    df = tidy.read(args.inputs)
+    tidy.write(df, args.out)
+    print(f"aggregate: {len(df)} rows from {len(args.inputs)} files")
+    return 0
+
+
+def _add_configfile_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--configfile", default="config/config.yaml", help="run config (default: config/config.yaml)")
+
+
+@command("check-config", "validate a run config and print its grid", _add_configfile_arguments)
+def _check_config(args: argparse.Namespace) -> int:
+    from replication import config, workflow
+
+    cfg = config.load(args.configfile)
+    counts = workflow.counts(cfg)
+    print(f"{args.configfile}: valid; results under {workflow.results_dir(cfg)}/")
+    print(", ".join(f"{n} {rule} jobs" for rule, n in counts.items()))
+    return 0
+
+
 # --- entry point -------------------------------------------------------------------------------
 
 

@@ -1,0 +1,108 @@
+"""The cluster path: a workflow run with `--profile profiles/slurm-test` on a real single-node
+SLURM (munge + slurmctld + slurmd on 127.0.0.1, started by scripts/slurm/up.sh) submits every
+job with sbatch and produces complete outputs.
+
+Needs root and apt-get (Debian/Ubuntu); skipped otherwise. About a minute, most of it the SLURM
+plugin's status polling. Run alone with:  pytest -m slurm -v -s
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import textwrap
+from pathlib import Path
+
+import pytest
+
+try:
+    from slurm_helpers import SlurmUnavailable, local_slurm, run_workflow_on_slurm
+except ImportError:  # tests/ imported as a package
+    from tests.slurm_helpers import SlurmUnavailable, local_slurm, run_workflow_on_slurm
+
+pytestmark = pytest.mark.slurm
+
+# A small self-contained workflow: two independent jobs and one that needs both. Each job writes
+# the SLURM job id it ran under, so the outputs themselves show where they were made. Rule names
+# are the project's, so the profile's set-resources entries are exercised too.
+SNAKEFILE = textwrap.dedent(
+    """
+    import sys
+
+    PY = sys.executable
+    STAMP = (
+        "import os, sys; "
+        "parts = [open(p).read() for p in sys.argv[2:]]; "
+        "parts.append(sys.argv[1].rsplit('/', 1)[-1] + ' ' + os.environ.get('SLURM_JOB_ID', 'none') + chr(10)); "
+        "open(sys.argv[1], 'w').write(''.join(parts))"
+    )
+
+    rule all:
+        input: "out/aggregate.txt"
+
+    rule online:
+        output: "out/online.txt"
+        shell: '"{PY}" -c "{STAMP}" {output}'
+
+    rule newdata:
+        output: "out/newdata.txt"
+        shell: '"{PY}" -c "{STAMP}" {output}'
+
+    rule aggregate:
+        input: "out/online.txt", "out/newdata.txt"
+        output: "out/aggregate.txt"
+        shell: '"{PY}" -c "{STAMP}" {output} {input}'
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def slurm_cluster(tmp_path_factory: pytest.TempPathFactory):
+    """A running local SLURM for this module; stops only what it started."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root: scripts/slurm/up.sh installs packages and starts SLURM daemons")
+    if shutil.which("apt-get") is None and shutil.which("slurmctld") is None:
+        pytest.skip("no apt-get to install SLURM (and SLURM is not installed)")
+    scratch = tmp_path_factory.mktemp("slurm")
+    try:
+        with local_slurm(scratch):
+            yield scratch
+    except SlurmUnavailable as exc:
+        pytest.skip(f"cannot bring up a local SLURM: {exc}")
+
+
+def read_stamps(path: Path) -> list[tuple[str, str]]:
+    """(output name, SLURM job id) for each line a job appended to `path`."""
+    return [tuple(line.split()) for line in path.read_text().splitlines()]
+
+
+def test_every_job_goes_through_slurm(slurm_cluster: Path, tmp_path: Path) -> None:
+    snakefile = tmp_path / "Snakefile"
+    snakefile.write_text(SNAKEFILE)
+    workdir = tmp_path / "work"
+
+    run = run_workflow_on_slurm(snakefile, None, ["all"], workdir, timeout_s=600)
+    print(run.tail(3000))
+
+    run.assert_ok()
+    run.assert_all_jobs_on_slurm(allowed_local={"all"})
+    assert run.job_counts == {"aggregate": 1, "all": 1, "newdata": 1, "online": 1}
+    assert sorted(run.submitted.values()) == ["aggregate", "newdata", "online"]
+
+    # Outputs are complete, and each was written inside the SLURM job Snakemake submitted for it.
+    job_of = {rule: jobid for jobid, rule in run.submitted.items()}
+    assert read_stamps(workdir / "out/online.txt") == [("online.txt", job_of["online"])]
+    assert read_stamps(workdir / "out/newdata.txt") == [("newdata.txt", job_of["newdata"])]
+    assert read_stamps(workdir / "out/aggregate.txt") == [
+        ("online.txt", job_of["online"]),
+        ("newdata.txt", job_of["newdata"]),
+        ("aggregate.txt", job_of["aggregate"]),
+    ]
+    if run.jobcomp is not None:  # the slurmctld job-completion log agrees
+        assert {jobid: run.jobcomp.get(jobid) for jobid in run.submitted} == dict.fromkeys(run.submitted, "COMPLETED")
+
+    # A second run finds everything done and submits nothing.
+    again = run_workflow_on_slurm(snakefile, None, ["all"], workdir, timeout_s=300)
+    again.assert_ok()
+    assert "Nothing to be done" in again.output, again.tail()
+    assert again.submitted == {}
