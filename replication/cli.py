@@ -229,6 +229,19 @@ def _check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_estimate_arguments(parser: argparse.ArgumentParser) -> None:
+    _add_configfile_arguments(parser)
+    parser.add_argument("--cores", type=int, default=1, help="cores (or GPUs) running jobs in parallel")
+
+
+@command("estimate", "print what a config will cost: jobs, env steps, gradient steps, hours", _add_estimate_arguments)
+def _estimate(args: argparse.Namespace) -> int:
+    from replication.estimate import load_and_format
+
+    print(load_and_format(args.configfile, args.cores))
+    return 0
+
+
 # --- entry point -------------------------------------------------------------------------------
 
 
