@@ -36,7 +36,7 @@ CELL = OUT + "/cells/{env}/seed{seed}"
 RUN = f"{sys.executable} -m replication"  # the package's CLI, from the interpreter running the workflow
 
 wildcard_constraints:
-    env="[a-z0-9-]+",
+    env=r"[a-z0-9-]+(\+[a-z_]+=[a-z0-9.]+(,[a-z_]+=[a-z0-9.]+)*)?",
     seed=r"\d+",
     algo="iql|cql|calql|pex",
     dataset=r"[a-z0-9.-]+",
@@ -47,7 +47,8 @@ def settings(*sections):
 
     def get(wildcards):
         picked = {s: CFG[s] for s in sections}
-        picked["env_options"] = CFG["env_options"].get(wildcards.env, {})
+        picked["cell"] = wildcards.env
+        picked["env_options"] = CFG["env_options"].get(wf.parse_cell(wildcards.env).env, {})
         return yaml.safe_dump(picked, sort_keys=True)
 
     return get

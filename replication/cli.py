@@ -135,8 +135,27 @@ def _setup_logging() -> None:
 
 def _cell_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, help="resolved config file (results/<name>/config.yaml)")
-    parser.add_argument("--env", required=True, help="study environment name")
+    parser.add_argument("--env", required=True, help="environment, or an analysis cell: kitchen+reward=binary")
     parser.add_argument("--seed", required=True, type=int)
+
+
+def _cell(args: argparse.Namespace) -> tuple[str, dict, str]:
+    """``(env, config, variant_options)`` of the job's cell."""
+    from replication.workflow import cell_config
+
+    return cell_config(_load_config(args.config), args.env)
+
+
+def _tag(out: str, options: str) -> None:
+    """Mark the tidy results an analysis cell wrote with its options."""
+    from pathlib import Path
+
+    from replication import tidy
+
+    for name in ("curve.csv", "recommend.csv"):
+        path = Path(out) / name
+        if options and path.exists():
+            tidy.tag_options(path, options)
 
 
 def _add_online_arguments(parser: argparse.ArgumentParser) -> None:
@@ -150,7 +169,9 @@ def _online(args: argparse.Namespace) -> int:
     from replication.online import run_online
 
     _setup_logging()
-    summary = run_online(_load_config(args.config), args.env, args.seed, args.out, progress=args.progress)
+    env, cfg, options = _cell(args)
+    summary = run_online(cfg, env, args.seed, args.out, progress=args.progress)
+    _tag(args.out, options)
     print(f"online {args.env} seed {args.seed}: {summary['timings']['train_steps_per_second']:.0f} env steps/s")
     return 0
 
@@ -168,12 +189,12 @@ def _newdata(args: argparse.Namespace) -> int:
     from replication.workflow import parse_dataset_key
 
     _setup_logging()
-    cfg = _load_config(args.config)
+    env, cfg, _ = _cell(args)
     dataset = parse_dataset_key(cfg, args.dataset)
     if not dataset.is_newdata:
         raise ValueError(f"{args.dataset} is not a newdata dataset")
     eps = float(dataset.label.removeprefix("newdata-eps")) if dataset.label != "newdata" else 0.0
-    meta = build_newdata(cfg, args.env, args.seed, args.online, dataset.collector, eps, args.out)
+    meta = build_newdata(cfg, env, args.seed, args.online, dataset.collector, eps, args.out)
     print(f"newdata {args.env} seed {args.seed}: {meta['transitions']} transitions, {meta['episodes']} episodes")
     return 0
 
@@ -193,9 +214,10 @@ def _offline(args: argparse.Namespace) -> int:
     from replication.workflow import parse_dataset_key
 
     _setup_logging()
-    cfg = _load_config(args.config)
+    env, cfg, options = _cell(args)
     dataset = parse_dataset_key(cfg, args.dataset)
-    run_offline(cfg, args.env, args.seed, args.algo, args.data, args.online, dataset, args.out)
+    run_offline(cfg, env, args.seed, args.algo, args.data, args.online, dataset, args.out)
+    _tag(args.out, options)
     return 0
 
 
@@ -204,14 +226,41 @@ def _add_aggregate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="+", help="tidy CSV files of the cells")
 
 
-@command("aggregate", "concatenate the cells' tidy results into one table", _add_aggregate_arguments)
-def _aggregate(args: argparse.Namespace) -> int:
+@command("collect", "concatenate the cells' tidy results into one table", _add_aggregate_arguments)
+def _collect(args: argparse.Namespace) -> int:
     from replication import tidy
 
     df = tidy.read(args.inputs)
     tidy.write(df, args.out)
-    print(f"aggregate: {len(df)} rows from {len(args.inputs)} files")
+    print(f"collect: {len(df)} rows from {len(args.inputs)} files")
     return 0
+
+
+PASSTHROUGH: dict[str, str] = {}  # subcommand -> module whose main(argv) takes all its arguments
+
+
+def _passthrough(name: str, module: str, help: str) -> None:
+    """A subcommand that hands its arguments, untouched, to ``replication.<module>.main``."""
+
+    def run(args: argparse.Namespace) -> int:
+        import importlib
+
+        _setup_logging()
+        return int(importlib.import_module(f"replication.{module}").main(args.args) or 0)
+
+    PASSTHROUGH[name] = module
+    command(name, help + " (options: replication " + name + " --help)", _add_passthrough_arguments)(run)
+
+
+def _add_passthrough_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("args", nargs="*", help=argparse.SUPPRESS)
+
+
+_passthrough("tables", "aggregate", "tables T1-T3 (CSV, Markdown, LaTeX) from tidy results")
+_passthrough("statistics", "statistics", "IQM with stratified-bootstrap CIs and probability of improvement")
+_passthrough("figures", "plotting", "figures F1-F6 (PNG, PDF) from tidy results")
+_passthrough("scorecard", "scorecard", "the claims scorecard S1 from tidy results and paper/claims.yaml")
+_passthrough("report", "report", "the Markdown replication report")
 
 
 def _add_configfile_arguments(parser: argparse.ArgumentParser) -> None:
@@ -261,8 +310,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line on ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    if argv and argv[0] in PASSTHROUGH:  # the module parses its own options, --help included
+        args = argparse.Namespace(command=argv[0], args=argv[1:], debug=False, _run=COMMANDS[argv[0]].run)
+    else:
+        args = parser.parse_args(argv)
     try:
         return int(args._run(args) or 0)
     except ValueError as error:  # the package's own errors (config, dataset, budget) are ValueErrors

@@ -106,3 +106,12 @@ def read(paths: Iterable[Path | str]) -> pd.DataFrame:
     df = pd.concat(frames, ignore_index=True) if frames else frame([])
     validate(df)
     return df
+
+
+def tag_options(path: Path | str, options: str) -> None:
+    """Set ``variant_options`` of every row of a tidy file (results of an analysis cell)."""
+    if not options:
+        return
+    df = read([path])
+    df["variant_options"] = [";".join(filter(None, [options, o])) for o in df["variant_options"]]
+    write(df, path)

@@ -3,11 +3,15 @@
 The Snakefile asks this module for its targets, so the grid has one definition that the
 workflow, the cost estimate and the tests share. Layout under ``results/<name>/``::
 
-    cells/<env>/seed<k>/online/                   online SAC (shared by every variant of the cell)
-    cells/<env>/seed<k>/newdata/<label>-<collector>.h5
-    cells/<env>/seed<k>/offline/<algo>/<dataset>/ offline learner + recommendation
-    cells/<env>/seed<k>/finetune/<method>/        fine-tuning from the offline agent
-    tidy.csv, tables/, figures/, report.md        aggregation
+    cells/<cell>/seed<k>/online/                  online SAC (shared by every variant of the cell)
+    cells/<cell>/seed<k>/newdata/<label>-<collector>.h5
+    cells/<cell>/seed<k>/offline/<algo>/<dataset>/ offline learner + recommendation
+    cells/<cell>/seed<k>/finetune/<method>/        fine-tuning from the offline agent
+    tidy.csv, tables/, figures/, report.md         aggregation
+
+A cell is a study environment, or for the analyses an environment with options
+(``kitchen+reward=accumulated`` for C5, ``hopper+delay=10`` for the reward-granularity study);
+its results carry the options in the tidy ``variant_options`` column.
 """
 
 from __future__ import annotations
@@ -21,6 +25,48 @@ from replication.variants import OfflineDataset, offline_datasets
 
 RESULTS_ROOT = Path("results")
 FINETUNE_SOURCES = {"iql": "iql", "pex": "iql", "calql": "calql"}  # offline agent each method starts from
+
+
+CELL_OPTIONS = {"reward": "reward", "delay": "reward_delay"}  # cell option -> make_env option
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+    """A study environment, possibly with analysis options (reward mode, reward delay)."""
+
+    env: str
+    options: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def key(self) -> str:
+        return self.env + ("+" + ",".join(f"{k}={v}" for k, v in self.options) if self.options else "")
+
+    @property
+    def variant_options(self) -> str:
+        return ";".join(f"{k}={v}" for k, v in self.options)
+
+
+def parse_cell(key: str) -> Cell:
+    env, _, rest = key.partition("+")
+    options = []
+    for item in filter(None, rest.split(",")):
+        name, _, value = item.partition("=")
+        if name not in CELL_OPTIONS or not value:
+            raise ValueError(f"bad cell option {item!r} in {key!r}; valid options: {', '.join(CELL_OPTIONS)}")
+        options.append((name, value))
+    return Cell(env, tuple(options))
+
+
+def cell_config(cfg: dict[str, Any], key: str) -> tuple[str, dict[str, Any], str]:
+    """``(env, config, variant_options)`` of cell ``key``: its options become env options."""
+    cell = parse_cell(key)
+    if not cell.options:
+        return cell.env, cfg, ""
+    out = config.deep_merge(cfg, {})
+    options = out["env_options"].setdefault(cell.env, {})
+    for name, value in cell.options:
+        options[CELL_OPTIONS[name]] = int(value) if name == "delay" else value
+    return cell.env, out, cell.variant_options
 
 
 def results_dir(cfg: dict[str, Any]) -> Path:
@@ -88,18 +134,47 @@ def jobs(cfg: dict[str, Any]) -> list[Job]:
     out: list[Job] = []
     datasets = offline_datasets(cfg)
     methods = cfg["finetune"]["methods"]
+    ft_key = dataset_key(finetune_dataset(cfg))
     needed_algos = set(cfg["offline"]["algos"]) | {FINETUNE_SOURCES[m] for m in methods}
-    for env in cfg["envs"]:
-        for seed in cfg["seeds"]:
+    analysis = cfg["analysis"]
+    for seed in cfg["seeds"]:
+        for env in cfg["envs"]:
             out.append(Job("online", env, seed))
             out += [Job("newdata", env, seed, dataset=dataset_key(d)) for d in datasets if d.is_newdata]
             for algo in sorted(needed_algos):
                 if algo in cfg["offline"]["algos"]:
                     out += [Job("offline", env, seed, algo, dataset_key(d)) for d in datasets]
                 else:  # trained only as the starting point of fine-tuning
-                    out.append(Job("offline", env, seed, algo, dataset_key(finetune_dataset(cfg))))
+                    out.append(Job("offline", env, seed, algo, ft_key))
             out += [Job("finetune", env, seed, m) for m in methods]
-    return out
+        if analysis["c5"]["enabled"]:  # Cal-QL, offline and fine-tuned, per Kitchen reward mode
+            for mode in analysis["c5"]["rewards"]:
+                key = Cell(analysis["c5"]["env"], (("reward", mode),)).key
+                out += [Job("online", key, seed), Job("offline", key, seed, "calql", ft_key)]
+                out += [Job("finetune", key, seed, "calql")]
+        if analysis["reward_granularity"]["enabled"]:  # offline algorithms and Cal-QL fine-tuning per delay
+            for env in analysis["reward_granularity"]["envs"]:
+                for delay in analysis["reward_granularity"]["delays"]:
+                    if delay == 1 and env in cfg["envs"]:
+                        continue  # the plain cell is already in the grid
+                    key = Cell(env, (("delay", str(delay)),)).key if delay != 1 else env
+                    out.append(Job("online", key, seed))
+                    buffers = [d for d in datasets if not d.is_newdata]
+                    out += [
+                        Job("offline", key, seed, a, dataset_key(d)) for a in cfg["offline"]["algos"] for d in buffers
+                    ]
+                    if ft_key not in {dataset_key(d) for d in buffers} or "calql" not in cfg["offline"]["algos"]:
+                        out.append(Job("offline", key, seed, "calql", ft_key))
+                    out.append(Job("finetune", key, seed, "calql"))
+    return list(dict.fromkeys(out))
+
+
+def extended_steps(cfg: dict[str, Any], job: Job) -> int:
+    """Env steps of IQL fine-tuning beyond the budget (analysis C4), for this job."""
+    c4 = cfg["analysis"]["c4"]
+    if job.rule == "finetune" and job.algo == "iql" and c4["enabled"] and job.env in c4["envs"]:
+        return int(c4["extended_steps"])
+    return 0
 
 
 def tidy_inputs(cfg: dict[str, Any]) -> list[Path]:

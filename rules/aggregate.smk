@@ -11,4 +11,4 @@ rule aggregate:
     benchmark:
         OUT + "/benchmarks/aggregate.tsv"
     shell:
-        "{RUN} aggregate --out {output} {input} > {log} 2>&1"
+        "{RUN} collect --out {output} {input} > {log} 2>&1"

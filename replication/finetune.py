@@ -1,0 +1,715 @@
+"""Online fine-tuning from the offline agent: IQL fine-tuning, PEX and Cal-QL fine-tuning.
+
+One job fine-tunes one method (``iql``, ``pex`` or ``calql``) of one cell (environment x seed) from
+the offline agent of its source algorithm (:data:`replication.workflow.FINETUNE_SOURCES`: IQL for
+``iql`` and ``pex``, Cal-QL for ``calql``), trained on the configured fine-tuning dataset
+(:func:`replication.workflow.finetune_dataset`, ``buffer`` at ``budget.finetune_pause`` by default).
+The agent is the validated checkpoint (``learnable_best.d3``) when ``finetune.validation`` is true,
+else the last one (``learnable_last.d3``), loaded with :func:`replication.offline.load_learner`
+(which restores the gradient-step counter that ``d3rlpy.load_learnable`` resets).
+
+Budget. The run spends *exactly* what the cell's ledger has left,
+``finetune_ledger(cfg, env).remaining`` env steps (``T`` minus online training up to the pause,
+online/offline validation and newdata where the variant uses them); every env step is charged to the
+ledger (``finetune``, one entry per evaluation interval) and the episode running when the budget
+ends is cut. With nothing left, :class:`~replication.ledger.BudgetError` names the ledger's items.
+
+Training env. **(choice)** ``make_env(env, seed)`` with the run's own seed, as the online run and
+newdata collection build theirs (Meta-World's set of task variations is fixed by that seed; a
+different seed would fine-tune on other tasks than the ones evaluated); its first reset is seeded
+with ``seed + TRAIN_SEED_OFFSET`` (40000, disjoint from the reporting 10000, validation 20000 and
+newdata 30000 offsets), later resets continue the env's own RNG.
+
+Learning curve. The agent's greedy policy is evaluated with the reporting evaluator (the online
+run's episodes: ``evaluation.episodes`` seeded from ``seed + evaluation.seed_offset``; not charged)
+at fine-tuning step 0 (the offline agent, before any online step: the level right at the switch),
+every ``evaluation.interval`` fine-tuning env steps, and at the end of the budget. Rows are tidy
+(stage ``finetune``, algo = the method, dataset and pause of the offline data, validation ``full``
+or ``none``), placed at their ledger-true env step: everything the ledger had spent before
+fine-tuning plus the fine-tuning steps so far, so the last row is at ``T``.
+
+Every env step is followed by ``finetune.updates_per_step`` gradient steps (no warm-up: the
+buffers already hold the offline dataset). Exploration samples from the stochastic policies.
+
+Methods.
+
+* ``iql``: the offline IQL learner continues (weights, optimisers, step counter); its replay buffer
+  starts as the offline dataset (size = the dataset's transitions) and online transitions are
+  appended to it; batches are uniform over it.
+* ``calql``: the offline Cal-QL learner continues; batches mix the offline dataset and an online
+  buffer (:class:`MixedSampler`) by ``finetune.calql_mixing``: ``proportional`` = every sample is
+  offline with probability ``|D| / (|D| + n_online)`` (uniform over the union), or a number in
+  (0, 1) = the offline fraction of every batch.
+* ``pex``: :mod:`replication.pex`; batches ``finetune.pex_offline_fraction`` offline dataset, the
+  rest online buffer.
+
+Fixed-ratio batches (PEX, Cal-QL with a number) take their online share only once the online
+buffer holds at least that many transitions; before that, the whole batch is offline. **(choice)**
+(d3rlpy's ``MixedReplayBuffer`` crashes on an empty online buffer; a few online transitions repeated
+to fill half a batch would over-weight them.)
+
+Episode ends, as d3rlpy's own ``fit_online`` stores them: each step appends (observation, action,
+reward); a termination closes the episode as terminal (its last step is a transition to a zero
+next observation), a truncation closes it as a timeout (its last step has no stored next
+observation and is not a transition, its reward counts in returns-to-go): the same convention as
+the offline datasets.
+
+Cal-QL returns-to-go online. d3rlpy 2.8.0 gives each sampled transition
+``rewards_to_go = episode.rewards[index:]`` (the transition picker) and sums them discounted in
+``TorchMiniBatch.from_batch``. Its online writer puts a transition into the buffer as soon as the
+next step is written, so a transition of the *running* episode would be sampled with the rewards
+seen so far (a partial sum that changes as the episode grows). **(choice)** Cal-QL's online buffer
+is built with ``write_at_termination=True``: an episode's transitions enter the buffer only when it
+ends (terminated, truncated, or cut at the end of the budget), so every online return-to-go is that
+of a finished episode, exactly as for the offline data (Cal-QL's own code also computes Monte-Carlo
+returns of completed online trajectories). Terminated episodes give the exact return, truncated ones
+the discounted sum of their rewards without bootstrap, and sparse-reward environments use the same
+failure rule as offline (:func:`replication.offline.transition_picker`). Without a reward scaler the
+returns are computed once per finished episode (:class:`EpisodeReturnsPicker`, d3rlpy's own sum, so
+the same float32 values); with one, d3rlpy's picker computes them per sample.
+
+SAC continuation (the baseline) needs no job: the online SAC run is not stopped at the pause, it
+continues to ``T`` in the same run, so the aggregation takes the online ``curve.csv`` from the
+fine-tuning pause on (:func:`replication.aggregate.sac_continuation`).
+
+Analysis C4. ``extended_steps > 0`` continues fine-tuning that many env steps past the budget (the
+episode running at ``T`` is cut, then a new one starts). Those curve rows are tagged
+``variant_options='extended=1'`` at env steps ``T + k``. The ledger refuses to overdraw ``T``, so
+the extension is *not* in ``ledger.json``: ``finetune.json`` records it under ``extension`` with
+``charged_to_ledger: false``.
+
+Outputs in ``out_dir``: ``curve.csv`` (tidy), ``ledger.json``, ``learnable_final.d3`` (the learner at
+the end of the budget; PEX: its online learner) and ``learnable_extended.d3`` after an extension,
+and ``finetune.json`` (run info, method, steps, measured env steps/s and updates/s, evaluation time,
+device; written last).
+
+Seeding: python, numpy and torch through ``d3rlpy.seed(seed)`` (d3rlpy's buffers sample with
+numpy's global RNG), the mixing and PEX choices from their own generator; two runs with one seed
+give identical curves on the CPU.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from replication import config, tidy
+from replication.datasets import Transitions, load_transitions
+from replication.envs import get_spec, make_env
+from replication.evaluation import Evaluator
+from replication.io import read_json, write_json
+from replication.ledger import BudgetError, Ledger
+from replication.runinfo import configure_torch, run_info
+from replication.schema import episode_steps
+from replication.variants import finetune_ledger
+from replication.workflow import FINETUNE_SOURCES, finetune_dataset
+
+log = logging.getLogger(__name__)
+
+METHODS = ("iql", "pex", "calql")
+TRAIN_SEED_OFFSET = 40_000  # (choice) the training env's first reset: seed + 40000
+EXTENDED_OPTION = "extended=1"
+
+
+# ---- batches from two sources ----------------------------------------------------------------
+
+
+def mixing_rule(value: Any, key: str = "finetune.calql_mixing") -> str | float:
+    """``'proportional'`` or an offline fraction in (0, 1); anything else is an error naming ``key``."""
+    if value == "proportional":
+        return "proportional"
+    try:
+        fraction = float(value)
+    except (TypeError, ValueError):
+        fraction = float("nan")
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"config key {key}: {value!r} is neither 'proportional' nor a number in (0, 1)")
+    return fraction
+
+
+class MixedSampler:
+    """Mini-batches drawn from an offline and an online d3rlpy replay buffer.
+
+    ``rule``: ``'proportional'`` (each sample is offline with probability ``|D| / (|D| + n_online)``,
+    i.e. uniform over the union of both buffers), or a fraction ``f`` in (0, 1): ``round(f * B)``
+    offline samples in every batch of ``B``, the rest online, once the online buffer holds at least
+    ``B - round(f * B)`` transitions (before that the whole batch is offline). Sampling within a
+    buffer is d3rlpy's (uniform, with replacement); the counts come from ``rng``.
+    """
+
+    def __init__(self, offline, online, rule: str | float, rng: np.random.Generator):
+        self.offline = offline
+        self.online = online
+        self.rule = mixing_rule(rule, "mixing rule")
+        self.rng = rng
+        self.drawn = np.zeros(2, dtype=np.int64)  # offline, online samples so far
+
+    def offline_count(self, batch_size: int) -> int:
+        """How many of the next batch's ``batch_size`` samples come from the offline buffer."""
+        n_offline, n_online = self.offline.transition_count, self.online.transition_count
+        if n_online == 0:
+            return batch_size
+        if self.rule == "proportional":
+            return int(self.rng.binomial(batch_size, n_offline / (n_offline + n_online)))
+        k = int(round(self.rule * batch_size))
+        return k if n_online >= batch_size - k else batch_size
+
+    def sample(self, batch_size: int):
+        from d3rlpy.dataset import TransitionMiniBatch
+
+        k = self.offline_count(batch_size)
+        transitions = [self.offline.sample_transition() for _ in range(k)]
+        transitions += [self.online.sample_transition() for _ in range(batch_size - k)]
+        self.drawn += (k, batch_size - k)
+        return TransitionMiniBatch.from_transitions(transitions)
+
+    def stats(self) -> dict[str, Any]:
+        total = int(self.drawn.sum())
+        return {
+            "rule": self.rule,
+            "offline_samples": int(self.drawn[0]),
+            "online_samples": int(self.drawn[1]),
+            "offline_fraction": float(self.drawn[0] / total) if total else None,
+            "offline_transitions": int(self.offline.transition_count),
+            "online_transitions": int(self.online.transition_count),
+        }
+
+
+class EpisodeReturnsPicker:
+    """d3rlpy's transition picker, with each finished episode's returns-to-go computed once.
+
+    The values are d3rlpy 2.8.0's: ``_compute_return_to_go(gamma, rewards[i:])`` of the stored
+    episode (and ``SparseRewardTransitionPicker``'s rule when ``failure = (step_reward,
+    failure_return)`` is given), computed the first time one of the episode's transitions is
+    sampled and handed out as a one-step suffix, which d3rlpy's sum returns unchanged. Valid only
+    for episodes that no longer grow (a buffer with ``write_at_termination=True``) and without a
+    reward scaler (d3rlpy would scale the stored sum again).
+    """
+
+    def __init__(self, gamma: float, failure: tuple[float, float] | None = None):
+        from d3rlpy.dataset import BasicTransitionPicker
+
+        self._gamma = gamma
+        self._failure = failure
+        self._basic = BasicTransitionPicker()
+        self._returns: dict[int, tuple[Any, np.ndarray]] = {}
+
+    def episode_returns(self, episode) -> np.ndarray:
+        from d3rlpy.torch_utility import _compute_return_to_go
+
+        rewards = episode.rewards
+        out = np.empty((len(rewards), 1), dtype=np.float32)
+        for i in range(len(rewards)):
+            suffix = rewards[i:]
+            if self._failure is not None and np.all(suffix == self._failure[0]):
+                suffix = np.array([[self._failure[1]]], dtype=np.float32)
+            out[i] = _compute_return_to_go(self._gamma, suffix, None)
+        return out
+
+    def __call__(self, episode, index: int):
+        entry = self._returns.get(id(episode))
+        if entry is None or entry[0] is not episode:
+            entry = (episode, self.episode_returns(episode))
+            self._returns[id(episode)] = entry
+        transition = self._basic(episode, index)
+        return dataclasses.replace(transition, rewards_to_go=entry[1][index : index + 1])
+
+
+def empty_buffer(like, cache_size: int, picker=None, write_at_termination: bool = False):
+    """An empty d3rlpy replay buffer (unbounded) with the signatures of buffer ``like``."""
+    from d3rlpy.dataset import InfiniteBuffer, ReplayBuffer
+
+    info = like.dataset_info
+    return ReplayBuffer(
+        InfiniteBuffer(),
+        transition_picker=picker,
+        observation_signature=info.observation_signature,
+        action_signature=info.action_signature,
+        reward_signature=info.reward_signature,
+        action_space=info.action_space,
+        action_size=info.action_size,
+        cache_size=cache_size,
+        write_at_termination=write_at_termination,
+    )
+
+
+def calql_online_picker(cfg: dict[str, Any], env_name: str, learner):
+    """The transition picker of Cal-QL's online buffer (see the module docstring)."""
+    from replication import offline
+
+    if learner.config.reward_scaler is not None:
+        return offline.transition_picker(cfg, env_name, "calql")
+    params = config.offline_params(cfg, env_name, "calql")
+    failure = offline.sparse_failure_reward(cfg, env_name)
+    rule = None if failure is None else (failure, offline.failure_return(params, failure))
+    return EpisodeReturnsPicker(float(learner.config.gamma), rule)
+
+
+# ---- the three methods -----------------------------------------------------------------------
+
+
+class Agent:
+    """What the fine-tuning loop needs of a method: acting, storing, batches, and the learner it trains."""
+
+    method = ""
+    learner: Any
+
+    def explore(self, obs: np.ndarray) -> np.ndarray:
+        return self.learner.sample_action(obs[None])[0]
+
+    def greedy(self, obs: np.ndarray) -> np.ndarray:
+        return self.learner.predict(obs[None])[0]
+
+    def store(self, obs: np.ndarray, action: np.ndarray, reward: float) -> None:
+        raise NotImplementedError
+
+    def end_episode(self, terminated: bool) -> None:
+        raise NotImplementedError
+
+    def batch(self):
+        raise NotImplementedError
+
+    def stats(self) -> dict[str, Any]:
+        return {}
+
+
+class IQLAgent(Agent):
+    """IQL fine-tuning: one replay buffer, the offline dataset first, online steps appended."""
+
+    method = "iql"
+
+    def __init__(self, learner, offline_buffer, cache_size: int):
+        from d3rlpy.dataset import InfiniteBuffer, ReplayBuffer
+
+        self.learner = learner
+        info = offline_buffer.dataset_info
+        self.buffer = ReplayBuffer(
+            InfiniteBuffer(),
+            episodes=offline_buffer.episodes,
+            action_space=info.action_space,
+            action_size=info.action_size,
+            cache_size=cache_size,
+        )
+        self.initial_transitions = self.buffer.transition_count
+
+    def store(self, obs, action, reward) -> None:
+        self.buffer.append(obs, action, reward)
+
+    def end_episode(self, terminated: bool) -> None:
+        self.buffer.clip_episode(terminated)
+
+    def batch(self):
+        return self.buffer.sample_transition_batch(self.learner.config.batch_size)
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "buffer": {
+                "initial_transitions": int(self.initial_transitions),
+                "final_transitions": int(self.buffer.transition_count),
+                "online_transitions": int(self.buffer.transition_count - self.initial_transitions),
+            }
+        }
+
+
+class MixedAgent(Agent):
+    """A learner trained on batches mixing the offline dataset and its own online buffer."""
+
+    def __init__(self, learner, offline_buffer, online_buffer, rule, rng: np.random.Generator):
+        self.learner = learner
+        self.offline_buffer = offline_buffer
+        self.online_buffer = online_buffer
+        self.sampler = MixedSampler(offline_buffer, online_buffer, rule, rng)
+        self.initial_transitions = offline_buffer.transition_count
+
+    def store(self, obs, action, reward) -> None:
+        self.online_buffer.append(obs, action, reward)
+
+    def end_episode(self, terminated: bool) -> None:
+        self.online_buffer.clip_episode(terminated)
+
+    def batch(self):
+        return self.sampler.sample(self.learner.config.batch_size)
+
+    def stats(self) -> dict[str, Any]:
+        return {"mixing": self.sampler.stats()}
+
+
+class CalQLAgent(MixedAgent):
+    method = "calql"
+
+
+class PEXAgent(MixedAgent):
+    """PEX: the online learner of :func:`replication.pex.expand_policy` acting through the policy set."""
+
+    method = "pex"
+
+    def __init__(self, offline_learner, offline_buffer, online_buffer, beta, fraction, rng, device):
+        from replication.pex import PolicyExpansion, check_transfer, expand_policy, parameters_digest
+
+        online = expand_policy(offline_learner, device)
+        super().__init__(online, offline_buffer, online_buffer, fraction, rng)
+        self.transfer = check_transfer(offline_learner, online)
+        self.pex = PolicyExpansion(offline_learner, online, beta, rng, device=device)
+        self._digest = parameters_digest
+        self.offline_digest = parameters_digest(offline_learner.impl.modules.policy)
+
+    def explore(self, obs):
+        return self.pex.act(obs)
+
+    def greedy(self, obs):
+        return self.pex.greedy(obs)
+
+    def offline_policy_frozen(self) -> bool:
+        return self._digest(self.pex.offline.impl.modules.policy) == self.offline_digest
+
+    def stats(self) -> dict[str, Any]:
+        counts = self.pex.counts
+        return {
+            **super().stats(),
+            "pex": {
+                "beta": self.pex.beta,
+                "offline_policy_chosen": int(counts[0]),
+                "online_policy_chosen": int(counts[1]),
+                "offline_policy_fraction": float(counts[0] / counts.sum()) if counts.sum() else None,
+                "transfer": self.transfer,
+                "offline_policy_frozen": self.offline_policy_frozen(),
+            },
+        }
+
+
+def build_agent(
+    cfg: dict[str, Any],
+    env_name: str,
+    method: str,
+    learner,
+    transitions: Transitions,
+    rng: np.random.Generator,
+    device: str = "cpu",
+) -> Agent:
+    """The fine-tuning agent of ``method`` around the loaded offline ``learner`` and its dataset."""
+    import d3rlpy
+
+    from replication import offline
+
+    if method not in METHODS:
+        raise ValueError(f"unknown fine-tuning method {method!r}; valid: {', '.join(METHODS)}")
+    expected = d3rlpy.algos.CalQL if method == "calql" else d3rlpy.algos.IQL
+    if type(learner) is not expected:
+        raise TypeError(f"{method} fine-tuning starts from a {expected.__name__} agent, got {type(learner).__name__}")
+    cache = episode_steps(cfg, env_name) + 1
+    ft = cfg["finetune"]
+    if method == "iql":
+        return IQLAgent(learner, offline.replay_buffer(transitions), cache)
+    if method == "calql":
+        offline_buffer = offline.offline_buffer(cfg, env_name, "calql", transitions)
+        online_buffer = empty_buffer(
+            offline_buffer, cache, calql_online_picker(cfg, env_name, learner), write_at_termination=True
+        )
+        return CalQLAgent(learner, offline_buffer, online_buffer, mixing_rule(ft["calql_mixing"]), rng)
+    offline_buffer = offline.replay_buffer(transitions)
+    online_buffer = empty_buffer(offline_buffer, cache)
+    fraction = mixing_rule(ft["pex_offline_fraction"], "finetune.pex_offline_fraction")
+    return PEXAgent(learner, offline_buffer, online_buffer, ft["pex_beta"], fraction, rng, device)
+
+
+# ---- the job ---------------------------------------------------------------------------------
+
+
+def budget_ledger(cfg: dict[str, Any], env_name: str) -> Ledger:
+    """The ledger fine-tuning starts from; an error naming its items when nothing is left."""
+    ledger = finetune_ledger(cfg, env_name)
+    if ledger.remaining <= 0:
+        raise BudgetError(
+            f"no fine-tuning budget left in {env_name}: before fine-tuning the variant has spent {ledger.spent} of "
+            f"budget.total_steps={ledger.total} env steps ({ledger.describe()}); pause earlier or lower the "
+            "validation fractions / newdata.size"
+        )
+    return ledger
+
+
+@dataclasses.dataclass
+class Timings:
+    act_seconds: float = 0.0
+    env_seconds: float = 0.0
+    store_seconds: float = 0.0
+    sample_seconds: float = 0.0
+    update_seconds: float = 0.0
+    loop_seconds: float = 0.0  # the whole training loop, evaluations excluded
+    eval_seconds: float = 0.0
+    setup_seconds: float = 0.0
+    env_steps: int = 0
+    updates: int = 0
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            **dataclasses.asdict(self),
+            "env_steps_per_second": self.env_steps / max(self.loop_seconds, 1e-9),
+            "updates_per_second": self.updates / max(self.update_seconds, 1e-9),
+            "updates_per_second_with_sampling": self.updates / max(self.update_seconds + self.sample_seconds, 1e-9),
+        }
+
+
+def join_options(*options: str) -> str:
+    return ";".join(o for o in options if o)
+
+
+class Finetune:
+    """One fine-tuning job (see the module docstring); :meth:`run` does the work."""
+
+    def __init__(
+        self,
+        cfg: dict[str, Any],
+        env_name: str,
+        seed: int,
+        method: str,
+        offline_dir: Path | str,
+        dataset_path: Path | str,
+        extended_steps: int = 0,
+        variant_options: str = "",
+    ):
+        if method not in METHODS:
+            raise ValueError(f"unknown fine-tuning method {method!r}; valid: {', '.join(METHODS)}")
+        if int(extended_steps) != extended_steps or extended_steps < 0:
+            raise ValueError(f"extended_steps must be a non-negative integer, got {extended_steps!r}")
+        self.cfg = cfg
+        self.env_name = env_name
+        self.seed = seed
+        self.method = method
+        self.source = FINETUNE_SOURCES[method]
+        self.offline_dir = Path(offline_dir)
+        self.dataset_path = Path(dataset_path)
+        self.extended_steps = int(extended_steps)
+        self.variant_options = variant_options
+        self.ledger = budget_ledger(cfg, env_name)  # fails fast, before anything is loaded
+        self.start_spent = self.ledger.spent
+        self.budget_steps = self.ledger.remaining
+        self.dataset = finetune_dataset(cfg)
+        self.which = "best" if cfg["finetune"]["validation"] else "last"
+        self.interval = int(cfg["evaluation"]["interval"])
+        self.updates_per_step = int(cfg["finetune"]["updates_per_step"])
+        self.timings = Timings()
+        self.rows: list[dict[str, Any]] = []
+        self.agent: Agent | None = None
+        self.env = None
+        self.obs: np.ndarray | None = None
+
+    # ---- setup
+
+    def check_offline_run(self) -> dict[str, Any]:
+        """The offline run's validation record, checked against what this job expects."""
+        path = self.offline_dir / "validation.json"
+        if not path.exists():
+            raise FileNotFoundError(f"{path} does not exist: run the offline {self.source} job first")
+        validation = read_json(path)
+        expected = {"algo": self.source, "dataset": self.dataset.label, "pause": self.dataset.pause}
+        for key, value in expected.items():
+            if key in validation and validation[key] != value:
+                raise ValueError(
+                    f"{self.offline_dir}: offline run has {key}={validation[key]!r}; {self.method} fine-tuning "
+                    f"needs {key}={value!r}"
+                )
+        return validation
+
+    def base_row(self) -> dict[str, Any]:
+        return {
+            "env": self.env_name,
+            "suite": get_spec(self.env_name).suite,
+            "seed": self.seed,
+            "stage": "finetune",
+            "algo": self.method,
+            "dataset": self.dataset.label,
+            "validation": "full" if self.cfg["finetune"]["validation"] else "none",
+            "selection": "",
+            "pause": self.dataset.pause,
+        }
+
+    # ---- the loop
+
+    def evaluate(self, env_step: int, options: str) -> None:
+        start = time.perf_counter()
+        records = self.evaluator(self.agent.greedy)
+        self.timings.eval_seconds += time.perf_counter() - start
+        self.rows += tidy.rows_from_records({**self.base_row(), "variant_options": options}, records, env_step)
+
+    def segment(self, steps: int, start_step: int, options: str, charge: bool, bar=None) -> None:
+        """``steps`` env steps of fine-tuning (each with its updates), evaluated every interval and at the end.
+
+        Starts a new episode; the episode running after the last step is cut (a timeout).
+        ``charge``: charge the steps to the ledger (the budget) or not (the C4 extension).
+        """
+        agent, env, learner, t = self.agent, self.env, self.agent.learner, self.timings
+        clock = time.perf_counter
+        loop_start = clock()
+        eval_before = t.eval_seconds
+        obs = self.obs if self.obs is not None else env.reset()[0]
+        last = 0
+        for step in range(1, steps + 1):
+            t0 = clock()
+            action = agent.explore(obs)
+            t1 = clock()
+            next_obs, reward, terminated, truncated, _ = env.step(action)
+            t2 = clock()
+            agent.store(obs, action, float(reward))
+            if terminated or truncated:
+                agent.end_episode(bool(terminated))
+                obs = env.reset()[0]
+            elif step == steps:
+                agent.end_episode(False)  # the budget (or the extension) ends: cut the running episode
+            else:
+                obs = next_obs
+            t3 = clock()
+            t.act_seconds += t1 - t0
+            t.env_seconds += t2 - t1
+            t.store_seconds += t3 - t2
+            for _ in range(self.updates_per_step):
+                t4 = clock()
+                batch = agent.batch()
+                t5 = clock()
+                learner.update(batch)
+                t.sample_seconds += t5 - t4
+                t.update_seconds += clock() - t5
+            t.env_steps += 1
+            t.updates += self.updates_per_step
+            if bar is not None:
+                bar.update(1)
+            if step % self.interval == 0 or step == steps:
+                if charge:
+                    self.ledger.charge("finetune", step - last, f"fine-tuning steps {last + 1}-{step}")
+                    env_step = self.ledger.spent
+                else:
+                    env_step = start_step + step
+                last = step
+                self.evaluate(env_step, options)
+        self.obs = None  # the next segment starts a new episode
+        t.loop_seconds += clock() - loop_start - (t.eval_seconds - eval_before)
+
+    def run(self, out_dir: Path | str, progress: bool | None = None) -> dict[str, Any]:
+        start = time.perf_counter()
+        from replication import offline
+
+        device = configure_torch(self.cfg)
+        offline.quiet_d3rlpy()
+        import d3rlpy
+
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        cfg, env_name, seed = self.cfg, self.env_name, self.seed
+        env_opts = config.env_options(cfg, env_name)
+        validation = self.check_offline_run()
+        transitions, meta = load_transitions(self.dataset_path)  # verifies the hash
+        offline.check_dataset(transitions, env_name, cfg, meta, self.dataset)
+
+        d3rlpy.seed(seed)
+        rng = np.random.default_rng([seed, TRAIN_SEED_OFFSET])
+        learner = offline.load_learner(self.offline_dir, self.which, device)
+        start_grad_step = int(learner.grad_step)
+        self.agent = build_agent(cfg, env_name, self.method, learner, transitions, rng, device)
+        del transitions
+        self.env = make_env(env_name, seed, **env_opts)
+        self.obs = self.env.reset(seed=seed + TRAIN_SEED_OFFSET)[0]
+        e = cfg["evaluation"]
+        self.evaluator = Evaluator(env_name, seed, e["episodes"], e["seed_offset"], env_opts)
+        self.timings.setup_seconds = time.perf_counter() - start
+
+        progress = sys.stderr.isatty() if progress is None else progress
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=self.budget_steps + self.extended_steps, unit="step", desc=f"{self.method} {env_name}")
+        self.evaluate(self.ledger.spent, self.variant_options)  # fine-tuning step 0: the offline agent
+        self.segment(self.budget_steps, self.start_spent, self.variant_options, charge=True, bar=bar)
+        if self.ledger.remaining != 0:
+            raise AssertionError(f"fine-tuning left {self.ledger.remaining} env steps of the budget unspent")
+        budget_timings = self.timings.summary()
+        offline.save_learnable(self.agent.learner, out_dir / "learnable_final.d3")
+        extension = None
+        if self.extended_steps:
+            options = join_options(self.variant_options, EXTENDED_OPTION)
+            self.segment(self.extended_steps, self.ledger.spent, options, charge=False, bar=bar)
+            offline.save_learnable(self.agent.learner, out_dir / "learnable_extended.d3")
+            extension = {
+                "env_steps": self.extended_steps,
+                "env_step_range": [self.ledger.spent, self.ledger.spent + self.extended_steps],
+                "charged_to_ledger": False,
+                "variant_options": EXTENDED_OPTION,
+                "note": "analysis C4: fine-tuning continued beyond the total budget T; these env steps are outside "
+                "the ledger, which never exceeds T",
+            }
+        if bar is not None:
+            bar.close()
+        self.env.close()
+        self.evaluator.close()
+
+        tidy.write(tidy.frame(self.rows), out_dir / "curve.csv")
+        self.ledger.save(out_dir / "ledger.json")
+        summary = {
+            **run_info(cfg, device),
+            "env": env_name,
+            "seed": seed,
+            "method": self.method,
+            "source_algo": self.source,
+            "offline_dir": str(self.offline_dir),
+            "offline_checkpoint": self.which,
+            "offline_checkpoint_step": validation.get(f"{self.which}_step"),
+            "start_grad_step": start_grad_step,
+            "final_grad_step": int(self.agent.learner.grad_step),
+            "dataset": self.dataset.label,
+            "pause": self.dataset.pause,
+            "dataset_file": str(self.dataset_path),
+            "dataset_sha256": meta.get("sha256"),
+            "dataset_transitions": meta.get("transitions"),
+            "initial_buffer_transitions": int(self.agent.initial_transitions),
+            "train_env": {"make_env_seed": seed, "first_reset_seed": seed + TRAIN_SEED_OFFSET},
+            "ledger_before": finetune_ledger(cfg, env_name).to_dict(),
+            "budget_env_steps": self.budget_steps,
+            "env_steps": self.budget_steps,
+            "updates_per_step": self.updates_per_step,
+            "updates": self.budget_steps * self.updates_per_step,
+            "extension": extension,
+            "evaluation": {"interval": self.interval, "episodes": e["episodes"], "seed_offset": e["seed_offset"]},
+            "returns_to_go": offline.returns_to_go_rule(cfg, env_name, self.source),
+            **self.agent.stats(),
+            "timings": {**budget_timings, "with_extension": self.timings.summary() if extension else None},
+            "total_seconds": time.perf_counter() - start,
+        }
+        write_json(out_dir / "finetune.json", summary)
+        log.info(
+            "%s %s seed %d: %d env steps, %.0f env steps/s, %.0f updates/s",
+            self.method,
+            env_name,
+            seed,
+            self.budget_steps,
+            budget_timings["env_steps_per_second"],
+            budget_timings["updates_per_second"],
+        )
+        return summary
+
+
+def run_finetune(
+    cfg: dict[str, Any],
+    env_name: str,
+    seed: int,
+    method: str,
+    offline_dir: Path | str,
+    dataset_path: Path | str,
+    out_dir: Path | str,
+    extended_steps: int = 0,
+    progress: bool | None = None,
+    variant_options: str = "",
+) -> dict[str, Any]:
+    """Fine-tune ``method`` online from the offline agent in ``offline_dir`` for the cell's remaining budget.
+
+    ``dataset_path``: the offline dataset the agent was trained on (the fine-tuning buffers start
+    from it). ``extended_steps``: analysis C4, env steps beyond the budget (rows tagged
+    ``extended=1``, outside the ledger). ``variant_options``: extra tags for every row (e.g.
+    ``reward=binary``). Returns the summary written to ``finetune.json``.
+    """
+    job = Finetune(cfg, env_name, seed, method, offline_dir, dataset_path, extended_steps, variant_options)
+    return job.run(out_dir, progress)

@@ -1,0 +1,621 @@
+"""Figures F1-F6 from the tidy results: one seaborn style, PNG and PDF, sized for a paper page.
+
+* F1: recommendation curve: online SAC learning curve and the validated recommendation of every
+  offline algorithm at each pause point, one panel per environment;
+* F2: fine-tuning curves of IQL, PEX and Cal-QL fine-tuning vs SAC continuation after the pause;
+* F3: analysis C4: IQL fine-tuning with the extended budget (the drop and the recovery);
+* F4: analysis C5: Cal-QL fine-tuning in Kitchen with binary vs accumulated reward;
+* F5: aggregate IQM with 95% intervals per variant and probability of improvement (rliable);
+* F6: reward granularity (optional study): score at a pause point against the reward delay K.
+
+Curves are plotted against the ledger-true ``env_step``: every env step a variant spent, so
+validation and data collection shift a variant to the right of the online curve. Lines are means
+over seeds, bands +- one standard deviation; markers with error bars likewise. Every figure raises
+:class:`~replication.aggregate.MissingResultsError` naming what is missing, never an empty panel.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
+
+from replication import aggregate as agg  # noqa: E402
+from replication import statistics as stats  # noqa: E402
+from replication.aggregate import Expected, MissingResultsError  # noqa: E402
+from replication.io import atomic_path  # noqa: E402
+
+_COLORS = sns.color_palette("colorblind", 10)
+COLORS = {
+    "sac": (0.25, 0.25, 0.25),
+    "iql": _COLORS[0],
+    "cql": _COLORS[1],
+    "calql": _COLORS[2],
+    "pex": _COLORS[4],
+    "binary": _COLORS[3],
+    "accumulated": _COLORS[2],
+}
+PANEL = (2.0, 1.65)  # inches per panel: four panels fill a 8-inch-wide page row
+NCOLS = 4
+SCORE = "score"
+
+
+def style() -> Any:
+    """A context manager with the figures' style (seaborn whitegrid, paper context, embedded fonts)."""
+    rc = {
+        **sns.axes_style("whitegrid"),
+        **sns.plotting_context("paper", font_scale=1.0),
+        "axes.titlesize": 9,
+        "axes.labelsize": 8,
+        "xtick.labelsize": 7,
+        "ytick.labelsize": 7,
+        "legend.fontsize": 8,
+        "pdf.fonttype": 42,
+        "ps.fonttype": 42,
+        "savefig.dpi": 200,
+        "figure.dpi": 100,
+        "grid.linewidth": 0.5,
+        "lines.linewidth": 1.3,
+    }
+    return plt.rc_context(rc)
+
+
+def _steps_axis(ax: plt.Axes) -> None:
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=4))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: agg.format_steps(x) if x else "0"))
+    ax.yaxis.set_major_locator(MaxNLocator(nbins=5))
+
+
+def _metric_of(env: str) -> str:
+    from replication.envs import specs
+
+    spec = specs().get(env)
+    return spec.metric if spec else SCORE
+
+
+def _panel_title(env: str, metric: str) -> str:
+    shown = agg.METRIC_NAMES.get(_metric_of(env) if metric == SCORE else metric, metric)
+    return f"{agg.env_name(env)} ({shown})"
+
+
+def _grid(n: int, ncols: int = NCOLS, panel: tuple[float, float] = PANEL) -> tuple[plt.Figure, list[plt.Axes]]:
+    ncols = max(1, min(ncols, n))
+    nrows = math.ceil(n / ncols)
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(panel[0] * ncols, panel[1] * nrows + 0.45), layout="constrained", squeeze=False
+    )
+    flat = list(axes.flat)
+    for ax in flat[n:]:
+        ax.remove()
+    return fig, flat[:n]
+
+
+def _legend(fig: plt.Figure, handles: Sequence[Any], n_panels: int = 4, ncols: int | None = None) -> None:
+    """One legend for all panels: above them in rows (read left to right), or beside one or two panels."""
+    handles = list(handles)
+    if n_panels <= 2:
+        width, height = fig.get_size_inches()
+        longest = max(len(h.get_label()) for h in handles)
+        fig.set_size_inches(width + 0.5 + 0.055 * longest, height)  # room for the legend beside the panels
+        fig.legend(handles=handles, loc="outside right center", frameon=False)
+        return
+    width = fig.get_size_inches()[0]
+    ncols = max(1, min(len(handles), ncols or int(width / 1.45)))
+    rows = math.ceil(len(handles) / ncols)
+    # matplotlib fills legend columns first; order the handles so that rows read left to right
+    grid = [handles[r * ncols : (r + 1) * ncols] for r in range(rows)]
+    ordered = [grid[r][c] for c in range(ncols) for r in range(rows) if c < len(grid[r])]
+    fig.legend(handles=ordered, loc="outside upper center", ncols=ncols, frameon=False)
+
+
+def _line(color: Any, label: str, **kw: Any) -> Line2D:
+    return Line2D([], [], color=color, label=label, **kw)
+
+
+def mean_curve(curve: pd.DataFrame) -> pd.DataFrame:
+    """Mean and standard deviation over seeds at each env step (``env_step, mean, std, n``).
+
+    Seeds whose evaluations fall on different env steps are interpolated onto the union of their
+    steps, within the range every seed covers.
+    """
+    steps = curve.groupby("seed")["env_step"].apply(lambda s: tuple(sorted(s)))
+    if steps.nunique() > 1:
+        lo = curve.groupby("seed")["env_step"].min().max()
+        hi = curve.groupby("seed")["env_step"].max().min()
+        grid = np.unique(curve["env_step"][(curve["env_step"] >= lo) & (curve["env_step"] <= hi)])
+        parts = []
+        for seed, g in curve.sort_values("env_step").groupby("seed"):
+            parts.append(
+                pd.DataFrame({"seed": seed, "env_step": grid, "value": np.interp(grid, g["env_step"], g["value"])})
+            )
+        curve = pd.concat(parts, ignore_index=True)
+    out = curve.groupby("env_step")["value"].agg(["mean", "std", "count"]).reset_index()
+    return out.rename(columns={"count": "n"}).fillna({"std": 0.0})
+
+
+def _plot_curve(ax: plt.Axes, curve: pd.DataFrame, color: Any, **kw: Any) -> None:
+    m = mean_curve(curve)
+    ax.plot(m["env_step"], m["mean"], color=color, **kw)
+    ax.fill_between(m["env_step"], m["mean"] - m["std"], m["mean"] + m["std"], color=color, alpha=0.18, lw=0)
+
+
+def _require_envs(curve: pd.DataFrame, expected: Expected, envs: Sequence[str], what: str) -> None:
+    if curve.empty:
+        raise MissingResultsError(f"missing results for {what}: no rows")
+    agg.check_complete(curve, what, {"env": list(envs), "seed": list(expected.seeds)})
+
+
+# --------------------------------------------------------------------------------------------
+# F1: recommendation curve
+
+
+def fig_recommendation_curve(
+    df: pd.DataFrame,
+    expected: Expected,
+    *,
+    metric: str = SCORE,
+    dataset: str = "buffer",
+    selections: Sequence[str] = ("offline", "best-of"),
+) -> plt.Figure:
+    """F1: online SAC learning curve and the recommendation of each offline algorithm at each pause.
+
+    Filled markers: the validated offline policy (``selection=offline``); open markers: the validated
+    best of the online and offline policies (``best-of``). Markers sit at their ledger-true env step.
+    """
+    envs = expected.envs
+    online = agg.online_curve(df, metric, envs=envs)
+    _require_envs(online, expected, envs, "F1 online SAC curve")
+    pairs = agg.recommendation_pairs(
+        df, metric, algo=expected.algos, dataset=dataset, validation="full", selection=list(selections), envs=envs
+    )
+    agg.check_complete(
+        pairs,
+        f"F1 recommendations (dataset={dataset}, validation=full)",
+        {"env": envs, "seed": expected.seeds, "algo": expected.algos, "selection": list(selections)},
+    )
+    pauses = sorted(set(pairs["pause"]))
+    agg.check_complete(pairs, "F1 recommendations at every pause point", {"env": envs, "pause": pauses})
+    offsets = np.linspace(-1, 1, len(expected.algos) * len(selections)) * 0.015 * expected.total_steps
+    with style():
+        fig, axes = _grid(len(envs))
+        for ax, env in zip(axes, envs, strict=True):
+            _plot_curve(ax, online[online["env"] == env], COLORS["sac"], lw=1.2)
+            for pause in pauses:
+                ax.axvline(pause, color="0.8", lw=0.6, ls=":", zorder=0)
+            i = 0
+            for algo in expected.algos:
+                for sel in selections:
+                    g = pairs[(pairs["env"] == env) & (pairs["algo"] == algo) & (pairs["selection"] == sel)]
+                    s = g.groupby("pause").agg(x=("env_step", "mean"), y=("value", "mean"), e=("value", "std"))
+                    filled = sel == "offline"
+                    ax.errorbar(
+                        s["x"] + offsets[i],
+                        s["y"],
+                        yerr=s["e"].fillna(0),
+                        fmt="o",
+                        ms=3.5,
+                        lw=0.8,
+                        capsize=1.5,
+                        color=COLORS.get(algo),
+                        mfc=COLORS.get(algo) if filled else "white",
+                        mew=0.9,
+                        zorder=3,
+                    )
+                    i += 1
+            ax.set_title(_panel_title(env, metric))
+            _steps_axis(ax)
+        for ax in axes:
+            ax.set_xlabel("env steps" if ax.get_subplotspec().is_last_row() else "")
+        handles = [_line(COLORS["sac"], "Online SAC")]
+        handles += [_line(COLORS[a], agg.ALGO_NAMES.get(a, a), marker="o", ls="", ms=4) for a in expected.algos]
+        if "offline" in selections:
+            handles.append(_line("0.3", "offline policy", marker="o", ls="", ms=4))
+        if "best-of" in selections:
+            handles.append(_line("0.3", "best of online/offline", marker="o", ls="", ms=4, mfc="white"))
+        _legend(fig, handles, len(envs), ncols=1 + len(expected.algos))  # a row of variants, a row of marker kinds
+    return fig
+
+
+# --------------------------------------------------------------------------------------------
+# F2: fine-tuning curves
+
+
+def fig_finetune_curves(df: pd.DataFrame, expected: Expected, *, metric: str = SCORE) -> plt.Figure:
+    """F2: each fine-tuning method vs SAC continuation, from the fine-tuning pause to the budget."""
+    envs, methods = expected.envs, expected.finetune_methods
+    if not methods:
+        raise MissingResultsError("F2 needs fine-tuning results, but finetune.methods is empty in the configuration")
+    online = agg.online_curve(df, metric, envs=envs)
+    _require_envs(online, expected, envs, "F2 SAC continuation")
+    context_start = expected.finetune_pause - 0.25 * (expected.total_steps - expected.finetune_pause)
+    curves = {}
+    for method in methods:
+        c = agg.finetune_curves(df, metric, expected, method)
+        c = c[c["env_step"] <= expected.total_steps]
+        _require_envs(c, expected, envs, f"F2 fine-tuning {method} (dataset={expected.finetune_dataset})")
+        curves[method] = c
+    with style():
+        fig, axes = _grid(len(envs))
+        for ax, env in zip(axes, envs, strict=True):
+            o = online[(online["env"] == env) & (online["env_step"] >= context_start)]
+            o = o[o["env_step"] <= expected.total_steps]
+            before, after = o[o["env_step"] <= expected.finetune_pause], o[o["env_step"] >= expected.finetune_pause]
+            _plot_curve(ax, before, COLORS["sac"], lw=1.0, alpha=0.5)
+            _plot_curve(ax, after, COLORS["sac"], lw=1.2)
+            for method in methods:
+                c = curves[method]
+                _plot_curve(ax, c[c["env"] == env], COLORS.get(method), lw=1.2)
+            ax.axvline(expected.finetune_pause, color="0.5", lw=0.8, ls="--", zorder=0)
+            ax.set_title(_panel_title(env, metric))
+            _steps_axis(ax)
+            ax.set_xlabel("env steps" if ax.get_subplotspec().is_last_row() else "")
+        handles = [_line(COLORS["sac"], agg.FINETUNE_NAMES["sac"])]
+        handles += [_line(COLORS.get(m), agg.FINETUNE_NAMES.get(m, m)) for m in methods]
+        handles.append(_line("0.5", "pause (switch)", ls="--", lw=0.8))
+        _legend(fig, handles, len(envs))
+    return fig
+
+
+# --------------------------------------------------------------------------------------------
+# F3: C4, IQL fine-tuning with an extended budget
+
+
+def _extended_curve(df: pd.DataFrame, expected: Expected, metric: str, envs: Sequence[str]) -> pd.DataFrame:
+    ext = agg.finetune_curves(df, metric, expected, "iql", "extended=1")
+    ext = ext[ext["env"].isin(envs)]
+    _require_envs(ext, expected, envs, "F3 extended IQL fine-tuning (finetune algo=iql options=extended=1)")
+    plain = agg.finetune_curves(df, metric, expected, "iql", "")
+    first = ext.groupby(["env", "seed"])["env_step"].min().rename("_first")
+    plain = plain.join(first, on=["env", "seed"], how="inner")
+    return pd.concat([plain[plain["env_step"] < plain["_first"]].drop(columns="_first"), ext], ignore_index=True)
+
+
+def fig_iql_extended(df: pd.DataFrame, expected: Expected, *, metric: str = SCORE) -> plt.Figure:
+    """F3: extended IQL fine-tuning, with SAC continuation, the level at the switch and the budget end."""
+    envs = expected.c4_envs
+    if not envs:
+        raise MissingResultsError("F3 needs analysis C4, which the configuration switches off (analysis.c4)")
+    curve = _extended_curve(df, expected, metric, envs)
+    switch = agg.switch_levels(df, metric, expected, "iql", curve)
+    online = agg.sac_continuation(df, metric, expected, envs)
+    online = online[online["env_step"] <= expected.total_steps]
+    with style():
+        fig, axes = _grid(len(envs), ncols=min(len(envs), 3), panel=(2.5, 1.8))
+        for ax, env in zip(axes, envs, strict=True):
+            _plot_curve(ax, online[online["env"] == env], COLORS["sac"], lw=1.2)
+            _plot_curve(ax, curve[curve["env"] == env], COLORS["iql"], lw=1.2)
+            ax.axhline(switch[switch["env"] == env]["switch"].mean(), color=COLORS["iql"], lw=0.8, ls=":")
+            ax.axvline(expected.total_steps, color="0.4", lw=0.8, ls="--", zorder=0)
+            ax.set_title(_panel_title(env, metric))
+            _steps_axis(ax)
+            ax.set_xlabel("env steps" if ax.get_subplotspec().is_last_row() else "")
+        _legend(
+            fig,
+            [
+                _line(COLORS["sac"], agg.FINETUNE_NAMES["sac"]),
+                _line(COLORS["iql"], "IQL FT, extended budget"),
+                _line(COLORS["iql"], "level at the switch", ls=":", lw=0.8),
+                _line("0.4", "end of budget T", ls="--", lw=0.8),
+            ],
+            len(envs),
+        )
+    return fig
+
+
+# --------------------------------------------------------------------------------------------
+# F4: C5, Cal-QL in Kitchen with binary vs accumulated reward
+
+
+def fig_calql_kitchen_rewards(df: pd.DataFrame, expected: Expected, *, metric: str = SCORE) -> plt.Figure:
+    """F4: Cal-QL fine-tuning in the C5 environment, one curve per reward mode, with SAC continuation."""
+    env = expected.c5_env
+    if env is None:
+        raise MissingResultsError("F4 needs analysis C5, which the configuration switches off (analysis.c5)")
+    curves = {}
+    for mode in expected.c5_rewards:
+        c = agg.finetune_curves(df, metric, expected, "calql", f"reward={mode}")
+        c = c[(c["env"] == env) & (c["env_step"] <= expected.total_steps)]
+        _require_envs(c, expected, [env], f"F4 Cal-QL fine-tuning with reward={mode} in {env}")
+        curves[mode] = c
+    online = agg.sac_continuation(df, metric, expected, [env])
+    online = online[online["env_step"] <= expected.total_steps]
+    _require_envs(online, expected, [env], f"F4 SAC continuation in {env}")
+    palette = {m: COLORS.get(m, _COLORS[(i + 5) % 10]) for i, m in enumerate(expected.c5_rewards)}
+    with style():
+        fig, axes = _grid(1, panel=(3.2, 2.3))
+        ax = axes[0]
+        _plot_curve(ax, online, COLORS["sac"], lw=1.2)
+        for mode, c in curves.items():
+            _plot_curve(ax, c, palette[mode], lw=1.3)
+        ax.axvline(expected.finetune_pause, color="0.5", lw=0.8, ls="--", zorder=0)
+        ax.set_title(f"Cal-QL fine-tuning, {_panel_title(env, metric)}")
+        ax.set_xlabel("env steps")
+        _steps_axis(ax)
+        handles = [_line(COLORS["sac"], agg.FINETUNE_NAMES["sac"])]
+        handles += [_line(palette[m], f"Cal-QL, {m} reward") for m in curves]
+        handles.append(_line("0.5", "pause (switch)", ls="--", lw=0.8))
+        _legend(fig, handles, 1)
+    return fig
+
+
+# --------------------------------------------------------------------------------------------
+# F5: aggregate IQM and probability of improvement
+
+
+def _variant_color(label: str) -> Any:
+    for key, name in (*agg.FINETUNE_NAMES.items(), *agg.ALGO_NAMES.items()):
+        if label.startswith(name):
+            return COLORS.get(key, "0.3")
+    return "0.3"
+
+
+def fig_aggregate(table: pd.DataFrame) -> plt.Figure:
+    """F5: IQM with interval per variant (left) and probability of improvement over the baseline (right)."""
+    need = {"group", "variant", "baseline", "iqm", "iqm_lo", "iqm_hi", "poi", "poi_lo", "poi_hi"}
+    if table.empty or not need <= set(table.columns):
+        raise MissingResultsError(f"F5 needs the aggregate table with columns {sorted(need)}")
+    rows: list[tuple[str, Any]] = []  # ("group", name) or ("variant", row)
+    for group, g in table.groupby("group", sort=False):
+        rows.append(("group", group))
+        rows += [("variant", r) for _, r in g.iterrows()]
+    height = 0.2 * len(rows) + 0.9
+    with style():
+        fig, (ax_iqm, ax_poi) = plt.subplots(
+            1, 2, figsize=(7.2, height), sharey=True, layout="constrained", gridspec_kw={"width_ratios": [1, 1]}
+        )
+        ys, labels = [], []
+        for i, (kind, item) in enumerate(rows):
+            y = len(rows) - i
+            if kind == "group":
+                ax_iqm.text(
+                    -0.02,
+                    y,
+                    item,
+                    transform=ax_iqm.get_yaxis_transform(),
+                    ha="right",
+                    va="center",
+                    fontsize=8,
+                    fontweight="bold",
+                )
+                continue
+            r = item
+            color = _variant_color(r["variant"])
+            is_base = r["variant"] == r["baseline"]
+            ax_iqm.errorbar(
+                r["iqm"],
+                y,
+                xerr=[[r["iqm"] - r["iqm_lo"]], [r["iqm_hi"] - r["iqm"]]],
+                fmt="D" if is_base else "o",
+                ms=4,
+                color=color,
+                capsize=2,
+                lw=1.1,
+            )
+            if not is_base and np.isfinite(r["poi"]):
+                ax_poi.errorbar(
+                    r["poi"],
+                    y,
+                    xerr=[[r["poi"] - r["poi_lo"]], [r["poi_hi"] - r["poi"]]],
+                    fmt="o",
+                    ms=4,
+                    color=color,
+                    capsize=2,
+                    lw=1.1,
+                )
+            else:
+                ax_poi.text(0.5, y, "baseline", ha="center", va="center", fontsize=7, color="0.4")
+            ys.append(y)
+            labels.append(("    " if not is_base else "  ") + r["variant"])
+        ax_iqm.set_yticks(ys, labels)
+        ax_iqm.set_ylim(0.4, len(rows) + 0.6)
+        ax_iqm.set_xlabel("IQM of normalised score (95% CI)")
+        ax_poi.set_xlabel("P(variant > baseline) (95% CI)")
+        ax_poi.axvline(0.5, color="0.5", lw=0.8, ls="--")
+        ax_poi.set_xlim(-0.02, 1.02)
+        for ax in (ax_iqm, ax_poi):
+            ax.grid(axis="y", visible=False)
+            ax.tick_params(axis="y", length=0)
+    return fig
+
+
+# --------------------------------------------------------------------------------------------
+# F6: reward granularity
+
+
+def fig_reward_granularity(
+    df: pd.DataFrame, expected: Expected, *, metric: str = SCORE, selection: str = "offline"
+) -> plt.Figure:
+    """F6: online SAC and the recommendations at one pause point against the reward delay K.
+
+    Rows of delay K carry the variant option ``delay=K``; for K = 1 the plain rows stand in when
+    there are no ``delay=1`` rows. The pause is the latest one present for every K.
+    """
+    envs, delays = expected.granularity_envs, expected.granularity_delays
+    if not envs or not delays:
+        raise MissingResultsError(
+            "F6 needs the reward-granularity study, which the configuration switches off (analysis.reward_granularity)"
+        )
+    points = []
+    for delay in delays:
+        options = f"delay={delay}"
+        if delay == 1 and agg.select(df, metric, stage="recommend", options=options, envs=envs).empty:
+            options = ""
+        try:
+            pairs = agg.recommendation_pairs(
+                df,
+                metric,
+                algo=expected.algos,
+                dataset="buffer",
+                validation="full",
+                selection=selection,
+                options=options,
+                envs=envs,
+            )
+        except MissingResultsError as err:
+            raise MissingResultsError(f"F6 reward delay K={delay}: {err}") from err
+        agg.check_complete(
+            pairs,
+            f"F6 recommendations with delay={delay}",
+            {"env": envs, "seed": expected.seeds, "algo": expected.algos},
+        )
+        points.append(pairs.assign(delay=delay))
+    data = pd.concat(points, ignore_index=True)
+    common = set.intersection(*(set(g["pause"]) for _, g in data.groupby("delay")))
+    if not common:
+        raise MissingResultsError("F6: no pause point is present for every reward delay")
+    pause = max(common)
+    data = data[data["pause"] == pause]
+    online = data.drop_duplicates(["env", "seed", "delay"])[["env", "seed", "delay", "online_value"]]
+    long = pd.concat(
+        [
+            online.rename(columns={"online_value": "value"}).assign(variant="Online SAC"),
+            data[["env", "seed", "delay", "value", "algo"]].assign(variant=lambda d: d["algo"].map(agg.ALGO_NAMES)),
+        ],
+        ignore_index=True,
+    )
+    order = ["Online SAC", *[agg.ALGO_NAMES.get(a, a) for a in expected.algos]]
+    palette = {"Online SAC": COLORS["sac"], **{agg.ALGO_NAMES.get(a, a): COLORS.get(a) for a in expected.algos}}
+    with style():
+        fig, axes = _grid(len(envs), ncols=min(len(envs), 3), panel=(2.6, 1.9))
+        for ax, env in zip(axes, envs, strict=True):
+            sns.pointplot(
+                data=long[long["env"] == env],
+                x="delay",
+                y="value",
+                hue="variant",
+                hue_order=order,
+                palette=palette,
+                errorbar="sd",
+                dodge=0.35,
+                markersize=4,
+                linewidth=1.1,
+                err_kws={"linewidth": 0.9},
+                ax=ax,
+                legend=False,
+            )
+            ax.set_title(f"{_panel_title(env, metric)} at {agg.format_steps(pause)}")
+            ax.set_xlabel("reward delay K (env steps)")
+            ax.set_ylabel("")
+        handles = [_line(palette[v], v if v == "Online SAC" else f"{v} ({selection})", marker="o", ms=4) for v in order]
+        _legend(fig, handles, len(envs))
+    return fig
+
+
+# --------------------------------------------------------------------------------------------
+# Saving and the entry point
+
+
+def save_figure(fig: plt.Figure, out_dir: Path | str, name: str) -> list[Path]:
+    """Write ``name``.png and ``name``.pdf under ``out_dir`` (atomically) and close the figure."""
+    paths = []
+    try:
+        for ext in ("png", "pdf"):
+            path = Path(out_dir) / f"{name}.{ext}"
+            with atomic_path(path) as tmp:
+                fig.savefig(tmp, format=ext)
+            paths.append(path)
+    finally:
+        plt.close(fig)
+    return paths
+
+
+FIGURES = ("F1", "F2", "F3", "F4", "F5", "F6")
+
+
+def default_figures(expected: Expected) -> list[str]:
+    """The figures the configuration makes: F3, F4 and F6 only when their analysis is switched on."""
+    names = ["F1"]
+    if expected.finetune_methods:
+        names.append("F2")
+    if expected.c4_envs:
+        names.append("F3")
+    if expected.c5_env is not None:
+        names.append("F4")
+    names.append("F5")
+    if expected.granularity_envs and expected.granularity_delays:
+        names.append("F6")
+    return names
+
+
+def build_figures(
+    tidy_csv_paths: Sequence[Path | str],
+    out_dir: Path | str,
+    cfg: dict[str, Any] | None = None,
+    *,
+    figures: Sequence[str] | None = None,
+    statistics_csv: Path | str | None = None,
+    reps: int = stats.DEFAULT_REPS,
+    seed: int = stats.DEFAULT_SEED,
+) -> dict[str, list[Path]]:
+    """Draw ``figures`` (default: every figure the configuration makes) as PNG and PDF under ``out_dir``.
+
+    F5 reads its numbers from ``statistics_csv`` (the ``aggregate.csv`` of
+    :func:`replication.statistics.build_statistics`) when given, else computes them.
+    """
+    df = agg.load_results(tidy_csv_paths)
+    expected = Expected.from_config(cfg if cfg is not None else agg.load_config(None))
+    names = list(figures) if figures is not None else default_figures(expected)
+    unknown = [n for n in names if n not in FIGURES]
+    if unknown:
+        raise ValueError(f"unknown figure(s) {unknown}; valid: {', '.join(FIGURES)}")
+    written = {}
+    for name in names:
+        if name == "F1":
+            fig = fig_recommendation_curve(df, expected)
+        elif name == "F2":
+            fig = fig_finetune_curves(df, expected)
+        elif name == "F3":
+            fig = fig_iql_extended(df, expected)
+        elif name == "F4":
+            fig = fig_calql_kitchen_rewards(df, expected)
+        elif name == "F5":
+            if statistics_csv is not None:
+                table = pd.read_csv(statistics_csv)
+            else:
+                table = stats.aggregate_table(df, expected, reps=reps, seed=seed)
+            fig = fig_aggregate(table)
+        else:
+            fig = fig_reward_granularity(df, expected)
+        written[name] = save_figure(fig, out_dir, name)
+    return written
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m replication.plotting --results R.csv ... --out DIR [--config FILE] [--statistics CSV]``."""
+    parser = argparse.ArgumentParser(description="Draw figures F1-F6 from tidy results.")
+    parser.add_argument("--results", nargs="+", required=True, help="tidy results CSV files")
+    parser.add_argument("--out", required=True, help="output directory")
+    parser.add_argument("--config", help="run configuration file (default: the paper profile)")
+    parser.add_argument("--figures", nargs="+", choices=FIGURES, help="default: every figure the config makes")
+    parser.add_argument("--statistics", help="aggregate.csv of replication.statistics (for F5)")
+    parser.add_argument("--reps", type=int, default=stats.DEFAULT_REPS, help="bootstrap replications (F5)")
+    parser.add_argument("--seed", type=int, default=stats.DEFAULT_SEED, help="bootstrap seed (F5)")
+    args = parser.parse_args(argv)
+    cfg = agg.load_config(args.config)
+    build_figures(
+        args.results,
+        args.out,
+        cfg,
+        figures=args.figures,
+        statistics_csv=args.statistics,
+        reps=args.reps,
+        seed=args.seed,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,443 @@
+"""The replication report: one Markdown file with the scorecard, figures, tables and provenance.
+
+:func:`write_report` writes ``results/<name>/report.md`` (or any path): the claims scorecard S1,
+every figure (PNG embedded, PDF linked), every table (Markdown embedded, CSV and LaTeX linked), the
+aggregate numbers of F5, every value this project chose where the study is silent (the keys whose
+comment in ``config/defaults.yaml`` says ``(choice)``, with their value in this run), the
+environment substitutions and reference returns, the versions of the key packages, and the
+measured cost of each stage from Snakemake ``benchmark:`` files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+from collections.abc import Mapping, Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from replication import aggregate as agg
+from replication.config import DEFAULTS_FILE, read_yaml
+from replication.io import write_text
+
+PACKAGES = (
+    "torch",
+    "numpy",
+    "gymnasium",
+    "mujoco",
+    "metaworld",
+    "gymnasium-robotics",
+    "stable-baselines3",
+    "d3rlpy",
+    "snakemake",
+    "rliable",
+    "seaborn",
+)
+FIGURE_TITLES = {
+    "F1": "Final-policy recommendation curve",
+    "F2": "Fine-tuning curves",
+    "F3": "Analysis C4: extended IQL fine-tuning",
+    "F4": "Analysis C5: Cal-QL in Kitchen, binary vs accumulated reward",
+    "F5": "Aggregate IQM and probability of improvement",
+    "F6": "Reward granularity",
+}
+FIGURE_CAPTIONS = {
+    "F1": "Recommendation curve: online SAC (line: mean over seeds, band: +- 1 std) and the validated "
+    "recommendation of each offline algorithm at every pause point (filled: offline policy; open: best of the "
+    "online and offline policies), at the env step each recommendation really spent.",
+    "F2": "Fine-tuning curves: IQL, PEX and Cal-QL fine-tuning against SAC continuation after the pause "
+    "(dashed line); curves start at the env step the offline phase left them.",
+    "F3": "Analysis C4: IQL fine-tuning with the extended budget; dotted: the level at the switch, dashed: the end "
+    "of the regular budget T.",
+    "F4": "Analysis C5: Cal-QL fine-tuning in Kitchen with binary vs accumulated reward, with SAC continuation.",
+    "F5": "Aggregates across environments of normalised scores: interquartile mean (left) and probability of "
+    "improvement over the group's baseline (right), with 95% stratified-bootstrap intervals (rliable).",
+    "F6": "Reward granularity: score at one pause point against the reward delay K (mean +- std over seeds).",
+}
+_KEY = re.compile(r"^(\s*)(?:-\s+)?([A-Za-z0-9_\-]+)\s*:(.*)$")
+_ID = re.compile(r"^\s*-\s+id:\s*(\S+)")
+
+
+# --------------------------------------------------------------------------------------------
+# Choices
+
+
+def _split_comment(text: str) -> tuple[str, str]:
+    """(value, comment) of the rest of a YAML line: the comment starts at the first unquoted ``#``."""
+    quote = None
+    for i, ch in enumerate(text):
+        if quote:
+            quote = None if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch == "#" and (i == 0 or text[i - 1].isspace()):
+            return text[:i].strip(), text[i + 1 :].strip()
+    return text.strip(), ""
+
+
+def marked_choices(path: Path | str) -> list[dict[str, str]]:
+    """Every key of a YAML file whose line comment says ``(choice)``.
+
+    Returns ``key`` (dotted path of mapping keys), ``literal`` (the value as written), ``note`` (the
+    comment, with its continuation lines) and ``item`` (the ``id`` of the list item it sits in, if any).
+    """
+    out: list[dict[str, str]] = []
+    stack: list[tuple[int, str]] = []
+    item, last = "", None
+    for line in Path(path).read_text().splitlines():
+        stripped = line.strip()
+        if not stripped:
+            last = None
+            continue
+        if stripped.startswith("#"):
+            if last is not None and len(line) - len(line.lstrip()) > last["_indent"]:
+                last["note"] += " " + stripped.lstrip("# ").strip()
+            else:
+                last = None
+            continue
+        if m := _ID.match(line):
+            item = m.group(1)
+        m = _KEY.match(line)
+        if not m:
+            last = None
+            continue
+        indent = len(m.group(1)) + (line[len(m.group(1)) :].startswith("-") * 2)
+        while stack and stack[-1][0] >= indent:
+            stack.pop()
+        stack.append((indent, m.group(2)))
+        literal, comment = _split_comment(m.group(3))
+        if "(choice)" in comment:
+            last = {
+                "key": ".".join(k for _, k in stack),
+                "literal": literal,
+                "note": comment,
+                "item": item,
+                "_indent": indent,
+            }
+            out.append(last)
+        else:
+            last = None
+    for entry in out:
+        entry.pop("_indent")
+        entry["note"] = entry["note"].replace("(choice)", "").strip(" ;:")
+    return out
+
+
+def _lookup(cfg: Mapping[str, Any], dotted: str) -> Any:
+    node: Any = cfg
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            raise KeyError(dotted)
+        node = node[part]
+    return node
+
+
+def _show(value: Any) -> str:
+    return json.dumps(value, default=str) if not isinstance(value, str) else value
+
+
+def config_choices(cfg: Mapping[str, Any], defaults_path: Path | str = DEFAULTS_FILE) -> pd.DataFrame:
+    """The ``(choice)`` keys of ``defaults_path`` with their value in ``cfg`` and their default."""
+    defaults = read_yaml(defaults_path)
+    rows = []
+    for c in marked_choices(defaults_path):
+        try:
+            value = _show(_lookup(cfg, c["key"]))
+        except KeyError:
+            value = "(not in the configuration)"
+        try:
+            default = _show(_lookup(defaults, c["key"]))
+        except KeyError:
+            default = c["literal"]
+        rows.append({"Key": c["key"], "Value": value, "Default": default, "Why / note": c["note"]})
+    return pd.DataFrame(rows, columns=["Key", "Value", "Default", "Why / note"])
+
+
+def other_choices(cfg: Mapping[str, Any]) -> pd.DataFrame:
+    """Choices outside the run configuration: environment substitutions, reference returns, claim tests."""
+    from replication import normalize, scorecard
+    from replication.envs import ENVS_FILE, specs
+
+    rows = []
+    table = specs()
+    for env in cfg.get("envs", []):
+        spec = table.get(env)
+        for text in (spec.substitute, spec.note) if spec else ():
+            if text and "(choice)" in text:
+                rows.append({"Where": f"{Path(ENVS_FILE).name}: {env}", "Choice": text.replace("(choice)", "").strip()})
+    refs = normalize.load_references()
+    for env in cfg.get("envs", []):
+        if env in refs:
+            r = refs[env]
+            rows.append(
+                {
+                    "Where": f"{normalize.REFERENCE_FILE.name}: {env}",
+                    "Choice": f"random {r.random:g}, expert {r.expert:g} ({r.source.replace('(choice)', '').strip()})",
+                }
+            )
+    for c in marked_choices(scorecard.CLAIMS_FILE):
+        key = f"{c['item']} {c['key'].split('.')[-1]}" if c["item"] else c["key"]
+        where = f"{scorecard.CLAIMS_FILE.name}: {key}"
+        rows.append({"Where": where, "Choice": f"{c['literal']} ({c['note']})" if c["note"] else c["literal"]})
+    from replication import statistics
+
+    rows.append(
+        {
+            "Where": "replication.statistics: DEFAULT_REPS",
+            "Choice": f"{statistics.DEFAULT_REPS} bootstrap replications for F5 (rliable's default is 50,000)",
+        }
+    )
+    return pd.DataFrame(rows, columns=["Where", "Choice"])
+
+
+# --------------------------------------------------------------------------------------------
+# Versions and cost
+
+
+def package_versions(packages: Sequence[str] = PACKAGES) -> pd.DataFrame:
+    """Installed versions of ``packages`` (``not installed`` where absent)."""
+    rows = []
+    for name in packages:
+        try:
+            version = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            version = "not installed"
+        rows.append({"Package": name, "Version": version})
+    return pd.DataFrame(rows)
+
+
+def stage_of(path: Path | str) -> str:
+    """The stage a benchmark file belongs to: the folder under ``benchmarks/``, else the file name's first word."""
+    parts = Path(path).parts
+    if "benchmarks" in parts:
+        i = len(parts) - 1 - parts[::-1].index("benchmarks")
+        if i + 2 < len(parts):
+            return parts[i + 1]
+    return re.split(r"[_.\-]", Path(path).name, maxsplit=1)[0]
+
+
+def benchmark_costs(benchmarks: Sequence[Path | str] | Mapping[str, Sequence[Path | str]]) -> pd.DataFrame:
+    """Measured cost per stage from Snakemake benchmark TSV files.
+
+    ``benchmarks`` is a list of files (stage: see :func:`stage_of`; a ``rule_name`` column wins) or
+    a mapping of stage to files. A file with several rows (``benchmark: repeat(...)``) counts as one
+    job with its mean. Returns per stage: jobs, total / mean / max wall-clock hours, peak max_rss
+    (MB) and total CPU hours.
+    """
+    items = (
+        [(stage, p) for stage, paths in benchmarks.items() for p in paths]
+        if isinstance(benchmarks, Mapping)
+        else [(None, p) for p in benchmarks]
+    )
+    jobs = []
+    for stage, path in items:
+        try:
+            bench = pd.read_csv(path, sep="\t")
+        except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+            raise ValueError(f"cannot read Snakemake benchmark file {path}: {err}") from err
+        if "s" not in bench.columns or bench.empty:
+            raise ValueError(f"{path} is not a Snakemake benchmark file (no 's' column or no rows)")
+        if stage is None:
+            stage = str(bench["rule_name"].iloc[0]) if "rule_name" in bench.columns else stage_of(path)
+        num = bench.apply(pd.to_numeric, errors="coerce")
+        jobs.append(
+            {
+                "stage": stage,
+                "s": float(num["s"].mean()),
+                "max_rss": float(num["max_rss"].max()) if "max_rss" in num else float("nan"),
+                "cpu_time": float(num["cpu_time"].mean()) if "cpu_time" in num else float("nan"),
+            }
+        )
+    columns = ["Stage", "Jobs", "Total hours", "Mean minutes per job", "Max minutes", "Peak RSS (MB)", "CPU hours"]
+    if not jobs:
+        return pd.DataFrame(columns=columns)
+    frame = pd.DataFrame(jobs)
+    out = frame.groupby("stage", sort=True).agg(
+        jobs=("s", "size"),
+        total=("s", "sum"),
+        mean=("s", "mean"),
+        max=("s", "max"),
+        rss=("max_rss", "max"),
+        cpu=("cpu_time", "sum"),
+    )
+    total = pd.DataFrame(
+        {
+            "jobs": [out["jobs"].sum()],
+            "total": [out["total"].sum()],
+            "mean": [frame["s"].mean()],
+            "max": [out["max"].max()],
+            "rss": [out["rss"].max()],
+            "cpu": [out["cpu"].sum()],
+        },
+        index=["all stages"],
+    )
+    out = pd.concat([out, total])
+    return pd.DataFrame(
+        {
+            "Stage": out.index,
+            "Jobs": out["jobs"].astype(int).to_numpy(),
+            "Total hours": (out["total"] / 3600).round(3).to_numpy(),
+            "Mean minutes per job": (out["mean"] / 60).round(2).to_numpy(),
+            "Max minutes": (out["max"] / 60).round(2).to_numpy(),
+            "Peak RSS (MB)": out["rss"].round(0).to_numpy(),
+            "CPU hours": (out["cpu"] / 3600).round(3).to_numpy(),
+        }
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# The report
+
+
+def _by_stem(paths: Sequence[Path | str]) -> dict[str, dict[str, Path]]:
+    out: dict[str, dict[str, Path]] = {}
+    for p in map(Path, paths):
+        out.setdefault(p.stem, {})[p.suffix.lstrip(".")] = p
+    return dict(sorted(out.items()))
+
+
+def _rel(path: Path, base: Path) -> str:
+    return Path(os.path.relpath(Path(path).resolve(), base.resolve())).as_posix()
+
+
+def _md(frame: pd.DataFrame) -> str:
+    return agg.markdown_table(frame) if len(frame) else "(none)"
+
+
+def _demote(markdown: str) -> str:
+    """Embedded Markdown with its bold titles kept and any headings pushed below ours."""
+    return re.sub(r"^(#+)", r"###\1", markdown.strip(), flags=re.M)
+
+
+def report_path(cfg: Mapping[str, Any], results_dir: Path | str = "results") -> Path:
+    """Where a run's report goes: ``results/<name>/report.md``."""
+    return Path(results_dir) / str(cfg.get("name", "run")) / "report.md"
+
+
+def write_report(
+    report_path: Path | str,
+    cfg: Mapping[str, Any],
+    *,
+    tables: Sequence[Path | str] = (),
+    figures: Sequence[Path | str] = (),
+    statistics: Path | str | None = None,
+    scorecard: Path | str | None = None,
+    benchmarks: Sequence[Path | str] | Mapping[str, Sequence[Path | str]] = (),
+    defaults_path: Path | str = DEFAULTS_FILE,
+) -> Path:
+    """Write the Markdown replication report to ``report_path``; links are relative to its folder.
+
+    ``tables``: the files of :func:`replication.aggregate.build_tables` (each ``.md`` is embedded,
+    ``.csv`` and ``.tex`` linked); ``figures``: the PNG/PDF files of
+    :func:`replication.plotting.build_figures`; ``statistics``: ``aggregate.md`` of
+    :func:`replication.statistics.build_statistics`; ``scorecard``: ``S1.md`` of
+    :func:`replication.scorecard.build_scorecard`; ``benchmarks``: Snakemake benchmark TSV files
+    (see :func:`benchmark_costs`). Every named file must exist.
+    """
+    report_path = Path(report_path)
+    base = report_path.parent
+    named = [*map(Path, tables), *map(Path, figures), *(Path(p) for p in (statistics, scorecard) if p)]
+    missing = [str(p) for p in named if not p.exists()]
+    if missing:
+        raise FileNotFoundError(f"the report needs files that do not exist: {', '.join(missing)}")
+    budget = cfg.get("budget", {})
+    lines = [
+        f"# Replication report: {cfg.get('name', 'run')}",
+        "",
+        "Replication of *An Empirical Study on the Effectiveness of Incorporating Offline RL As Online RL "
+        "Subroutines* (arXiv 2512.00383). Every number below comes from the workflow's tidy results.",
+        "",
+        f"- environments: {', '.join(cfg.get('envs', []))}",
+        f"- seeds: {', '.join(map(str, cfg.get('seeds', [])))}",
+        f"- total budget T: {budget.get('total_steps', '?')} env steps per environment; pause points "
+        f"{budget.get('pause_fractions', '?')} x T; fine-tuning from {budget.get('finetune_pause', '?')} x T",
+        "",
+        "## Claims scorecard (S1)",
+        "",
+        _demote(Path(scorecard).read_text()) if scorecard else "(not built)",
+        "",
+        "## Figures",
+        "",
+    ]
+    for stem, files in _by_stem(figures).items():
+        caption = FIGURE_CAPTIONS.get(stem, "")
+        lines.append(f"### {stem}. {FIGURE_TITLES[stem]}" if stem in FIGURE_TITLES else f"### {stem}")
+        lines.append("")
+        if "png" in files:
+            lines.append(f"![{stem}]({_rel(files['png'], base)})")
+            lines.append("")
+        links = " · ".join(f"[{ext.upper()}]({_rel(p, base)})" for ext, p in sorted(files.items()) if ext != "png")
+        lines.append(f"*{stem}. {caption}*" + (f" ({links})" if links else ""))
+        lines.append("")
+    if not figures:
+        lines += ["(not built)", ""]
+    lines += ["## Tables", ""]
+    for stem, files in _by_stem(tables).items():
+        if "md" in files:
+            lines += [_demote(files["md"].read_text()), ""]
+        links = " · ".join(f"[{ext.upper()}]({_rel(p, base)})" for ext, p in sorted(files.items()) if ext != "md")
+        if links:
+            lines += [f"{stem} as {links}", ""]
+    if not tables:
+        lines += ["(not built)", ""]
+    lines += ["## Aggregate numbers (F5)", "", _demote(Path(statistics).read_text()) if statistics else "(not built)"]
+    lines += [
+        "",
+        "## Choices",
+        "",
+        "Values that the study does not fix and this project chose. They are settings: change them in the "
+        "run's configuration file (keys below) or in the named file.",
+        "",
+        "### Configuration (keys marked (choice) in config/defaults.yaml)",
+        "",
+        _md(config_choices(cfg, defaults_path)),
+        "",
+        "### Environments, normalisation and claim tests",
+        "",
+        _md(other_choices(cfg)),
+        "",
+        "## Software",
+        "",
+        _md(package_versions()),
+        "",
+        "## Measured cost per stage",
+        "",
+        "From the Snakemake benchmark files of this run (wall-clock and CPU time, peak resident memory).",
+        "",
+        _md(benchmark_costs(benchmarks)),
+        "",
+    ]
+    write_text(report_path, "\n".join(lines))
+    return report_path
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m replication.report --out results/NAME/report.md --config FILE [--tables ...] ...``."""
+    parser = argparse.ArgumentParser(description="Write the Markdown replication report.")
+    parser.add_argument("--out", required=True, help="report path, e.g. results/NAME/report.md")
+    parser.add_argument("--config", help="run configuration file (default: the paper profile)")
+    parser.add_argument("--tables", nargs="*", default=[], help="table files (md, csv, tex)")
+    parser.add_argument("--figures", nargs="*", default=[], help="figure files (png, pdf)")
+    parser.add_argument("--statistics", help="aggregate.md of replication.statistics")
+    parser.add_argument("--scorecard", help="S1.md of replication.scorecard")
+    parser.add_argument("--benchmarks", nargs="*", default=[], help="Snakemake benchmark TSV files")
+    args = parser.parse_args(argv)
+    write_report(
+        args.out,
+        agg.load_config(args.config),
+        tables=args.tables,
+        figures=args.figures,
+        statistics=args.statistics,
+        scorecard=args.scorecard,
+        benchmarks=args.benchmarks,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

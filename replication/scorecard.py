@@ -1,0 +1,697 @@
+"""The claims scorecard S1: every claim of ``paper/claims.yaml`` tested on the tidy results.
+
+Each claim has decisive and supporting tests. A test computes a statistic on normalised scores
+with a seeded stratified-bootstrap interval (:mod:`replication.statistics`) and applies the
+three-way decision rule the YAML file names (its header defines them): ``reproduced``,
+``not reproduced`` or ``inconclusive``; a test of an analysis that the configuration switches off is
+``not evaluated``. The claim's verdict combines its decisive tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from replication import aggregate as agg
+from replication import statistics as stats
+from replication.aggregate import NORMALIZED, Expected, MissingResultsError
+from replication.envs import PROJECT_ROOT
+from replication.io import write_text
+
+CLAIMS_FILE = PROJECT_ROOT / "paper" / "claims.yaml"
+REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE, NOT_EVALUATED = (
+    "reproduced",
+    "not reproduced",
+    "inconclusive",
+    "not evaluated",
+)
+COLUMNS = (
+    "claim",
+    "test",
+    "role",
+    "statement",
+    "statistic",
+    "estimate",
+    "ci_lo",
+    "ci_hi",
+    "null",
+    "margin",
+    "rule",
+    "verdict",
+    "details",
+    "claim_verdict",
+)
+
+
+# --------------------------------------------------------------------------------------------
+# Decision rules
+
+
+def rule_greater(lo: float, hi: float, null: float, margin: float) -> str:
+    """Reproduced if the interval excludes ``null`` upwards and reaches ``null + margin``."""
+    if hi < null + margin:
+        return NOT_REPRODUCED
+    return REPRODUCED if lo > null else INCONCLUSIVE
+
+
+def rule_less(lo: float, hi: float, null: float, margin: float) -> str:
+    """Mirror image of :func:`rule_greater`."""
+    if lo > null - margin:
+        return NOT_REPRODUCED
+    return REPRODUCED if hi < null else INCONCLUSIVE
+
+
+def rule_at_least(lo: float, hi: float, null: float, margin: float) -> str:
+    """Non-inferiority: reproduced if the interval lies above ``null - margin``."""
+    if lo > null - margin:
+        return REPRODUCED
+    return NOT_REPRODUCED if hi < null else INCONCLUSIVE
+
+
+COUNT_RULES = ("heterogeneous", "few", "mixed")
+INTERVAL_RULES: dict[str, Callable[[float, float, float, float], str]] = {
+    "greater": rule_greater,
+    "less": rule_less,
+    "at_least": rule_at_least,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class EnvEffect:
+    env: str
+    mean: float
+    lo: float
+    hi: float
+    margin: float
+
+    @property
+    def helps(self) -> bool:
+        return rule_greater(self.lo, self.hi, 0.0, self.margin) == REPRODUCED
+
+    @property
+    def hurts(self) -> bool:
+        return rule_less(self.lo, self.hi, 0.0, self.margin) == REPRODUCED
+
+    @property
+    def negligible_or_negative(self) -> bool:
+        return rule_greater(self.lo, self.hi, 0.0, self.margin) == NOT_REPRODUCED
+
+    @property
+    def not_worse(self) -> bool:
+        return rule_less(self.lo, self.hi, 0.0, self.margin) == NOT_REPRODUCED
+
+    def label(self) -> str:
+        kind = (
+            "helps"
+            if self.helps
+            else "hurts"
+            if self.hurts
+            else "at most negligible"
+            if self.negligible_or_negative
+            else "unclear"
+        )
+        return f"{self.env} {self.mean:+.3f} [{self.lo:+.3f}, {self.hi:+.3f}] ({kind})"
+
+
+def rule_heterogeneous(effects: Sequence[EnvEffect]) -> str:
+    helps = sum(e.helps for e in effects)
+    small = sum(e.negligible_or_negative for e in effects)
+    if helps >= 1 and small >= 1:
+        return REPRODUCED
+    if helps == len(effects) or small == len(effects):
+        return NOT_REPRODUCED
+    return INCONCLUSIVE
+
+
+def rule_few(effects: Sequence[EnvEffect], max_fraction: float) -> str:
+    helps = sum(e.helps for e in effects)
+    if 1 <= helps <= max_fraction * len(effects):
+        return REPRODUCED
+    if helps > max_fraction * len(effects) or all(e.negligible_or_negative for e in effects):
+        return NOT_REPRODUCED
+    return INCONCLUSIVE
+
+
+def rule_mixed(effects: Sequence[EnvEffect]) -> str:
+    if any(e.helps for e in effects) and any(e.hurts for e in effects):
+        return REPRODUCED
+    if all(e.negligible_or_negative for e in effects) or all(e.not_worse for e in effects):
+        return NOT_REPRODUCED
+    return INCONCLUSIVE
+
+
+def combine(verdicts: Sequence[str]) -> str:
+    """A claim's verdict from its decisive tests' verdicts."""
+    evaluated = [v for v in verdicts if v != NOT_EVALUATED]
+    if not evaluated:
+        return NOT_EVALUATED
+    if NOT_REPRODUCED in evaluated:
+        return NOT_REPRODUCED
+    if all(v == REPRODUCED for v in verdicts):
+        return REPRODUCED
+    return INCONCLUSIVE
+
+
+# --------------------------------------------------------------------------------------------
+# Evaluation
+
+
+@dataclasses.dataclass
+class Context:
+    df: pd.DataFrame
+    expected: Expected
+    reps: int
+    seed: int
+    confidence: float
+    margin: float
+    poi_margin: float
+    alpha: float
+
+    def interval(self, scores: Any, statistic: Callable[..., float]) -> tuple[float, float, float]:
+        return stats.bootstrap_interval(scores, statistic, reps=self.reps, seed=self.seed, confidence=self.confidence)
+
+    def env_effects(self, d: np.ndarray, envs: Sequence[str], margin: float) -> list[EnvEffect]:
+        out = []
+        for i, env in enumerate(envs):
+            mean, lo, hi = self.interval(d[:, [i]], np.mean)
+            out.append(EnvEffect(env, mean, lo, hi, margin))
+        return out
+
+
+@dataclasses.dataclass
+class Result:
+    estimate: float = float("nan")
+    lo: float = float("nan")
+    hi: float = float("nan")
+    verdict: str = NOT_EVALUATED
+    details: str = ""
+
+
+def _envs(ctx: Context, which: Any) -> tuple[str, ...]:
+    if which in (None, "all"):
+        return ctx.expected.envs
+    if which == "c4":
+        return ctx.expected.c4_envs
+    return tuple(e for e in which if e in ctx.expected.envs)
+
+
+def _recommendation_effects(ctx: Context, test: dict[str, Any]) -> tuple[np.ndarray, pd.DataFrame]:
+    """Per (seed, env): the recommendation's mean paired difference to online SAC at the pause."""
+    envs = _envs(ctx, test.get("envs"))
+    t = test.get("treatment", {})
+    pairs = agg.recommendation_pairs(
+        ctx.df,
+        NORMALIZED,
+        algo=ctx.expected.algos,
+        dataset=t.get("dataset"),
+        validation=t.get("validation"),
+        selection=t.get("selection"),
+        envs=envs,
+    )
+    pauses = test.get("pauses", "all")
+    if pauses == "comparison":
+        pauses = [stats.comparison_pause(ctx.df, ctx.expected)]
+    elif pauses == "all":
+        pauses = sorted(set(pairs["pause"]))
+    pairs = pairs[pairs["pause"].isin(pauses)]
+    baseline_at = test.get("baseline_at", "pause")
+    if baseline_at == "ledger_step":  # budget-matched: online SAC after as many env steps as the recommendation
+        curve = agg.online_curve(ctx.df, NORMALIZED, envs=envs)
+        at = agg.value_at_or_before(curve, pairs[["env", "seed", "env_step"]], "env_step", "online SAC")
+        pairs = pairs.assign(online_value=at["at_value"].to_numpy())
+        pairs["diff"] = pairs["value"] - pairs["online_value"]
+    elif baseline_at != "pause":
+        raise ValueError(f"claim test {test['id']}: baseline_at must be pause or ledger_step, not {baseline_at!r}")
+    what = f"claim test {test['id']} ({agg.describe(stage='recommend', **t)})"
+    agg.check_complete(
+        pairs, what, {"env": envs, "seed": ctx.expected.seeds, "algo": ctx.expected.algos, "pause": list(pauses)}
+    )
+    d = stats.score_matrix(pairs.rename(columns={"value": "rec", "diff": "value"}), envs, ctx.expected.seeds, what)
+    return d, pairs
+
+
+def _stat_recommendation_effect_by_env(ctx: Context, test: dict[str, Any]) -> Result:
+    envs = _envs(ctx, test.get("envs"))
+    if len(envs) < 2:
+        return Result(details="needs at least two environments")
+    d, _ = _recommendation_effects(ctx, test)
+    effects = ctx.env_effects(d, envs, ctx.margin)
+    helps = sum(e.helps for e in effects)
+    return Result(
+        estimate=float(helps),
+        verdict=rule_heterogeneous(effects),
+        details=f"{helps} of {len(effects)} environments help; " + "; ".join(e.label() for e in effects),
+    )
+
+
+def _stat_recommendation_effect_group_difference(ctx: Context, test: dict[str, Any]) -> Result:
+    envs = _envs(ctx, test.get("envs"))
+    group = [e for e in envs if e in test["group"]]
+    rest = [e for e in envs if e not in test["group"]]
+    if not group or not rest:
+        return Result(details=f"needs environments both in and outside the group {test['group']}; run has {envs}")
+    d, _ = _recommendation_effects(ctx, test)
+    inside = np.array([e in group for e in envs])
+
+    def gap(m: np.ndarray) -> float:
+        return float(m[:, inside].mean() - m[:, ~inside].mean())
+
+    est, lo, hi = ctx.interval(d, gap)
+    verdict = INTERVAL_RULES[test["rule"]](lo, hi, float(test.get("null_value", 0.0)), ctx.margin)
+    means = ", ".join(f"{e} {d[:, i].mean():+.3f}" for i, e in enumerate(envs))
+    return Result(est, lo, hi, verdict, f"group: {', '.join(group)}; per-env mean effect: {means}")
+
+
+def _online_property(ctx: Context, envs: Sequence[str], pairs: pd.DataFrame, kind: str) -> np.ndarray:
+    if kind == "weakness":
+        return np.array([1.0 - pairs[pairs["env"] == e]["online_value"].mean() for e in envs])
+    if kind == "instability":
+        curve = agg.online_curve(ctx.df, NORMALIZED, envs=envs)
+        curve = curve[curve["env_step"] <= pairs["pause"].max()].sort_values(["env", "seed", "env_step"])
+        drawdown = curve.groupby(["env", "seed"])["value"].transform("cummax") - curve["value"]
+        per_env = drawdown.groupby(curve["env"]).mean()
+        return np.array([per_env[e] for e in envs])
+    raise ValueError(f"unknown online_property {kind!r}; valid: instability, weakness")
+
+
+def _stat_recommendation_effect_rank_correlation(ctx: Context, test: dict[str, Any]) -> Result:
+    from scipy.stats import spearmanr
+
+    envs = _envs(ctx, test.get("envs"))
+    if len(envs) < 3:
+        return Result(details="needs at least three environments")
+    d, pairs = _recommendation_effects(ctx, test)
+    effect = d.mean(axis=0)
+    prop = _online_property(ctx, envs, pairs, test["online_property"])
+    if np.ptp(effect) == 0 or np.ptp(prop) == 0:
+        return Result(verdict=INCONCLUSIVE, details="the effect or the online property is constant across envs")
+    rho, p = spearmanr(effect, prop, alternative="greater")
+    rho, p = float(rho), float(p)
+    verdict = REPRODUCED if rho > 0 and p < ctx.alpha else NOT_REPRODUCED if rho <= 0 else INCONCLUSIVE
+    pairs_text = ", ".join(f"{e} ({x:+.3f}, {y:.3f})" for e, x, y in zip(envs, effect, prop, strict=True))
+    return Result(
+        rho, verdict=verdict, details=f"one-sided p = {p:.3g}; (effect, {test['online_property']}): {pairs_text}"
+    )
+
+
+def _validation_matrices(ctx: Context, test: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Treatment and baseline matrices (seeds x tasks); a task is (env, algo, dataset, pause)."""
+    keys = ["env", "algo", "dataset", "pause"]
+
+    def rows(spec: dict[str, str]) -> pd.DataFrame:
+        return agg.select(
+            ctx.df,
+            NORMALIZED,
+            stage="recommend",
+            algo=ctx.expected.algos,
+            dataset=ctx.expected.datasets,
+            envs=ctx.expected.envs,
+            validation=spec.get("validation"),
+            selection=spec.get("selection"),
+        )
+
+    treat, base = rows(test["treatment"]), rows(test["baseline"])
+    for name, part, spec in (("treatment", treat, test["treatment"]), ("baseline", base, test["baseline"])):
+        if part.empty:
+            raise MissingResultsError(
+                f"missing results for claim test {test['id']} {name} ({agg.describe(stage='recommend', **spec)}); "
+                f"{agg.available(ctx.df, 'recommend')}"
+            )
+    tasks = sorted(
+        set(treat[keys].drop_duplicates().itertuples(index=False, name=None))
+        & set(base[keys].drop_duplicates().itertuples(index=False, name=None))
+    )
+    covered = {t[0] for t in tasks}
+    lacking = [e for e in ctx.expected.envs if e not in covered]
+    if lacking:
+        raise MissingResultsError(
+            f"missing results for claim test {test['id']}: no pause point has both the validated and the unvalidated "
+            f"recommendation in {', '.join(lacking)}"
+        )
+    labels = ["/".join(map(str, t)) for t in tasks]
+
+    def matrix(part: pd.DataFrame, name: str) -> np.ndarray:
+        part = part.assign(task=["/".join(map(str, t)) for t in part[keys].itertuples(index=False, name=None)])
+        part = part[part["task"].isin(labels)].rename(columns={"env": "_env", "task": "env"})
+        return stats.score_matrix(part, labels, ctx.expected.seeds, f"claim test {test['id']} {name}")
+
+    return matrix(treat, "treatment"), matrix(base, "baseline"), labels
+
+
+def _stat_validation_probability_of_improvement(ctx: Context, test: dict[str, Any]) -> Result:
+    x, y, tasks = _validation_matrices(ctx, test)
+    _, lo, hi = ctx.interval([x, y], stats.poi_pairwise)
+    est = stats.probability_of_improvement(x, y)
+    margin = ctx.poi_margin if test.get("margin_key") == "poi_margin" else ctx.margin
+    verdict = INTERVAL_RULES[test["rule"]](lo, hi, float(test.get("null_value", 0.5)), margin)
+    return Result(est, lo, hi, verdict, f"{len(tasks)} tasks (environment/algorithm/dataset/pause)")
+
+
+def _stat_validation_mean_difference(ctx: Context, test: dict[str, Any]) -> Result:
+    x, y, tasks = _validation_matrices(ctx, test)
+    est, lo, hi = ctx.interval(x - y, np.mean)
+    verdict = INTERVAL_RULES[test["rule"]](lo, hi, float(test.get("null_value", 0.0)), ctx.margin)
+    return Result(est, lo, hi, verdict, f"{len(tasks)} tasks (environment/algorithm/dataset/pause)")
+
+
+def _finetune_curve(ctx: Context, test: dict[str, Any], envs: Sequence[str]) -> pd.DataFrame:
+    """Fine-tuning curve of the test's method and options; an extended run's missing start is filled
+    from the plain run of the same method (the extension continues it)."""
+    method, options = test["method"], test.get("options", "")
+    curve = agg.finetune_curves(ctx.df, NORMALIZED, ctx.expected, method, options)
+    curve = curve[curve["env"].isin(envs)]
+    what = f"claim test {test['id']} (finetune algo={method} options={options or '(none)'})"
+    if curve.empty:
+        raise MissingResultsError(f"missing results for {what}: no rows; {agg.available(ctx.df, 'finetune')}")
+    agg.check_complete(curve, what, {"env": list(envs), "seed": ctx.expected.seeds})
+    if options:
+        plain = agg.finetune_curves(ctx.df, NORMALIZED, ctx.expected, method, "")
+        first = curve.groupby(["env", "seed"])["env_step"].min().rename("_first")
+        plain = plain.join(first, on=["env", "seed"])
+        curve = pd.concat([plain[plain["env_step"] < plain["_first"]].drop(columns="_first"), curve])
+    return curve[["env", "seed", "env_step", "value"]].sort_values(["env", "seed", "env_step"])
+
+
+def _switch(ctx: Context, test: dict[str, Any], curve: pd.DataFrame) -> pd.DataFrame:
+    return agg.switch_levels(ctx.df, NORMALIZED, ctx.expected, test["method"], curve)
+
+
+def _stat_finetune_early_change(ctx: Context, test: dict[str, Any]) -> Result:
+    envs = _envs(ctx, test.get("envs"))
+    if not envs:
+        return Result(details="no environments (analysis switched off in the configuration)")
+    curve = _finetune_curve(ctx, test, envs)
+    switch = _switch(ctx, test, curve)
+    window = float(test["window_fraction"]) * (ctx.expected.total_steps - ctx.expected.finetune_pause)
+    merged = curve.merge(switch, on=["env", "seed"])
+    early = merged[
+        (merged["env_step"] > merged["switch_step"]) & (merged["env_step"] <= merged["switch_step"] + window)
+    ]
+    means = early.groupby(["env", "seed"], as_index=False)["value"].mean()
+    what = f"claim test {test['id']}: evaluations within {window:.0f} env steps after the switch"
+    means = means.merge(switch, on=["env", "seed"])
+    means["value"] = means["value"] - means["switch"]
+    d = stats.score_matrix(means, envs, ctx.expected.seeds, what)
+    est, lo, hi = ctx.interval(d, np.mean)
+    verdict = INTERVAL_RULES[test["rule"]](lo, hi, float(test.get("null_value", 0.0)), ctx.margin)
+    per_env = ", ".join(f"{e} {d[:, i].mean():+.3f}" for i, e in enumerate(envs))
+    sources = ", ".join(sorted(set(switch["source"])))
+    return Result(
+        est,
+        lo,
+        hi,
+        verdict,
+        f"window {agg.format_steps(window)} env steps; switch level from {sources}; per-env change: {per_env}",
+    )
+
+
+def _stat_finetune_vs_sac_by_env(ctx: Context, test: dict[str, Any]) -> Result:
+    envs = _envs(ctx, test.get("envs"))
+    method = test["method"]
+    if method not in ctx.expected.finetune_methods:
+        return Result(details=f"fine-tuning method {method} is not in finetune.methods of the configuration")
+    curve = _finetune_curve(ctx, test, envs)
+    final = agg.final_values(curve, ctx.expected.total_steps, f"claim test {test['id']} ({method})")
+    sac = agg.final_values(
+        agg.sac_continuation(ctx.df, NORMALIZED, ctx.expected, envs), ctx.expected.total_steps, "SAC continuation"
+    )
+    merged = final.merge(sac, on=["env", "seed"], suffixes=("", "_sac"))
+    merged["value"] = merged["final"] - merged["final_sac"]
+    d = stats.score_matrix(merged, envs, ctx.expected.seeds, f"claim test {test['id']}")
+    effects = ctx.env_effects(d, envs, ctx.margin)
+    if test["rule"] == "few":
+        verdict = rule_few(effects, float(test.get("max_fraction", 1 / 3)))
+    elif test["rule"] == "mixed":
+        verdict = rule_mixed(effects)
+    else:
+        raise ValueError(f"claim test {test['id']}: rule {test['rule']!r} does not apply to per-environment effects")
+    helps, hurts = sum(e.helps for e in effects), sum(e.hurts for e in effects)
+    return Result(
+        float(helps),
+        verdict=verdict,
+        details=f"helps in {helps}, hurts in {hurts} of {len(effects)}; " + "; ".join(e.label() for e in effects),
+    )
+
+
+def _recovery_step(curve: pd.DataFrame, switch: pd.DataFrame) -> str:
+    merged = curve.merge(switch, on=["env", "seed"])
+    merged["rel"] = merged["env_step"] - merged["switch_step"]
+    mean = merged.groupby("rel")["value"].mean()
+    level = switch["switch"].mean()
+    after_min = mean.loc[mean.idxmin() :]
+    regained = after_min[after_min >= level]
+    if regained.empty:
+        return f"the mean curve does not regain the switch level ({level:.3f}) within the run"
+    steps = agg.format_steps(regained.index[0])
+    return f"the mean curve regains the switch level ({level:.3f}) {steps} env steps after the switch"
+
+
+def _stat_finetune_level_vs_switch(ctx: Context, test: dict[str, Any]) -> Result:
+    envs = _envs(ctx, test.get("envs"))
+    if not envs:
+        return Result(details="no environments (analysis switched off in the configuration)")
+    curve = _finetune_curve(ctx, test, envs)
+    switch = _switch(ctx, test, curve)
+    if test["at"] == "budget_end":
+        level = agg.final_values(curve, ctx.expected.total_steps, f"claim test {test['id']}")
+    elif test["at"] == "run_end":
+        last = curve.sort_values("env_step").groupby(["env", "seed"]).tail(1)
+        level = last.rename(columns={"env_step": "final_step", "value": "final"})
+    else:
+        raise ValueError(f"claim test {test['id']}: at must be budget_end or run_end, not {test['at']!r}")
+    merged = level.merge(switch, on=["env", "seed"])
+    merged["value"] = merged["final"] - merged["switch"]
+    d = stats.score_matrix(merged, envs, ctx.expected.seeds, f"claim test {test['id']}")
+    est, lo, hi = ctx.interval(d, np.mean)
+    verdict = INTERVAL_RULES[test["rule"]](lo, hi, float(test.get("null_value", 0.0)), ctx.margin)
+    details = f"measured at {agg.format_steps(merged['final_step'].mean())} env steps (mean)"
+    if test["at"] == "run_end":
+        details += "; " + _recovery_step(curve, switch)
+    return Result(est, lo, hi, verdict, details)
+
+
+def _stat_reward_mode_difference(ctx: Context, test: dict[str, Any]) -> Result:
+    env = ctx.expected.c5_env
+    modes = (test["treatment"], test["baseline"])
+    if env is None:
+        return Result(details="analysis C5 is switched off in the configuration")
+    if not set(modes) <= set(ctx.expected.c5_rewards):
+        return Result(details=f"analysis.c5.rewards {list(ctx.expected.c5_rewards)} lacks one of {list(modes)}")
+    seeds, values = ctx.expected.seeds, {}
+    for mode in modes:
+        options = f"reward={mode}"
+        what = f"claim test {test['id']} ({test['stage']} algo={test['method']} env={env} options={options})"
+        if test["stage"] == "finetune":
+            curve = agg.finetune_curves(ctx.df, NORMALIZED, ctx.expected, test["method"], options)
+            curve = curve[curve["env"] == env]
+            if curve.empty:
+                raise MissingResultsError(f"missing results for {what}: no rows; {agg.available(ctx.df, 'finetune')}")
+            agg.check_complete(curve, what, {"env": [env], "seed": seeds})
+            v = agg.final_values(curve, ctx.expected.total_steps, what).rename(columns={"final": "value"})
+        else:
+            rows = agg.select(
+                ctx.df,
+                NORMALIZED,
+                stage="recommend",
+                algo=test["method"],
+                validation="full",
+                selection="offline",
+                options=options,
+                envs=[env],
+            )
+            if rows.empty and test.get("optional"):
+                return Result(details=f"the results hold no {test['stage']} rows with {options}")
+            if rows.empty:
+                raise MissingResultsError(f"missing results for {what}: no rows")
+            v = rows.groupby(["env", "seed"], as_index=False)["value"].mean()
+        values[mode] = stats.score_matrix(v, [env], seeds, what)
+    d = values[modes[0]] - values[modes[1]]
+    est, lo, hi = ctx.interval(d, np.mean)
+    verdict = INTERVAL_RULES[test["rule"]](lo, hi, float(test.get("null_value", 0.0)), ctx.margin)
+    means = ", ".join(f"{m} {values[m].mean():.3f}" for m in modes)
+    return Result(est, lo, hi, verdict, f"{env}, mean normalised score: {means}")
+
+
+STATISTICS: dict[str, Callable[[Context, dict[str, Any]], Result]] = {
+    "recommendation_effect_by_env": _stat_recommendation_effect_by_env,
+    "recommendation_effect_group_difference": _stat_recommendation_effect_group_difference,
+    "recommendation_effect_rank_correlation": _stat_recommendation_effect_rank_correlation,
+    "validation_probability_of_improvement": _stat_validation_probability_of_improvement,
+    "validation_mean_difference": _stat_validation_mean_difference,
+    "finetune_early_change": _stat_finetune_early_change,
+    "finetune_vs_sac_by_env": _stat_finetune_vs_sac_by_env,
+    "finetune_level_vs_switch": _stat_finetune_level_vs_switch,
+    "reward_mode_difference": _stat_reward_mode_difference,
+}
+ANALYSIS_SWITCHES = {"c4": lambda e: bool(e.c4_envs), "c5": lambda e: e.c5_env is not None}
+
+
+def load_claims(path: Path | str = CLAIMS_FILE) -> dict[str, Any]:
+    """Read and check ``paper/claims.yaml``."""
+    claims = yaml.safe_load(Path(path).read_text())
+    for cid, claim in claims.get("claims", {}).items():
+        for test in claim.get("tests", []):
+            if test.get("statistic") not in STATISTICS:
+                raise ValueError(
+                    f"{path}: {cid} test {test.get('id')}: unknown statistic {test.get('statistic')!r}; "
+                    f"valid: {', '.join(STATISTICS)}"
+                )
+            if test.get("role") not in ("decisive", "supporting"):
+                raise ValueError(f"{path}: {cid} test {test.get('id')}: role must be decisive or supporting")
+            rules = (*INTERVAL_RULES, *COUNT_RULES, "rank_correlation")
+            if test.get("rule") not in rules:
+                raise ValueError(
+                    f"{path}: {cid} test {test.get('id')}: unknown rule {test.get('rule')!r}; valid: {rules}"
+                )
+            if test["rule"] in INTERVAL_RULES and "null_value" not in test:
+                raise ValueError(f"{path}: {cid} test {test.get('id')}: rule {test['rule']} needs a null_value")
+    return claims
+
+
+def evaluate_claims(
+    df: pd.DataFrame,
+    expected: Expected,
+    claims: dict[str, Any] | None = None,
+    *,
+    reps: int | None = None,
+    seed: int | None = None,
+) -> pd.DataFrame:
+    """One row per claim test (columns :data:`COLUMNS`), on prepared tidy results ``df``."""
+    claims = load_claims() if claims is None else claims
+    boot = claims.get("bootstrap", {})
+    ctx = Context(
+        df=df,
+        expected=expected,
+        reps=int(reps if reps is not None else boot.get("reps", stats.DEFAULT_REPS)),
+        seed=int(seed if seed is not None else boot.get("seed", stats.DEFAULT_SEED)),
+        confidence=float(boot.get("confidence", stats.CONFIDENCE)),
+        margin=float(claims.get("margin", 0.05)),
+        poi_margin=float(claims.get("poi_margin", 0.05)),
+        alpha=float(claims.get("alpha", 0.05)),
+    )
+    rows = []
+    for cid, claim in claims["claims"].items():
+        switch = claim.get("requires")
+        enabled = ANALYSIS_SWITCHES[switch](expected) if switch else True
+        claim_rows = []
+        for test in claim["tests"]:
+            if enabled:
+                result = STATISTICS[test["statistic"]](ctx, test)
+            else:
+                result = Result(details=f"analysis {switch} is switched off in the configuration")
+            margin = ctx.poi_margin if test.get("margin_key") == "poi_margin" else ctx.margin
+            claim_rows.append(
+                {
+                    "claim": cid,
+                    "test": test["id"],
+                    "role": test["role"],
+                    "statement": test["statement"],
+                    "statistic": " ".join(str(test.get("description", test["statistic"])).split()),
+                    "estimate": result.estimate,
+                    "ci_lo": result.lo,
+                    "ci_hi": result.hi,
+                    "null": test.get("null_value", np.nan),
+                    "margin": margin if test["rule"] != "rank_correlation" else np.nan,
+                    "rule": test["rule"],
+                    "verdict": result.verdict,
+                    "details": result.details,
+                }
+            )
+        verdict = combine([r["verdict"] for r in claim_rows if r["role"] == "decisive"])
+        rows += [{**r, "claim_verdict": verdict} for r in claim_rows]
+    return pd.DataFrame(rows, columns=list(COLUMNS))
+
+
+def _number(x: float) -> str:
+    return "—" if not np.isfinite(x) else f"{x:.3f}"
+
+
+def scorecard_markdown(table: pd.DataFrame, claims: dict[str, Any]) -> str:
+    """S1 as Markdown: one summary row per claim, then every test with its numbers."""
+    summary = []
+    for cid, g in table.groupby("claim", sort=False):
+        tests = ", ".join(f"{r['test']}: {r['verdict']}" for _, r in g.iterrows() if r["role"] == "decisive")
+        statement = " ".join(str(claims["claims"][cid]["statement"]).split())
+        summary.append(
+            {"Claim": cid, "Verdict": g["claim_verdict"].iloc[0], "Decisive tests": tests, "Statement": statement}
+        )
+    tests = []
+    for _, r in table.iterrows():
+        if r["verdict"] == NOT_EVALUATED:
+            value = "—"
+        elif r["rule"] in COUNT_RULES:
+            value = f"{int(r['estimate'])} env(s) help"
+        elif r["rule"] == "rank_correlation":
+            value = f"rho = {_number(r['estimate'])}"
+        elif np.isfinite(r["ci_lo"]):
+            value = f"{_number(r['estimate'])} [{_number(r['ci_lo'])}, {_number(r['ci_hi'])}]"
+        else:
+            value = _number(r["estimate"])
+        tests.append(
+            {
+                "Test": r["test"],
+                "Role": r["role"],
+                "Statement": r["statement"],
+                "Statistic": r["statistic"],
+                "Estimate [95% CI]": value,
+                "Rule": r["rule"]
+                + ("" if not np.isfinite(r["null"]) else f" (null {r['null']:g}")
+                + ("" if not np.isfinite(r["null"]) else f", margin {r['margin']:g})"),
+                "Verdict": r["verdict"],
+                "Details": r["details"],
+            }
+        )
+    return (
+        agg.markdown(
+            "S1. Claims scorecard: verdict per claim (decision rules in paper/claims.yaml).", pd.DataFrame(summary)
+        )
+        + "\n"
+        + agg.markdown("S1 (tests). Every test with its statistic and interval.", pd.DataFrame(tests))
+    )
+
+
+def build_scorecard(
+    tidy_csv_paths: Sequence[Path | str],
+    out_dir: Path | str,
+    cfg: dict[str, Any] | None = None,
+    *,
+    claims_path: Path | str = CLAIMS_FILE,
+    reps: int | None = None,
+    seed: int | None = None,
+) -> list[Path]:
+    """Evaluate every claim of ``claims_path``; write ``S1.csv`` and ``S1.md`` under ``out_dir``."""
+    df = agg.load_results(tidy_csv_paths)
+    expected = Expected.from_config(cfg if cfg is not None else agg.load_config(None))
+    claims = load_claims(claims_path)
+    table = evaluate_claims(df, expected, claims, reps=reps, seed=seed)
+    out_dir = Path(out_dir)
+    csv_path, md_path = out_dir / "S1.csv", out_dir / "S1.md"
+    write_text(csv_path, table.to_csv(index=False))
+    write_text(md_path, scorecard_markdown(table, claims))
+    return [csv_path, md_path]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m replication.scorecard --results R.csv ... --out DIR [--config FILE] [--claims FILE]``."""
+    parser = argparse.ArgumentParser(description="Evaluate the paper's claims on tidy results (scorecard S1).")
+    parser.add_argument("--results", nargs="+", required=True, help="tidy results CSV files")
+    parser.add_argument("--out", required=True, help="output directory")
+    parser.add_argument("--config", help="run configuration file (default: the paper profile)")
+    parser.add_argument("--claims", default=str(CLAIMS_FILE), help="claims file (default: paper/claims.yaml)")
+    parser.add_argument("--reps", type=int, help="bootstrap replications (default: from the claims file)")
+    parser.add_argument("--seed", type=int, help="bootstrap seed (default: from the claims file)")
+    args = parser.parse_args(argv)
+    cfg = agg.load_config(args.config)
+    build_scorecard(args.results, args.out, cfg, claims_path=args.claims, reps=args.reps, seed=args.seed)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,176 @@
+"""Tables T1-T3 and normalisation, checked against direct pandas computations on synthetic results."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from synthetic_results import FT_PAUSE, TOTAL, config, config_file_overrides, make_results
+
+from replication import aggregate as agg
+from replication import normalize, tidy
+from replication.aggregate import Expected, MissingResultsError
+
+
+@pytest.fixture(scope="module")
+def raw() -> pd.DataFrame:
+    return make_results()
+
+
+@pytest.fixture(scope="module")
+def prepared(raw: pd.DataFrame) -> pd.DataFrame:
+    return agg.prepare(raw)
+
+
+@pytest.fixture(scope="module")
+def expected() -> Expected:
+    return Expected.from_config(config())
+
+
+def _rows(df: pd.DataFrame, **filters: object) -> pd.DataFrame:
+    mask = df["metric"] == "score"
+    for col, value in filters.items():
+        mask &= df[col] == value
+    return df[mask]
+
+
+def test_normalisation_follows_each_suite(prepared: pd.DataFrame) -> None:
+    score = prepared[prepared["metric"] == "score"].reset_index(drop=True)
+    norm = prepared[prepared["metric"] == normalize.NORMALIZED].reset_index(drop=True)
+    assert len(score) == len(norm)
+    hop = score["env"] == "hopper"
+    expected_norm = np.where(
+        hop,
+        (score["value"] + 20.272305) / (3234.3 + 20.272305),
+        np.where(score["env"] == "kitchen", score["value"] / 4, score["value"]),
+    )
+    np.testing.assert_allclose(norm["value"], expected_norm)
+
+
+def test_normalisation_names_a_missing_reference() -> None:
+    df = tidy.frame([{"env": "swimmer", "suite": "locomotion", "seed": 0, "stage": "online", "algo": "sac",
+                      "env_step": 0, "metric": "score", "value": 10.0, "episodes": 10}])  # fmt: skip
+    with pytest.raises(ValueError, match="reference_returns.yaml"):
+        normalize.add_normalized_score(df)
+
+
+def test_normalisation_rejects_a_success_rate_above_one() -> None:
+    df = tidy.frame([{"env": "sawyer-push", "suite": "metaworld", "seed": 0, "stage": "online", "algo": "sac",
+                      "env_step": 0, "metric": "score", "value": 250.0, "episodes": 10}])  # fmt: skip
+    with pytest.raises(ValueError, match="success"):
+        normalize.add_normalized_score(df)
+
+
+def test_expected_reads_dataset_names_from_the_config() -> None:
+    exp = Expected.from_config(config(newdata={"epsilon": [0.0, 0.1]}))
+    assert exp.datasets == ("buffer", "newdata", "newdata-eps0.1")
+    assert exp.finetune_pause == FT_PAUSE
+    assert Expected.from_config(config(analysis={"c4": {"enabled": False}})).c4_envs == ()
+
+
+def test_t1_equals_a_direct_computation(raw: pd.DataFrame, prepared: pd.DataFrame, expected: Expected) -> None:
+    t1 = agg.final_policy_table(prepared, expected)
+    row = t1[(t1["env"] == "kitchen") & (t1["pause"] == 40_000) & (t1["algo"] == "cql") & (t1["dataset"] == "buffer")
+             & (t1["selection"] == "best-of")].iloc[0]  # fmt: skip
+    rec = _rows(raw, env="kitchen", stage="recommend", algo="cql", dataset="buffer", validation="full",
+                selection="best-of", pause=40_000).set_index("seed")["value"]  # fmt: skip
+    online = _rows(raw, env="kitchen", stage="online", env_step=40_000).set_index("seed")["value"]
+    assert row["n_seeds"] == 5
+    assert row["recommend_mean"] == pytest.approx(rec.mean())
+    assert row["recommend_std"] == pytest.approx(rec.std())
+    assert row["online_mean"] == pytest.approx(online.mean())
+    assert row["online_std"] == pytest.approx(online.std())
+    assert row["diff_mean"] == pytest.approx((rec - online).mean())
+    assert row["diff_std"] == pytest.approx((rec - online).std())
+    # every (env, pause, dataset, selection, algo) once; newdata only at its pause
+    assert not t1.duplicated(["env", "pause", "dataset", "selection", "algo"]).any()
+    assert set(t1[t1["dataset"] == "newdata"]["pause"]) == {60_000}
+
+
+def test_online_at_the_pause_is_the_nearest_evaluation_before_it(raw: pd.DataFrame, expected: Expected) -> None:
+    gap = raw[~((raw["stage"] == "online") & (raw["env"] == "hopper") & (raw["env_step"] == 40_000))]
+    t1 = agg.final_policy_table(agg.prepare(gap), expected)
+    row = t1[(t1["env"] == "hopper") & (t1["pause"] == 40_000)].iloc[0]
+    before = _rows(raw, env="hopper", stage="online", env_step=35_000, variant_options="")["value"]
+    assert row["online_mean"] == pytest.approx(before.mean())
+
+
+def test_t2_equals_a_direct_computation(raw: pd.DataFrame, prepared: pd.DataFrame, expected: Expected) -> None:
+    t2 = agg.validation_table(prepared, expected)
+    assert set(t2["pause"]) == {60_000}  # the only pause with newdata
+    row = t2[(t2["env"] == "hopper") & (t2["algo"] == "iql") & (t2["dataset"] == "newdata")
+             & (t2["validation"] == "full") & (t2["selection"] == "best-of")].iloc[0]  # fmt: skip
+    common = {"env": "hopper", "stage": "recommend", "algo": "iql", "dataset": "newdata", "pause": 60_000}
+    full = _rows(raw, validation="full", selection="best-of", **common).set_index("seed")["value"]
+    none = _rows(raw, validation="none", **common).set_index("seed")["value"]
+    assert row["mean"] == pytest.approx(full.mean())
+    assert row["std"] == pytest.approx(full.std())
+    assert row["diff_vs_none_mean"] == pytest.approx((full - none).mean())
+    none_row = t2[(t2["env"] == "hopper") & (t2["algo"] == "iql") & (t2["dataset"] == "newdata")
+                  & (t2["validation"] == "none")].iloc[0]  # fmt: skip
+    assert np.isnan(none_row["diff_vs_none_mean"])
+
+
+def test_t3_equals_a_direct_computation(raw: pd.DataFrame, prepared: pd.DataFrame, expected: Expected) -> None:
+    t3 = agg.finetune_table(prepared, expected)
+    assert list(t3[t3["env"] == "hopper"]["method"]) == ["sac", "iql", "pex", "calql"]
+    pex = _rows(raw, env="sawyer-push", stage="finetune", algo="pex", env_step=TOTAL, variant_options="")
+    sac = _rows(raw, env="sawyer-push", stage="online", env_step=TOTAL, variant_options="")
+    pex, sac = pex.set_index("seed")["value"], sac.set_index("seed")["value"]
+    row = t3[(t3["env"] == "sawyer-push") & (t3["method"] == "pex")].iloc[0]
+    assert row["final_mean"] == pytest.approx(pex.mean())
+    assert row["final_std"] == pytest.approx(pex.std())
+    assert row["diff_vs_sac_mean"] == pytest.approx((pex - sac).mean())
+    sac_row = t3[(t3["env"] == "sawyer-push") & (t3["method"] == "sac")].iloc[0]
+    assert sac_row["final_mean"] == pytest.approx(sac.mean())
+    # the extended (C4) and reward (C5) variants stay out of T3
+    assert t3["final_step_mean"].max() == TOTAL
+
+
+def test_a_missing_variant_is_a_clear_error(raw: pd.DataFrame, expected: Expected) -> None:
+    no_cql = agg.prepare(raw[~((raw["stage"] == "recommend") & (raw["algo"] == "cql"))])
+    with pytest.raises(MissingResultsError, match=r"algo=cql"):
+        agg.final_policy_table(no_cql, expected)
+    no_none = agg.prepare(raw[raw["validation"] != "none"])
+    with pytest.raises(MissingResultsError, match=r"validation=none: no rows"):
+        agg.validation_table(no_none, expected)
+    no_seed = agg.prepare(raw[~((raw["algo"] == "pex") & (raw["seed"] == 3))])
+    with pytest.raises(MissingResultsError, match=r"algo=pex.*seed=3"):
+        agg.finetune_table(no_seed, expected)
+    no_pex = agg.prepare(raw[raw["algo"] != "pex"])
+    with pytest.raises(MissingResultsError, match=r"algo=pex.*no rows"):
+        agg.finetune_table(no_pex, expected)
+
+
+def test_an_unfinished_run_is_not_taken_as_final(raw: pd.DataFrame, expected: Expected) -> None:
+    cut = raw[~((raw["stage"] == "finetune") & (raw["algo"] == "iql") & (raw["env"] == "hopper")
+                & (raw["seed"] == 0) & (raw["env_step"] > 90_000))]  # fmt: skip
+    with pytest.raises(MissingResultsError, match="stop before the budget"):
+        agg.finetune_table(agg.prepare(cut), expected)
+
+
+def test_build_tables_writes_csv_markdown_and_latex(raw: pd.DataFrame, tmp_path) -> None:
+    path = tmp_path / "tidy.csv"
+    tidy.write(raw, path)
+    written = agg.build_tables([path], tmp_path / "tables", config())
+    assert sorted(written) == ["T1", "T2", "T3"]
+    for paths in written.values():
+        assert [p.suffix for p in paths] == [".csv", ".md", ".tex"]
+        assert all(p.stat().st_size > 100 for p in paths)
+    md = (tmp_path / "tables" / "T3.md").read_text()
+    assert "| Hopper" in md and "SAC continuation" in md and "nan" not in md
+    tex = (tmp_path / "tables" / "T1.tex").read_text()
+    assert r"\begin{tabular}" in tex and r"$\pm$" in tex
+    t1 = pd.read_csv(tmp_path / "tables" / "T1.csv")
+    assert t1["recommend_mean"].notna().all()
+
+
+def test_cli_reads_a_config_file(raw: pd.DataFrame, tmp_path) -> None:
+    path = tmp_path / "tidy.csv"
+    tidy.write(raw, path)
+    cfg_file = tmp_path / "config.yaml"
+    cfg_file.write_text(yaml.safe_dump(config_file_overrides()))
+    assert agg.main(["--results", str(path), "--out", str(tmp_path / "cli"), "--config", str(cfg_file),
+                     "--tables", "T3"]) == 0  # fmt: skip
+    assert (tmp_path / "cli" / "T3.md").exists()

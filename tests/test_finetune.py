@@ -1,0 +1,343 @@
+"""Online fine-tuning (IQL, PEX, Cal-QL) from tiny offline agents trained on a real short online run."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import gymnasium as gym
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from replication import finetune as ft
+from replication.datasets import Transitions, load_transitions
+from replication.io import read_json
+from replication.ledger import BudgetError, Ledger
+from replication.offline import load_learner, quiet_d3rlpy, replay_buffer, run_offline
+from replication.pex import OFFLINE, PolicyExpansion, check_transfer, choice_probabilities, expand_policy
+from replication.variants import OfflineDataset, finetune_ledger
+from tests.conftest import tiny_config
+
+TINY = {"gradient_steps": 60, "hidden_units": [32, 32], "batch_size": 32}
+PAUSE = 1000
+T = 2000
+REMAINING = 300  # T - 1000 online - 0.35 x 2000 offline validation
+EXTENDED = 100
+
+
+def ft_config(**overrides):
+    """tiny_config made cheaper for fine-tuning: random-action online data (no SAC updates before the
+    pause), evaluations every 100 steps, and offline validation charging 700 steps, which leaves 300."""
+    base = {
+        "online": {"learning_starts": 1900},
+        "evaluation": {"interval": 100},
+        "validation": {"offline_fraction": 0.35},
+        "offline": {algo: dict(TINY) for algo in ("iql", "cql", "calql")},
+        "finetune": {"methods": list(ft.METHODS)},
+    }
+    from replication import config
+
+    return tiny_config(["hopper"], total_steps=T, **config.deep_merge(base, overrides))
+
+
+class CountSteps(gym.Wrapper):
+    """Counts the env steps a fine-tuning run really takes."""
+
+    counts: list[int] = []
+
+    def __init__(self, env):
+        super().__init__(env)
+        self.index = len(CountSteps.counts)
+        CountSteps.counts.append(0)
+
+    def step(self, action):
+        CountSteps.counts[self.index] += 1
+        return self.env.step(action)
+
+
+@pytest.fixture(scope="module")
+def cell(tmp_path_factory):
+    """An online run and offline IQL and Cal-QL agents on its buffer at the pause (as offline.py makes them)."""
+    from replication.online import run_online
+
+    torch.set_num_threads(1)
+    cfg = ft_config()
+    root = tmp_path_factory.mktemp("cell")
+    run_online(cfg, "hopper", 0, root / "online", progress=False)
+    data = root / "online" / f"pause_{PAUSE}" / "dataset_buffer.h5"
+    for algo in ("iql", "calql"):
+        run_offline(
+            cfg, "hopper", 0, algo, data, root / "online", OfflineDataset("buffer", PAUSE), root / algo, progress=False
+        )
+    return cfg, root, data
+
+
+def finetune_run(cfg, root, data, method, out, extended_steps=0):
+    """``run_finetune`` with the training env's steps counted; returns (summary, env steps taken)."""
+    real_make_env = ft.make_env
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ft, "make_env", lambda *a, **k: CountSteps(real_make_env(*a, **k)))
+        before = len(CountSteps.counts)
+        source = ft.FINETUNE_SOURCES[method]
+        summary = ft.run_finetune(cfg, "hopper", 0, method, root / source, data, out, extended_steps, progress=False)
+        steps = CountSteps.counts[before:]
+    assert len(steps) == 1, "one training env per run"
+    return summary, steps[0]
+
+
+@pytest.fixture(scope="module")
+def runs(cell, tmp_path_factory):
+    cfg, root, data = cell
+    out = tmp_path_factory.mktemp("finetune")
+    return {m: (out / m, *finetune_run(cfg, root, data, m, out / m, EXTENDED if m == "iql" else 0)) for m in ft.METHODS}
+
+
+@pytest.fixture(scope="module")
+def iql_learner(cell):
+    quiet_d3rlpy()
+    return load_learner(cell[1] / "iql", "best", "cpu")
+
+
+# --- budget ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ft.METHODS)
+def test_every_method_spends_exactly_the_remaining_budget(runs, cell, method):
+    cfg = cell[0]
+    out, summary, env_steps = runs[method]
+    before = finetune_ledger(cfg, "hopper")
+    assert before.remaining == REMAINING
+    ledger = Ledger.load(out / "ledger.json")
+    assert ledger.spent == T and ledger.remaining == 0
+    assert ledger.by_category()["finetune"] == REMAINING
+    assert ledger.entries[: len(before.entries)] == before.entries  # what was charged before fine-tuning
+    extra = EXTENDED if method == "iql" else 0
+    assert env_steps == REMAINING + extra  # steps the training env really took
+    assert summary["env_steps"] == summary["budget_env_steps"] == REMAINING
+    assert summary["timings"]["env_steps"] == REMAINING
+    assert summary["updates"] == REMAINING * cfg["finetune"]["updates_per_step"]
+    curve = pd.read_csv(out / "curve.csv", keep_default_na=False)
+    plain = curve[curve["variant_options"] == ""]
+    steps = sorted(plain["env_step"].unique())
+    # one evaluation at the switch (the offline agent), then every 100 fine-tuning steps, the last at T
+    assert steps == [before.spent + k for k in range(0, REMAINING + 1, 100)]
+    assert set(plain["stage"]) == {"finetune"} and set(plain["algo"]) == {method}
+    assert set(plain["dataset"]) == {"buffer"} and set(plain["validation"]) == {"full"}
+    assert set(plain["pause"]) == {PAUSE} and set(plain["selection"]) == {""}
+    assert {"score", "return"} <= set(plain["metric"])
+    fj = read_json(out / "finetune.json")
+    assert fj["method"] == method and fj["source_algo"] == ft.FINETUNE_SOURCES[method] and fj["device"] == "cpu"
+    assert fj["timings"]["env_steps_per_second"] > 0 and fj["timings"]["updates_per_second"] > 0
+    assert fj["timings"]["eval_seconds"] > 0
+    assert (out / "learnable_final.d3").exists()
+
+
+def test_extension_is_tagged_and_outside_the_ledger(runs):
+    out, summary, _ = runs["iql"]
+    curve = pd.read_csv(out / "curve.csv", keep_default_na=False)
+    ext = curve[curve["variant_options"] == ft.EXTENDED_OPTION]
+    assert sorted(ext["env_step"].unique()) == [T + EXTENDED]
+    assert curve[curve["variant_options"] == ""]["env_step"].max() == T
+    assert Ledger.load(out / "ledger.json").spent == T
+    assert summary["extension"]["env_steps"] == EXTENDED
+    assert summary["extension"]["charged_to_ledger"] is False
+    assert (out / "learnable_extended.d3").exists()
+    for method in ("pex", "calql"):
+        assert runs[method][1]["extension"] is None
+
+
+def test_no_budget_left_is_a_clear_error(cell, tmp_path):
+    cfg, root, data = cell
+    broke = copy.deepcopy(cfg)
+    broke["validation"]["offline_fraction"] = 0.5  # 1000 online + 1000 offline validation = T
+    with pytest.raises(BudgetError, match=r"online_training=1000.*offline_validation=1000"):
+        ft.run_finetune(broke, "hopper", 0, "iql", root / "iql", data, tmp_path / "x")
+    assert not (tmp_path / "x").exists()
+
+
+def test_two_runs_with_one_seed_are_identical(runs, cell, tmp_path):
+    cfg, root, data = cell
+    out, summary, _ = runs["pex"]
+    again, _ = finetune_run(cfg, root, data, "pex", tmp_path / "again")
+    pd.testing.assert_frame_equal(pd.read_csv(out / "curve.csv"), pd.read_csv(tmp_path / "again" / "curve.csv"))
+    assert again["pex"]["offline_policy_chosen"] == summary["pex"]["offline_policy_chosen"]
+    a = load_learner_file(out / "learnable_final.d3")
+    b = load_learner_file(tmp_path / "again" / "learnable_final.d3")
+    for (name, x), (_, y) in zip(a.items(), b.items(), strict=True):
+        assert torch.equal(x, y), name
+
+
+def load_learner_file(path):
+    import d3rlpy
+
+    learner = d3rlpy.load_learnable(str(path), device="cpu")
+    return {
+        f"{m}.{k}": v
+        for m, mod in learner.impl.modules.get_torch_modules().items()
+        for k, v in mod.state_dict().items()
+    }
+
+
+# --- PEX ------------------------------------------------------------------------------------------
+
+
+def test_pex_starts_from_the_offline_critic_with_a_new_actor(iql_learner):
+    offline = iql_learner
+    torch.manual_seed(123)
+    online = expand_policy(offline, "cpu")
+    a, b = offline.impl.modules, online.impl.modules
+    # the offline target critic lags its critic, so copying the wrong one would show
+    assert any(not torch.equal(x, y) for x, y in zip(a.q_funcs.parameters(), a.targ_q_funcs.parameters(), strict=True))
+    for name in ("q_funcs", "targ_q_funcs", "value_func"):
+        src, dst = getattr(a, name).state_dict(), getattr(b, name).state_dict()
+        assert list(src) == list(dst) and len(src) > 0
+        for key in src:
+            assert torch.equal(src[key], dst[key]), f"{name}.{key}"
+            assert src[key].data_ptr() != dst[key].data_ptr(), f"{name}.{key} is shared, not copied"
+    assert len(a.q_funcs) == len(b.q_funcs) == 2
+    policy_src, policy_dst = a.policy.state_dict(), b.policy.state_dict()
+    assert any(not torch.equal(policy_src[k], policy_dst[k]) for k in policy_src if "_logstd" not in k)
+    assert not b.actor_optim.optim.state  # a fresh actor optimiser
+    # the critic optimiser continues the offline one
+    src_state = a.critic_optim.optim.state_dict()["state"]
+    dst_state = b.critic_optim.optim.state_dict()["state"]
+    assert src_state and src_state.keys() == dst_state.keys()
+    for k in src_state:
+        assert torch.equal(src_state[k]["exp_avg"], dst_state[k]["exp_avg"])
+    report = check_transfer(offline, online)
+    assert report["q_funcs"]["equal"] and report["value_func"]["equal"] and not report["policy"]["equal"]
+    # the check really checks: a broken transfer is refused
+    with torch.no_grad():
+        next(b.value_func.parameters()).add_(1.0)
+    with pytest.raises(RuntimeError, match="value_func"):
+        check_transfer(offline, online)
+
+
+def test_pex_choices_follow_the_softmax_of_the_online_critic(iql_learner, cell):
+    offline = iql_learner
+    online = expand_policy(offline, "cpu")
+    transitions, _ = load_transitions(cell[2])
+    obs = transitions.observations[5]
+    pex = PolicyExpansion(offline, online, beta=3.0, rng=np.random.default_rng(7))
+    proposals = pex.proposals(obs, sample=False)
+    # the critic's min over its two Q-functions, computed here without PEX
+    x = torch.as_tensor(obs[None]).expand(2, -1)
+    with torch.no_grad():
+        q = torch.stack([qf(x, proposals).q_value.reshape(-1) for qf in online.impl.modules.q_funcs]).min(0).values
+    q = q.numpy().astype(np.float64)
+    np.testing.assert_allclose(pex.q_values(obs, proposals), q, rtol=1e-6)
+    gap = q[1] - q[0]
+    assert abs(gap) > 1e-4, "the two proposals need different values for this test"
+    target = 0.3 if gap > 0 else 0.7  # probability of the offline proposal
+    tuned_beta = abs(np.log((1 - 0.3) / 0.3) / gap)
+    n = 4000
+    for beta in (tuned_beta, 3.0):
+        pex.beta = beta
+        p = choice_probabilities(q, beta)[OFFLINE]
+        if beta == tuned_beta:
+            assert p == pytest.approx(target)
+        picks = sum(pex.select(obs, proposals) == OFFLINE for _ in range(n))
+        sigma = np.sqrt(n * p * (1 - p))
+        assert abs(picks - n * p) <= 4 * sigma + 1, (picks, n * p, beta)
+    # evaluation picks the proposal of higher Q
+    pex.beta = 3.0
+    greedy = pex.greedy(obs)
+    best = proposals[int(np.argmax(q))][None]
+    np.testing.assert_allclose(greedy, online.config.action_scaler.reverse_transform(best)[0].numpy(), rtol=1e-6)
+
+
+def test_pex_run_keeps_the_offline_policy_frozen_and_uses_both_policies(runs):
+    stats = runs["pex"][1]["pex"]
+    assert stats["offline_policy_frozen"] is True
+    assert stats["offline_policy_chosen"] + stats["online_policy_chosen"] == REMAINING
+    assert stats["transfer"]["targ_q_funcs"]["equal"] is True
+    mixing = runs["pex"][1]["mixing"]
+    assert mixing["rule"] == 0.5 and 0.4 < mixing["offline_fraction"] < 0.6
+
+
+# --- buffers and batches --------------------------------------------------------------------------
+
+
+def marked(n: int, mark: float, episode: int = 10) -> Transitions:
+    """``n`` steps of terminated ``episode``-step episodes whose observations are all ``mark``."""
+    terminals = np.zeros(n, dtype=bool)
+    terminals[episode - 1 :: episode] = True
+    return Transitions(np.full((n, 3), mark), np.zeros((n, 1)), np.ones(n), terminals, np.zeros(n, dtype=bool))
+
+
+def offline_share(batch) -> int:
+    return int((batch.observations[:, 0] == 0.0).sum())
+
+
+def test_mixed_sampler_fixed_ratio():
+    offline = replay_buffer(marked(600, 0.0))
+    sampler = ft.MixedSampler(offline, replay_buffer(marked(40, 1.0)), 0.5, np.random.default_rng(0))
+    for _ in range(20):
+        assert offline_share(sampler.sample(64)) == 32
+    assert sampler.stats()["offline_fraction"] == 0.5
+    sampler = ft.MixedSampler(offline, replay_buffer(marked(50, 1.0)), 0.25, np.random.default_rng(0))
+    assert offline_share(sampler.sample(64)) == 16
+    # fewer online transitions than the online share of a batch (32 of 64): the whole batch is offline
+    sampler = ft.MixedSampler(offline, replay_buffer(marked(20, 1.0)), 0.5, np.random.default_rng(0))
+    assert offline_share(sampler.sample(64)) == 64
+    with pytest.raises(ValueError, match="calql_mixing"):
+        ft.mixing_rule(1.5)
+
+
+def test_mixed_sampler_proportional_is_uniform_over_the_union():
+    offline = replay_buffer(marked(600, 0.0))
+    online = ft.empty_buffer(offline, cache_size=20)
+    sampler = ft.MixedSampler(offline, online, "proportional", np.random.default_rng(1))
+    assert offline_share(sampler.sample(64)) == 64  # no online data yet
+    for i in range(200):  # 20 online episodes of 10 terminated steps, through d3rlpy's writer
+        online.append(np.ones(3, dtype=np.float32), np.zeros(1, dtype=np.float32), 1.0)
+        if i % 10 == 9:
+            online.clip_episode(True)
+    assert online.transition_count == 200
+    n = 100 * 64
+    drawn = sum(offline_share(sampler.sample(64)) for _ in range(100))
+    p = 600 / 800
+    assert abs(drawn - n * p) <= 4 * np.sqrt(n * p * (1 - p))
+    assert sampler.stats()["offline_transitions"] == 600 and sampler.stats()["online_transitions"] == 200
+
+
+def test_iql_buffer_starts_with_the_dataset(cell, runs):
+    cfg, root, data = cell
+    quiet_d3rlpy()
+    transitions, meta = load_transitions(data)
+    learner = load_learner(root / "iql", "best", "cpu")
+    agent = ft.build_agent(cfg, "hopper", "iql", learner, transitions, np.random.default_rng(0))
+    expected = len(transitions) - int(transitions.timeouts.sum())  # d3rlpy: a timeout's last step has no next step
+    assert agent.buffer.transition_count == expected == replay_buffer(transitions).transition_count
+    assert runs["iql"][1]["initial_buffer_transitions"] == expected
+    buf = runs["iql"][1]["buffer"]
+    assert buf["initial_transitions"] == expected
+    assert 0 < buf["online_transitions"] <= REMAINING + EXTENDED
+
+
+def test_calql_online_returns_to_go_come_from_finished_episodes(cell):
+    from d3rlpy.torch_utility import _compute_return_to_go
+
+    cfg, root, data = cell
+    quiet_d3rlpy()
+    transitions, _ = load_transitions(data)
+    learner = load_learner(root / "calql", "best", "cpu")
+    agent = ft.build_agent(cfg, "hopper", "calql", learner, transitions, np.random.default_rng(0))
+    assert agent.sampler.rule == "proportional"
+    rewards = np.arange(1, 6, dtype=np.float32)
+    for r in rewards:
+        agent.store(np.zeros(11, dtype=np.float32), np.zeros(3, dtype=np.float32), float(r))
+    assert agent.online_buffer.transition_count == 0  # the running episode is not sampled
+    agent.end_episode(True)
+    assert agent.online_buffer.transition_count == 5
+    for i in range(5):
+        episode, index = agent.online_buffer.buffer[i]
+        rtg = agent.online_buffer.transition_picker(episode, index).rewards_to_go
+        got = _compute_return_to_go(learner.config.gamma, rtg, None)
+        want = sum(learner.config.gamma**k * r for k, r in enumerate(rewards[i:]))
+        np.testing.assert_allclose(got, [want], rtol=1e-6)
+    batch = agent.batch()
+    assert len(batch) == learner.config.batch_size
+    assert len(json.dumps(agent.stats())) > 0

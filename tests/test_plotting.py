@@ -1,0 +1,98 @@
+"""Figures F1-F6: produced as non-empty PNG and PDF files; missing variants fail, never an empty panel."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from synthetic_results import config, make_results
+
+from replication import aggregate as agg
+from replication import plotting, tidy
+from replication.aggregate import Expected, MissingResultsError
+
+
+@pytest.fixture(scope="module")
+def raw() -> pd.DataFrame:
+    return make_results()
+
+
+@pytest.fixture(scope="module")
+def expected() -> Expected:
+    return Expected.from_config(config())
+
+
+def test_build_figures_writes_every_figure(tmp_path) -> None:
+    from replication import statistics
+
+    path = tmp_path / "tidy.csv"
+    envs = ["hopper", "kitchen"]  # enough for every figure (C4 runs on Hopper, C5 on Kitchen), and quicker
+    tidy.write(make_results(envs=envs), path)
+    stats_csv, _ = statistics.build_statistics([path], tmp_path / "stats", config(envs=envs), reps=50)
+    written = plotting.build_figures([path], tmp_path / "figures", config(envs=envs), statistics_csv=stats_csv)
+    assert list(written) == ["F1", "F2", "F3", "F4", "F5", "F6"]
+    for name, paths in written.items():
+        png, pdf = paths
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+        assert pdf.read_bytes()[:5] == b"%PDF-", name
+        assert png.stat().st_size > 10_000 and pdf.stat().st_size > 5_000, name
+    assert not list((tmp_path / "figures").glob(".*.tmp"))  # atomic writes leave nothing behind
+
+
+def test_f5_computes_its_statistics_when_not_given(raw: pd.DataFrame, expected: Expected) -> None:
+    from replication import statistics
+
+    table = statistics.aggregate_table(agg.prepare(raw), expected, reps=20)
+    fig = plotting.fig_aggregate(table)
+    assert len(fig.axes) == 2 and fig.axes[0].get_yticklabels()
+    plotting.plt.close(fig)
+
+
+def test_default_figures_follow_the_configuration() -> None:
+    exp = Expected.from_config(
+        config(analysis={"c4": {"enabled": False}, "c5": {"enabled": False}, "reward_granularity": {"enabled": False}})
+    )
+    assert plotting.default_figures(exp) == ["F1", "F2", "F5"]
+
+
+@pytest.mark.parametrize(
+    ("figure", "drop", "message"),
+    [
+        ("F1", lambda d: (d["stage"] == "recommend") & (d["algo"] == "cql"), "algo=cql"),
+        ("F1", lambda d: (d["stage"] == "online") & (d["env"] == "kitchen"), "env=kitchen"),
+        ("F2", lambda d: d["algo"] == "pex", "fine-tuning pex"),
+        ("F2", lambda d: (d["algo"] == "calql") & (d["stage"] == "finetune") & (d["seed"] == 2), "seed=2"),
+        ("F3", lambda d: d["variant_options"] == "extended=1", "extended=1"),
+        ("F4", lambda d: d["variant_options"] == "reward=binary", "reward=binary"),
+        ("F6", lambda d: d["variant_options"] == "delay=50", "K=50"),
+    ],
+)
+def test_a_missing_variant_fails_with_its_name(raw, expected, figure, drop, message) -> None:
+    df = agg.prepare(raw[~drop(raw)])
+    draw = {
+        "F1": plotting.fig_recommendation_curve,
+        "F2": plotting.fig_finetune_curves,
+        "F3": plotting.fig_iql_extended,
+        "F4": plotting.fig_calql_kitchen_rewards,
+        "F6": plotting.fig_reward_granularity,
+    }[figure]
+    with pytest.raises(MissingResultsError, match=message):
+        draw(df, expected)
+
+
+def test_a_switched_off_analysis_figure_is_an_error(raw: pd.DataFrame) -> None:
+    exp = Expected.from_config(config(analysis={"c4": {"enabled": False}}))
+    with pytest.raises(MissingResultsError, match="analysis.c4"):
+        plotting.fig_iql_extended(agg.prepare(raw), exp)
+    with pytest.raises(MissingResultsError, match="F5 needs"):
+        plotting.fig_aggregate(pd.DataFrame())
+
+
+def test_mean_curve_aligns_seeds_with_different_steps() -> None:
+    curve = pd.DataFrame(
+        {"seed": [0, 0, 0, 1, 1, 1], "env_step": [0, 10, 20, 5, 15, 25], "value": [0.0, 1.0, 2.0, 0.5, 1.5, 2.5]}
+    )
+    m = plotting.mean_curve(curve)
+    assert list(m["env_step"]) == [5, 10, 15, 20]  # within the range both seeds cover
+    np.testing.assert_allclose(m["mean"], [0.5, 1.0, 1.5, 2.0])
+    assert (m["n"] == 2).all()

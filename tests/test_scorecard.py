@@ -1,0 +1,245 @@
+"""The claims scorecard (and the report that embeds it) on synthetic results with known effects."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from synthetic_results import config, make_results
+
+from replication import aggregate as agg
+from replication import report, scorecard, tidy
+from replication.aggregate import Expected, MissingResultsError
+from replication.scorecard import INCONCLUSIVE, NOT_EVALUATED, NOT_REPRODUCED, REPRODUCED
+
+REPS = 50
+
+
+def _verdicts(table: pd.DataFrame) -> dict[str, str]:
+    return dict(zip(table["test"], table["verdict"], strict=True))
+
+
+@pytest.fixture(scope="module")
+def expected() -> Expected:
+    return Expected.from_config(config())
+
+
+@pytest.fixture(scope="module")
+def raw() -> pd.DataFrame:
+    return make_results()
+
+
+@pytest.fixture(scope="module")
+def prepared(raw: pd.DataFrame) -> pd.DataFrame:
+    return agg.prepare(raw)
+
+
+@pytest.fixture(scope="module")
+def clear_case(prepared: pd.DataFrame, expected: Expected) -> pd.DataFrame:
+    """Every effect the claims state, clearly present."""
+    return scorecard.evaluate_claims(prepared, expected, reps=REPS)
+
+
+def test_interval_rules() -> None:
+    assert scorecard.rule_greater(0.1, 0.3, 0.0, 0.05) == REPRODUCED
+    assert scorecard.rule_greater(-0.1, 0.3, 0.0, 0.05) == INCONCLUSIVE
+    assert scorecard.rule_greater(0.001, 0.02, 0.0, 0.05) == NOT_REPRODUCED  # significant but negligible
+    assert scorecard.rule_greater(-0.3, -0.1, 0.0, 0.05) == NOT_REPRODUCED
+    assert scorecard.rule_less(-0.3, -0.1, 0.0, 0.05) == REPRODUCED
+    assert scorecard.rule_less(-0.02, 0.3, 0.0, 0.05) == NOT_REPRODUCED
+    assert scorecard.rule_at_least(-0.02, 0.1, 0.0, 0.05) == REPRODUCED
+    assert scorecard.rule_at_least(-0.3, -0.1, 0.0, 0.05) == NOT_REPRODUCED
+    assert scorecard.rule_at_least(-0.3, 0.1, 0.0, 0.05) == INCONCLUSIVE
+    assert scorecard.combine([REPRODUCED, REPRODUCED]) == REPRODUCED
+    assert scorecard.combine([REPRODUCED, INCONCLUSIVE]) == INCONCLUSIVE
+    assert scorecard.combine([INCONCLUSIVE, NOT_REPRODUCED]) == NOT_REPRODUCED
+    assert scorecard.combine([NOT_EVALUATED]) == NOT_EVALUATED
+
+
+def test_per_environment_rules() -> None:
+    def eff(lo: float, hi: float) -> scorecard.EnvEffect:
+        return scorecard.EnvEffect("e", (lo + hi) / 2, lo, hi, 0.05)
+
+    helps, flat, hurts, wide = eff(0.1, 0.3), eff(-0.01, 0.01), eff(-0.3, -0.1), eff(-0.3, 0.3)
+    assert scorecard.rule_heterogeneous([helps, flat, flat]) == REPRODUCED
+    assert scorecard.rule_heterogeneous([helps, helps]) == NOT_REPRODUCED
+    assert scorecard.rule_heterogeneous([wide, wide]) == INCONCLUSIVE
+    assert scorecard.rule_few([helps, flat, flat], 0.34) == REPRODUCED
+    assert scorecard.rule_few([helps, helps, flat], 0.34) == NOT_REPRODUCED
+    assert scorecard.rule_few([flat, hurts, flat], 0.34) == NOT_REPRODUCED
+    assert scorecard.rule_few([wide, flat, flat], 0.34) == INCONCLUSIVE
+    assert scorecard.rule_mixed([helps, hurts, flat]) == REPRODUCED
+    assert scorecard.rule_mixed([helps, helps, flat]) == NOT_REPRODUCED
+    assert scorecard.rule_mixed([helps, wide]) == INCONCLUSIVE
+
+
+def test_clearly_better_case_is_reproduced(clear_case: pd.DataFrame) -> None:
+    v = _verdicts(clear_case)
+    for test in ("C1.1", "C1.2", "C2.1", "C2.2", "C3.1", "C3.2", "C3.3", "C4.1", "C4.2", "C4.3", "C5.1"):
+        assert v[test] == REPRODUCED, test
+    assert v["C5.2"] == NOT_EVALUATED  # optional: no offline Cal-QL rows per reward mode
+    claims = clear_case.drop_duplicates("claim").set_index("claim")["claim_verdict"]
+    assert (claims == REPRODUCED).all()
+    c2 = clear_case.set_index("test").loc["C2.1"]
+    assert c2["ci_lo"] > 0.5 and c2["null"] == 0.5
+    c5 = clear_case.set_index("test").loc["C5.1"]
+    assert c5["estimate"] == pytest.approx(0.3, abs=0.02)  # the synthetic gap, in normalised units
+
+
+def _only(*names: str) -> dict:
+    claims = scorecard.load_claims()
+    claims["claims"] = {k: v for k, v in claims["claims"].items() if k in names}
+    return claims
+
+
+def test_clearly_not_better_case_is_not_reproduced(expected: Expected) -> None:
+    worse = agg.prepare(make_results(validation_gain=-0.3, c5_gap=-0.2, rec_effect={"kitchen": 0.0}))
+    table = scorecard.evaluate_claims(worse, expected, _only("C1", "C2", "C5"), reps=REPS)
+    v = _verdicts(table)
+    assert v["C2.1"] == NOT_REPRODUCED
+    assert v["C5.1"] == NOT_REPRODUCED
+    assert v["C1.2"] == NOT_REPRODUCED  # no larger effect on Kitchen
+    no_gap = scorecard.evaluate_claims(agg.prepare(make_results(c5_gap=0.0)), expected, _only("C5"), reps=REPS)
+    assert _verdicts(no_gap)["C5.1"] == NOT_REPRODUCED  # a negligible difference does not reproduce it
+
+
+def test_noisy_case_is_inconclusive(expected: Expected) -> None:
+    noisy = agg.prepare(make_results(c5_gap=0.08, noise=0.15, rng_seed=1))
+    assert _verdicts(scorecard.evaluate_claims(noisy, expected, _only("C5"), reps=REPS))["C5.1"] == INCONCLUSIVE
+
+
+def test_switched_off_analyses_are_not_evaluated(prepared: pd.DataFrame) -> None:
+    exp = Expected.from_config(config(analysis={"c4": {"enabled": False}, "c5": {"enabled": False}}))
+    table = scorecard.evaluate_claims(prepared, exp, _only("C4", "C5"), reps=REPS)
+    for claim in ("C4", "C5"):
+        rows = table[table["claim"] == claim]
+        assert (rows["verdict"] == NOT_EVALUATED).all() and (rows["claim_verdict"] == NOT_EVALUATED).all()
+
+
+def test_missing_results_of_a_switched_on_analysis_fail(raw: pd.DataFrame, expected: Expected) -> None:
+    claims = _only("C4", "C5")
+    no_extended = agg.prepare(raw[raw["variant_options"] != "extended=1"])
+    with pytest.raises(MissingResultsError, match="extended=1"):
+        scorecard.evaluate_claims(no_extended, expected, claims, reps=REPS)
+    no_binary = agg.prepare(raw[raw["variant_options"] != "reward=binary"])
+    with pytest.raises(MissingResultsError, match="reward=binary"):
+        scorecard.evaluate_claims(no_binary, expected, claims, reps=REPS)
+
+
+def test_claims_file_is_complete() -> None:
+    claims = scorecard.load_claims()
+    assert list(claims["claims"]) == ["C1", "C2", "C3", "C4", "C5"]
+    for claim in claims["claims"].values():
+        assert any(t["role"] == "decisive" for t in claim["tests"])
+        assert claim["statement"]
+
+
+def test_claims_file_errors_name_the_problem(tmp_path) -> None:
+    bad = tmp_path / "claims.yaml"
+    bad.write_text("claims:\n  C9:\n    tests:\n      - {id: C9.1, role: decisive, statistic: nope, rule: greater}\n")
+    with pytest.raises(ValueError, match="unknown statistic 'nope'"):
+        scorecard.load_claims(bad)
+    bad.write_text(
+        "claims:\n  C9:\n    tests:\n      - {id: C9.1, role: decisive, statistic: finetune_early_change, "
+        "rule: greater}\n"
+    )
+    with pytest.raises(ValueError, match="needs a null_value"):
+        scorecard.load_claims(bad)
+
+
+@pytest.fixture(scope="module")
+def built(raw: pd.DataFrame, tmp_path_factory) -> dict[str, object]:
+    out = tmp_path_factory.mktemp("run")
+    path = out / "tidy.csv"
+    tidy.write(raw, path)
+    cfg = config()
+    s1 = scorecard.build_scorecard([path], out / "scorecard", cfg, reps=REPS)
+    tables = agg.build_tables([path], out / "tables", cfg)
+    return {"out": out, "cfg": cfg, "s1": s1, "tables": [p for v in tables.values() for p in v]}
+
+
+def test_build_scorecard_writes_csv_and_markdown(built: dict) -> None:
+    csv_path, md_path = built["s1"]
+    table = pd.read_csv(csv_path)
+    assert list(table.columns) == list(scorecard.COLUMNS)
+    assert set(table["claim"]) == {"C1", "C2", "C3", "C4", "C5"}
+    md = md_path.read_text()
+    assert "| C2      | reproduced" in md and "greater (null 0.5, margin 0.05)" in md
+
+
+def test_report_embeds_results_and_lists_choices(built: dict) -> None:
+    out = built["out"]
+    bench = out / "benchmarks" / "online" / "hopper_0.tsv"
+    bench.parent.mkdir(parents=True)
+    bench.write_text("s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
+                     "3600\t1:00:00\t1500.5\t1\t1\t1\t0\t0\t99\t3500\n")  # fmt: skip
+    fig = out / "figures" / "F1.png"
+    fig.parent.mkdir()
+    fig.write_bytes(b"\x89PNG fake")
+    path = report.write_report(
+        out / "report.md", built["cfg"], tables=built["tables"], figures=[fig], scorecard=built["s1"][1],
+        benchmarks=[bench],
+    )  # fmt: skip
+    text = path.read_text()
+    assert "![F1](figures/F1.png)" in text
+    assert "**T1. Final-policy recommendation" in text and "[CSV](tables/T1.csv)" in text
+    assert "| C1      |" in text
+    # every (choice) key of config/defaults.yaml appears with its value in this run
+    for choice in report.marked_choices(report.DEFAULTS_FILE):
+        assert f"| {choice['key']} " in text
+    assert "| newdata.pause" in text and "| 0.6 " in text
+    assert "| rliable " in text and "| online " in text and "1.000" in text  # one hour of the online stage
+    with pytest.raises(FileNotFoundError, match="missing.png"):
+        report.write_report(out / "r2.md", built["cfg"], figures=[out / "missing.png"])
+
+
+def test_choice_comments_are_parsed_with_continuations(tmp_path) -> None:
+    f = tmp_path / "d.yaml"
+    f.write_text(
+        "a: 1            # (choice) first\n"
+        "b:\n"
+        "  c: [1, 2]     # (choice) second, which goes on\n"
+        "                # on the next line\n"
+        "  d: 3          # not a choice\n"
+        "e: '#x'         # (choice) quoted hash\n"
+    )
+    got = {c["key"]: (c["literal"], c["note"]) for c in report.marked_choices(f)}
+    assert got == {
+        "a": ("1", "first"),
+        "b.c": ("[1, 2]", "second, which goes on on the next line"),
+        "e": ("'#x'", "quoted hash"),
+    }
+
+
+def test_benchmark_costs_group_by_stage(tmp_path) -> None:
+    header = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
+    for stage, name, s in (("offline", "iql_a.tsv", 7200), ("offline", "cql_a.tsv", 3600), ("online", "x.tsv", 1800)):
+        p = tmp_path / "benchmarks" / stage / name
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(header + f"{s}\t-\t100\t1\t1\t1\t0\t0\t99\t{s}\n")
+    costs = report.benchmark_costs(sorted((tmp_path / "benchmarks").rglob("*.tsv"))).set_index("Stage")
+    assert costs.loc["offline", "Jobs"] == 2
+    assert costs.loc["offline", "Total hours"] == pytest.approx(3.0)
+    assert costs.loc["all stages", "Total hours"] == pytest.approx(3.5)
+    assert np.isfinite(costs.loc["online", "Peak RSS (MB)"])
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("a\tb\n1\t2\n")
+    with pytest.raises(ValueError, match="not a Snakemake benchmark file"):
+        report.benchmark_costs([bad])
+
+
+def test_budget_matched_baseline_uses_online_after_the_same_env_steps(
+    prepared: pd.DataFrame, expected: Expected
+) -> None:
+    df = prepared
+    ctx = scorecard.Context(df, expected, reps=10, seed=0, confidence=0.95, margin=0.05, poi_margin=0.05, alpha=0.05)
+    test = {"id": "X", "treatment": {"dataset": "newdata", "validation": "full", "selection": "offline"}}
+    at_pause, _ = scorecard._recommendation_effects(ctx, {**test, "baseline_at": "pause"})
+    matched, pairs = scorecard._recommendation_effects(ctx, {**test, "baseline_at": "ledger_step"})
+    assert set(pairs["env_step"]) == {73_000}  # pause 60K + 10K newdata + 3K validation
+    norm = df[df["metric"] == agg.NORMALIZED]
+    online = norm[(norm["stage"] == "online") & (norm["variant_options"] == "")]
+    o60 = online[online["env_step"] == 60_000].pivot(index="seed", columns="env", values="value")
+    o70 = online[online["env_step"] == 70_000].pivot(index="seed", columns="env", values="value")
+    envs = list(expected.envs)
+    np.testing.assert_allclose(at_pause - matched, (o70 - o60)[envs].to_numpy())
