@@ -18,7 +18,7 @@ min_version("9.0")
 
 # Without --configfile, the default config; --config key=value overrides still apply on top.
 if not workflow.overwrite_configfiles:
-    config = rconfig.deep_merge(rconfig.read_yaml("config/config.yaml"), config)
+    config = rconfig.deep_merge(rconfig.read_yaml(os.path.join(workflow.basedir, "config", "config.yaml")), config)
 try:
     CFG = rconfig.resolve(config)
 except ValueError as error:
@@ -56,10 +56,11 @@ def settings(*sections):
 
 include: "rules/online.smk"
 include: "rules/offline.smk"
+include: "rules/finetune.smk"
 include: "rules/aggregate.smk"
 
 
 rule all:
     input:
-        f"{OUT}/tidy.csv",
+        OUT + "/report.md",
     default_target: True
