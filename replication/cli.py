@@ -221,6 +221,37 @@ def _offline(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_finetune_arguments(parser: argparse.ArgumentParser) -> None:
+    _cell_arguments(parser)
+    parser.add_argument("--method", required=True, choices=("iql", "pex", "calql"))
+    parser.add_argument("--offline", required=True, help="offline run directory of the method's source algorithm")
+    parser.add_argument("--data", required=True, help="the dataset file that offline agent was trained on")
+    parser.add_argument("--out", required=True, help="output directory")
+    parser.add_argument(
+        "--extended-steps", type=int, default=0, help="analysis C4: env steps beyond the budget (outside the ledger)"
+    )
+    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None, help="progress bar")
+
+
+@command("finetune", "fine-tune the offline agent online for the cell's remaining budget", _add_finetune_arguments)
+def _finetune(args: argparse.Namespace) -> int:
+    from replication.finetune import run_finetune
+
+    _setup_logging()
+    env, cfg, options = _cell(args)
+    summary = run_finetune(
+        cfg, env, args.seed, args.method, args.offline, args.data, args.out, args.extended_steps, progress=args.progress
+    )
+    _tag(args.out, options)
+    timings = summary["timings"]
+    print(
+        f"finetune {args.method} {args.env} seed {args.seed}: {summary['env_steps']} env steps"
+        f" (+{args.extended_steps} beyond the budget), {timings['env_steps_per_second']:.0f} env steps/s,"
+        f" {timings['updates_per_second']:.0f} updates/s"
+    )
+    return 0
+
+
 def _add_aggregate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="tidy CSV to write")
     parser.add_argument("inputs", nargs="+", help="tidy CSV files of the cells")

@@ -85,6 +85,12 @@ def _check_envs(cfg: dict[str, Any]) -> None:
                 f"config key env_options.{env}.reward: {options['reward']!r} is not a reward mode of {env}; "
                 f"valid: {', '.join(modes)}"
             )
+    c4 = cfg["analysis"]["c4"]
+    if c4["enabled"] and c4["envs"] and "iql" not in cfg["finetune"]["methods"]:
+        raise ConfigError(
+            "config key analysis.c4.enabled: analysis C4 extends IQL fine-tuning, but finetune.methods has no iql; "
+            "add iql to finetune.methods or set analysis.c4.enabled: false"
+        )
     if known[cfg["analysis"]["c5"]["env"]].suite != "kitchen":
         raise ConfigError("config key analysis.c5.env: analysis C5 compares Kitchen reward modes; name a Kitchen env")
 

@@ -530,7 +530,11 @@ STATISTICS: dict[str, Callable[[Context, dict[str, Any]], Result]] = {
     "finetune_level_vs_switch": _stat_finetune_level_vs_switch,
     "reward_mode_difference": _stat_reward_mode_difference,
 }
-ANALYSIS_SWITCHES = {"c4": lambda e: bool(e.c4_envs), "c5": lambda e: e.c5_env is not None}
+ANALYSIS_SWITCHES = {
+    "c4": lambda e: bool(e.c4_envs),
+    "c5": lambda e: e.c5_env is not None,
+    "finetune": lambda e: bool(e.finetune_methods),
+}
 
 
 def load_claims(path: Path | str = CLAIMS_FILE) -> dict[str, Any]:
@@ -585,7 +589,7 @@ def evaluate_claims(
             if enabled:
                 result = STATISTICS[test["statistic"]](ctx, test)
             else:
-                result = Result(details=f"analysis {switch} is switched off in the configuration")
+                result = Result(details=f"{switch} is switched off in the configuration")
             margin = ctx.poi_margin if test.get("margin_key") == "poi_margin" else ctx.margin
             claim_rows.append(
                 {
