@@ -201,23 +201,36 @@ def _newdata(args: argparse.Namespace) -> int:
 
 def _add_offline_arguments(parser: argparse.ArgumentParser) -> None:
     _cell_arguments(parser)
-    parser.add_argument("--algo", required=True, choices=("iql", "cql", "calql"))
+    parser.add_argument("--algo", required=True, help="offline learners, comma-separated: iql,cql,calql")
     parser.add_argument("--dataset", required=True, help="dataset key, e.g. buffer-p200000 or newdata-best")
     parser.add_argument("--data", required=True, help="the dataset file")
     parser.add_argument("--online", required=True, help="the cell's online run directory")
-    parser.add_argument("--out", required=True, help="output directory")
+    parser.add_argument("--out", required=True, help="output directory (one subdirectory per learner)")
 
 
-@command("offline", "train an offline learner on a dataset, validate, recommend", _add_offline_arguments)
+@command("offline", "train offline learners on one dataset, validate, recommend", _add_offline_arguments)
 def _offline(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from replication import tidy
+    from replication.io import write_json
     from replication.offline import run_offline
     from replication.workflow import parse_dataset_key
 
     _setup_logging()
     env, cfg, options = _cell(args)
     dataset = parse_dataset_key(cfg, args.dataset)
-    run_offline(cfg, env, args.seed, args.algo, args.data, args.online, dataset, args.out)
-    _tag(args.out, options)
+    algos = [a for a in args.algo.split(",") if a]
+    unknown = sorted(set(algos) - {"iql", "cql", "calql"})
+    if unknown or not algos:
+        raise ValueError(f"--algo: unknown offline learner(s) {unknown}; valid: iql, cql, calql")
+    out = Path(args.out)
+    summaries = {}
+    for algo in algos:
+        summaries[algo] = run_offline(cfg, env, args.seed, algo, args.data, args.online, dataset, out / algo)
+        _tag(str(out / algo), options)
+    tidy.write(tidy.read([out / a / "recommend.csv" for a in algos]), out / "recommend.csv")
+    write_json(out / "offline.json", {"algos": algos, "dataset": args.dataset, "summaries": summaries})
     return 0
 
 

@@ -17,7 +17,7 @@ from typing import Any
 from replication import config
 from replication.schema import episode_steps, validation_checkpoints, validation_costs
 from replication.variants import finetune_ledger
-from replication.workflow import FINETUNE_SOURCES, cell_dir, jobs
+from replication.workflow import FINETUNE_SOURCES, cell_dir, jobs, parse_cell
 
 # Built-in throughput at 256x256, batch 256, one CPU thread (stack.md; protocol.md section 3).
 GRADIENT_STEPS_PER_SECOND = {"sac": 103.0, "iql": 69.4, "cql": 13.7, "calql": 14.3, "pex": 55.0}
@@ -67,7 +67,7 @@ def measured_rates(cfg: dict[str, Any]) -> dict[str, float]:
         value = json.loads(path.read_text()).get("timings", {}).get("train_steps_per_second")
         if value:
             rates.setdefault("sac", []).append(float(value))
-    for path in root.glob("*/seed*/offline/*/*/offline.json"):
+    for path in root.glob("*/seed*/offline/*/*/offline.json"):  # one per learner
         data = json.loads(path.read_text())
         if data.get("gradient_steps_per_second"):
             rates.setdefault(data["algo"], []).append(float(data["gradient_steps_per_second"]))
@@ -87,7 +87,7 @@ def estimate(cfg: dict[str, Any]) -> tuple[dict[str, StageCost], str]:
         return GRADIENT_STEPS_PER_SECOND[algo] / network_scale(batch, hidden)
 
     for job in jobs(cfg):
-        env = job.env
+        env = parse_cell(job.env).env
         ep = episode_steps(cfg, env)
         env_rate = ENV_STEPS_PER_SECOND[env]
         report_steps = ev["episodes"] * ep
@@ -102,12 +102,16 @@ def estimate(cfg: dict[str, Any]) -> tuple[dict[str, StageCost], str]:
             n = cfg["newdata"]["size"]
             cost.add(n, 0, n / env_rate + JOB_OVERHEAD_SECONDS)
         elif job.rule == "offline":
-            p = config.offline_params(cfg, env, job.algo)
             v = cfg["validation"]
             k = validation_checkpoints(v["offline_fraction"], total, v["episodes"], ep)
-            evals = k * v["episodes"] * ep + 3 * report_steps
-            seconds = p["gradient_steps"] / rate(job.algo, p["batch_size"], p["hidden_units"]) + evals / env_rate
-            cost.add(evals, p["gradient_steps"], seconds + JOB_OVERHEAD_SECONDS)
+            env_steps = grads = seconds = 0.0
+            for algo in job.algos:
+                p = config.offline_params(cfg, env, algo)
+                evals = k * v["episodes"] * ep + 3 * report_steps
+                env_steps += evals
+                grads += p["gradient_steps"]
+                seconds += p["gradient_steps"] / rate(algo, p["batch_size"], p["hidden_units"]) + evals / env_rate
+            cost.add(env_steps, grads, seconds + JOB_OVERHEAD_SECONDS)
         elif job.rule == "finetune":
             remaining = finetune_ledger(cfg, env).remaining
             extra = cfg["analysis"]["c4"]["extended_steps"] if cfg["analysis"]["c4"]["enabled"] else 0

@@ -94,11 +94,14 @@ class Evaluator:
         episodes: int,
         offset: int = EVAL_SEED_OFFSET,
         env_options: dict[str, Any] | None = None,
+        env: gym.Env | None = None,
     ):
+        """``env``: an instance built with the same name, seed and options to reuse (e.g. shared
+        between reporting evaluation and validation; every episode is reset with its own seed)."""
         self.env_name = env_name
         self.metric = get_spec(env_name).metric
         self.seeds = episode_seeds(seed, episodes, offset)
-        self.env = make_env(env_name, seed, **(env_options or {}))
+        self.env = env if env is not None else make_env(env_name, seed, **(env_options or {}))
 
     def __call__(self, policy: Policy, seeds: Sequence[int] | None = None) -> list[EpisodeRecord]:
         return [run_episode(self.env, policy, s, self.metric) for s in (self.seeds if seeds is None else seeds)]

@@ -171,7 +171,7 @@ class OnlineRun:
             env_name, seed, cfg["evaluation"]["episodes"], cfg["evaluation"]["seed_offset"], env_opts
         )
         v = cfg["validation"]
-        self.validator = Evaluator(env_name, seed, v["episodes"], v["seed_offset"], env_opts)
+        self.validator = Evaluator(env_name, seed, v["episodes"], v["seed_offset"], env_opts, self.evaluator.env)
         self.val_count = validation_checkpoints(v["online_fraction"], self.total, v["episodes"], self._episode_steps())
         self.val_charge = validation_costs(cfg, env_name)[0]
 

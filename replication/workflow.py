@@ -5,7 +5,7 @@ workflow, the cost estimate and the tests share. Layout under ``results/<name>/`
 
     cells/<cell>/seed<k>/online/                  online SAC (shared by every variant of the cell)
     cells/<cell>/seed<k>/newdata/<label>-<collector>.h5
-    cells/<cell>/seed<k>/offline/<algo>/<dataset>/ offline learner + recommendation
+    cells/<cell>/seed<k>/offline/<dataset>/<algo>/ offline learners + recommendations (one job per dataset)
     cells/<cell>/seed<k>/finetune/<method>/        fine-tuning from the offline agent
     tidy.csv, tables/, figures/, report.md         aggregation
 
@@ -98,13 +98,21 @@ def dataset_file(cfg: dict[str, Any], env: str, seed: int, dataset: OfflineDatas
 
 @dataclasses.dataclass(frozen=True)
 class Job:
-    """One job of the grid: its rule, the cell, and its variant wildcards."""
+    """One job of the grid: its rule, the cell, and its variant wildcards.
+
+    An offline job trains every learner its dataset needs (``algo`` lists them, comma-separated)
+    one after the other, so a dataset is loaded once and a job's start-up is paid once.
+    """
 
     rule: str
     env: str
     seed: int
     algo: str = ""
     dataset: str = ""
+
+    @property
+    def algos(self) -> list[str]:
+        return self.algo.split(",") if self.algo else []
 
     def output(self, cfg: dict[str, Any]) -> Path:
         cell = cell_dir(cfg, self.env, self.seed)
@@ -113,7 +121,7 @@ class Job:
         if self.rule == "newdata":
             return cell / "newdata" / f"{self.dataset}.h5"
         if self.rule == "offline":
-            return cell / "offline" / self.algo / self.dataset / "recommend.csv"
+            return cell / "offline" / self.dataset / "recommend.csv"
         if self.rule == "finetune":
             return cell / "finetune" / self.algo / "curve.csv"
         raise ValueError(f"unknown rule {self.rule!r}")
@@ -131,6 +139,32 @@ def finetune_dataset(cfg: dict[str, Any]) -> OfflineDataset:
 
 def jobs(cfg: dict[str, Any]) -> list[Job]:
     """Every cell job of the grid (one online run per cell, shared by all its variants)."""
+    units = _units(cfg)
+    learners: dict[tuple[str, int, str], list[str]] = {}
+    for job in units:
+        if job.rule == "offline":
+            learners.setdefault((job.env, job.seed, job.dataset), []).append(job.algo)
+    out, grouped = [], set()
+    for job in units:
+        if job.rule != "offline":
+            out.append(job)
+        elif (key := (job.env, job.seed, job.dataset)) not in grouped:
+            grouped.add(key)
+            algos = sorted(set(learners[key]), key=["iql", "cql", "calql"].index)
+            out.append(Job("offline", job.env, job.seed, ",".join(algos), job.dataset))
+    return out
+
+
+def offline_algos(cfg: dict[str, Any], env: str, seed: int, dataset: str) -> str:
+    """The learners (comma-separated) the offline job of a cell's dataset trains."""
+    for job in jobs(cfg):
+        if job.rule == "offline" and (job.env, job.seed, job.dataset) == (env, seed, dataset):
+            return job.algo
+    raise ValueError(f"no offline job for {env} seed {seed} dataset {dataset}")
+
+
+def _units(cfg: dict[str, Any]) -> list[Job]:
+    """The grid with one offline unit per learner and dataset."""
     out: list[Job] = []
     datasets = offline_datasets(cfg)
     methods = cfg["finetune"]["methods"]

@@ -4,10 +4,9 @@ FT_DATASET = wf.dataset_key(wf.finetune_dataset(CFG))
 
 
 def finetune_inputs(wildcards):
-    source = wf.FINETUNE_SOURCES[wildcards.algo]
     dataset = wf.finetune_dataset(CFG)
     return {
-        "offline": f"{OUT}/cells/{wildcards.env}/seed{wildcards.seed}/offline/{source}/{FT_DATASET}/offline.json",
+        "offline": f"{OUT}/cells/{wildcards.env}/seed{wildcards.seed}/offline/{FT_DATASET}/offline.json",
         "data": str(wf.dataset_file(CFG, wildcards.env, int(wildcards.seed), dataset)),
     }
 
@@ -20,7 +19,7 @@ rule finetune:
         summary=CELL + "/finetune/{algo}/finetune.json",
     params:
         settings=settings("budget", "finetune", "offline", "evaluation", "validation", "newdata", "analysis"),
-        offline=lambda w, input: os.path.dirname(input.offline),
+        offline=lambda w, input: os.path.join(os.path.dirname(input.offline), wf.FINETUNE_SOURCES[w.algo]),
         out=CELL + "/finetune/{algo}",
         extended=lambda w: wf.extended_steps(CFG, wf.Job("finetune", w.env, int(w.seed), w.algo)),
     log:

@@ -1,4 +1,5 @@
 # Offline learners on the cell's own data: offline validation and final-policy recommendation.
+# One job per (cell, dataset) trains every learner that dataset needs, one after the other.
 
 
 def offline_data(wildcards):
@@ -11,20 +12,21 @@ rule offline:
         data=offline_data,
         online=CELL + "/online/online.json",
     output:
-        recommend=CELL + "/offline/{algo}/{dataset}/recommend.csv",
-        summary=CELL + "/offline/{algo}/{dataset}/offline.json",
+        recommend=CELL + "/offline/{dataset}/recommend.csv",
+        summary=CELL + "/offline/{dataset}/offline.json",
     params:
         settings=settings("budget", "offline", "evaluation", "validation", "newdata"),
+        algos=lambda w: wf.offline_algos(CFG, w.env, int(w.seed), w.dataset),
         online=CELL + "/online",
-        out=CELL + "/offline/{algo}/{dataset}",
+        out=CELL + "/offline/{dataset}",
     log:
-        CELL + "/logs/offline-{algo}-{dataset}.log",
+        CELL + "/logs/offline-{dataset}.log",
     benchmark:
-        CELL + "/benchmarks/offline-{algo}-{dataset}.tsv"
+        CELL + "/benchmarks/offline-{dataset}.tsv"
     threads: 1
     resources:
         mem_mb=6000,
     shell:
         "{RUN} offline --config {CONFIG_FILE} --env {wildcards.env} --seed {wildcards.seed}"
-        " --algo {wildcards.algo} --dataset {wildcards.dataset} --data {input.data}"
+        " --algo {params.algos} --dataset {wildcards.dataset} --data {input.data}"
         " --online {params.online} --out {params.out} > {log} 2>&1"

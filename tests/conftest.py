@@ -29,6 +29,7 @@ def tiny_config(envs: list[str], total_steps: int = 2000, **overrides: Any) -> d
         "newdata": {"size": 300, "pause": 0.5, "epsilon": [0.0]},
         "offline": {"datasets": ["buffer"]},
         "finetune": {"methods": []},
+        "analysis": {"c4": {"enabled": False}, "c5": {"enabled": False}},
     }
     return config.resolve(config.deep_merge(base, overrides))
 
