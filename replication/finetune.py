@@ -106,6 +106,7 @@ from replication.envs import get_spec, make_env
 from replication.evaluation import Evaluator
 from replication.io import read_json, write_json
 from replication.ledger import BudgetError, Ledger
+from replication.offline import ReturnsToGoPicker
 from replication.runinfo import configure_torch, run_info
 from replication.schema import episode_steps
 from replication.variants import finetune_ledger
@@ -182,7 +183,7 @@ class MixedSampler:
         }
 
 
-class EpisodeReturnsPicker:
+class EpisodeReturnsPicker(ReturnsToGoPicker):
     """d3rlpy's transition picker, with each finished episode's returns-to-go computed once.
 
     The values are d3rlpy 2.8.0's: ``_compute_return_to_go(gamma, rewards[i:])`` of the stored
@@ -193,33 +194,11 @@ class EpisodeReturnsPicker:
     reward scaler (d3rlpy would scale the stored sum again).
     """
 
-    def __init__(self, gamma: float, failure: tuple[float, float] | None = None):
-        from d3rlpy.dataset import BasicTransitionPicker
-
-        self._gamma = gamma
-        self._failure = failure
-        self._basic = BasicTransitionPicker()
-        self._returns: dict[int, tuple[Any, np.ndarray]] = {}
-
-    def episode_returns(self, episode) -> np.ndarray:
-        from d3rlpy.torch_utility import _compute_return_to_go
-
-        rewards = episode.rewards
-        out = np.empty((len(rewards), 1), dtype=np.float32)
-        for i in range(len(rewards)):
-            suffix = rewards[i:]
-            if self._failure is not None and np.all(suffix == self._failure[0]):
-                suffix = np.array([[self._failure[1]]], dtype=np.float32)
-            out[i] = _compute_return_to_go(self._gamma, suffix, None)
-        return out
-
     def __call__(self, episode, index: int):
         entry = self._returns.get(id(episode))
         if entry is None or entry[0] is not episode:
-            entry = (episode, self.episode_returns(episode))
-            self._returns[id(episode)] = entry
-        transition = self._basic(episode, index)
-        return dataclasses.replace(transition, rewards_to_go=entry[1][index : index + 1])
+            self.precompute([episode])
+        return super().__call__(episode, index)
 
 
 def empty_buffer(like, cache_size: int, picker=None, write_at_termination: bool = False):

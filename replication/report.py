@@ -24,20 +24,9 @@ import pandas as pd
 from replication import aggregate as agg
 from replication.config import DEFAULTS_FILE, read_yaml
 from replication.io import write_text
+from replication.runinfo import KEY_PACKAGES
 
-PACKAGES = (
-    "torch",
-    "numpy",
-    "gymnasium",
-    "mujoco",
-    "metaworld",
-    "gymnasium-robotics",
-    "stable-baselines3",
-    "d3rlpy",
-    "snakemake",
-    "rliable",
-    "seaborn",
-)
+PACKAGES = (*KEY_PACKAGES, "rliable", "seaborn")
 FIGURE_TITLES = {
     "F1": "Final-policy recommendation curve",
     "F2": "Fine-tuning curves",

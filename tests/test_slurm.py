@@ -106,3 +106,38 @@ def test_every_job_goes_through_slurm(slurm_cluster: Path, tmp_path: Path) -> No
     again.assert_ok()
     assert "Nothing to be done" in again.output, again.tail()
     assert again.submitted == {}
+
+
+def test_project_workflow_runs_on_slurm(slurm_cluster: Path, tmp_path: Path) -> None:
+    """The project's own Snakefile, on a tiny config: online, offline and collect jobs go through sbatch."""
+    import yaml
+
+    root = Path(__file__).resolve().parent.parent
+    config = {
+        "name": "slurmtiny",
+        "envs": ["hopper"],
+        "seeds": [0],
+        "device": "cpu",
+        "env_options": {"hopper": {"max_episode_steps": 50}},
+        "budget": {"total_steps": 600, "pause_fractions": [1.0], "finetune_pause": 0.5},
+        "online": {"learning_starts": 200, "batch_size": 32, "net_arch": [32, 32], "snapshot_interval": 200},
+        "evaluation": {"interval": 300, "episodes": 1},
+        "validation": {"episodes": 1, "online_fraction": 0.1, "offline_fraction": 0.1},
+        "offline": {"algos": ["iql"], "datasets": ["buffer"], "iql": {"gradient_steps": 20, "batch_size": 32}},
+        "finetune": {"methods": []},
+        "analysis": {"c4": {"enabled": False}, "c5": {"enabled": False}},
+    }
+    configfile = tmp_path / "slurmtiny.yaml"
+    configfile.write_text(yaml.safe_dump(config))
+    workdir = tmp_path / "work"
+    target = "results/slurmtiny/tidy.csv"
+
+    run = run_workflow_on_slurm(root / "Snakefile", configfile, [target], workdir, timeout_s=900)
+    print(run.tail(3000))
+    run.assert_ok()
+    run.assert_all_jobs_on_slurm()
+    assert sorted(run.submitted.values()) == ["collect", "offline", "online"]
+    tidy = (workdir / target).read_text()
+    assert "online,sac" in tidy and "recommend,iql" in tidy
+    if run.jobcomp is not None:
+        assert {jobid: run.jobcomp.get(jobid) for jobid in run.submitted} == dict.fromkeys(run.submitted, "COMPLETED")
