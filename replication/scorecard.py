@@ -391,6 +391,10 @@ def _stat_finetune_early_change(ctx: Context, test: dict[str, Any]) -> Result:
     switch = _switch(ctx, test, curve)
     window = float(test["window_fraction"]) * (ctx.expected.total_steps - ctx.expected.finetune_pause)
     merged = curve.merge(switch, on=["env", "seed"])
+    after = merged[merged["env_step"] > merged["switch_step"]]
+    if not after.empty:  # evaluations sparser than the window: the window reaches the first one after the switch
+        first = after.groupby(["env", "seed"])["env_step"].min() - after.groupby(["env", "seed"])["switch_step"].min()
+        window = max(window, float(first.max()))
     early = merged[
         (merged["env_step"] > merged["switch_step"]) & (merged["env_step"] <= merged["switch_step"] + window)
     ]

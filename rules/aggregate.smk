@@ -34,7 +34,7 @@ rule tables:
     benchmark:
         OUT + "/benchmarks/tables.tsv"
     shell:
-        "{RUN} tables --results {input} --out {OUT}/tables --config {CONFIG_FILE} > {log} 2>&1"
+        "{RUN} tables --results {input} --out {OUT}/tables --config {CONFIG_FILE} --tables {TABLES} > {log} 2>&1"
 
 
 rule statistics:

@@ -67,11 +67,12 @@ def test_paper_dry_run_enumerates_the_full_grid(tmp_path):
     cells = 12 * 5
     pauses = 5  # 0.2, 0.4, 0.6, 0.8, 1.0 x T: one buffer dataset each
     newdata = 2 * 1  # collector validated or last, x epsilon in {0}
-    assert counts["online"] == cells
+    c5_cells = 2 * 5  # analysis C5: Kitchen with binary and with accumulated reward, per seed
+    assert counts["online"] == cells + c5_cells
     assert counts["newdata"] == cells * newdata
-    # one offline job per dataset trains the three learners (IQL, CQL, Cal-QL)
-    assert counts["offline"] == cells * (pauses + newdata)
-    assert counts.get("finetune", 0) in (0, cells * 3)
+    # one offline job per dataset trains the three learners (IQL, CQL, Cal-QL); C5 cells train Cal-QL once
+    assert counts["offline"] == cells * (pauses + newdata) + c5_cells
+    assert counts["finetune"] == cells * 3 + c5_cells  # IQL, PEX, Cal-QL; C5: Cal-QL
 
 
 def test_bad_config_stops_before_any_job(tmp_path):
