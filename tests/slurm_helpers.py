@@ -129,13 +129,13 @@ def run_workflow_on_slurm(
     cmd = [
         "timeout", "-k", "10", str(timeout_s),
         sys.executable, "-m", "snakemake",
+        *targets,  # before the options: --configfile takes every word that follows it
         "--snakefile", str(Path(snakefile).resolve()),
         "--directory", str(workdir),
         "--profile", str(Path(profile).resolve()),
         "--nocolor",
         *(["--configfile", str(Path(configfile).resolve())] if configfile else []),
         *extra_args,
-        *targets,
     ]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
     env["PYTHONUNBUFFERED"] = "1"
