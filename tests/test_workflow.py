@@ -139,15 +139,17 @@ def test_rerun_after_interrupt_keeps_finished_cells(tiny_run, tmp_path):
     deadline = time.monotonic() + 600
     done: list[Path] = []
     while time.monotonic() < deadline and proc.poll() is None:
-        done = list(cells.glob("*/seed0/offline/*/recommend.csv"))
+        # offline.json is the last output an offline job writes: its job has finished
+        done = [p.parent for p in cells.glob("*/seed0/offline/*/offline.json")]
         if len(done) >= 2:
             break
         time.sleep(0.5)
     assert proc.poll() is None, "the workflow finished before it could be interrupted; enlarge TINY"
+    finished = {p: p.stat().st_mtime_ns for d in done for p in (d / "recommend.csv", d / "offline.json")}
+    finished.update({p: p.stat().st_mtime_ns for p in cells.glob("*/seed0/online/online.json")})
+    time.sleep(3)  # let Snakemake register those jobs as complete before the interrupt
     os.killpg(proc.pid, signal.SIGINT)
     proc.wait(timeout=120)
-    finished = {p: p.stat().st_mtime_ns for p in cells.rglob("recommend.csv")}
-    finished.update({p: p.stat().st_mtime_ns for p in cells.rglob("online/curve.csv")})
     assert finished
     snakemake(
         tmp_path, "--configfile", str(configfile), "--rerun-incomplete", "--rerun-triggers", "mtime", "params", "input"
