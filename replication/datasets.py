@@ -93,8 +93,8 @@ class Transitions:
     def episode_returns(self) -> np.ndarray:
         return np.array([self.rewards[a:b].sum() for a, b in self.episode_bounds()], dtype=np.float64)
 
-    def to_mdp_dataset(self):
-        """The d3rlpy ``MDPDataset`` of these arrays."""
+    def to_mdp_dataset(self, transition_picker: Any = None):
+        """The d3rlpy ``MDPDataset`` of these arrays, sampled through ``transition_picker`` if given."""
         import d3rlpy
 
         self.validate()
@@ -104,6 +104,7 @@ class Transitions:
             rewards=self.rewards.reshape(-1, 1),
             terminals=self.terminals.astype(np.float32),
             timeouts=self.timeouts.astype(np.float32),
+            transition_picker=transition_picker,
             action_space=d3rlpy.constants.ActionSpace.CONTINUOUS,
         )
 

@@ -274,18 +274,7 @@ def build_learner(cfg: dict[str, Any], env_name: str, algo: str, device: str):
 
 def replay_buffer(transitions: Transitions, picker=None):
     """The d3rlpy dataset of verified ``transitions``, sampled through ``picker``."""
-    import d3rlpy
-
-    transitions.validate()
-    return d3rlpy.dataset.MDPDataset(
-        observations=transitions.observations,
-        actions=transitions.actions,
-        rewards=transitions.rewards.reshape(-1, 1),
-        terminals=transitions.terminals.astype(np.float32),
-        timeouts=transitions.timeouts.astype(np.float32),
-        transition_picker=picker,
-        action_space=d3rlpy.constants.ActionSpace.CONTINUOUS,
-    )
+    return transitions.to_mdp_dataset(picker)
 
 
 def offline_buffer(
