@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import json
 import logging
 import shutil
 import sys
@@ -35,8 +34,8 @@ import numpy as np
 from replication import checkpoint, config, tidy
 from replication.datasets import Transitions, save_dataset
 from replication.envs import get_spec, make_env
-from replication.evaluation import EpisodeRecord, Evaluator
-from replication.io import atomic_path, read_json, write_json
+from replication.evaluation import Evaluator
+from replication.io import atomic_path, write_json
 from replication.policies import export_sac_actor, load_policy, sac_policy
 from replication.runinfo import run_info
 from replication.schema import validation_checkpoints, validation_costs
@@ -385,11 +384,3 @@ def run_online(
 
     device = configure_torch(cfg)
     return OnlineRun(cfg, env_name, seed, out_dir, progress).run(device)
-
-
-def read_validation(out_dir: Path | str, pause: int) -> dict[str, Any]:
-    return read_json(pause_dir(Path(out_dir), pause) / "validation.json")
-
-
-def read_records(path: Path | str) -> list[EpisodeRecord]:
-    return [EpisodeRecord(**r) for r in json.loads(Path(path).read_text())]
