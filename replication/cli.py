@@ -338,6 +338,9 @@ def _estimate(args: argparse.Namespace) -> int:
 # --- entry point -------------------------------------------------------------------------------
 
 
+TRAINING_COMMANDS = ("online", "newdata", "offline", "finetune")  # the per-cell jobs, which use d3rlpy
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="replication",
@@ -360,6 +363,10 @@ def main(argv: list[str] | None = None) -> int:
         args = argparse.Namespace(command=argv[0], args=argv[1:], debug=False, _run=COMMANDS[argv[0]].run)
     else:
         args = parser.parse_args(argv)
+    if args.command in TRAINING_COMMANDS:
+        from replication.imports import import_d3rlpy
+
+        import_d3rlpy()  # before anything else imports it: skips scikit-learn (see replication.imports)
     try:
         return int(args._run(args) or 0)
     except ValueError as error:  # the package's own errors (config, dataset, budget) are ValueErrors

@@ -601,7 +601,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--config", help="run configuration file (default: the paper profile)")
     parser.add_argument("--figures", nargs="+", choices=FIGURES, help="default: every figure the config makes")
     parser.add_argument("--statistics", help="aggregate.csv of replication.statistics (for F5)")
-    parser.add_argument("--reps", type=int, default=stats.DEFAULT_REPS, help="bootstrap replications (F5)")
+    parser.add_argument("--reps", type=int, help="bootstrap replications for F5 (default: from the config)")
     parser.add_argument("--seed", type=int, default=stats.DEFAULT_SEED, help="bootstrap seed (F5)")
     args = parser.parse_args(argv)
     cfg = agg.load_config(args.config)
@@ -611,7 +611,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg,
         figures=args.figures,
         statistics_csv=args.statistics,
-        reps=args.reps,
+        reps=args.reps or stats.config_reps(cfg),
         seed=args.seed,
     )
     return 0

@@ -173,14 +173,6 @@ def other_choices(cfg: Mapping[str, Any]) -> pd.DataFrame:
         key = f"{c['item']} {c['key'].split('.')[-1]}" if c["item"] else c["key"]
         where = f"{scorecard.CLAIMS_FILE.name}: {key}"
         rows.append({"Where": where, "Choice": f"{c['literal']} ({c['note']})" if c["note"] else c["literal"]})
-    from replication import statistics
-
-    rows.append(
-        {
-            "Where": "replication.statistics: DEFAULT_REPS",
-            "Choice": f"{statistics.DEFAULT_REPS} bootstrap replications for F5 (rliable's default is 50,000)",
-        }
-    )
     return pd.DataFrame(rows, columns=["Where", "Choice"])
 
 

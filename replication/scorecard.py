@@ -577,7 +577,7 @@ def evaluate_claims(
     ctx = Context(
         df=df,
         expected=expected,
-        reps=int(reps if reps is not None else boot.get("reps", stats.DEFAULT_REPS)),
+        reps=int(reps if reps is not None else stats.DEFAULT_REPS),
         seed=int(seed if seed is not None else boot.get("seed", stats.DEFAULT_SEED)),
         confidence=float(boot.get("confidence", stats.CONFIDENCE)),
         margin=float(claims.get("margin", 0.05)),
@@ -676,9 +676,10 @@ def build_scorecard(
 ) -> list[Path]:
     """Evaluate every claim of ``claims_path``; write ``S1.csv`` and ``S1.md`` under ``out_dir``."""
     df = agg.load_results(tidy_csv_paths)
-    expected = Expected.from_config(cfg if cfg is not None else agg.load_config(None))
+    cfg = cfg if cfg is not None else agg.load_config(None)
+    expected = Expected.from_config(cfg)
     claims = load_claims(claims_path)
-    table = evaluate_claims(df, expected, claims, reps=reps, seed=seed)
+    table = evaluate_claims(df, expected, claims, reps=reps or stats.config_reps(cfg), seed=seed)
     out_dir = Path(out_dir)
     csv_path, md_path = out_dir / "S1.csv", out_dir / "S1.md"
     write_text(csv_path, table.to_csv(index=False))
@@ -693,7 +694,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument("--config", help="run configuration file (default: the paper profile)")
     parser.add_argument("--claims", default=str(CLAIMS_FILE), help="claims file (default: paper/claims.yaml)")
-    parser.add_argument("--reps", type=int, help="bootstrap replications (default: from the claims file)")
+    parser.add_argument(
+        "--reps", type=int, help="bootstrap replications (default: the config's statistics.bootstrap_reps)"
+    )
     parser.add_argument("--seed", type=int, help="bootstrap seed (default: from the claims file)")
     args = parser.parse_args(argv)
     cfg = agg.load_config(args.config)

@@ -38,7 +38,7 @@ from replication import aggregate as agg
 from replication.aggregate import Expected, MissingResultsError
 from replication.io import write_text
 
-DEFAULT_REPS = 5000  # (choice) bootstrap replications; rliable's default is 50,000 (about 10x slower)
+DEFAULT_REPS = 5000  # without a config; runs use config statistics.bootstrap_reps
 DEFAULT_SEED = 0
 CONFIDENCE = 0.95
 
@@ -102,6 +102,11 @@ def poi_pairwise(scores_x: np.ndarray, scores_y: np.ndarray) -> float:
     y = np.asarray(scores_y, float)[None, :, :]
     per_task = ((x > y).astype(float) + 0.5 * (x == y)).mean(axis=(0, 1))
     return float(per_task.mean())
+
+
+def config_reps(cfg: dict[str, Any]) -> int:
+    """Bootstrap replications of a resolved config (``statistics.bootstrap_reps``)."""
+    return int(cfg.get("statistics", {}).get("bootstrap_reps", DEFAULT_REPS))
 
 
 def bootstrap_interval(
@@ -350,11 +355,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument("--config", help="run configuration file (default: the paper profile)")
     parser.add_argument("--pause", type=int, help="pause point (env steps) of the recommendation group")
-    parser.add_argument("--reps", type=int, default=DEFAULT_REPS, help="bootstrap replications")
+    parser.add_argument(
+        "--reps", type=int, help="bootstrap replications (default: the config's statistics.bootstrap_reps)"
+    )
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="bootstrap seed")
     args = parser.parse_args(argv)
     cfg = agg.load_config(args.config)
-    build_statistics(args.results, args.out, cfg, pause=args.pause, reps=args.reps, seed=args.seed)
+    reps = args.reps or config_reps(cfg)
+    build_statistics(args.results, args.out, cfg, pause=args.pause, reps=reps, seed=args.seed)
     return 0
 
 

@@ -6,6 +6,7 @@ from replication.aggregate import Expected
 from replication.plotting import default_figures
 
 FIGURES = default_figures(Expected.from_config(CFG))
+BOOTSTRAP = yaml.safe_dump({"statistics": CFG["statistics"]})  # a param: a new setting reruns the intervals
 TABLES = ["T1", "T2"] + (["T3"] if CFG["finetune"]["methods"] else [])
 
 
@@ -43,6 +44,8 @@ rule statistics:
     output:
         csv=report(OUT + "/statistics/aggregate.csv", category="Aggregate", caption="captions/statistics.rst"),
         md=OUT + "/statistics/aggregate.md",
+    params:
+        settings=BOOTSTRAP,
     log:
         OUT + "/logs/statistics.log",
     benchmark:
@@ -74,6 +77,8 @@ rule scorecard:
     output:
         csv=report(OUT + "/scorecard/S1.csv", category="Scorecard", caption="captions/scorecard.rst"),
         md=OUT + "/scorecard/S1.md",
+    params:
+        settings=BOOTSTRAP,
     log:
         OUT + "/logs/scorecard.log",
     benchmark:
