@@ -694,9 +694,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument("--config", help="run configuration file (default: the paper profile)")
     parser.add_argument("--claims", default=str(CLAIMS_FILE), help="claims file (default: paper/claims.yaml)")
-    parser.add_argument(
-        "--reps", type=int, help="bootstrap replications (default: the config's statistics.bootstrap_reps)"
-    )
+    parser.add_argument("--reps", type=int, help="bootstrap replications (default: config statistics.bootstrap_reps)")
     parser.add_argument("--seed", type=int, help="bootstrap seed (default: from the claims file)")
     args = parser.parse_args(argv)
     cfg = agg.load_config(args.config)

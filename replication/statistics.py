@@ -355,9 +355,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument("--config", help="run configuration file (default: the paper profile)")
     parser.add_argument("--pause", type=int, help="pause point (env steps) of the recommendation group")
-    parser.add_argument(
-        "--reps", type=int, help="bootstrap replications (default: the config's statistics.bootstrap_reps)"
-    )
+    parser.add_argument("--reps", type=int, help="bootstrap replications (default: config statistics.bootstrap_reps)")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="bootstrap seed")
     args = parser.parse_args(argv)
     cfg = agg.load_config(args.config)
