@@ -7,11 +7,12 @@
 # The grid is defined once, in replication.workflow; rules are thin calls of the `replication`
 # command line. The run's config (config/defaults.yaml + your file) is validated before any job.
 
+import shlex
+
+import yaml
 from replication import config as rconfig
 from replication import workflow as wf
 from replication.io import write_text
-
-import yaml
 from snakemake.utils import min_version
 
 min_version("9.0")
@@ -32,8 +33,13 @@ _resolved = yaml.safe_dump(CFG, sort_keys=False)
 if not os.path.exists(CONFIG_FILE) or open(CONFIG_FILE).read() != _resolved:
     write_text(CONFIG_FILE, _resolved)
 
-CELL = OUT + "/cells/{env}/seed{seed}"
-RUN = f"{sys.executable} -m replication"  # the package's CLI, from the interpreter running the workflow
+CELL = f"{OUT}/cells/{{env}}/seed{{seed}}"
+# Jobs call the package's command line as `replication`: the interpreter running Snakemake (the
+# project's .venv), or the job's own `python` when Snakemake deploys the software (--sdm conda,
+# environment.yml). A shell function rather than a param, so moving the project reruns nothing.
+_python = "python" if workflow.deployment_settings.deployment_method else shlex.quote(sys.executable)
+shell.prefix(f'set -euo pipefail; replication() {{{{ {_python} -m replication "$@"; }}}}; ')  # braces: doubled twice
+ENVIRONMENT = "../environment.yml"  # the conda environment of every rule (paths relative to rules/)
 
 wildcard_constraints:
     env=r"[a-z0-9-]+(\+[a-z_]+=[a-z0-9.]+(,[a-z_]+=[a-z0-9.]+)*)?",
@@ -42,18 +48,7 @@ wildcard_constraints:
     dataset=r"[a-z0-9.-]+",
 
 
-def settings(*sections):
-    """The config sections a rule depends on, as a param: editing others does not rerun it."""
-
-    def get(wildcards):
-        picked = {s: CFG[s] for s in sections}
-        picked["cell"] = wildcards.env
-        picked["env_options"] = CFG["env_options"].get(wf.parse_cell(wildcards.env).env, {})
-        return yaml.safe_dump(picked, sort_keys=True)
-
-    return get
-
-
+include: "rules/common.smk"
 include: "rules/online.smk"
 include: "rules/offline.smk"
 include: "rules/finetune.smk"
@@ -62,5 +57,5 @@ include: "rules/aggregate.smk"
 
 rule all:
     input:
-        OUT + "/report.md",
+        f"{OUT}/report.md",
     default_target: True

@@ -144,3 +144,39 @@ def make_env(name: str, seed: int, **overrides: Any) -> gym.Env:
     env.action_space.seed(seed)
     env.reset(seed=seed)
     return env
+
+
+def _options_key(options: dict[str, Any]) -> str:
+    return yaml.safe_dump(options, sort_keys=True)
+
+
+@functools.cache
+def _spaces(name: str, options: str) -> tuple[gym.Space, gym.Space]:
+    env = make_env(name, 0, **(yaml.safe_load(options) or {}))
+    spaces = env.observation_space, env.action_space
+    env.close()
+    return spaces
+
+
+def env_spaces(name: str, **options: Any) -> tuple[gym.Space, gym.Space]:
+    """(observation space, action space) of ``make_env(name, ..., **options)``, built once per process.
+
+    Building an env only to read its spaces is not free (a Meta-World MT1 env resets 50 task
+    variations on construction: about 1 s). The spaces are shared: read them, do not seed them.
+    """
+    return _spaces(name, _options_key(options))
+
+
+_SHARED: dict[tuple[str, int, str], gym.Env] = {}
+
+
+def shared_env(name: str, seed: int, **options: Any) -> gym.Env:
+    """One ``make_env(name, seed, **options)`` instance per process, for evaluation and validation.
+
+    Only for users that reset every episode with its own seed (:class:`replication.evaluation.Evaluator`),
+    so that what the instance did before cannot change their results; never close it.
+    """
+    key = (name, seed, _options_key(options))
+    if key not in _SHARED:
+        _SHARED[key] = make_env(name, seed, **options)
+    return _SHARED[key]

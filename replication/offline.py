@@ -95,7 +95,7 @@ import torch
 
 from replication import config, tidy
 from replication.datasets import DatasetError, Transitions, load_transitions
-from replication.envs import get_spec, make_env, resolve_spec
+from replication.envs import env_spaces, get_spec, resolve_spec, shared_env
 from replication.evaluation import EpisodeRecord, Evaluator
 from replication.io import atomic_path, read_json, write_json
 from replication.ledger import BudgetError, Ledger
@@ -231,9 +231,7 @@ def build_learner(cfg: dict[str, Any], env_name: str, algo: str, device: str):
     if algo not in ALGOS:
         raise ValueError(f"unknown offline algorithm {algo!r}; valid: {', '.join(ALGOS)}")
     p = config.offline_params(cfg, env_name, algo)
-    env = make_env(env_name, 0, **config.env_options(cfg, env_name))
-    space = env.action_space
-    env.close()
+    _, space = env_spaces(env_name, **config.env_options(cfg, env_name))
     encoder = d3rlpy.models.VectorEncoderFactory(hidden_units=list(p["hidden_units"]))
     common = {
         "actor_learning_rate": p["actor_learning_rate"],
@@ -352,9 +350,7 @@ def check_dataset(
     for key, value in counts.items():
         if key in meta and int(meta[key]) != value:
             raise DatasetError(f"{where}: holds {value} {key.replace('_', ' ')}, its metadata says {meta[key]}")
-    env = make_env(env_name, 0, **config.env_options(cfg, env_name))
-    obs_space, act_space = env.observation_space, env.action_space
-    env.close()
+    obs_space, act_space = env_spaces(env_name, **config.env_options(cfg, env_name))
     if transitions.observations.ndim != 2 or transitions.observations.shape[1:] != obs_space.shape:
         raise DatasetError(
             f"{where}: observations have shape {transitions.observations.shape[1:]}, the env's are {obs_space.shape}"
@@ -573,7 +569,10 @@ def run_offline(
     d3rlpy.seed(seed)
     learner = build_learner(cfg, env_name, algo, device)
     prepare(learner, buffer)
-    validator = Evaluator(env_name, seed, v["episodes"], v["seed_offset"], env_opts)
+    # one env for every learner of the job: each episode is reset with its own seed
+    validator = Evaluator(
+        env_name, seed, v["episodes"], v["seed_offset"], env_opts, shared_env(env_name, seed, **env_opts)
+    )
     timings.setup_seconds = time.perf_counter() - start
 
     bar = None
@@ -604,7 +603,6 @@ def run_offline(
         bar.close()
     save_learnable(learner, out_dir / "learnable_last.d3")
     os.replace(candidate, out_dir / "policy_last.pt")
-    validator.close()
     actual = sum(r.env_steps for recs in validation_records.values() for r in recs)
     if actual > charged:
         raise AssertionError(f"offline validation spent {actual} env steps, more than the {charged} charged")
@@ -639,7 +637,6 @@ def run_offline(
         offline_records[which] = (
             next(iter(offline_records.values())) if same else evaluator(load_policy(out_dir / f"policy_{which}.pt"))
         )
-    evaluator.close()
     timings.evaluation_seconds = time.perf_counter() - t0
 
     base = {

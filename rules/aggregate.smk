@@ -14,78 +14,101 @@ rule collect:
     input:
         [str(p) for p in wf.tidy_inputs(CFG)],
     output:
-        OUT + "/tidy.csv",
+        f"{OUT}/tidy.csv",
+    params:
     log:
-        OUT + "/logs/collect.log",
+        f"{OUT}/logs/collect.log",
     benchmark:
-        OUT + "/benchmarks/collect.tsv"
+        f"{OUT}/benchmarks/collect.tsv"
+    conda:
+        ENVIRONMENT
     shell:
-        "{RUN} collect --out {output} {input} > {log} 2>&1"
+        "replication collect --out {output} {input} > {log} 2>&1"
 
 
 rule tables:
     input:
-        OUT + "/tidy.csv",
+        f"{OUT}/tidy.csv",
     output:
         csv=[report(f"{OUT}/tables/{t}.csv", category="Tables", caption="captions/tables.rst") for t in TABLES],
         md=[f"{OUT}/tables/{t}.md" for t in TABLES],
         tex=[f"{OUT}/tables/{t}.tex" for t in TABLES],
+    params:
+        config=CONFIG_FILE,
+        tables=TABLES,
+        out=lambda w, output: os.path.dirname(output.md[0]),
     log:
-        OUT + "/logs/tables.log",
+        f"{OUT}/logs/tables.log",
     benchmark:
-        OUT + "/benchmarks/tables.tsv"
+        f"{OUT}/benchmarks/tables.tsv"
+    conda:
+        ENVIRONMENT
     shell:
-        "{RUN} tables --results {input} --out {OUT}/tables --config {CONFIG_FILE} --tables {TABLES} > {log} 2>&1"
+        "replication tables --results {input} --out {params.out} --config {params.config}"
+        " --tables {params.tables} > {log} 2>&1"
 
 
 rule statistics:
     input:
-        OUT + "/tidy.csv",
+        f"{OUT}/tidy.csv",
     output:
-        csv=report(OUT + "/statistics/aggregate.csv", category="Aggregate", caption="captions/statistics.rst"),
-        md=OUT + "/statistics/aggregate.md",
+        csv=report(f"{OUT}/statistics/aggregate.csv", category="Aggregate", caption="captions/statistics.rst"),
+        md=f"{OUT}/statistics/aggregate.md",
     params:
         settings=BOOTSTRAP,
+        config=CONFIG_FILE,
+        out=parent("output.md"),
     log:
-        OUT + "/logs/statistics.log",
+        f"{OUT}/logs/statistics.log",
     benchmark:
-        OUT + "/benchmarks/statistics.tsv"
+        f"{OUT}/benchmarks/statistics.tsv"
+    conda:
+        ENVIRONMENT
     shell:
-        "{RUN} statistics --results {input} --out {OUT}/statistics --config {CONFIG_FILE} > {log} 2>&1"
+        "replication statistics --results {input} --out {params.out} --config {params.config} > {log} 2>&1"
 
 
 rule figures:
     input:
-        tidy=OUT + "/tidy.csv",
-        statistics=OUT + "/statistics/aggregate.csv",
+        tidy=f"{OUT}/tidy.csv",
+        statistics=f"{OUT}/statistics/aggregate.csv",
     output:
         png=[report(f"{OUT}/figures/{f}.png", category="Figures", caption="captions/figures.rst") for f in FIGURES],
         pdf=[f"{OUT}/figures/{f}.pdf" for f in FIGURES],
+    params:
+        config=CONFIG_FILE,
+        out=lambda w, output: os.path.dirname(output.png[0]),
     log:
-        OUT + "/logs/figures.log",
+        f"{OUT}/logs/figures.log",
     benchmark:
-        OUT + "/benchmarks/figures.tsv"
+        f"{OUT}/benchmarks/figures.tsv"
+    conda:
+        ENVIRONMENT
     shell:
-        "{RUN} figures --results {input.tidy} --statistics {input.statistics} --out {OUT}/figures"
-        " --config {CONFIG_FILE} > {log} 2>&1"
+        "replication figures --results {input.tidy} --statistics {input.statistics} --out {params.out}"
+        " --config {params.config} > {log} 2>&1"
 
 
 rule scorecard:
     input:
-        tidy=OUT + "/tidy.csv",
+        tidy=f"{OUT}/tidy.csv",
         claims=os.path.join(workflow.basedir, "paper", "claims.yaml"),
     output:
-        csv=report(OUT + "/scorecard/S1.csv", category="Scorecard", caption="captions/scorecard.rst"),
-        md=OUT + "/scorecard/S1.md",
+        csv=report(f"{OUT}/scorecard/S1.csv", category="Scorecard", caption="captions/scorecard.rst"),
+        md=f"{OUT}/scorecard/S1.md",
     params:
         settings=BOOTSTRAP,
+        config=CONFIG_FILE,
+        out=parent("output.md"),
     log:
-        OUT + "/logs/scorecard.log",
+        f"{OUT}/logs/scorecard.log",
     benchmark:
-        OUT + "/benchmarks/scorecard.tsv"
+        f"{OUT}/benchmarks/scorecard.tsv"
+    conda:
+        ENVIRONMENT
     shell:
-        "{RUN} scorecard --results {input.tidy} --claims {input.claims} --out {OUT}/scorecard"
-        " --config {CONFIG_FILE} > {log} 2>&1"
+        "replication scorecard --results {input.tidy} --claims {input.claims} --out {params.out}"
+        " --config {params.config} > {log} 2>&1"
 
 
 rule report:
@@ -95,10 +118,15 @@ rule report:
         statistics=rules.statistics.output.md,
         scorecard=rules.scorecard.output.md,
     output:
-        OUT + "/report.md",
+        f"{OUT}/report.md",
+    params:
+        config=CONFIG_FILE,
+        benchmarks=f"{OUT}/cells/*/seed*/benchmarks/*.tsv",  # a glob the shell expands
     log:
-        OUT + "/logs/report.log",
+        f"{OUT}/logs/report.log",
+    conda:
+        ENVIRONMENT
     shell:
-        "{RUN} report --out {output} --config {CONFIG_FILE} --tables {input.tables} --figures {input.figures}"
-        " --statistics {input.statistics} --scorecard {input.scorecard} --benchmarks {OUT}/cells/*/seed*/benchmarks/*.tsv"
+        "replication report --out {output} --config {params.config} --tables {input.tables} --figures {input.figures}"
+        " --statistics {input.statistics} --scorecard {input.scorecard} --benchmarks {params.benchmarks}"
         " > {log} 2>&1"

@@ -2,31 +2,29 @@
 # One job per (cell, dataset) trains every learner that dataset needs, one after the other.
 
 
-def offline_data(wildcards):
-    dataset = wf.parse_dataset_key(CFG, wildcards.dataset)
-    return str(wf.dataset_file(CFG, wildcards.env, int(wildcards.seed), dataset))
-
-
 rule offline:
     input:
         data=offline_data,
-        online=CELL + "/online/online.json",
+        online=f"{CELL}/online/online.json",
     output:
-        recommend=CELL + "/offline/{dataset}/recommend.csv",
-        summary=CELL + "/offline/{dataset}/offline.json",
+        recommend=f"{CELL}/offline/{{dataset}}/recommend.csv",
+        summary=f"{CELL}/offline/{{dataset}}/offline.json",
     params:
         settings=settings("budget", "offline", "evaluation", "validation", "newdata"),
+        config=CONFIG_FILE,
         algos=lambda w: wf.offline_algos(CFG, w.env, int(w.seed), w.dataset),
-        online=CELL + "/online",
-        out=CELL + "/offline/{dataset}",
+        online=parent("input.online"),
+        out=parent("output.summary"),
     log:
-        CELL + "/logs/offline-{dataset}.log",
+        f"{CELL}/logs/offline-{{dataset}}.log",
     benchmark:
-        CELL + "/benchmarks/offline-{dataset}.tsv"
+        f"{CELL}/benchmarks/offline-{{dataset}}.tsv"
     threads: 1
     resources:
         mem_mb=6000,
+    conda:
+        ENVIRONMENT
     shell:
-        "{RUN} offline --config {CONFIG_FILE} --env {wildcards.env} --seed {wildcards.seed}"
+        "replication offline --config {params.config} --env {wildcards.env} --seed {wildcards.seed}"
         " --algo {params.algos} --dataset {wildcards.dataset} --data {input.data}"
         " --online {params.online} --out {params.out} > {log} 2>&1"

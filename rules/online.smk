@@ -5,41 +5,47 @@ ONLINE_PAUSES = __import__("replication.online", fromlist=["online_pauses"]).onl
 
 rule online:
     output:
-        curve=CELL + "/online/curve.csv",
-        summary=CELL + "/online/online.json",
-        datasets=expand(CELL + "/online/pause_{pause}/dataset_buffer.h5", pause=ONLINE_PAUSES, allow_missing=True),
-        validation=expand(CELL + "/online/pause_{pause}/validation.json", pause=ONLINE_PAUSES, allow_missing=True),
+        curve=f"{CELL}/online/curve.csv",
+        summary=f"{CELL}/online/online.json",
+        datasets=expand(f"{CELL}/online/pause_{{pause}}/dataset_buffer.h5", pause=ONLINE_PAUSES, allow_missing=True),
+        validation=expand(f"{CELL}/online/pause_{{pause}}/validation.json", pause=ONLINE_PAUSES, allow_missing=True),
     params:
         settings=settings("budget", "online", "evaluation", "validation", "newdata", "seeds"),
-        out=CELL + "/online",
+        config=CONFIG_FILE,
+        out=parent("output.summary"),
     log:
-        CELL + "/logs/online.log",
+        f"{CELL}/logs/online.log",
     benchmark:
-        CELL + "/benchmarks/online.tsv"
+        f"{CELL}/benchmarks/online.tsv"
     threads: 1
     resources:
         mem_mb=4000,
+    conda:
+        ENVIRONMENT
     shell:
-        "{RUN} online --config {CONFIG_FILE} --env {wildcards.env} --seed {wildcards.seed}"
+        "replication online --config {params.config} --env {wildcards.env} --seed {wildcards.seed}"
         " --out {params.out} --no-progress > {log} 2>&1"
 
 
 rule newdata:
     input:
-        online=CELL + "/online/online.json",
+        online=f"{CELL}/online/online.json",
     output:
-        data=CELL + "/newdata/{dataset}.h5",
-        meta=CELL + "/newdata/{dataset}.h5.json",
+        data=f"{CELL}/newdata/{{dataset}}.h5",
+        meta=f"{CELL}/newdata/{{dataset}}.h5.json",
     params:
         settings=settings("budget", "newdata", "seeds"),
-        online=CELL + "/online",
+        config=CONFIG_FILE,
+        online=parent("input.online"),
     log:
-        CELL + "/logs/newdata-{dataset}.log",
+        f"{CELL}/logs/newdata-{{dataset}}.log",
     benchmark:
-        CELL + "/benchmarks/newdata-{dataset}.tsv"
+        f"{CELL}/benchmarks/newdata-{{dataset}}.tsv"
     threads: 1
     resources:
         mem_mb=4000,
+    conda:
+        ENVIRONMENT
     shell:
-        "{RUN} newdata --config {CONFIG_FILE} --env {wildcards.env} --seed {wildcards.seed}"
+        "replication newdata --config {params.config} --env {wildcards.env} --seed {wildcards.seed}"
         " --online {params.online} --dataset {wildcards.dataset} --out {output.data} > {log} 2>&1"

@@ -1,0 +1,111 @@
+"""The CI check of regenerated tables and figures against committed references."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from replication import reference
+
+ROOT = Path(__file__).resolve().parent.parent
+COMMITTED = ROOT / "results" / "reference" / "ci"
+
+
+def make_run(root: Path) -> Path:
+    (root / "tables").mkdir(parents=True)
+    (root / "figures").mkdir()
+    pd.DataFrame(
+        {"env": ["hopper", "kitchen"], "mean": [0.125, 3.5], "note": ["2 of 3 help; +0.012 [+0.010, +0.020]", ""]}
+    ).to_csv(root / "tables" / "T1.csv", index=False)
+    pixels = np.full((40, 60, 3), 255, np.uint8)
+    pixels[10:30, 20:40] = (30, 60, 200)
+    Image.fromarray(pixels).save(root / "figures" / "F1.png")
+    return root
+
+
+def test_identical_run_passes_and_refresh_copies_every_file(tmp_path):
+    run = make_run(tmp_path / "run")
+    written = reference.refresh(run, tmp_path / "ref")
+    assert written == ["figures/F1.png", "tables/T1.csv"]
+    report = reference.check(run, tmp_path / "ref", tmp_path / "diff")
+    assert report.ok and len(report.compared) == 2
+    assert not (tmp_path / "diff").exists()
+
+
+def test_numbers_within_tolerance_pass_and_beyond_it_fail(tmp_path):
+    run = make_run(tmp_path / "run")
+    reference.refresh(run, tmp_path / "ref")
+    table = pd.read_csv(run / "tables" / "T1.csv", keep_default_na=False)
+    table.loc[0, "mean"] = 0.125 * (1 + 1e-9)
+    table.to_csv(run / "tables" / "T1.csv", index=False)
+    assert reference.check(run, tmp_path / "ref", tmp_path / "diff").ok
+    table.loc[1, "note"] = "x"
+    table.to_csv(run / "tables" / "T1.csv", index=False)
+    assert not reference.check(run, tmp_path / "ref", tmp_path / "diff").ok
+
+
+def test_numbers_inside_text_are_compared_as_numbers():
+    assert reference.same_cell("+0.012 [+0.010, +0.020]", "+0.0120 [+0.010, +0.020]")
+    assert not reference.same_cell("+0.012 [+0.010, +0.020]", "+0.013 [+0.010, +0.020]")
+    assert not reference.same_cell("2 of 3 help", "2 of 3 hurt")
+    assert reference.same_cell("", "nan") and not reference.same_cell("", "0.0")
+
+
+def test_a_changed_figure_fails_with_a_side_by_side_image(tmp_path):
+    run = make_run(tmp_path / "run")
+    reference.refresh(run, tmp_path / "ref")
+    pixels = np.asarray(Image.open(run / "figures" / "F1.png")).copy()
+    pixels[10:30, 25:45] = (30, 60, 200)  # the bar moved 5 pixels
+    Image.fromarray(pixels).save(run / "figures" / "F1.png")
+    report = reference.check(run, tmp_path / "ref", tmp_path / "diff")
+    assert [m.path for m in report.mismatches] == ["figures/F1.png"]
+    assert "RMS" in report.mismatches[0].summary
+    side = tmp_path / "diff" / "figures__F1.png.side-by-side.png"
+    assert Image.open(side).size[0] > 3 * 60  # reference | regenerated | difference
+    assert side.name in (tmp_path / "diff" / "index.html").read_text()
+
+
+def test_missing_and_unexpected_files_are_mismatches(tmp_path):
+    run = make_run(tmp_path / "run")
+    reference.refresh(run, tmp_path / "ref")
+    (run / "figures" / "F1.png").rename(run / "figures" / "F9.png")
+    report = reference.check(run, tmp_path / "ref", tmp_path / "diff")
+    assert {(m.path, m.summary) for m in report.mismatches} == {
+        ("figures/F1.png", "missing from the run"),
+        ("figures/F9.png", "made by the run but has no reference"),
+    }
+
+
+def test_check_without_references_says_how_to_make_them(tmp_path):
+    run = make_run(tmp_path / "run")
+    with pytest.raises(FileNotFoundError, match="reference refresh"):
+        reference.check(run, tmp_path / "none", tmp_path / "diff")
+
+
+@pytest.mark.skipif(not COMMITTED.exists(), reason="no committed CI references")
+def test_perturbing_one_committed_reference_number_fails_with_a_readable_diff(tmp_path, capsys):
+    """The committed CI references against themselves pass; one number changed in them fails."""
+    ref = tmp_path / "ref"
+    shutil.copytree(COMMITTED, ref)
+    assert (
+        reference.main(["check", "--run", str(COMMITTED), "--reference", str(ref), "--diff", str(tmp_path / "d")]) == 0
+    )
+
+    table = ref / "tables" / "T1.csv"
+    frame = pd.read_csv(table, keep_default_na=False, dtype=str)
+    column = next(c for c in frame.columns if c.endswith("_mean"))
+    old = frame.loc[0, column]
+    frame.loc[0, column] = repr(float(old) + 0.5)
+    frame.to_csv(table, index=False)
+
+    status = reference.main(["check", "--run", str(COMMITTED), "--reference", str(ref), "--diff", str(tmp_path / "d")])
+    out = capsys.readouterr().out
+    assert status == 1
+    assert f"tables/T1.csv: 1 cell(s) differ; first: row 1, column {column}" in out
+    page = (tmp_path / "d" / "index.html").read_text()
+    assert "<del>" in page and old in page
