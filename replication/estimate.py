@@ -35,6 +35,12 @@ ENV_STEPS_PER_SECOND = {  # with a policy in the loop, per environment
     "sawyer-lift": 1200.0,
     "sawyer-drape": 1000.0,
 }
+# Assumed, not measured here (no GPU was available to this project's measurements): gradient
+# steps/s of one job on one datacenter GPU (A100/H100 class) at 256x256 and batch 256, eager
+# PyTorch. Small networks leave such a GPU mostly idle: an update is bound by Python and kernel
+# launches, a few times faster than one CPU core, not hundreds. Replace them with measured ones:
+# `replication estimate` on a config whose jobs ran on GPUs reads their own summaries.
+GPU_GRADIENT_STEPS_PER_SECOND = {"sac": 300.0, "iql": 500.0, "cql": 200.0, "calql": 200.0, "pex": 400.0}
 JOB_OVERHEAD_SECONDS = 8.0  # interpreter, imports and environment construction per job
 REFERENCE_WORK = 256 * (256 * 256)  # batch x hidden^2 of the built-in figures
 
@@ -44,13 +50,15 @@ class StageCost:
     jobs: int = 0
     env_steps: float = 0.0
     gradient_steps: float = 0.0
-    seconds: float = 0.0
+    seconds: float = 0.0  # one CPU core per job
+    gpu_seconds: float = 0.0  # one GPU per job (assumed GPU figures)
 
-    def add(self, env_steps: float, gradient_steps: float, seconds: float) -> None:
+    def add(self, env_steps: float, gradient_steps: float, seconds: float, gpu_seconds: float) -> None:
         self.jobs += 1
         self.env_steps += env_steps
         self.gradient_steps += gradient_steps
         self.seconds += seconds
+        self.gpu_seconds += gpu_seconds
 
 
 def network_scale(batch: int, hidden: list[int]) -> float:
@@ -89,38 +97,39 @@ def estimate(cfg: dict[str, Any]) -> tuple[dict[str, StageCost], str]:
     for job in jobs(cfg):
         env = parse_cell(job.env).env
         ep = episode_steps(cfg, env)
-        env_rate = ENV_STEPS_PER_SECOND[env]
         report_steps = ev["episodes"] * ep
-        cost = stages.setdefault(job.rule, StageCost())
+        updates: list[tuple[str, float, int, list[int]]] = []  # (algo, gradient steps, batch, hidden)
         if job.rule == "online":
             p = config.online_params(cfg, env)
             grads = max(0, total - p["learning_starts"]) * p["gradient_steps"] / p["train_freq"]
-            evals = (total // ev["interval"]) * report_steps + sum(validation_costs(cfg, env))
-            seconds = grads / rate("sac", p["batch_size"], p["net_arch"]) + (total + evals) / env_rate
-            cost.add(total + evals, grads, seconds + JOB_OVERHEAD_SECONDS)
+            env_steps = total + (total // ev["interval"]) * report_steps + sum(validation_costs(cfg, env))
+            updates.append(("sac", grads, p["batch_size"], p["net_arch"]))
         elif job.rule == "newdata":
-            n = cfg["newdata"]["size"]
-            cost.add(n, 0, n / env_rate + JOB_OVERHEAD_SECONDS)
+            env_steps = cfg["newdata"]["size"]
         elif job.rule == "offline":
             v = cfg["validation"]
             k = validation_checkpoints(v["offline_fraction"], total, v["episodes"], ep)
-            env_steps = grads = seconds = 0.0
+            env_steps = 0
             for algo in job.algos:
                 p = config.offline_params(cfg, env, algo)
-                evals = k * v["episodes"] * ep + 3 * report_steps
-                env_steps += evals
-                grads += p["gradient_steps"]
-                seconds += p["gradient_steps"] / rate(algo, p["batch_size"], p["hidden_units"]) + evals / env_rate
-            cost.add(env_steps, grads, seconds + JOB_OVERHEAD_SECONDS)
+                env_steps += k * v["episodes"] * ep + 3 * report_steps
+                updates.append((algo, p["gradient_steps"], p["batch_size"], p["hidden_units"]))
         elif job.rule == "finetune":
             remaining = finetune_ledger(cfg, env).remaining
             extra = cfg["analysis"]["c4"]["extended_steps"] if cfg["analysis"]["c4"]["enabled"] else 0
             steps = remaining + (extra if job.algo == "iql" and env in cfg["analysis"]["c4"]["envs"] else 0)
             p = config.offline_params(cfg, env, FINETUNE_SOURCES[job.algo])
-            grads = steps * cfg["finetune"]["updates_per_step"]
-            evals = (steps // ev["interval"] + 1) * report_steps
-            seconds = grads / rate(job.algo, p["batch_size"], p["hidden_units"]) + (steps + evals) / env_rate
-            cost.add(steps + evals, grads, seconds + JOB_OVERHEAD_SECONDS)
+            env_steps = steps + (steps // ev["interval"] + 1) * report_steps
+            updates.append((job.algo, steps * cfg["finetune"]["updates_per_step"], p["batch_size"], p["hidden_units"]))
+        else:
+            continue
+        fixed = env_steps / ENV_STEPS_PER_SECOND[env] + JOB_OVERHEAD_SECONDS
+        stages.setdefault(job.rule, StageCost()).add(
+            env_steps,
+            sum(g for _, g, _, _ in updates),
+            fixed + sum(g / rate(a, b, h) for a, g, b, h in updates),
+            fixed + sum(g / GPU_GRADIENT_STEPS_PER_SECOND[a] for a, g, _, _ in updates),
+        )
     source = "measured by this config's finished jobs: " + ", ".join(sorted(measured)) if measured else "built-in"
     return stages, source
 
@@ -130,21 +139,23 @@ def format_estimate(cfg: dict[str, Any], cores: int = 1) -> str:
     lines = [
         f"config {cfg['name']}: {len(cfg['envs'])} environments x {len(cfg['seeds'])} seeds, "
         f"T = {cfg['budget']['total_steps']:,} env steps per cell",
-        f"{'stage':<10}{'jobs':>8}{'env steps':>16}{'gradient steps':>18}{'CPU hours':>12}",
+        f"{'stage':<10}{'jobs':>8}{'env steps':>16}{'gradient steps':>18}{'CPU hours':>12}{'GPU hours':>12}",
     ]
     total = StageCost()
-    for name, c in stages.items():
-        lines.append(f"{name:<10}{c.jobs:>8}{c.env_steps:>16,.0f}{c.gradient_steps:>18,.0f}{c.seconds / 3600:>12.2f}")
-        total.jobs += c.jobs
-        total.env_steps += c.env_steps
-        total.gradient_steps += c.gradient_steps
-        total.seconds += c.seconds
-    lines.append(
-        f"{'total':<10}{total.jobs:>8}{total.env_steps:>16,.0f}{total.gradient_steps:>18,.0f}"
-        f"{total.seconds / 3600:>12.2f}"
-    )
+    for c in stages.values():
+        for f in dataclasses.fields(StageCost):
+            setattr(total, f.name, getattr(total, f.name) + getattr(c, f.name))
+    for name, c in [*stages.items(), ("total", total)]:
+        lines.append(
+            f"{name:<10}{c.jobs:>8}{c.env_steps:>16,.0f}{c.gradient_steps:>18,.0f}"
+            f"{c.seconds / 3600:>12.2f}{c.gpu_seconds / 3600:>12.2f}"
+        )
     lines.append(f"wall time on {cores} core(s), perfectly parallel: {total.seconds / cores / 3600:.2f} h")
-    lines.append(f"throughput figures: {source}")
+    lines.append(f"CPU throughput: {source}")
+    lines.append(
+        "GPU hours: one job per GPU at the assumed GPU figures of replication.estimate "
+        "(not measured here); environment steps and start-up as on the CPU"
+    )
     return "\n".join(lines)
 
 

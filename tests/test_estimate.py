@@ -1,0 +1,51 @@
+"""`replication estimate`: the work of a config, counted independently, and hours from measured throughput."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from replication import config, estimate
+from replication.cli import main as cli
+
+
+@pytest.fixture
+def paper():
+    return config.load("config/paper.yaml")
+
+
+def test_paper_work_per_stage(paper):
+    stages, source = estimate.estimate(paper)
+    assert source == "built-in" or source.startswith("measured")
+    cells = 12 * 5 + 2 * 5  # twelve environments, plus the two C5 Kitchen reward cells, x 5 seeds
+    assert stages["online"].jobs == cells
+    assert stages["online"].gradient_steps == cells * (1_000_000 - paper["online"]["learning_starts"])
+    algos = paper["offline"]
+    # every offline learner of the grid: 12 envs x 5 seeds x (5 buffer pauses + 2 newdata) x 3 algorithms,
+    # and Cal-QL on one buffer dataset of each C5 cell
+    per_cell = sum(algos[a]["gradient_steps"] for a in ("iql", "cql", "calql"))
+    c5 = 2 * 5 * algos["calql"]["gradient_steps"]
+    assert stages["offline"].gradient_steps == 12 * 5 * 7 * per_cell + c5
+    assert stages["newdata"].env_steps == 12 * 5 * 2 * paper["newdata"]["size"]
+    for stage in stages.values():
+        assert 0 < stage.gpu_seconds <= stage.seconds
+
+
+def test_measured_throughput_replaces_the_built_in_figures(tmp_path, monkeypatch, paper):
+    monkeypatch.chdir(tmp_path)
+    before, _ = estimate.estimate(paper)
+    summary = tmp_path / "results" / "paper" / "cells" / "hopper" / "seed0" / "offline" / "buffer-p200000" / "cql"
+    summary.mkdir(parents=True)
+    (summary / "offline.json").write_text(json.dumps({"algo": "cql", "gradient_steps_per_second": 137.0}))
+    after, source = estimate.estimate(paper)
+    assert source == "measured by this config's finished jobs: cql"
+    assert after["offline"].seconds < before["offline"].seconds  # 137/s instead of 13.7/s for CQL
+    assert after["online"].seconds == before["online"].seconds
+
+
+def test_cli_prints_cpu_and_gpu_hours(capsys):
+    assert cli(["estimate", "--configfile", "config/config.yaml"]) == 0
+    out = capsys.readouterr().out
+    assert "CPU hours" in out and "GPU hours" in out
+    assert out.splitlines()[1].split()[:3] == ["stage", "jobs", "env"]
