@@ -17,8 +17,6 @@ import sys
 import types
 from typing import Any
 
-_STUBS = ("sklearn", "sklearn.neighbors")
-
 
 class LazyNearestNeighbors:
     """``sklearn.neighbors.NearestNeighbors(*args, **kwargs)``, built on first use.

@@ -557,16 +557,18 @@ def build_figures(
     *,
     figures: Sequence[str] | None = None,
     statistics_csv: Path | str | None = None,
-    reps: int = stats.DEFAULT_REPS,
+    reps: int | None = None,
     seed: int = stats.DEFAULT_SEED,
 ) -> dict[str, list[Path]]:
     """Draw ``figures`` (default: every figure the configuration makes) as PNG and PDF under ``out_dir``.
 
     F5 reads its numbers from ``statistics_csv`` (the ``aggregate.csv`` of
-    :func:`replication.statistics.build_statistics`) when given, else computes them.
+    :func:`replication.statistics.build_statistics`) when given, else computes them with ``reps``
+    bootstrap replications (default: the config's ``statistics.bootstrap_reps``).
     """
     df = agg.load_results(tidy_csv_paths)
-    expected = Expected.from_config(cfg if cfg is not None else agg.load_config(None))
+    cfg = cfg if cfg is not None else agg.load_config(None)
+    expected = Expected.from_config(cfg)
     names = list(figures) if figures is not None else default_figures(expected)
     unknown = [n for n in names if n not in FIGURES]
     if unknown:
@@ -585,7 +587,7 @@ def build_figures(
             if statistics_csv is not None:
                 table = pd.read_csv(statistics_csv)
             else:
-                table = stats.aggregate_table(df, expected, reps=reps, seed=seed)
+                table = stats.aggregate_table(df, expected, reps=reps or stats.config_reps(cfg), seed=seed)
             fig = fig_aggregate(table)
         else:
             fig = fig_reward_granularity(df, expected)
@@ -611,7 +613,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg,
         figures=args.figures,
         statistics_csv=args.statistics,
-        reps=args.reps or stats.config_reps(cfg),
+        reps=args.reps,
         seed=args.seed,
     )
     return 0

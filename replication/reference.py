@@ -132,7 +132,6 @@ def compare_image(run: Path, ref: Path, name: str, diff_dir: Path) -> Mismatch |
     a, b = _load_image(run), _load_image(ref)
     if a.shape != b.shape:
         summary = f"size {a.shape[1]}x{a.shape[0]}, reference {b.shape[1]}x{b.shape[0]}"
-        rms = math.inf
     else:
         rms = float(np.sqrt(np.mean((a - b) ** 2)))
         if rms <= IMAGE_RMS:

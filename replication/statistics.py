@@ -334,13 +334,17 @@ def build_statistics(
     cfg: dict[str, Any] | None = None,
     *,
     pause: int | None = None,
-    reps: int = DEFAULT_REPS,
+    reps: int | None = None,
     seed: int = DEFAULT_SEED,
 ) -> list[Path]:
-    """Write ``aggregate.csv`` and ``aggregate.md`` (the numbers of F5) under ``out_dir``."""
+    """Write ``aggregate.csv`` and ``aggregate.md`` (the numbers of F5) under ``out_dir``.
+
+    ``reps``: bootstrap replications (default: the config's ``statistics.bootstrap_reps``).
+    """
     df = agg.load_results(tidy_csv_paths)
-    expected = Expected.from_config(cfg if cfg is not None else agg.load_config(None))
-    table = aggregate_table(df, expected, pause=pause, reps=reps, seed=seed)
+    cfg = cfg if cfg is not None else agg.load_config(None)
+    expected = Expected.from_config(cfg)
+    table = aggregate_table(df, expected, pause=pause, reps=reps or config_reps(cfg), seed=seed)
     out_dir = Path(out_dir)
     csv_path, md_path = out_dir / "aggregate.csv", out_dir / "aggregate.md"
     write_text(csv_path, table.to_csv(index=False))
@@ -359,8 +363,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="bootstrap seed")
     args = parser.parse_args(argv)
     cfg = agg.load_config(args.config)
-    reps = args.reps or config_reps(cfg)
-    build_statistics(args.results, args.out, cfg, pause=args.pause, reps=reps, seed=args.seed)
+    build_statistics(args.results, args.out, cfg, pause=args.pause, reps=args.reps, seed=args.seed)
     return 0
 
 
