@@ -60,6 +60,7 @@ def make_config(args: argparse.Namespace):
             "newdata": {"size": 1, "pause": 0.5},
             "offline": {"datasets": ["buffer"], **offline},
             "finetune": {"methods": ["iql", "pex", "calql"]},
+            "analysis": {"c4": {"enabled": False}, "c5": {"enabled": False}},
         }
     )
 
