@@ -17,7 +17,7 @@ from typing import Any
 from replication import config
 from replication.schema import episode_steps, validation_checkpoints, validation_costs
 from replication.variants import finetune_ledger
-from replication.workflow import FINETUNE_SOURCES, cell_dir, jobs, parse_cell
+from replication.workflow import FINETUNE_SOURCES, Job, cell_dir, jobs, parse_cell
 
 # Built-in throughput at 256x256, batch 256, one CPU thread (stack.md; protocol.md section 3).
 GRADIENT_STEPS_PER_SECOND = {"sac": 103.0, "iql": 69.4, "cql": 13.7, "calql": 14.3, "pex": 55.0}
@@ -41,7 +41,10 @@ ENV_STEPS_PER_SECOND = {  # with a policy in the loop, per environment
 # launches, a few times faster than one CPU core, not hundreds. Replace them with measured ones:
 # `replication estimate` on a config whose jobs ran on GPUs reads their own summaries.
 GPU_GRADIENT_STEPS_PER_SECOND = {"sac": 300.0, "iql": 500.0, "cql": 200.0, "calql": 200.0, "pex": 400.0}
-JOB_OVERHEAD_SECONDS = 8.0  # interpreter, imports and environment construction per job
+# Per job: interpreter, imports, environment construction, learner build, files. Fitted from the
+# default run on a 2-core CPU machine (benchmarks/bench_estimate.py: mean of measured job wall time
+# minus the model's work); machines of the same kind have differed by 2x.
+JOB_OVERHEAD_SECONDS = {"online": 5.3, "newdata": 2.3, "offline": 4.1, "finetune": 5.2}
 REFERENCE_WORK = 256 * (256 * 256)  # batch x hidden^2 of the built-in figures
 
 
@@ -67,33 +70,62 @@ def network_scale(batch: int, hidden: list[int]) -> float:
     return max(0.15, batch * width * width / REFERENCE_WORK)
 
 
-def measured_rates(cfg: dict[str, Any]) -> dict[str, float]:
-    """Gradient steps/s measured by finished jobs of this config, by algorithm (mean over jobs)."""
-    rates: dict[str, list[float]] = {}
-    root = cell_dir(cfg, "x", 0).parent.parent
-    for path in root.glob("*/seed*/online/online.json"):
-        value = json.loads(path.read_text()).get("timings", {}).get("train_steps_per_second")
+def sac_gradient_steps(cfg: dict[str, Any], env: str, steps: int) -> float:
+    """SAC gradient steps of an online run of ``env`` to ``steps`` env steps."""
+    p = config.online_params(cfg, env)
+    return max(0, steps - p["learning_starts"]) * p["gradient_steps"] / p["train_freq"]
+
+
+def measured_rates(cfg: dict[str, Any]) -> dict[tuple[str, str], float]:
+    """Gradient steps/s measured by this config's finished jobs, keyed by (rule, algorithm); mean over jobs.
+
+    Online SAC: ``online.json``; offline learners: their own ``offline.json``; fine-tuning: the
+    updates/s of ``finetune.json`` with batch sampling included (as it runs in the loop).
+    """
+    rates: dict[tuple[str, str], list[float]] = {}
+
+    def add(key: tuple[str, str], value: float | None) -> None:
         if value:
-            rates.setdefault("sac", []).append(float(value))
+            rates.setdefault(key, []).append(float(value))
+
+    root = cell_dir(cfg, "x", 0).parent.parent
+    for path in root.glob("*/seed*/online/online.json"):  # the training loop per gradient step, env steps included
+        data = json.loads(path.read_text())
+        grads = sac_gradient_steps(cfg, parse_cell(data["env"]).env, cfg["budget"]["total_steps"])
+        add(("online", "sac"), grads / data["timings"]["train_seconds"] if grads else None)
     for path in root.glob("*/seed*/offline/*/*/offline.json"):  # one per learner
         data = json.loads(path.read_text())
-        if data.get("gradient_steps_per_second"):
-            rates.setdefault(data["algo"], []).append(float(data["gradient_steps_per_second"]))
+        add(("offline", data["algo"]), data["timings"].get("gradient_steps_per_second"))
+    for path in root.glob("*/seed*/finetune/*/finetune.json"):
+        data = json.loads(path.read_text())
+        add(("finetune", data["method"]), data["timings"].get("updates_per_second_with_sampling"))
     return {k: sum(v) / len(v) for k, v in rates.items()}
 
 
-def estimate(cfg: dict[str, Any]) -> tuple[dict[str, StageCost], str]:
-    """Per-stage cost of the whole grid, and where the throughput figures came from."""
+@dataclasses.dataclass(frozen=True)
+class JobCost:
+    """What one job of the grid costs: its work, and its seconds on one CPU core or one GPU."""
+
+    job: Job
+    env_steps: float
+    gradient_steps: float
+    fixed_seconds: float  # start-up and environment steps: the same on either device
+    cpu_seconds: float
+    gpu_seconds: float
+
+
+def job_costs(cfg: dict[str, Any]) -> tuple[list[JobCost], str]:
+    """The cost of every cell job of the grid, and where the CPU throughput figures came from."""
     measured = measured_rates(cfg)
-    stages: dict[str, StageCost] = {}
     total = cfg["budget"]["total_steps"]
     ev = cfg["evaluation"]
 
-    def rate(algo: str, batch: int, hidden: list[int]) -> float:
-        if algo in measured:
-            return measured[algo]
+    def rate(rule: str, algo: str, batch: int, hidden: list[int]) -> float:
+        if (rule, algo) in measured:
+            return measured[(rule, algo)]
         return GRADIENT_STEPS_PER_SECOND[algo] / network_scale(batch, hidden)
 
+    out = []
     for job in jobs(cfg):
         env = parse_cell(job.env).env
         ep = episode_steps(cfg, env)
@@ -101,8 +133,10 @@ def estimate(cfg: dict[str, Any]) -> tuple[dict[str, StageCost], str]:
         updates: list[tuple[str, float, int, list[int]]] = []  # (algo, gradient steps, batch, hidden)
         if job.rule == "online":
             p = config.online_params(cfg, env)
-            grads = max(0, total - p["learning_starts"]) * p["gradient_steps"] / p["train_freq"]
-            env_steps = total + (total // ev["interval"]) * report_steps + sum(validation_costs(cfg, env))
+            grads = sac_gradient_steps(cfg, env, total)
+            other = (total // ev["interval"]) * report_steps + sum(validation_costs(cfg, env))
+            env_steps = total + other
+            timed_steps = other  # SAC's figures are of its training loop: its env steps are in them
             updates.append(("sac", grads, p["batch_size"], p["net_arch"]))
         elif job.rule == "newdata":
             env_steps = cfg["newdata"]["size"]
@@ -123,14 +157,29 @@ def estimate(cfg: dict[str, Any]) -> tuple[dict[str, StageCost], str]:
             updates.append((job.algo, steps * cfg["finetune"]["updates_per_step"], p["batch_size"], p["hidden_units"]))
         else:
             continue
-        fixed = env_steps / ENV_STEPS_PER_SECOND[env] + JOB_OVERHEAD_SECONDS
-        stages.setdefault(job.rule, StageCost()).add(
-            env_steps,
-            sum(g for _, g, _, _ in updates),
-            fixed + sum(g / rate(a, b, h) for a, g, b, h in updates),
-            fixed + sum(g / GPU_GRADIENT_STEPS_PER_SECOND[a] for a, g, _, _ in updates),
+        fixed = (env_steps if job.rule != "online" else timed_steps) / ENV_STEPS_PER_SECOND[env]
+        fixed += JOB_OVERHEAD_SECONDS[job.rule]
+        out.append(
+            JobCost(
+                job,
+                env_steps,
+                sum(g for _, g, _, _ in updates),
+                fixed,
+                fixed + sum(g / rate(job.rule, a, b, h) for a, g, b, h in updates),
+                fixed + sum(g / GPU_GRADIENT_STEPS_PER_SECOND[a] for a, g, _, _ in updates),
+            )
         )
-    source = "measured by this config's finished jobs: " + ", ".join(sorted(measured)) if measured else "built-in"
+    names = sorted({f"{rule} {algo}" for rule, algo in measured})
+    source = "measured by this config's finished jobs: " + ", ".join(names) if measured else "built-in"
+    return out, source
+
+
+def estimate(cfg: dict[str, Any]) -> tuple[dict[str, StageCost], str]:
+    """Per-stage cost of the whole grid, and where the throughput figures came from."""
+    costs, source = job_costs(cfg)
+    stages: dict[str, StageCost] = {}
+    for c in costs:
+        stages.setdefault(c.job.rule, StageCost()).add(c.env_steps, c.gradient_steps, c.cpu_seconds, c.gpu_seconds)
     return stages, source
 
 

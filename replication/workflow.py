@@ -126,6 +126,12 @@ class Job:
             return cell / "finetune" / self.algo / "curve.csv"
         raise ValueError(f"unknown rule {self.rule!r}")
 
+    def benchmark(self, cfg: dict[str, Any]) -> Path:
+        """The Snakemake benchmark file of this job (its wall time, memory and CPU time)."""
+        name = {"online": "online", "newdata": f"newdata-{self.dataset}", "offline": f"offline-{self.dataset}"}
+        stem = name.get(self.rule, f"{self.rule}-{self.algo}")
+        return cell_dir(cfg, self.env, self.seed) / "benchmarks" / f"{stem}.tsv"
+
 
 def finetune_dataset(cfg: dict[str, Any]) -> OfflineDataset:
     ft = cfg["finetune"]

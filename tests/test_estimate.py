@@ -37,9 +37,10 @@ def test_measured_throughput_replaces_the_built_in_figures(tmp_path, monkeypatch
     before, _ = estimate.estimate(paper)
     summary = tmp_path / "results" / "paper" / "cells" / "hopper" / "seed0" / "offline" / "buffer-p200000" / "cql"
     summary.mkdir(parents=True)
-    (summary / "offline.json").write_text(json.dumps({"algo": "cql", "gradient_steps_per_second": 137.0}))
+    timings = {"gradient_steps_per_second": 137.0, "train_seconds": 1.0}
+    (summary / "offline.json").write_text(json.dumps({"algo": "cql", "timings": timings}))
     after, source = estimate.estimate(paper)
-    assert source == "measured by this config's finished jobs: cql"
+    assert source == "measured by this config's finished jobs: offline cql"
     assert after["offline"].seconds < before["offline"].seconds  # 137/s instead of 13.7/s for CQL
     assert after["online"].seconds == before["online"].seconds
 

@@ -118,6 +118,30 @@ def test_tiny_grid_runs_to_the_end(tiny_run):
     assert len(bench) >= len(expected)
 
 
+def benchmark(script: str, *args: str, cwd: Path = ROOT) -> str:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / script), *args], cwd=cwd, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+def test_benchmarks_read_the_finished_run(tiny_run):
+    """The stage breakdown and the cost model's check against measured job times, on a real run."""
+    workdir, configfile, _ = tiny_run
+    grid = workflow.counts(config.load(configfile))  # online 2, newdata 4, offline 8
+    table = benchmark("bench_stages.py", str(workdir / "results" / "tiny")).splitlines()
+    jobs = {line.split()[0]: int(line.split()[1]) for line in table[1:-1]}
+    assert jobs == {**grid, "aggregation": 5}
+
+    out = benchmark("bench_estimate.py", "--configfile", str(configfile), cwd=workdir)
+    assert "measured by this config's finished jobs: offline calql, offline cql, offline iql, online sac" in out
+    rows = {line.split()[0]: line.split() for line in out.splitlines()[3:-1]}
+    assert {rule: int(r[1]) for rule, r in rows.items()} == grid
+    for r in rows.values():  # measured seconds and a positive fitted start-up per job
+        assert float(r[3]) > 0 and float(r[6]) > 0
+
+
 def test_rerun_after_interrupt_keeps_finished_cells(tiny_run, tmp_path):
     """Kill the workflow mid-run; running it again finishes without redoing finished jobs."""
     _, configfile, _ = tiny_run

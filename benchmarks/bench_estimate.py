@@ -1,0 +1,64 @@
+"""The cost model of ``replication estimate`` against a finished run: predicted vs measured job wall times.
+
+For every cell job of the run, the model's seconds (start-up + environment steps + gradient steps,
+with the gradient-step throughput this run's own jobs measured) are set against the job's wall
+time in its Snakemake benchmark file. Per rule, the fitted start-up is the mean of (measured -
+the model's work), which is where ``JOB_OVERHEAD_SECONDS`` comes from; the error column is the
+mean absolute error of single jobs once the fitted start-up is used, relative to their mean.
+
+    .venv/bin/python benchmarks/bench_estimate.py --configfile config/config.yaml   # after the run
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+from collections import defaultdict
+
+import numpy as np
+
+from replication import config
+from replication.estimate import JOB_OVERHEAD_SECONDS, job_costs
+
+
+def wall_seconds(path) -> float:
+    with open(path) as f:
+        return float(next(csv.DictReader(f, delimiter="\t"))["s"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--configfile", default="config/config.yaml")
+    args = parser.parse_args()
+    cfg = config.load(args.configfile)
+    costs, source = job_costs(cfg)
+    by_rule: dict[str, list[tuple[float, float, float]]] = defaultdict(list)  # (model s, work s, measured s)
+    missing = 0
+    for c in costs:
+        bench = c.job.benchmark(cfg)
+        if not bench.exists():
+            missing += 1
+            continue
+        work = c.cpu_seconds - JOB_OVERHEAD_SECONDS[c.job.rule]
+        by_rule[c.job.rule].append((c.cpu_seconds, work, wall_seconds(bench)))
+    if not by_rule:
+        raise SystemExit(f"no finished jobs of config {cfg['name']} (benchmark files); run it first")
+    print(f"config {cfg['name']}: {sum(map(len, by_rule.values()))} finished cell jobs ({missing} not run)")
+    print(f"throughput: {source}")
+    print(
+        f"{'rule':<10}{'jobs':>6}{'model s':>10}{'measured s':>12}{'ratio':>8}"
+        f"{'start-up now':>14}{'fitted':>9}{'job error':>11}"
+    )
+    for rule, rows in by_rule.items():
+        model, work, measured = (np.array(x) for x in zip(*rows, strict=True))
+        fitted = float(np.mean(measured - work))
+        error = float(np.mean(np.abs(work + fitted - measured)) / np.mean(measured))
+        print(
+            f"{rule:<10}{len(rows):>6}{model.sum():>10.0f}{measured.sum():>12.0f}{model.sum() / measured.sum():>8.2f}"
+            f"{JOB_OVERHEAD_SECONDS[rule]:>14.1f}{fitted:>9.2f}{100 * error:>10.0f}%"
+        )
+    print("ratio: model / measured (sums); fitted: start-up s per job; job error: single jobs with the fitted start-up")
+
+
+if __name__ == "__main__":
+    main()
