@@ -6,6 +6,7 @@ flat float32 Box observation and actions in the env's own range, which SB3 and d
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 import os
@@ -114,6 +115,7 @@ def make_env(name: str, seed: int, **overrides: Any) -> gym.Env:
     implementation). The seed fixes Meta-World's task variations and seeds the env's first reset
     and its action space.
     """
+    key = (name, _options_key(overrides))
     delay = overrides.pop("reward_delay", 1)
     spec = resolve_spec(name, **overrides)
     if spec.suite == "metaworld":
@@ -143,6 +145,7 @@ def make_env(name: str, seed: int, **overrides: Any) -> gym.Env:
         env = RewardDelay(env, delay)
     env.action_space.seed(seed)
     env.reset(seed=seed)
+    _SPACES.setdefault(key, (copy.deepcopy(env.observation_space), copy.deepcopy(env.action_space)))
     return env
 
 
@@ -150,21 +153,21 @@ def _options_key(options: dict[str, Any]) -> str:
     return yaml.safe_dump(options, sort_keys=True)
 
 
-@functools.cache
-def _spaces(name: str, options: str) -> tuple[gym.Space, gym.Space]:
-    env = make_env(name, 0, **(yaml.safe_load(options) or {}))
-    spaces = env.observation_space, env.action_space
-    env.close()
-    return spaces
+_SPACES: dict[tuple[str, str], tuple[gym.Space, gym.Space]] = {}  # copies, filled by make_env
 
 
 def env_spaces(name: str, **options: Any) -> tuple[gym.Space, gym.Space]:
     """(observation space, action space) of ``make_env(name, ..., **options)``, built once per process.
 
     Building an env only to read its spaces is not free (a Meta-World MT1 env resets 50 task
-    variations on construction: about 1 s). The spaces are shared: read them, do not seed them.
+    variations on construction: about 1 s), so the spaces of every env this process has built are
+    kept: a job that builds its env first reads them for free. They are shared copies: read them,
+    do not seed them.
     """
-    return _spaces(name, _options_key(options))
+    key = (name, _options_key(options))
+    if key not in _SPACES:
+        make_env(name, 0, **options).close()
+    return _SPACES[key]
 
 
 _SHARED: dict[tuple[str, int, str], gym.Env] = {}

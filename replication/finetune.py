@@ -582,6 +582,7 @@ class Finetune:
         cfg, env_name, seed = self.cfg, self.env_name, self.seed
         env_opts = config.env_options(cfg, env_name)
         validation = self.check_offline_run()
+        self.env = make_env(env_name, seed, **env_opts)  # first: the dataset check reads its spaces
         transitions, meta = load_transitions(self.dataset_path)  # verifies the hash
         offline.check_dataset(transitions, env_name, cfg, meta, self.dataset)
 
@@ -591,7 +592,6 @@ class Finetune:
         start_grad_step = int(learner.grad_step)
         self.agent = build_agent(cfg, env_name, self.method, learner, transitions, rng, device)
         del transitions
-        self.env = make_env(env_name, seed, **env_opts)
         self.obs = self.env.reset(seed=seed + TRAIN_SEED_OFFSET)[0]
         e = cfg["evaluation"]
         self.evaluator = Evaluator(env_name, seed, e["episodes"], e["seed_offset"], env_opts)

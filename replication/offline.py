@@ -540,6 +540,9 @@ def run_offline(
     env_opts = config.env_options(cfg, env_name)
     spec = get_spec(env_name)
 
+    # one env for every learner of the job (each episode is reset with its own seed); built first,
+    # so that the dataset check reads its spaces instead of building another env
+    env = shared_env(env_name, seed, **env_opts)
     transitions, meta = load_transitions(dataset_path)  # verifies the hash and the episode structure
     check_dataset(transitions, env_name, cfg, meta, dataset)
     variants, skipped = recommendation_variants(cfg, env_name, dataset)
@@ -569,10 +572,7 @@ def run_offline(
     d3rlpy.seed(seed)
     learner = build_learner(cfg, env_name, algo, device)
     prepare(learner, buffer)
-    # one env for every learner of the job: each episode is reset with its own seed
-    validator = Evaluator(
-        env_name, seed, v["episodes"], v["seed_offset"], env_opts, shared_env(env_name, seed, **env_opts)
-    )
+    validator = Evaluator(env_name, seed, v["episodes"], v["seed_offset"], env_opts, env)
     timings.setup_seconds = time.perf_counter() - start
 
     bar = None

@@ -433,3 +433,23 @@ def test_reward_delay_of_one_is_no_wrapper_and_bad_delays_fail() -> None:
         make_env("hopper", 0, reward_delay=-3)
     with pytest.raises(ValueError, match="reward_delay"):
         make_env("hopper", 0, reward_delay=2.5)
+
+
+def test_env_spaces_come_from_envs_already_built(monkeypatch):
+    """A job that builds its env first reads the spaces without building another (Meta-World: ~1 s each)."""
+    from replication import envs
+
+    monkeypatch.setattr(envs, "_SPACES", {})
+    built: list[str] = []
+    real_make = gym.make
+    monkeypatch.setattr(envs.gym, "make", lambda *a, **k: built.append(a[0]) or real_make(*a, **k))
+
+    env = make_env("hopper", 7, max_episode_steps=30, reward_delay=5)
+    obs_space, act_space = envs.env_spaces("hopper", max_episode_steps=30, reward_delay=5)
+    assert len(built) == 1
+    assert obs_space == env.observation_space and act_space == env.action_space
+    assert obs_space is not env.observation_space  # a copy: the job's env keeps its own seeded space
+
+    envs.env_spaces("hopper", max_episode_steps=31)  # other options: an env of their own, once
+    envs.env_spaces("hopper", max_episode_steps=31)
+    assert len(built) == 2
