@@ -16,14 +16,13 @@ import argparse
 
 from replication import config
 from replication.config import finetune_pause_step
-from replication.estimate import estimate
+from replication.estimate import estimate, sac_gradient_steps
 from replication.workflow import jobs, parse_cell, parse_dataset_key
 
 
 def online_work(cfg: dict, env: str, steps: int) -> tuple[int, float]:
     """(env steps, SAC gradient steps) of an online run to ``steps``."""
-    p = config.online_params(cfg, env)
-    return steps, max(0, steps - p["learning_starts"]) * p["gradient_steps"] / p["train_freq"]
+    return steps, sac_gradient_steps(cfg, env, steps)
 
 
 def compare(cfg: dict) -> dict[str, tuple[float, float]]:
