@@ -10,8 +10,11 @@ the tables (``tables/*.csv``), the aggregates (``statistics/aggregate.csv``), th
 - a figure must have the same size, and the root-mean-square difference of its pixel values
   (0-255, every channel) must be at most ``IMAGE_RMS``.
 
-A fixed seed repeats a run exactly on the same kind of machine, so the tolerances only absorb
-last-digit noise; anything larger is a change of results. On a mismatch :func:`check` writes
+A fixed seed repeats a run exactly on one machine. Across machines the policies' float32
+arithmetic can round differently (other vector units, other kernels), and an evaluation episode
+carries that to returns: two 2-core machines of the same kind gave the CI tables up to 1e-6 apart
+(relative). ``RTOL`` keeps a 100x margin over that; a change of results (code, seed, library,
+setting) moves returns at the percent level and fails. On a mismatch :func:`check` writes
 ``index.html`` in the diff directory: each differing table with the differing cells (reference
 next to regenerated) and each differing figure side by side (reference | regenerated |
 difference), and returns a non-zero status.
@@ -36,7 +39,7 @@ import pandas as pd
 
 PATTERNS = ("tables/*.csv", "statistics/aggregate.csv", "scorecard/S1.csv", "figures/*.png")
 ATOL = 1e-9
-RTOL = 1e-6
+RTOL = 1e-4  # cross-machine float32 rounding: up to 1e-6 seen (see above)
 IMAGE_RMS = 1.0  # pixel-value RMS (0-255): anti-aliasing noise is well below 1, a moved line far above
 NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
 REFERENCE_ROOT = Path("results") / "reference"
