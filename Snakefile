@@ -7,6 +7,7 @@
 # The grid is defined once, in replication.workflow; rules are thin calls of the `replication`
 # command line. The run's config (config/defaults.yaml + your file) is validated before any job.
 
+import re
 import shlex
 
 import yaml
@@ -53,6 +54,11 @@ include: "rules/online.smk"
 include: "rules/offline.smk"
 include: "rules/finetune.smk"
 include: "rules/aggregate.smk"
+
+
+if CFG["batch_jobs"]:
+
+    include: "rules/batch.smk"
 
 
 rule all:

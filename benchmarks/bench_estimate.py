@@ -1,10 +1,11 @@
 """The cost model of ``replication estimate`` against a finished run: predicted vs measured job wall times.
 
-For every cell job of the run, the model's seconds (start-up + environment steps + gradient steps,
-with the gradient-step throughput this run's own jobs measured) are set against the job's wall
-time in its Snakemake benchmark file. Per rule, the fitted start-up is the mean of (measured -
-the model's work), which is where ``JOB_OVERHEAD_SECONDS`` comes from; the error column is the
-mean absolute error of single jobs once the fitted start-up is used, relative to their mean.
+For every cell job of the run (with ``batch_jobs``, a batch job and all the variants it ran), the
+model's seconds (start-up + environment steps + gradient steps, with the gradient-step throughput
+this run's own jobs measured) are set against the job's wall time in its Snakemake benchmark
+file. Per rule, the fitted start-up is the mean of (measured - the model's work), which is where
+``JOB_OVERHEAD_SECONDS`` comes from (fit it on a run with one job per variant); the error column
+is the mean absolute error of single jobs once the fitted start-up is used, relative to their mean.
 
     .venv/bin/python benchmarks/bench_estimate.py --configfile config/config.yaml   # after the run
 """
@@ -14,11 +15,12 @@ from __future__ import annotations
 import argparse
 import csv
 from collections import defaultdict
+from pathlib import Path
 
 import numpy as np
 
 from replication import config
-from replication.estimate import JOB_OVERHEAD_SECONDS, job_costs
+from replication.estimate import JOB_OVERHEAD_SECONDS, JobCost, job_costs
 
 
 def wall_seconds(path) -> float:
@@ -32,15 +34,18 @@ def main() -> None:
     args = parser.parse_args()
     cfg = config.load(args.configfile)
     costs, source = job_costs(cfg)
+    processes: dict[Path, list[JobCost]] = defaultdict(list)  # a batch job runs several variants
+    for c in costs:
+        processes[c.job.benchmark(cfg)].append(c)
     by_rule: dict[str, list[tuple[float, float, float]]] = defaultdict(list)  # (model s, work s, measured s)
     missing = 0
-    for c in costs:
-        bench = c.job.benchmark(cfg)
+    for bench, members in processes.items():
         if not bench.exists():
             missing += 1
             continue
-        work = c.cpu_seconds - JOB_OVERHEAD_SECONDS[c.job.rule]
-        by_rule[c.job.rule].append((c.cpu_seconds, work, wall_seconds(bench)))
+        rule = members[0].job.rule
+        model = sum(c.cpu_seconds for c in members)
+        by_rule[rule].append((model, model - JOB_OVERHEAD_SECONDS[rule], wall_seconds(bench)))
     if not by_rule:
         raise SystemExit(f"no finished jobs of config {cfg['name']} (benchmark files); run it first")
     print(f"config {cfg['name']}: {sum(map(len, by_rule.values()))} finished cell jobs ({missing} not run)")

@@ -72,23 +72,25 @@ def stage_rows(run: Path) -> dict[str, dict[str, float]]:
             r = rows["offline"]
             r["jobs"] += 1
             r["wall"] += wall(b)
-            for summary in (cell / "offline" / b.stem.removeprefix("offline-")).glob("*/offline.json"):
+            variant = "*" if b.stem == "offline-cell" else b.stem.removeprefix("offline-")  # batch: every dataset
+            for summary in (cell / "offline").glob(f"{variant}/*/offline.json"):
                 t = json.loads(summary.read_text())["timings"]
                 r["train"] += t["train_seconds"]
                 r["eval"] += t["evaluation_seconds"] + t["validation_seconds"]
                 r["setup"] += t["setup_seconds"]
                 r["episodes"] += sum(count_records(summary.parent / n) for n in ("records.json", "validation.json"))
         for b in bench.glob("finetune-*.tsv"):
-            out = cell / "finetune" / b.stem.removeprefix("finetune-")
-            t = json.loads((out / "finetune.json").read_text())["timings"]
-            t = t.get("with_extension") or t
             r = rows["finetune"]
             r["jobs"] += 1
             r["wall"] += wall(b)
-            r["train"] += t["loop_seconds"] - t["eval_seconds"]
-            r["eval"] += t["eval_seconds"]
-            r["setup"] += t["setup_seconds"]
-            r["episodes"] += curve_episodes(out / "curve.csv")
+            variant = "*" if b.stem == "finetune-cell" else b.stem.removeprefix("finetune-")  # batch: every method
+            for summary in (cell / "finetune").glob(f"{variant}/finetune.json"):
+                t = json.loads(summary.read_text())["timings"]
+                t = t.get("with_extension") or t
+                r["train"] += t["loop_seconds"] - t["eval_seconds"]
+                r["eval"] += t["eval_seconds"]
+                r["setup"] += t["setup_seconds"]
+                r["episodes"] += curve_episodes(summary.parent / "curve.csv")
     for b in sorted(run.glob("benchmarks/*.tsv")):
         rows["aggregation"]["jobs"] += 1
         rows["aggregation"]["wall"] += wall(b)

@@ -336,6 +336,35 @@ def _estimate(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- replication batch ------------------------------------------------------------------------
+
+
+def _add_batch_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("commands", nargs="+", help='whole command lines, each quoted: "offline --env ..."')
+
+
+@command("batch", "run several training commands one after the other in one process", _add_batch_arguments)
+def _batch(args: argparse.Namespace) -> int:
+    """The start-up (interpreter, imports, environments) is paid once; each command runs as it
+    would on its own (every job seeds everything it uses), so the results are the same. Stops at
+    the first command that fails."""
+    import shlex
+    import time
+
+    for i, line in enumerate(args.commands, 1):
+        argv = shlex.split(line)
+        if not argv or argv[0] not in TRAINING_COMMANDS:
+            raise ValueError(f"batch command {i} is not one of {', '.join(TRAINING_COMMANDS)}: {line!r}")
+        start = time.perf_counter()
+        status = main(argv)
+        print(
+            f"batch {i}/{len(args.commands)}: {argv[0]} done in {time.perf_counter() - start:.1f} s (status {status})"
+        )
+        if status:
+            return status
+    return 0
+
+
 # --- entry point -------------------------------------------------------------------------------
 
 
@@ -364,7 +393,7 @@ def main(argv: list[str] | None = None) -> int:
         args = argparse.Namespace(command=argv[0], args=argv[1:], debug=False, _run=COMMANDS[argv[0]].run)
     else:
         args = parser.parse_args(argv)
-    if args.command in TRAINING_COMMANDS:
+    if args.command in (*TRAINING_COMMANDS, "batch"):
         from replication.imports import import_d3rlpy
 
         import_d3rlpy()  # before anything else imports it: skips scikit-learn (see replication.imports)

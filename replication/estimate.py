@@ -126,6 +126,7 @@ def job_costs(cfg: dict[str, Any]) -> tuple[list[JobCost], str]:
         return GRADIENT_STEPS_PER_SECOND[algo] / network_scale(batch, hidden)
 
     out = []
+    started: set[Path] = set()  # processes already started: a batch job pays its start-up once
     for job in jobs(cfg):
         env = parse_cell(job.env).env
         ep = episode_steps(cfg, env)
@@ -158,7 +159,9 @@ def job_costs(cfg: dict[str, Any]) -> tuple[list[JobCost], str]:
         else:
             continue
         fixed = (env_steps if job.rule != "online" else timed_steps) / ENV_STEPS_PER_SECOND[env]
-        fixed += JOB_OVERHEAD_SECONDS[job.rule]
+        if (process := job.benchmark(cfg)) not in started:
+            started.add(process)
+            fixed += JOB_OVERHEAD_SECONDS[job.rule]
         out.append(
             JobCost(
                 job,

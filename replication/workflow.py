@@ -126,10 +126,14 @@ class Job:
             return cell / "finetune" / self.algo / "curve.csv"
         raise ValueError(f"unknown rule {self.rule!r}")
 
+    def batched(self, cfg: dict[str, Any]) -> bool:
+        """Whether this job runs inside its cell's batch job (``batch_jobs``; see :func:`cell_batches`)."""
+        return bool(cfg["batch_jobs"]) and self.rule in BATCHED_RULES and self.env in cfg["envs"]
+
     def benchmark(self, cfg: dict[str, Any]) -> Path:
-        """The Snakemake benchmark file of this job (its wall time, memory and CPU time)."""
+        """The Snakemake benchmark file of the job that runs this one (wall time, memory, CPU time)."""
         name = {"online": "online", "newdata": f"newdata-{self.dataset}", "offline": f"offline-{self.dataset}"}
-        stem = name.get(self.rule, f"{self.rule}-{self.algo}")
+        stem = f"{self.rule}-cell" if self.batched(cfg) else name.get(self.rule, f"{self.rule}-{self.algo}")
         return cell_dir(cfg, self.env, self.seed) / "benchmarks" / f"{stem}.tsv"
 
 
@@ -207,6 +211,28 @@ def _units(cfg: dict[str, Any]) -> list[Job]:
                         out.append(Job("offline", key, seed, "calql", ft_key))
                     out.append(Job("finetune", key, seed, "calql"))
     return list(dict.fromkeys(out))
+
+
+BATCHED_RULES = ("newdata", "offline", "finetune")
+
+
+def cell_batches(cfg: dict[str, Any]) -> dict[str, list[str]]:
+    """With ``batch_jobs``: the variants one job of each batched rule runs for a cell of ``envs``.
+
+    Per rule, the dataset keys (``newdata``, ``offline``) or methods (``finetune``) of a main-grid
+    cell, the same for every one of them. Analysis cells (C5, reward granularity) keep one job
+    per variant.
+    """
+    per_cell: dict[tuple[str, int], dict[str, list[str]]] = {}
+    main = set(cfg["envs"])
+    for job in jobs(cfg):
+        if job.env in main and job.rule in BATCHED_RULES:
+            batch = per_cell.setdefault((job.env, job.seed), {rule: [] for rule in BATCHED_RULES})
+            batch[job.rule].append(job.algo if job.rule == "finetune" else job.dataset)
+    batches = list(per_cell.values())
+    if any(b != batches[0] for b in batches):
+        raise ValueError("batch_jobs: the cells of envs do not share one set of variants")
+    return batches[0] if batches else {rule: [] for rule in BATCHED_RULES}
 
 
 def extended_steps(cfg: dict[str, Any], job: Job) -> int:

@@ -36,3 +36,73 @@ def parent(name):
         return os.path.dirname(getattr({"input": input, "output": output}[kind], key))
 
     return get
+
+
+# --- batch_jobs: the command lines one job of a cell runs, one per variant (mirroring the rules' shells)
+
+
+def _cell_path(wildcards):
+    return f"{OUT}/cells/{wildcards.env}/seed{wildcards.seed}"
+
+
+def _batch_line(name, wildcards, **options):
+    args = [name, "--config", CONFIG_FILE, "--env", wildcards.env, "--seed", wildcards.seed]
+    for key, value in options.items():
+        args += [f"--{key.replace('_', '-')}", str(value)]
+    return shlex.quote(shlex.join(args))
+
+
+def batch_commands(stage):
+    """A param: the quoted command lines of the cell's variants of ``stage``, for `replication batch`."""
+
+    def get(wildcards):
+        cell, seed = _cell_path(wildcards), int(wildcards.seed)
+        lines = []
+        for key in wf.cell_batches(CFG)[stage]:
+            if stage == "newdata":
+                lines.append(
+                    _batch_line(
+                        "newdata", wildcards, online=f"{cell}/online", dataset=key, out=f"{cell}/newdata/{key}.h5"
+                    )
+                )
+            elif stage == "offline":
+                data = wf.dataset_file(CFG, wildcards.env, seed, wf.parse_dataset_key(CFG, key))
+                algos = wf.offline_algos(CFG, wildcards.env, seed, key)
+                lines.append(
+                    _batch_line(
+                        "offline",
+                        wildcards,
+                        algo=algos,
+                        dataset=key,
+                        data=data,
+                        online=f"{cell}/online",
+                        out=f"{cell}/offline/{key}",
+                    )
+                )
+            else:
+                inputs = finetune_inputs(wildcards)
+                offline = os.path.join(os.path.dirname(inputs["offline"]), wf.FINETUNE_SOURCES[key])
+                extended = wf.extended_steps(CFG, wf.Job("finetune", wildcards.env, seed, key))
+                lines.append(
+                    _batch_line(
+                        "finetune",
+                        wildcards,
+                        method=key,
+                        offline=offline,
+                        data=inputs["data"],
+                        extended_steps=extended,
+                        out=f"{cell}/finetune/{key}",
+                    )
+                )
+        return " ".join(lines)
+
+    return get
+
+
+def batch_offline_data(wildcards):
+    """Every dataset file the offline job of a cell trains on."""
+    seed = int(wildcards.seed)
+    return [
+        str(wf.dataset_file(CFG, wildcards.env, seed, wf.parse_dataset_key(CFG, key)))
+        for key in wf.cell_batches(CFG)["offline"]
+    ]

@@ -103,3 +103,25 @@ def test_python_dash_m_replication_envs() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert list(rows_by_name(result.stdout.splitlines())) == NAMES
+
+
+def test_batch_runs_commands_in_order_and_stops_at_the_first_failure(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ran: list[str] = []
+
+    def fake(name: str, status: int) -> cli.Command:
+        def add(parser) -> None:
+            parser.add_argument("--out")
+
+        return cli.Command(name, add, lambda args: ran.append(f"{name} {args.out}") or status)
+
+    monkeypatch.setattr(cli, "TRAINING_COMMANDS", ("online", "offline"))
+    monkeypatch.setitem(cli.COMMANDS, "online", fake("online", 0))
+    monkeypatch.setitem(cli.COMMANDS, "offline", fake("offline", 3))
+    assert cli.main(["batch", "online --out 'a b'", "offline --out c", "online --out d"]) == 3
+    assert ran == ["online a b", "offline c"]  # quoting kept; nothing after the failure
+    assert "batch 2/3: offline done" in capsys.readouterr().out
+
+    assert cli.main(["batch", "envs"]) == 1  # only training commands
+    assert "batch command 1 is not one of online, offline" in capsys.readouterr().err

@@ -118,6 +118,28 @@ def test_tiny_grid_runs_to_the_end(tiny_run):
     assert len(bench) >= len(expected)
 
 
+def test_batch_jobs_give_the_same_results(tiny_run, tmp_path):
+    """batch_jobs: one job per cell and stage runs the variants' own commands: byte-identical outputs."""
+    workdir, _, _ = tiny_run
+    configfile = tmp_path / "tiny-batch.yaml"
+    configfile.write_text(yaml.safe_dump({**TINY, "batch_jobs": True}))
+    dry = snakemake(tmp_path, "--configfile", str(configfile), "--dry-run")
+    counts = job_counts(dry.stdout)
+    assert counts["newdata_cell"] == counts["offline_cell"] == 2 and "offline" not in counts
+    snakemake(tmp_path, "--configfile", str(configfile))
+    per_variant = workdir / "results" / "tiny"
+    files = [
+        p.relative_to(per_variant)
+        for p in sorted(per_variant.rglob("*"))
+        if p.suffix in {".csv", ".h5", ".d3"} or p.name in {"validation.json", "records.json"}
+    ]
+    assert len(files) > 50
+    batched = tmp_path / "results" / "tiny"
+    differ = [str(f) for f in files if (per_variant / f).read_bytes() != (batched / f).read_bytes()]
+    assert not differ, differ
+    assert (batched / "cells" / "hopper" / "seed0" / "benchmarks" / "offline-cell.tsv").exists()
+
+
 def benchmark(script: str, *args: str, cwd: Path = ROOT) -> str:
     result = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / script), *args], cwd=cwd, capture_output=True, text=True
