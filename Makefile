@@ -4,7 +4,7 @@ CONFIG ?= config/config.yaml
 CORES ?= all
 CI_CONFIG ?= config/ci.yaml
 
-.PHONY: env run test lint check-figures reference clean-env
+.PHONY: env run test lint ci-run check-figures reference clean-env
 
 env:
 	@bash scripts/setup-env.sh
@@ -18,16 +18,17 @@ test: env
 lint: env
 	VENV=$(VENV) bash scripts/lint.sh
 
-# CI: a fresh run of the CI config, its tables and figures compared with results/reference/ci/.
-check-figures: env
+# A fresh run of the CI config (results/ci), for the two targets below.
+ci-run: env
 	rm -rf results/ci
 	$(VENV)/bin/snakemake --cores $(CORES) --configfile $(CI_CONFIG) --profile profiles/local
+
+# CI: the fresh run's tables and figures compared with results/reference/ci/.
+check-figures: ci-run
 	$(VENV)/bin/python -m replication reference check --config $(CI_CONFIG)
 
-# On purpose, after a change that alters results: a fresh run of the CI config becomes the reference.
-reference: env
-	rm -rf results/ci
-	$(VENV)/bin/snakemake --cores $(CORES) --configfile $(CI_CONFIG) --profile profiles/local
+# On purpose, after a change that alters results: the fresh run becomes the reference.
+reference: ci-run
 	$(VENV)/bin/python -m replication reference refresh --config $(CI_CONFIG)
 
 clean-env:
