@@ -41,10 +41,12 @@ ENV_STEPS_PER_SECOND = {  # with a policy in the loop, per environment
 # launches, a few times faster than one CPU core, not hundreds. Replace them with measured ones:
 # `replication estimate` on a config whose jobs ran on GPUs reads their own summaries.
 GPU_GRADIENT_STEPS_PER_SECOND = {"sac": 300.0, "iql": 500.0, "cql": 200.0, "calql": 200.0, "pex": 400.0}
-# Per job: interpreter, imports, environment construction, learner build, files. Fitted from the
-# default run on a 2-core CPU machine (benchmarks/bench_estimate.py: mean of measured job wall time
-# minus the model's work); machines of the same kind have differed by 2x.
-JOB_OVERHEAD_SECONDS = {"online": 5.3, "newdata": 2.3, "offline": 4.1, "finetune": 5.2}
+# Fitted from the default run on a 2-core CPU machine (benchmarks/bench_estimate.py: mean of measured
+# job wall time minus the model's work), once with one job per variant and once with batch_jobs;
+# machines of the same kind have differed by 2x. Per job: interpreter, imports (torch and its
+# compiler stack), environments; per variant inside a job: its own learner, buffer and env.
+JOB_OVERHEAD_SECONDS = {"online": 5.3, "newdata": 1.6, "offline": 4.1, "finetune": 4.1}
+VARIANT_SETUP_SECONDS = {"online": 0.0, "newdata": 0.7, "offline": 0.0, "finetune": 1.1}
 REFERENCE_WORK = 256 * (256 * 256)  # batch x hidden^2 of the built-in figures
 
 
@@ -56,12 +58,12 @@ class StageCost:
     seconds: float = 0.0  # one CPU core per job
     gpu_seconds: float = 0.0  # one GPU per job (assumed GPU figures)
 
-    def add(self, env_steps: float, gradient_steps: float, seconds: float, gpu_seconds: float) -> None:
-        self.jobs += 1
-        self.env_steps += env_steps
-        self.gradient_steps += gradient_steps
-        self.seconds += seconds
-        self.gpu_seconds += gpu_seconds
+    def add(self, cost: JobCost) -> None:
+        self.jobs += cost.starts_job
+        self.env_steps += cost.env_steps
+        self.gradient_steps += cost.gradient_steps
+        self.seconds += cost.cpu_seconds
+        self.gpu_seconds += cost.gpu_seconds
 
 
 def network_scale(batch: int, hidden: list[int]) -> float:
@@ -107,9 +109,9 @@ class JobCost:
     """What one job of the grid costs: its work, and its seconds on one CPU core or one GPU."""
 
     job: Job
+    starts_job: bool  # the first (or only) variant of a Snakemake job: pays its start-up
     env_steps: float
     gradient_steps: float
-    fixed_seconds: float  # start-up and environment steps: the same on either device
     cpu_seconds: float
     gpu_seconds: float
 
@@ -132,6 +134,7 @@ def job_costs(cfg: dict[str, Any]) -> tuple[list[JobCost], str]:
         ep = episode_steps(cfg, env)
         report_steps = ev["episodes"] * ep
         updates: list[tuple[str, float, int, list[int]]] = []  # (algo, gradient steps, batch, hidden)
+        timed_steps = None  # env steps timed at the env's own rate (default: all of them)
         if job.rule == "online":
             p = config.online_params(cfg, env)
             grads = sac_gradient_steps(cfg, env, total)
@@ -158,16 +161,18 @@ def job_costs(cfg: dict[str, Any]) -> tuple[list[JobCost], str]:
             updates.append((job.algo, steps * cfg["finetune"]["updates_per_step"], p["batch_size"], p["hidden_units"]))
         else:
             continue
-        fixed = (env_steps if job.rule != "online" else timed_steps) / ENV_STEPS_PER_SECOND[env]
-        if (process := job.benchmark(cfg)) not in started:
+        fixed = (env_steps if timed_steps is None else timed_steps) / ENV_STEPS_PER_SECOND[env]
+        fixed += VARIANT_SETUP_SECONDS[job.rule]
+        starts = (process := job.benchmark(cfg)) not in started
+        if starts:
             started.add(process)
             fixed += JOB_OVERHEAD_SECONDS[job.rule]
         out.append(
             JobCost(
                 job,
+                starts,
                 env_steps,
                 sum(g for _, g, _, _ in updates),
-                fixed,
                 fixed + sum(g / rate(job.rule, a, b, h) for a, g, b, h in updates),
                 fixed + sum(g / GPU_GRADIENT_STEPS_PER_SECOND[a] for a, g, _, _ in updates),
             )
@@ -182,7 +187,7 @@ def estimate(cfg: dict[str, Any]) -> tuple[dict[str, StageCost], str]:
     costs, source = job_costs(cfg)
     stages: dict[str, StageCost] = {}
     for c in costs:
-        stages.setdefault(c.job.rule, StageCost()).add(c.env_steps, c.gradient_steps, c.cpu_seconds, c.gpu_seconds)
+        stages.setdefault(c.job.rule, StageCost()).add(c)
     return stages, source
 
 

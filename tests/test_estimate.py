@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
 from replication import config, estimate
 from replication.cli import main as cli
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
@@ -50,3 +53,18 @@ def test_cli_prints_cpu_and_gpu_hours(capsys):
     out = capsys.readouterr().out
     assert "CPU hours" in out and "GPU hours" in out
     assert out.splitlines()[1].split()[:3] == ["stage", "jobs", "env"]
+
+
+def test_batch_jobs_pay_the_start_up_once_per_job(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no finished jobs here: built-in figures in both layouts
+    default = config.load(ROOT / "config" / "config.yaml")
+    assert default["batch_jobs"]
+    batched, _ = estimate.estimate(default)
+    single, _ = estimate.estimate({**default, "batch_jobs": False})
+    assert {k: s.jobs for k, s in batched.items()} == {"online": 14, "newdata": 12, "offline": 14, "finetune": 14}
+    assert {k: s.jobs for k, s in single.items()} == {"online": 14, "newdata": 24, "offline": 50, "finetune": 38}
+    for stage in ("newdata", "offline", "finetune"):
+        assert batched[stage].gradient_steps == single[stage].gradient_steps
+        saved = single[stage].seconds - batched[stage].seconds
+        fewer = single[stage].jobs - batched[stage].jobs
+        assert saved == pytest.approx(fewer * estimate.JOB_OVERHEAD_SECONDS[stage])
