@@ -164,8 +164,22 @@ def test_benchmarks_read_the_finished_run(tiny_run):
         assert float(r[3]) > 0 and float(r[6]) > 0
 
 
+def started_jobs(log: str) -> dict[str, str]:
+    """jobid -> first output, from the blocks Snakemake prints when it starts a job."""
+    jobs, output = {}, None
+    for line in log.splitlines():
+        line = line.strip()
+        if line.startswith(("rule ", "localrule ")):
+            output = None
+        elif line.startswith("output: "):
+            output = line.removeprefix("output: ").split(",")[0].strip()
+        elif line.startswith("jobid: ") and output:
+            jobs[line.split()[1]] = output
+    return jobs
+
+
 def test_rerun_after_interrupt_keeps_finished_cells(tiny_run, tmp_path):
-    """Kill the workflow mid-run; running it again finishes without redoing finished jobs."""
+    """Interrupt the workflow mid-run; running it again finishes without redoing finished jobs."""
     _, configfile, _ = tiny_run
     cmd = [
         *SNAKEMAKE,
@@ -180,20 +194,20 @@ def test_rerun_after_interrupt_keeps_finished_cells(tiny_run, tmp_path):
         "params",
         "input",
     ]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    cells = tmp_path / "results" / "tiny" / "cells"
+    first = tmp_path / "first.log"
+    with first.open("w") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + 600
-    done: list[Path] = []
+    finished: list[str] = []
     while time.monotonic() < deadline and proc.poll() is None:
-        # offline.json is the last output an offline job writes: its job has finished
-        done = [p.parent for p in cells.glob("*/seed0/offline/*/offline.json")]
-        if len(done) >= 2:
+        # jobs Snakemake itself has reported finished (so it keeps them), two of them offline jobs
+        log = first.read_text()
+        outputs = started_jobs(log)
+        finished = [outputs[j] for j in re.findall(r"Finished jobid: (\d+) \(Rule: \w+\)", log) if j in outputs]
+        if sum("/offline/" in f for f in finished) >= 2:
             break
-        time.sleep(0.5)
+        time.sleep(0.2)
     assert proc.poll() is None, "the workflow finished before it could be interrupted; enlarge TINY"
-    finished = [str(d.relative_to(tmp_path) / "recommend.csv") for d in done]
-    finished += [str(p.parent.relative_to(tmp_path) / "curve.csv") for p in cells.glob("*/seed0/online/online.json")]
-    time.sleep(3)  # let Snakemake register those jobs as complete before the interrupt
     os.killpg(proc.pid, signal.SIGINT)
     proc.wait(timeout=120)
     assert finished
