@@ -196,7 +196,14 @@ def test_rerun_after_interrupt_keeps_finished_cells(tiny_run, tmp_path):
     ]
     first = tmp_path / "first.log"
     with first.open("w") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            cmd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            # a shell running us in the background ignores SIGINT, and children inherit that
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )
     deadline = time.monotonic() + 600
     finished: list[str] = []
     while time.monotonic() < deadline and proc.poll() is None:
@@ -217,6 +224,6 @@ def test_rerun_after_interrupt_keeps_finished_cells(tiny_run, tmp_path):
     assert (tmp_path / "results" / "tiny" / "tidy.csv").exists()
     log = rerun.stdout + rerun.stderr
     ran = set(re.findall(r"output: ([^,\s]+)", log))  # first output of every job the second run executed
-    assert ran, "the second run executed nothing: the interrupt came too late to test anything"
+    assert ran, f"the second run executed nothing; first run:\n{first.read_text()[-3000:]}\nsecond:\n{log[-2000:]}"
     redone = sorted(set(finished) & ran)
     assert not redone, f"finished jobs were recomputed: {redone}"
