@@ -222,6 +222,7 @@ def test_benchmark_costs_group_by_stage(tmp_path) -> None:
     assert costs.loc["offline", "Total hours"] == pytest.approx(3.0)
     assert costs.loc["all stages", "Total hours"] == pytest.approx(3.5)
     assert np.isfinite(costs.loc["online", "Peak RSS (MB)"])
+    assert "CPU hours" not in costs.columns  # Snakemake's cpu_time is not trustworthy (see report.py)
     bad = tmp_path / "bad.tsv"
     bad.write_text("a\tb\n1\t2\n")
     with pytest.raises(ValueError, match="not a Snakemake benchmark file"):
