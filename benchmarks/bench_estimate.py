@@ -13,19 +13,14 @@ is the mean absolute error of single jobs once the fitted start-up is used, rela
 from __future__ import annotations
 
 import argparse
-import csv
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+from bench_stages import wall  # this folder: the script's own directory is on sys.path
 
 from replication import config
 from replication.estimate import JOB_OVERHEAD_SECONDS, JobCost, job_costs
-
-
-def wall_seconds(path) -> float:
-    with open(path) as f:
-        return float(next(csv.DictReader(f, delimiter="\t"))["s"])
 
 
 def main() -> None:
@@ -45,7 +40,7 @@ def main() -> None:
             continue
         rule = members[0].job.rule
         model = sum(c.cpu_seconds for c in members)
-        by_rule[rule].append((model, model - JOB_OVERHEAD_SECONDS[rule], wall_seconds(bench)))
+        by_rule[rule].append((model, model - JOB_OVERHEAD_SECONDS[rule], wall(bench)))
     if not by_rule:
         raise SystemExit(f"no finished jobs of config {cfg['name']} (benchmark files); run it first")
     print(f"config {cfg['name']}: {sum(map(len, by_rule.values()))} finished cell jobs ({missing} not run)")

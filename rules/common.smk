@@ -58,7 +58,7 @@ def batch_commands(stage):
     def get(wildcards):
         cell, seed = _cell_path(wildcards), int(wildcards.seed)
         lines = []
-        for key in wf.cell_batches(CFG)[stage]:
+        for key in BATCH[stage]:  # rules/batch.smk
             if stage == "newdata":
                 lines.append(
                     _batch_line(
@@ -104,5 +104,5 @@ def batch_offline_data(wildcards):
     seed = int(wildcards.seed)
     return [
         str(wf.dataset_file(CFG, wildcards.env, seed, wf.parse_dataset_key(CFG, key)))
-        for key in wf.cell_batches(CFG)["offline"]
+        for key in BATCH["offline"]
     ]

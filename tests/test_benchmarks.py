@@ -11,9 +11,10 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def benchmark(script: str, *args: str) -> str:
+def benchmark(script: str, *args: str, cwd: Path = ROOT) -> str:
+    """The output of ``benchmarks/<script> args`` run in ``cwd``; fails the test if it fails."""
     result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / script), *args], cwd=ROOT, capture_output=True, text=True
+        [sys.executable, str(ROOT / "benchmarks" / script), *args], cwd=cwd, capture_output=True, text=True
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout

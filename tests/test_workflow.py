@@ -16,6 +16,11 @@ import yaml
 
 from replication import config, workflow
 
+try:
+    from test_benchmarks import benchmark
+except ImportError:  # run as a package module
+    from tests.test_benchmarks import benchmark
+
 ROOT = Path(__file__).resolve().parent.parent
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile")]
 
@@ -138,14 +143,6 @@ def test_batch_jobs_give_the_same_results(tiny_run, tmp_path):
     differ = [str(f) for f in files if (per_variant / f).read_bytes() != (batched / f).read_bytes()]
     assert not differ, differ
     assert (batched / "cells" / "hopper" / "seed0" / "benchmarks" / "offline-cell.tsv").exists()
-
-
-def benchmark(script: str, *args: str, cwd: Path = ROOT) -> str:
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / script), *args], cwd=cwd, capture_output=True, text=True
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result.stdout
 
 
 def test_benchmarks_read_the_finished_run(tiny_run):
