@@ -421,10 +421,16 @@ def _mean_std(values: pd.Series) -> tuple[float, float]:
 
 
 def final_policy_table(df: pd.DataFrame, expected: Expected, metric: str = "score") -> pd.DataFrame:
-    """T1: online SAC at each pause vs the validated recommendation of every offline algorithm."""
+    """T1: the validated recommendation of every offline algorithm vs online SAC, both at the pause
+    (``diff_*``, as protocol.md defines T1) and after as many env steps as the recommendation spent
+    (``diff_matched_*``: the pause plus its validation and newdata steps; budget-matched)."""
     pairs = recommendation_pairs(
         df, metric, algo=expected.algos, dataset=expected.datasets, validation="full", envs=expected.envs
     )
+    curve = online_curve(df, metric, envs=expected.envs)
+    matched = value_at_or_before(curve, pairs[["env", "seed", "env_step"]], "env_step", "online SAC at the ledger step")
+    pairs["online_matched"] = matched["at_value"].to_numpy()
+    pairs["diff_matched"] = pairs["value"] - pairs["online_matched"]
     selections = sorted(set(pairs["selection"]))
     for ds in expected.datasets:
         rows = pairs[pairs["dataset"] == ds]
@@ -461,6 +467,10 @@ def final_policy_table(df: pd.DataFrame, expected: Expected, metric: str = "scor
                 "recommend_std": _mean_std(g["value"])[1],
                 "diff_mean": _mean_std(g["diff"])[0],
                 "diff_std": _mean_std(g["diff"])[1],
+                "online_matched_mean": _mean_std(g["online_matched"])[0],
+                "online_matched_std": _mean_std(g["online_matched"])[1],
+                "diff_matched_mean": _mean_std(g["diff_matched"])[0],
+                "diff_matched_std": _mean_std(g["diff_matched"])[1],
                 "env_step_mean": float(g["env_step"].mean()),
                 "metric": metric,
             }
@@ -524,6 +534,7 @@ def validation_table(df: pd.DataFrame, expected: Expected, metric: str = "score"
                 "std": _mean_std(g["value"])[1],
                 "diff_vs_none_mean": np.nan if is_none else _mean_std(g["diff"])[0],
                 "diff_vs_none_std": np.nan if is_none else _mean_std(g["diff"])[1],
+                "env_step_mean": float(g["env_step"].mean()),
                 "metric": metric,
             }
         )
@@ -650,16 +661,20 @@ def _display_t1(table: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
             d = _decimals(max(abs(g["online_mean"]).max(), abs(g["recommend_mean"]).max()))
             first = g.iloc[0]
             row = {"Environment": env_name(env), "Pause": format_steps(pause)}
-            row["Online SAC"] = _cell(first["online_mean"], first["online_std"], d)
+            row["Online SAC @ pause"] = _cell(first["online_mean"], first["online_std"], d)
+            row["Spent"] = format_steps(g["env_step_mean"].mean())
+            row["Online SAC @ spent"] = _cell(first["online_matched_mean"], first["online_matched_std"], d)
             for _, r in g.iterrows():
                 label = ALGO_NAMES.get(r["algo"], r["algo"])
                 row[label] = _cell(r["recommend_mean"], r["recommend_std"], d)
-                row[f"Δ {label}"] = _cell(r["diff_mean"], r["diff_std"], d, signed=True)
+                row[f"Δ {label}"] = _cell(r["diff_matched_mean"], r["diff_matched_std"], d, signed=True)
             rows.append(row)
         n = int(part["n_seeds"].min())
         title = (
             f"T1. Final-policy recommendation (dataset {ds}, validation full, selection {sel}): "
-            f"{_metric_note(part)}, mean ± std over {n} seeds; Δ: paired difference to online SAC at the pause."
+            f"{_metric_note(part)}, mean ± std over {n} seeds. Spent: env steps the recommendation used (pause, "
+            "validation and newdata steps); Δ: paired difference to online SAC after the same env steps "
+            "(budget-matched; its last evaluation if the run ends before). The difference at the pause is in the CSV."
         )
         out.append((title, pd.DataFrame(rows)))
     return out
@@ -675,18 +690,20 @@ def _display_t2(table: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
             row["Pause"] = format_steps(pause)
         row["Algorithm"] = ALGO_NAMES.get(algo, algo)
         row["Dataset"] = ds
-        deltas = {}
+        deltas, spent = {}, {}
         for _, r in g.iterrows():
             label = f"{r['validation']}/{r['selection']}"
             row[label] = _cell(r["mean"], r["std"], d)
+            spent[f"Spent ({r['validation']})"] = format_steps(r["env_step_mean"])
             if r["validation"] != "none":
                 deltas[f"Δ {label}"] = _cell(r["diff_vs_none_mean"], r["diff_vs_none_std"], d, signed=True)
-        rows.append({**row, **deltas})
+        rows.append({**row, **deltas, **spent})
     pauses = ", ".join(format_steps(p) for p in sorted(set(table["pause"])))
     title = (
         f"T2. Validation ablation at pause {pauses}: {_metric_note(table)}, mean ± std over "
         f"{int(table['n_seeds'].min())} seeds; columns are validation/selection; "
-        "Δ: paired difference to the unvalidated (none/offline) recommendation."
+        "Δ: paired difference to the unvalidated (none/offline) recommendation. Spent: env steps each side used "
+        "(validation charges its episodes: the validated side spent more of the budget)."
     )
     return [(title, pd.DataFrame(rows))]
 

@@ -336,6 +336,45 @@ def _estimate(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- replication calibrate --------------------------------------------------------------------
+
+
+def _add_calibrate_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--scenario", choices=("null", "effect"), required=True,
+                        help="null: no claimed effect anywhere; effect: every claim's effect planted")  # fmt: skip
+    parser.add_argument("--sims", type=int, default=200, help="simulated studies (default 200)")
+    parser.add_argument("--seeds", type=int, default=5, help="seeds per environment (default 5)")
+    parser.add_argument("--envs", nargs="+", help="environments (default: the paper profile's twelve)")
+    parser.add_argument("--sigma", type=float, default=0.1, help="noise sd, normalised units (default 0.1)")
+    parser.add_argument("--reps", type=int, default=1000, help="bootstrap replications of C2.1 (default 1000)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the simulations (default 0)")
+    parser.add_argument("--min-seeds", type=int, help="override the claims file's min_seeds (default: keep it)")
+    parser.add_argument("--format", choices=("json", "markdown"), default="markdown")
+
+
+@command(
+    "calibrate",
+    "share of each scorecard verdict on simulated results without (null) or with (effect) the claimed effects",
+    _add_calibrate_arguments,
+)
+def _calibrate(args: argparse.Namespace) -> int:
+    from replication import calibration
+
+    result = calibration.calibrate(
+        args.scenario,
+        args.sims,
+        args.seeds,
+        args.envs,
+        args.sigma,
+        seed=args.seed,
+        reps=args.reps,
+        min_seeds=args.min_seeds,
+    )
+    text = calibration.to_json(result) if args.format == "json" else calibration.to_markdown(result)
+    print(text.rstrip("\n"))
+    return 0
+
+
 # --- replication batch ------------------------------------------------------------------------
 
 

@@ -48,6 +48,7 @@ COLORS = {
     "binary": _COLORS[3],
     "accumulated": _COLORS[2],
 }
+ALGO_MARKERS = {"iql": "o", "cql": "s", "calql": "^"}  # F1: shape and colour tell the algorithms apart
 PANEL = (2.0, 1.65)  # inches per panel: four panels fill a 8-inch-wide page row
 NCOLS = 4
 SCORE = "score"
@@ -172,8 +173,10 @@ def fig_recommendation_curve(
 ) -> plt.Figure:
     """F1: online SAC learning curve and the recommendation of each offline algorithm at each pause.
 
-    Filled markers: the validated offline policy (``selection=offline``); open markers: the validated
-    best of the online and offline policies (``best-of``). Markers sit at their ledger-true env step.
+    Colour and shape: the offline algorithm; filled markers: the validated offline policy
+    (``selection=offline``); open markers: the validated best of the online and offline policies
+    (``best-of``). Every marker sits at its ledger-true env step (pause plus the validation steps it
+    spent): markers of one pause overlap rather than being shifted off their step.
     """
     envs = expected.envs
     online = agg.online_curve(df, metric, envs=envs)
@@ -188,24 +191,22 @@ def fig_recommendation_curve(
     )
     pauses = sorted(set(pairs["pause"]))
     agg.check_complete(pairs, "F1 recommendations at every pause point", {"env": envs, "pause": pauses})
-    offsets = np.linspace(-1, 1, len(expected.algos) * len(selections)) * 0.015 * expected.total_steps
     with style():
         fig, axes = _grid(len(envs))
         for ax, env in zip(axes, envs, strict=True):
             _plot_curve(ax, online[online["env"] == env], COLORS["sac"], lw=1.2)
             for pause in pauses:
                 ax.axvline(pause, color="0.8", lw=0.6, ls=":", zorder=0)
-            i = 0
             for algo in expected.algos:
                 for sel in selections:
                     g = pairs[(pairs["env"] == env) & (pairs["algo"] == algo) & (pairs["selection"] == sel)]
                     s = g.groupby("pause").agg(x=("env_step", "mean"), y=("value", "mean"), e=("value", "std"))
                     filled = sel == "offline"
                     ax.errorbar(
-                        s["x"] + offsets[i],
+                        s["x"],
                         s["y"],
                         yerr=s["e"].fillna(0),
-                        fmt="o",
+                        fmt=ALGO_MARKERS.get(algo, "o"),
                         ms=3.5,
                         lw=0.8,
                         capsize=1.5,
@@ -213,14 +214,17 @@ def fig_recommendation_curve(
                         mfc=COLORS.get(algo) if filled else "white",
                         mew=0.9,
                         zorder=3,
+                        alpha=0.85,
                     )
-                    i += 1
             ax.set_title(_panel_title(env, metric))
             _steps_axis(ax)
         for ax in axes:
             ax.set_xlabel("env steps" if ax.get_subplotspec().is_last_row() else "")
         handles = [_line(COLORS["sac"], "Online SAC")]
-        handles += [_line(COLORS[a], agg.ALGO_NAMES.get(a, a), marker="o", ls="", ms=4) for a in expected.algos]
+        handles += [
+            _line(COLORS[a], agg.ALGO_NAMES.get(a, a), marker=ALGO_MARKERS.get(a, "o"), ls="", ms=4)
+            for a in expected.algos
+        ]
         if "offline" in selections:
             handles.append(_line("0.3", "offline policy", marker="o", ls="", ms=4))
         if "best-of" in selections:
@@ -393,7 +397,7 @@ def fig_aggregate(table: pd.DataFrame) -> plt.Figure:
                 continue
             r = item
             color = _variant_color(r["variant"])
-            is_base = r["variant"] == r["baseline"]
+            is_base = not isinstance(r["baseline"], str) or not r["baseline"]
             ax_iqm.errorbar(
                 r["iqm"],
                 y,
@@ -422,7 +426,7 @@ def fig_aggregate(table: pd.DataFrame) -> plt.Figure:
         ax_iqm.set_yticks(ys, labels)
         ax_iqm.set_ylim(0.4, len(rows) + 0.6)
         ax_iqm.set_xlabel("IQM of normalised score (95% CI)")
-        ax_poi.set_xlabel("P(variant > baseline) (95% CI)")
+        ax_poi.set_xlabel("P(variant > budget-matched baseline) (95% CI)")
         ax_poi.axvline(0.5, color="0.5", lw=0.8, ls="--")
         ax_poi.set_xlim(-0.02, 1.02)
         for ax in (ax_iqm, ax_poi):

@@ -293,6 +293,20 @@ def _demote(markdown: str) -> str:
     return re.sub(r"^(#+)", r"###\1", markdown.strip(), flags=re.M)
 
 
+def evidence_warning(cfg: Mapping[str, Any], claims_path: Path | str | None = None) -> str:
+    """One sentence for the top of the report when the run has fewer seeds than the scorecard needs."""
+    from replication import scorecard
+
+    claims = scorecard.load_claims(claims_path or scorecard.CLAIMS_FILE)
+    need, have = int(claims.get("min_seeds", 2)), len(cfg.get("seeds", []))
+    if have >= need:
+        return ""
+    return (
+        f"**This run has {have} seed{'s' if have != 1 else ''}, fewer than the {need} the claims scorecard needs: "
+        "its verdicts are not evidence for or against the study's claims (every test is inconclusive).**"
+    )
+
+
 def report_path(cfg: Mapping[str, Any], results_dir: Path | str = "results") -> Path:
     """Where a run's report goes: ``results/<name>/report.md``."""
     return Path(results_dir) / str(cfg.get("name", "run")) / "report.md"
@@ -328,6 +342,7 @@ def write_report(
     lines = [
         f"# Replication report: {cfg.get('name', 'run')}",
         "",
+        *([evidence_warning(cfg), ""] if evidence_warning(cfg) else []),
         "Replication of *An Empirical Study on the Effectiveness of Incorporating Offline RL As Online RL "
         "Subroutines* (arXiv 2512.00383). Every number below comes from the workflow's tidy results.",
         "",

@@ -20,6 +20,7 @@ import pandas as pd
 import yaml
 
 from replication import aggregate as agg
+from replication import inference
 from replication import statistics as stats
 from replication.aggregate import NORMALIZED, Expected, MissingResultsError
 from replication.envs import PROJECT_ROOT
@@ -46,37 +47,49 @@ COLUMNS = (
     "rule",
     "verdict",
     "details",
+    "n_seeds",
+    "n_envs",
     "claim_verdict",
 )
+# The fewest environments on which each statistic can decide (a test's min_envs overrides it).
+MIN_ENVS = {
+    "recommendation_effect_by_env": 2,  # a difference between environments
+    "recommendation_effect_group_difference": 2,  # one inside the group, one outside
+    "recommendation_effect_rank_correlation": 5,  # Spearman's one-sided p >= 1/n! cannot reach 0.05 below 5
+    "finetune_vs_sac_by_env": 3,  # "a few" (at most a third) needs three
+}
+TOO_FEW_SEEDS = "too few seeds"
 
 
 # --------------------------------------------------------------------------------------------
-# Decision rules
+# Decision rules (paper/claims.yaml's header says what each guarantees)
 
 
-def rule_greater(lo: float, hi: float, null: float, margin: float) -> str:
-    """Reproduced if the interval excludes ``null`` upwards and reaches ``null + margin``."""
+def rule_greater(estimate: float, lo: float, hi: float, null: float, margin: float) -> str:
+    """Reproduced if the interval excludes ``null`` upwards and the estimate reaches ``null + margin``;
+    not reproduced if the whole interval lies below ``null + margin``."""
     if hi < null + margin:
         return NOT_REPRODUCED
-    return REPRODUCED if lo > null else INCONCLUSIVE
+    return REPRODUCED if lo > null and estimate >= null + margin else INCONCLUSIVE
 
 
-def rule_less(lo: float, hi: float, null: float, margin: float) -> str:
+def rule_less(estimate: float, lo: float, hi: float, null: float, margin: float) -> str:
     """Mirror image of :func:`rule_greater`."""
     if lo > null - margin:
         return NOT_REPRODUCED
-    return REPRODUCED if hi < null else INCONCLUSIVE
+    return REPRODUCED if hi < null and estimate <= null - margin else INCONCLUSIVE
 
 
-def rule_at_least(lo: float, hi: float, null: float, margin: float) -> str:
-    """Non-inferiority: reproduced if the interval lies above ``null - margin``."""
-    if lo > null - margin:
-        return REPRODUCED
-    return NOT_REPRODUCED if hi < null else INCONCLUSIVE
+def rule_at_least(estimate: float, lo: float, hi: float, null: float, margin: float) -> str:
+    """Non-inferiority: not reproduced if the whole interval lies below ``null``; reproduced if it
+    lies above ``null - margin`` (and so reaches ``null``)."""
+    if hi < null:
+        return NOT_REPRODUCED
+    return REPRODUCED if lo > null - margin else INCONCLUSIVE
 
 
 COUNT_RULES = ("heterogeneous", "few", "mixed")
-INTERVAL_RULES: dict[str, Callable[[float, float, float, float], str]] = {
+INTERVAL_RULES: dict[str, Callable[[float, float, float, float, float], str]] = {
     "greater": rule_greater,
     "less": rule_less,
     "at_least": rule_at_least,
@@ -85,47 +98,65 @@ INTERVAL_RULES: dict[str, Callable[[float, float, float, float], str]] = {
 
 @dataclasses.dataclass(frozen=True)
 class EnvEffect:
+    """One environment's mean effect with its t interval and Holm-adjusted one-sided p-values.
+
+    ``helps``/``hurts`` are decisions across the family of environments (family-wise error at
+    most ``level`` in each direction) and need an effect of at least the margin; ``negligible`` and
+    ``not_worse`` read the environment's own interval and enter only statements about every
+    environment (an intersection, which needs no adjustment).
+    """
+
     env: str
     mean: float
     lo: float
     hi: float
+    p_helps: float
+    p_hurts: float
     margin: float
+    level: float
 
     @property
     def helps(self) -> bool:
-        return rule_greater(self.lo, self.hi, 0.0, self.margin) == REPRODUCED
+        return self.p_helps < self.level and self.mean >= self.margin
 
     @property
     def hurts(self) -> bool:
-        return rule_less(self.lo, self.hi, 0.0, self.margin) == REPRODUCED
+        return self.p_hurts < self.level and self.mean <= -self.margin
 
     @property
-    def negligible_or_negative(self) -> bool:
-        return rule_greater(self.lo, self.hi, 0.0, self.margin) == NOT_REPRODUCED
+    def negligible(self) -> bool:
+        """At most negligible: the whole interval lies below the margin."""
+        return self.hi < self.margin
 
     @property
     def not_worse(self) -> bool:
-        return rule_less(self.lo, self.hi, 0.0, self.margin) == NOT_REPRODUCED
+        return self.lo > -self.margin
 
     def label(self) -> str:
         kind = (
-            "helps"
-            if self.helps
-            else "hurts"
-            if self.hurts
-            else "at most negligible"
-            if self.negligible_or_negative
-            else "unclear"
+            "helps" if self.helps else "hurts" if self.hurts else "at most negligible" if self.negligible else "unclear"
         )
         return f"{self.env} {self.mean:+.3f} [{self.lo:+.3f}, {self.hi:+.3f}] ({kind})"
 
 
-def rule_heterogeneous(effects: Sequence[EnvEffect]) -> str:
-    helps = sum(e.helps for e in effects)
-    small = sum(e.negligible_or_negative for e in effects)
-    if helps >= 1 and small >= 1:
+def env_effects(d: np.ndarray, envs: Sequence[str], margin: float, confidence: float = 0.95) -> list[EnvEffect]:
+    """Per-environment effects of the ``(seeds x envs)`` matrix ``d``, Holm-adjusted across ``envs``."""
+    intervals = [inference.mean_interval(d[:, i], confidence) for i in range(len(envs))]
+    p_helps = inference.holm([iv.p_greater for iv in intervals])
+    p_hurts = inference.holm([iv.p_less for iv in intervals])
+    level = (1 - confidence) / 2
+    return [
+        EnvEffect(env, iv.estimate, iv.lo, iv.hi, float(ph), float(pw), margin, level)
+        for env, iv, ph, pw in zip(envs, intervals, p_helps, p_hurts, strict=True)
+    ]
+
+
+def rule_heterogeneous(effects: Sequence[EnvEffect], p_heterogeneity: float, alpha: float) -> str:
+    """Reproduced if the environments' effects differ (p_heterogeneity < alpha) and at least one helps; not
+    reproduced if every environment helps, or every one is at most negligible (a uniform effect)."""
+    if p_heterogeneity < alpha and any(e.helps for e in effects):
         return REPRODUCED
-    if helps == len(effects) or small == len(effects):
+    if all(e.helps for e in effects) or all(e.negligible for e in effects):
         return NOT_REPRODUCED
     return INCONCLUSIVE
 
@@ -134,7 +165,7 @@ def rule_few(effects: Sequence[EnvEffect], max_fraction: float) -> str:
     helps = sum(e.helps for e in effects)
     if 1 <= helps <= max_fraction * len(effects):
         return REPRODUCED
-    if helps > max_fraction * len(effects) or all(e.negligible_or_negative for e in effects):
+    if helps > max_fraction * len(effects) or all(e.negligible for e in effects):
         return NOT_REPRODUCED
     return INCONCLUSIVE
 
@@ -142,7 +173,7 @@ def rule_few(effects: Sequence[EnvEffect], max_fraction: float) -> str:
 def rule_mixed(effects: Sequence[EnvEffect]) -> str:
     if any(e.helps for e in effects) and any(e.hurts for e in effects):
         return REPRODUCED
-    if all(e.negligible_or_negative for e in effects) or all(e.not_worse for e in effects):
+    if all(e.negligible for e in effects) or all(e.not_worse for e in effects):
         return NOT_REPRODUCED
     return INCONCLUSIVE
 
@@ -175,14 +206,21 @@ class Context:
     alpha: float
 
     def interval(self, scores: Any, statistic: Callable[..., float]) -> tuple[float, float, float]:
+        """A seeded stratified-bootstrap interval (for the probability of improvement)."""
         return stats.bootstrap_interval(scores, statistic, reps=self.reps, seed=self.seed, confidence=self.confidence)
 
+    def margin_of(self, test: dict[str, Any]) -> float:
+        return self.poi_margin if test.get("margin_key") == "poi_margin" else self.margin
+
+    def mean_test(self, d: np.ndarray, test: dict[str, Any], weights: Sequence[float] | None = None) -> Result:
+        """The test's interval rule on ``sum_e w_e * mean_e`` of the ``(seeds x envs)`` matrix ``d``."""
+        iv = inference.stratified_interval(d, weights, self.confidence)
+        rule = INTERVAL_RULES[test["rule"]]
+        verdict = rule(iv.estimate, iv.lo, iv.hi, float(test.get("null_value", 0.0)), self.margin_of(test))
+        return Result(iv.estimate, iv.lo, iv.hi, verdict)
+
     def env_effects(self, d: np.ndarray, envs: Sequence[str], margin: float) -> list[EnvEffect]:
-        out = []
-        for i, env in enumerate(envs):
-            mean, lo, hi = self.interval(d[:, [i]], np.mean)
-            out.append(EnvEffect(env, mean, lo, hi, margin))
-        return out
+        return env_effects(d, envs, margin, self.confidence)
 
 
 @dataclasses.dataclass
@@ -192,6 +230,24 @@ class Result:
     hi: float = float("nan")
     verdict: str = NOT_EVALUATED
     details: str = ""
+    n_envs: int = 0
+
+
+def evidence_gap(n_seeds: int, n_envs: int, test: dict[str, Any], min_seeds: int) -> str:
+    """Why a run has too little evidence for ``test`` ("" if it has enough)."""
+    if n_seeds < min_seeds:
+        return f"{TOO_FEW_SEEDS}: {n_seeds} (the scorecard needs {min_seeds}; paper/claims.yaml min_seeds)"
+    need = int(test.get("min_envs", MIN_ENVS.get(test["statistic"], 1)))
+    if n_envs < need:
+        return f"too few environments: {n_envs} (this test needs {need})"
+    return ""
+
+
+def envs_of_test(ctx: Context, test: dict[str, Any]) -> tuple[str, ...]:
+    """The environments a test's statistic reads."""
+    if test["statistic"] == "reward_mode_difference":
+        return (ctx.expected.c5_env,) if ctx.expected.c5_env else ()
+    return _envs(ctx, test.get("envs"))
 
 
 def _envs(ctx: Context, which: Any) -> tuple[str, ...]:
@@ -239,15 +295,15 @@ def _recommendation_effects(ctx: Context, test: dict[str, Any]) -> tuple[np.ndar
 
 def _stat_recommendation_effect_by_env(ctx: Context, test: dict[str, Any]) -> Result:
     envs = _envs(ctx, test.get("envs"))
-    if len(envs) < 2:
-        return Result(details="needs at least two environments")
     d, _ = _recommendation_effects(ctx, test)
     effects = ctx.env_effects(d, envs, ctx.margin)
     helps = sum(e.helps for e in effects)
+    p_het = inference.heterogeneity_test(d, seed=ctx.seed)
     return Result(
         estimate=float(helps),
-        verdict=rule_heterogeneous(effects),
-        details=f"{helps} of {len(effects)} environments help; " + "; ".join(e.label() for e in effects),
+        verdict=rule_heterogeneous(effects, p_het, (1 - ctx.confidence) / 2),
+        details=f"heterogeneity p = {p_het:.3g}; {helps} of {len(effects)} environments help (Holm); "
+        + "; ".join(e.label() for e in effects),
     )
 
 
@@ -258,15 +314,11 @@ def _stat_recommendation_effect_group_difference(ctx: Context, test: dict[str, A
     if not group or not rest:
         return Result(details=f"needs environments both in and outside the group {test['group']}; run has {envs}")
     d, _ = _recommendation_effects(ctx, test)
-    inside = np.array([e in group for e in envs])
-
-    def gap(m: np.ndarray) -> float:
-        return float(m[:, inside].mean() - m[:, ~inside].mean())
-
-    est, lo, hi = ctx.interval(d, gap)
-    verdict = INTERVAL_RULES[test["rule"]](lo, hi, float(test.get("null_value", 0.0)), ctx.margin)
+    weights = [1 / len(group) if e in group else -1 / len(rest) for e in envs]
+    result = ctx.mean_test(d, test, weights)
     means = ", ".join(f"{e} {d[:, i].mean():+.3f}" for i, e in enumerate(envs))
-    return Result(est, lo, hi, verdict, f"group: {', '.join(group)}; per-env mean effect: {means}")
+    result.details = f"group: {', '.join(group)}; per-env mean effect: {means}"
+    return result
 
 
 def _online_property(ctx: Context, envs: Sequence[str], pairs: pd.DataFrame, kind: str) -> np.ndarray:
@@ -285,8 +337,6 @@ def _stat_recommendation_effect_rank_correlation(ctx: Context, test: dict[str, A
     from scipy.stats import spearmanr
 
     envs = _envs(ctx, test.get("envs"))
-    if len(envs) < 3:
-        return Result(details="needs at least three environments")
     d, pairs = _recommendation_effects(ctx, test)
     effect = d.mean(axis=0)
     prop = _online_property(ctx, envs, pairs, test["online_property"])
@@ -302,7 +352,9 @@ def _stat_recommendation_effect_rank_correlation(ctx: Context, test: dict[str, A
 
 
 def _validation_matrices(ctx: Context, test: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Treatment and baseline matrices (seeds x tasks); a task is (env, algo, dataset, pause)."""
+    """Treatment and baseline matrices (seeds x envs), each cell the mean over the tasks
+    (algorithm, dataset, pause) that have both; the tasks of one (env, seed) share one online run,
+    so they are averaged, not counted as independent replicates."""
     keys = ["env", "algo", "dataset", "pause"]
 
     def rows(spec: dict[str, str]) -> pd.DataFrame:
@@ -336,11 +388,12 @@ def _validation_matrices(ctx: Context, test: dict[str, Any]) -> tuple[np.ndarray
             f"recommendation in {', '.join(lacking)}"
         )
     labels = ["/".join(map(str, t)) for t in tasks]
+    envs = list(ctx.expected.envs)
 
     def matrix(part: pd.DataFrame, name: str) -> np.ndarray:
-        part = part.assign(task=["/".join(map(str, t)) for t in part[keys].itertuples(index=False, name=None)])
-        part = part[part["task"].isin(labels)].rename(columns={"env": "_env", "task": "env"})
-        return stats.score_matrix(part, labels, ctx.expected.seeds, f"claim test {test['id']} {name}")
+        task = ["/".join(map(str, t)) for t in part[keys].itertuples(index=False, name=None)]
+        part = part[np.isin(task, labels)]
+        return stats.score_matrix(part, envs, ctx.expected.seeds, f"claim test {test['id']} {name}")
 
     return matrix(treat, "treatment"), matrix(base, "baseline"), labels
 
@@ -349,16 +402,19 @@ def _stat_validation_probability_of_improvement(ctx: Context, test: dict[str, An
     x, y, tasks = _validation_matrices(ctx, test)
     _, lo, hi = ctx.interval([x, y], stats.poi_pairwise)
     est = stats.probability_of_improvement(x, y)
-    margin = ctx.poi_margin if test.get("margin_key") == "poi_margin" else ctx.margin
-    verdict = INTERVAL_RULES[test["rule"]](lo, hi, float(test.get("null_value", 0.5)), margin)
-    return Result(est, lo, hi, verdict, f"{len(tasks)} tasks (environment/algorithm/dataset/pause)")
+    verdict = INTERVAL_RULES[test["rule"]](est, lo, hi, float(test.get("null_value", 0.5)), ctx.margin_of(test))
+    return Result(est, lo, hi, verdict, _tasks_text(tasks))
+
+
+def _tasks_text(tasks: Sequence[str]) -> str:
+    return f"{len(tasks)} tasks (environment/algorithm/dataset/pause), averaged within each (environment, seed)"
 
 
 def _stat_validation_mean_difference(ctx: Context, test: dict[str, Any]) -> Result:
     x, y, tasks = _validation_matrices(ctx, test)
-    est, lo, hi = ctx.interval(x - y, np.mean)
-    verdict = INTERVAL_RULES[test["rule"]](lo, hi, float(test.get("null_value", 0.0)), ctx.margin)
-    return Result(est, lo, hi, verdict, f"{len(tasks)} tasks (environment/algorithm/dataset/pause)")
+    result = ctx.mean_test(x - y, test)
+    result.details = _tasks_text(tasks)
+    return result
 
 
 def _finetune_curve(ctx: Context, test: dict[str, Any], envs: Sequence[str]) -> pd.DataFrame:
@@ -403,17 +459,13 @@ def _stat_finetune_early_change(ctx: Context, test: dict[str, Any]) -> Result:
     means = means.merge(switch, on=["env", "seed"])
     means["value"] = means["value"] - means["switch"]
     d = stats.score_matrix(means, envs, ctx.expected.seeds, what)
-    est, lo, hi = ctx.interval(d, np.mean)
-    verdict = INTERVAL_RULES[test["rule"]](lo, hi, float(test.get("null_value", 0.0)), ctx.margin)
+    result = ctx.mean_test(d, test)
     per_env = ", ".join(f"{e} {d[:, i].mean():+.3f}" for i, e in enumerate(envs))
     sources = ", ".join(sorted(set(switch["source"])))
-    return Result(
-        est,
-        lo,
-        hi,
-        verdict,
-        f"window {agg.format_steps(window)} env steps; switch level from {sources}; per-env change: {per_env}",
+    result.details = (
+        f"window {agg.format_steps(window)} env steps; switch level from {sources}; per-env change: {per_env}"
     )
+    return result
 
 
 def _stat_finetune_vs_sac_by_env(ctx: Context, test: dict[str, Any]) -> Result:
@@ -473,12 +525,11 @@ def _stat_finetune_level_vs_switch(ctx: Context, test: dict[str, Any]) -> Result
     merged = level.merge(switch, on=["env", "seed"])
     merged["value"] = merged["final"] - merged["switch"]
     d = stats.score_matrix(merged, envs, ctx.expected.seeds, f"claim test {test['id']}")
-    est, lo, hi = ctx.interval(d, np.mean)
-    verdict = INTERVAL_RULES[test["rule"]](lo, hi, float(test.get("null_value", 0.0)), ctx.margin)
-    details = f"measured at {agg.format_steps(merged['final_step'].mean())} env steps (mean)"
+    result = ctx.mean_test(d, test)
+    result.details = f"measured at {agg.format_steps(merged['final_step'].mean())} env steps (mean)"
     if test["at"] == "run_end":
-        details += "; " + _recovery_step(curve, switch)
-    return Result(est, lo, hi, verdict, details)
+        result.details += "; " + _recovery_step(curve, switch)
+    return result
 
 
 def _stat_reward_mode_difference(ctx: Context, test: dict[str, Any]) -> Result:
@@ -516,11 +567,10 @@ def _stat_reward_mode_difference(ctx: Context, test: dict[str, Any]) -> Result:
                 raise MissingResultsError(f"missing results for {what}: no rows")
             v = rows.groupby(["env", "seed"], as_index=False)["value"].mean()
         values[mode] = stats.score_matrix(v, [env], seeds, what)
-    d = values[modes[0]] - values[modes[1]]
-    est, lo, hi = ctx.interval(d, np.mean)
-    verdict = INTERVAL_RULES[test["rule"]](lo, hi, float(test.get("null_value", 0.0)), ctx.margin)
+    result = ctx.mean_test(values[modes[0]] - values[modes[1]], test)
     means = ", ".join(f"{m} {values[m].mean():.3f}" for m in modes)
-    return Result(est, lo, hi, verdict, f"{env}, mean normalised score: {means}")
+    result.details = f"{env}, mean normalised score: {means}"
+    return result
 
 
 STATISTICS: dict[str, Callable[[Context, dict[str, Any]], Result]] = {
@@ -584,17 +634,21 @@ def evaluate_claims(
         poi_margin=float(claims.get("poi_margin", 0.05)),
         alpha=float(claims.get("alpha", 0.05)),
     )
+    min_seeds = int(claims.get("min_seeds", 2))
     rows = []
     for cid, claim in claims["claims"].items():
         switch = claim.get("requires")
         enabled = ANALYSIS_SWITCHES[switch](expected) if switch else True
         claim_rows = []
         for test in claim["tests"]:
-            if enabled:
-                result = STATISTICS[test["statistic"]](ctx, test)
-            else:
+            n_envs = len(envs_of_test(ctx, test))
+            if not enabled:
                 result = Result(details=f"{switch} is switched off in the configuration")
-            margin = ctx.poi_margin if test.get("margin_key") == "poi_margin" else ctx.margin
+            elif gap := evidence_gap(len(expected.seeds), n_envs, test, min_seeds):
+                result = Result(verdict=INCONCLUSIVE, details=gap)
+            else:
+                result = STATISTICS[test["statistic"]](ctx, test)
+            margin = ctx.margin_of(test)
             claim_rows.append(
                 {
                     "claim": cid,
@@ -610,6 +664,8 @@ def evaluate_claims(
                     "rule": test["rule"],
                     "verdict": result.verdict,
                     "details": result.details,
+                    "n_seeds": len(expected.seeds),
+                    "n_envs": n_envs,
                 }
             )
         verdict = combine([r["verdict"] for r in claim_rows if r["role"] == "decisive"])
@@ -652,6 +708,7 @@ def scorecard_markdown(table: pd.DataFrame, claims: dict[str, Any]) -> str:
                 "Rule": r["rule"]
                 + ("" if not np.isfinite(r["null"]) else f" (null {r['null']:g}")
                 + ("" if not np.isfinite(r["null"]) else f", margin {r['margin']:g})"),
+                "Seeds x envs": f"{int(r['n_seeds'])} x {int(r['n_envs'])}",
                 "Verdict": r["verdict"],
                 "Details": r["details"],
             }

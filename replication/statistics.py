@@ -17,14 +17,18 @@ Two groups of variants make the aggregate figure F5 (:func:`aggregate_scores`):
 * final-policy recommendation: online SAC at a pause point ``P`` and every recommendation variant
   at ``P``; ``P`` is the latest pause at which every recommendation variant of the results was run
   for every environment and seed (for the default configuration, the ``newdata`` pause), so that
-  all of them are compared at one point of the budget;
-* fine-tuning: SAC continuation and every fine-tuning method, at the final evaluation.
+  all of them are compared at one point of the budget. A variant's probability of improvement is
+  budget-matched: over online SAC after as many env steps as that variant spent (pause, validation
+  and newdata steps), not over online SAC at ``P``;
+* fine-tuning: SAC continuation and every fine-tuning method, at the final evaluation (both spend
+  the whole budget).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import functools
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -235,13 +239,28 @@ def variant_label(algo: str, dataset: str, validation: str, selection: str) -> s
     return f"{agg.ALGO_NAMES.get(algo, algo)} · {dataset} · {validation}/{selection}"
 
 
-def aggregate_scores(
-    df: pd.DataFrame, expected: Expected, pause: int | None = None
-) -> list[tuple[str, str, dict[str, np.ndarray]]]:
-    """The groups of F5: ``(group name, baseline label, {variant label: normalised score matrix})``.
+@dataclasses.dataclass
+class AggregateGroup:
+    """One group of F5: its baseline's label, every variant's score matrix (the baseline's first), and
+    for each variant the baseline matrix its probability of improvement is taken over, with its label."""
 
-    The baseline's matrix comes first in each dict.
-    """
+    name: str
+    baseline: str
+    scores: dict[str, np.ndarray]
+    versus: dict[str, tuple[str, np.ndarray]]
+
+
+def _online_at_ledger(
+    online: pd.DataFrame, rows: pd.DataFrame, envs: Sequence[str], seeds: Sequence[int]
+) -> tuple[str, np.ndarray]:
+    """Online SAC after as many env steps as each recommendation row spent (budget-matched baseline)."""
+    at = agg.value_at_or_before(online, rows[["env", "seed", "env_step"]], "env_step", "online SAC at the ledger step")
+    label = f"Online SAC @ {agg.format_steps(rows['env_step'].mean())} (same env steps)"
+    return label, score_matrix(at.rename(columns={"at_value": "value"}), envs, seeds, label)
+
+
+def aggregate_scores(df: pd.DataFrame, expected: Expected, pause: int | None = None) -> list[AggregateGroup]:
+    """The groups of F5 (:class:`AggregateGroup`)."""
     metric, envs, seeds = agg.NORMALIZED, expected.envs, expected.seeds
     pause = comparison_pause(df, expected) if pause is None else int(pause)
     groups = []
@@ -250,6 +269,7 @@ def aggregate_scores(
     at_pause = agg.value_at_or_before(online, keys, "pause", "online SAC at the pause point")
     baseline = f"Online SAC @ {agg.format_steps(pause)}"
     rec_group = {baseline: score_matrix(at_pause.rename(columns={"at_value": "value"}), envs, seeds, baseline)}
+    rec_versus = {}
     for algo, dataset, validation, selection in recommendation_variants(df, expected):
         rows = agg.select(
             df,
@@ -264,7 +284,9 @@ def aggregate_scores(
         rows = rows[rows["pause"] == pause]
         label = variant_label(algo, dataset, validation, selection)
         rec_group[label] = score_matrix(rows, envs, seeds, f"F5 recommendation {label} at pause {pause}")
-    groups.append((f"Final-policy recommendation @ {agg.format_steps(pause)}", baseline, rec_group))
+        rec_versus[label] = _online_at_ledger(online, rows, envs, seeds)
+    name = f"Final-policy recommendation @ {agg.format_steps(pause)}"
+    groups.append(AggregateGroup(name, baseline, rec_group, rec_versus))
     if expected.finetune_methods:
         sac = agg.final_values(agg.sac_continuation(df, metric, expected), expected.total_steps, "SAC continuation")
         baseline = agg.FINETUNE_NAMES["sac"]
@@ -279,7 +301,8 @@ def aggregate_scores(
             agg.check_complete(curves, f"F5 fine-tuning {label}", {"env": envs, "seed": seeds})
             final = agg.final_values(curves, expected.total_steps, label)
             ft_group[label] = score_matrix(final.rename(columns={"final": "value"}), envs, seeds, label)
-        groups.append(("Fine-tuning (final)", baseline, ft_group))
+        versus = {label: (baseline, ft_group[baseline]) for label in ft_group if label != baseline}
+        groups.append(AggregateGroup("Fine-tuning (final)", baseline, ft_group, versus))
     return groups
 
 
@@ -294,13 +317,13 @@ def aggregate_table(
 ) -> pd.DataFrame:
     """IQM (with CI) of every F5 variant, and its probability of improvement over the group's baseline."""
     out = []
-    for group, baseline, scores in aggregate_scores(df, expected, pause):
-        iqms = iqm_intervals(scores, reps=reps, seed=seed, confidence=confidence)
-        pairs = {label: (m, scores[baseline]) for label, m in scores.items() if label != baseline}
+    for group in aggregate_scores(df, expected, pause):
+        iqms = iqm_intervals(group.scores, reps=reps, seed=seed, confidence=confidence)
+        pairs = {label: (group.scores[label], base) for label, (_, base) in group.versus.items()}
         pois = poi_intervals(pairs, reps=reps, seed=seed, confidence=confidence)
         table = iqms.merge(pois, on="variant", how="left")
-        table.insert(0, "group", group)
-        table.insert(2, "baseline", baseline)
+        table.insert(0, "group", group.name)
+        table.insert(2, "baseline", [group.versus[v][0] if v in group.versus else "" for v in table["variant"]])
         table["n_seeds"], table["n_envs"] = len(expected.seeds), len(expected.envs)
         out.append(table)
     return pd.concat(out, ignore_index=True)
@@ -316,14 +339,17 @@ def aggregate_markdown(table: pd.DataFrame, confidence: float = CONFIDENCE) -> s
             "Group": r["group"],
             "Variant": r["variant"],
             "IQM [CI]": _interval(r["iqm"], r["iqm_lo"], r["iqm_hi"]),
-            "P(improvement over baseline) [CI]": _interval(r["poi"], r["poi_lo"], r["poi_hi"]),
+            "P(improvement) [CI]": _interval(r["poi"], r["poi_lo"], r["poi_hi"]),
+            "over": r["baseline"] or "—",
         }
         for _, r in table.iterrows()
     ]
     title = (
         f"F5. Aggregates across {int(table['n_envs'].iloc[0])} environments of normalised scores "
         f"({int(table['n_seeds'].iloc[0])} seeds): interquartile mean and probability of improvement over the "
-        f"group's baseline (first row of each group), with {confidence:.0%} stratified-bootstrap intervals (rliable)."
+        "baseline named in column 'over' (budget-matched: a recommendation is compared with online SAC after as "
+        "many env steps as it spent), with "
+        f"{confidence:.0%} stratified-bootstrap intervals (rliable)."
     )
     return agg.markdown(title, pd.DataFrame(rows))
 

@@ -83,6 +83,18 @@ def test_t1_equals_a_direct_computation(raw: pd.DataFrame, prepared: pd.DataFram
     assert row["online_std"] == pytest.approx(online.std())
     assert row["diff_mean"] == pytest.approx((rec - online).mean())
     assert row["diff_std"] == pytest.approx((rec - online).std())
+    # budget-matched: online SAC after the 40K + 3K validation steps the recommendation spent (eval at 40K)
+    assert row["env_step_mean"] == 43_000
+    assert row["diff_matched_mean"] == pytest.approx((rec - online).mean())
+    nd = t1[(t1["env"] == "kitchen") & (t1["algo"] == "cql") & (t1["dataset"] == "newdata")
+            & (t1["selection"] == "best-of")].iloc[0]  # fmt: skip
+    rec_nd = _rows(raw, env="kitchen", stage="recommend", algo="cql", dataset="newdata", validation="full",
+                   selection="best-of", pause=60_000).set_index("seed")["value"]  # fmt: skip
+    online_70 = _rows(raw, env="kitchen", stage="online", env_step=70_000).set_index("seed")["value"]
+    assert nd["env_step_mean"] == 73_000  # 60K pause + 10K newdata + 3K validation
+    assert nd["online_matched_mean"] == pytest.approx(online_70.mean())
+    assert nd["diff_matched_mean"] == pytest.approx((rec_nd - online_70).mean())
+    assert nd["diff_matched_mean"] != pytest.approx(nd["diff_mean"])
     # every (env, pause, dataset, selection, algo) once; newdata only at its pause
     assert not t1.duplicated(["env", "pause", "dataset", "selection", "algo"]).any()
     assert set(t1[t1["dataset"] == "newdata"]["pause"]) == {60_000}
@@ -110,6 +122,12 @@ def test_t2_equals_a_direct_computation(raw: pd.DataFrame, prepared: pd.DataFram
     none_row = t2[(t2["env"] == "hopper") & (t2["algo"] == "iql") & (t2["dataset"] == "newdata")
                   & (t2["validation"] == "none")].iloc[0]  # fmt: skip
     assert np.isnan(none_row["diff_vs_none_mean"])
+    # the budget each side spent: validation charges 3K env steps
+    assert row["env_step_mean"] == 73_000 and none_row["env_step_mean"] == 70_000
+    shown = agg.display_tables("T2", t2)[0][1]
+    assert {"Spent (full)", "Spent (none)"} <= set(shown.columns)
+    spent = shown.groupby("Dataset")[["Spent (full)", "Spent (none)"]].agg(set)
+    assert spent.loc["newdata"].tolist() == [{"73K"}, {"70K"}] and spent.loc["buffer"].tolist() == [{"63K"}, {"60K"}]
 
 
 def test_t3_equals_a_direct_computation(raw: pd.DataFrame, prepared: pd.DataFrame, expected: Expected) -> None:

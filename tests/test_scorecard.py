@@ -8,7 +8,7 @@ import pytest
 from synthetic_results import config, make_results
 
 from replication import aggregate as agg
-from replication import report, scorecard, tidy
+from replication import inference, report, scorecard, tidy
 from replication.aggregate import Expected, MissingResultsError
 from replication.scorecard import INCONCLUSIVE, NOT_EVALUATED, NOT_REPRODUCED, REPRODUCED
 
@@ -41,32 +41,64 @@ def clear_case(prepared: pd.DataFrame, expected: Expected) -> pd.DataFrame:
 
 
 def test_interval_rules() -> None:
-    assert scorecard.rule_greater(0.1, 0.3, 0.0, 0.05) == REPRODUCED
-    assert scorecard.rule_greater(-0.1, 0.3, 0.0, 0.05) == INCONCLUSIVE
-    assert scorecard.rule_greater(0.001, 0.02, 0.0, 0.05) == NOT_REPRODUCED  # significant but negligible
-    assert scorecard.rule_greater(-0.3, -0.1, 0.0, 0.05) == NOT_REPRODUCED
-    assert scorecard.rule_less(-0.3, -0.1, 0.0, 0.05) == REPRODUCED
-    assert scorecard.rule_less(-0.02, 0.3, 0.0, 0.05) == NOT_REPRODUCED
-    assert scorecard.rule_at_least(-0.02, 0.1, 0.0, 0.05) == REPRODUCED
-    assert scorecard.rule_at_least(-0.3, -0.1, 0.0, 0.05) == NOT_REPRODUCED
-    assert scorecard.rule_at_least(-0.3, 0.1, 0.0, 0.05) == INCONCLUSIVE
+    g, less, at_least = scorecard.rule_greater, scorecard.rule_less, scorecard.rule_at_least
+    assert g(0.2, 0.1, 0.3, 0.0, 0.05) == REPRODUCED
+    assert g(0.05, 0.001, 0.099, 0.0, 0.05) == REPRODUCED  # estimate exactly at the margin, lo just above null
+    assert g(0.1, -0.1, 0.3, 0.0, 0.05) == INCONCLUSIVE
+    assert g(0.0255, 0.001, 0.05, 0.0, 0.05) == INCONCLUSIVE  # significant, but the estimate is below the margin
+    assert g(0.0105, 0.001, 0.02, 0.0, 0.05) == NOT_REPRODUCED  # significant but negligible
+    assert g(0.03, 0.01, 0.0499, 0.0, 0.05) == NOT_REPRODUCED
+    assert g(-0.2, -0.3, -0.1, 0.0, 0.05) == NOT_REPRODUCED
+    assert less(-0.2, -0.3, -0.1, 0.0, 0.05) == REPRODUCED
+    assert less(-0.0255, -0.05, -0.001, 0.0, 0.05) == INCONCLUSIVE  # mirror of the case above
+    assert less(0.1, -0.02, 0.3, 0.0, 0.05) == NOT_REPRODUCED
+    assert at_least(0.04, -0.02, 0.1, 0.0, 0.05) == REPRODUCED
+    assert at_least(-0.025, -0.049, -0.001, 0.0, 0.05) == NOT_REPRODUCED  # wholly below the level to recover
+    assert at_least(-0.2, -0.3, -0.1, 0.0, 0.05) == NOT_REPRODUCED
+    assert at_least(-0.1, -0.3, 0.1, 0.0, 0.05) == INCONCLUSIVE
+    assert at_least(0.0, -0.05, 0.05, 0.0, 0.05) == INCONCLUSIVE  # lo exactly at null - margin
     assert scorecard.combine([REPRODUCED, REPRODUCED]) == REPRODUCED
     assert scorecard.combine([REPRODUCED, INCONCLUSIVE]) == INCONCLUSIVE
     assert scorecard.combine([INCONCLUSIVE, NOT_REPRODUCED]) == NOT_REPRODUCED
     assert scorecard.combine([NOT_EVALUATED]) == NOT_EVALUATED
 
 
-def test_per_environment_rules() -> None:
-    def eff(lo: float, hi: float) -> scorecard.EnvEffect:
-        return scorecard.EnvEffect("e", (lo + hi) / 2, lo, hi, 0.05)
+def _effect(mean: float, p: float = 1.0, lo: float | None = None, hi: float | None = None) -> scorecard.EnvEffect:
+    """An environment effect with Holm-adjusted p-value ``p`` in the direction of its mean."""
+    lo = mean - 0.05 if lo is None else lo
+    hi = mean + 0.05 if hi is None else hi
+    return scorecard.EnvEffect("e", mean, lo, hi, p if mean > 0 else 1.0, p if mean < 0 else 1.0, 0.05, 0.025)
 
-    helps, flat, hurts, wide = eff(0.1, 0.3), eff(-0.01, 0.01), eff(-0.3, -0.1), eff(-0.3, 0.3)
-    assert scorecard.rule_heterogeneous([helps, flat, flat]) == REPRODUCED
-    assert scorecard.rule_heterogeneous([helps, helps]) == NOT_REPRODUCED
-    assert scorecard.rule_heterogeneous([wide, wide]) == INCONCLUSIVE
+
+def test_environment_effects() -> None:
+    assert _effect(0.2, 0.01).helps and not _effect(0.2, 0.03).helps  # Holm-adjusted p against the level
+    assert not _effect(0.04, 0.001).helps  # significant, below the margin
+    assert _effect(-0.2, 0.001).hurts and not _effect(-0.2, 0.001).helps
+    assert _effect(0.0, lo=-0.02, hi=0.049).negligible and not _effect(0.0, lo=-0.02, hi=0.05).negligible
+    assert _effect(0.0, lo=-0.049, hi=0.1).not_worse and not _effect(0.0, lo=-0.05, hi=0.1).not_worse
+    # from a matrix: one clear effect among three; Holm multiplies the smallest p-value by 3
+    rng = np.random.default_rng(0)
+    d = rng.normal(0.0, 0.05, size=(5, 3))
+    d[:, 0] += 0.3
+    effects = scorecard.env_effects(d, ["a", "b", "c"], 0.05)
+    assert [e.helps for e in effects] == [True, False, False]
+    raw = inference.mean_interval(d[:, 0]).p_greater
+    assert effects[0].p_helps == pytest.approx(3 * raw)
+
+
+def test_per_environment_rules() -> None:
+    helps, flat, hurts = _effect(0.2, 0.001), _effect(0.0, lo=-0.01, hi=0.01), _effect(-0.2, 0.001)
+    wide, unclear_up = _effect(0.0, lo=-0.3, hi=0.3), _effect(0.2, 0.2)
+    assert scorecard.rule_heterogeneous([helps, flat, flat], 0.001, 0.05) == REPRODUCED
+    assert scorecard.rule_heterogeneous([helps, flat, flat], 0.2, 0.05) == INCONCLUSIVE  # no evidence of differences
+    assert scorecard.rule_heterogeneous([helps, helps], 0.9, 0.05) == NOT_REPRODUCED
+    assert scorecard.rule_heterogeneous([flat, flat], 0.9, 0.05) == NOT_REPRODUCED
+    assert scorecard.rule_heterogeneous([wide, wide], 0.9, 0.05) == INCONCLUSIVE
     assert scorecard.rule_few([helps, flat, flat], 0.34) == REPRODUCED
     assert scorecard.rule_few([helps, helps, flat], 0.34) == NOT_REPRODUCED
-    assert scorecard.rule_few([flat, hurts, flat], 0.34) == NOT_REPRODUCED
+    assert scorecard.rule_few([flat, hurts, flat], 0.34) == NOT_REPRODUCED  # helps nowhere (hurting included)
+    assert scorecard.rule_few([flat, flat, flat], 0.34) == NOT_REPRODUCED
+    assert scorecard.rule_few([unclear_up, flat, flat], 0.34) == INCONCLUSIVE  # not significant after Holm
     assert scorecard.rule_few([wide, flat, flat], 0.34) == INCONCLUSIVE
     assert scorecard.rule_mixed([helps, hurts, flat]) == REPRODUCED
     assert scorecard.rule_mixed([helps, helps, flat]) == NOT_REPRODUCED
@@ -165,6 +197,7 @@ def test_build_scorecard_writes_csv_and_markdown(built: dict) -> None:
     assert set(table["claim"]) == {"C1", "C2", "C3", "C4", "C5"}
     md = md_path.read_text()
     assert "| C2      | reproduced" in md and "greater (null 0.5, margin 0.05)" in md
+    assert "| 5 x 3 " in md and "| 5 x 1 " in md  # seeds x environments behind each test
 
 
 def test_report_embeds_results_and_lists_choices(built: dict) -> None:
@@ -244,3 +277,38 @@ def test_budget_matched_baseline_uses_online_after_the_same_env_steps(
     o70 = online[online["env_step"] == 70_000].pivot(index="seed", columns="env", values="value")
     envs = list(expected.envs)
     np.testing.assert_allclose(at_pause - matched, (o70 - o60)[envs].to_numpy())
+
+
+def test_duplicated_tasks_do_not_narrow_an_interval(prepared: pd.DataFrame, expected: Expected) -> None:
+    """The tasks of one (env, seed) share an online run: copying them must not count as more evidence."""
+    rec = prepared[prepared["stage"] == "recommend"]
+    copies = rec.assign(pause=rec["pause"] + 1)  # every (algorithm, dataset, pause) task twice
+    doubled = pd.concat([prepared, copies], ignore_index=True)
+    once = scorecard.evaluate_claims(prepared, expected, _only("C2"), reps=REPS).set_index("test")
+    twice = scorecard.evaluate_claims(doubled, expected, _only("C2"), reps=REPS).set_index("test")
+    for test in ("C2.1", "C2.2"):
+        assert twice.loc[test, ["estimate", "ci_lo", "ci_hi"]].tolist() == pytest.approx(
+            once.loc[test, ["estimate", "ci_lo", "ci_hi"]].tolist()
+        )
+    assert "54 tasks" in once.loc["C2.1", "details"] and "108 tasks" in twice.loc["C2.1", "details"]
+
+
+def test_one_seed_gives_no_verdict(raw: pd.DataFrame) -> None:
+    cfg = config(seeds=[0])
+    table = scorecard.evaluate_claims(agg.prepare(raw[raw["seed"] == 0]), Expected.from_config(cfg), reps=REPS)
+    assert set(table["verdict"]) <= {INCONCLUSIVE, NOT_EVALUATED}
+    evaluated = table[table["verdict"] == INCONCLUSIVE]
+    assert len(evaluated) >= 11 and evaluated["details"].str.startswith("too few seeds: 1").all()
+    assert set(table["claim_verdict"]) <= {INCONCLUSIVE, NOT_EVALUATED}
+    assert (table["n_seeds"] == 1).all()
+    assert table.set_index("test").loc["C4.1", "n_envs"] == 1 and table.set_index("test").loc["C1.1", "n_envs"] == 3
+    assert "too few seeds" in report.evidence_warning(cfg) or "fewer than" in report.evidence_warning(cfg)
+    assert report.evidence_warning(config()) == ""
+
+
+def test_too_few_environments_is_inconclusive(prepared: pd.DataFrame) -> None:
+    exp = Expected.from_config(config(envs=["hopper", "kitchen"]))
+    df = prepared[prepared["env"].isin(["hopper", "kitchen"])]
+    table = scorecard.evaluate_claims(df, exp, _only("C1", "C3"), reps=REPS).set_index("test")
+    assert table.loc["C1.3", "details"] == "too few environments: 2 (this test needs 5)"
+    assert table.loc["C3.2", "verdict"] == INCONCLUSIVE and table.loc["C1.1", "verdict"] != INCONCLUSIVE

@@ -100,9 +100,16 @@ def test_aggregate_table_on_synthetic_results(prepared: pd.DataFrame) -> None:
     table = stats.aggregate_table(prepared, expected, reps=100)
     groups = list(dict.fromkeys(table["group"]))
     assert groups == ["Final-policy recommendation @ 60K", "Fine-tuning (final)"]
-    base = table[table["variant"] == table["baseline"]]
+    base = table[table["baseline"] == ""]
     assert base["poi"].isna().all() and len(base) == 2
-    assert table[table["variant"] != table["baseline"]]["poi"].notna().all()
+    assert table[table["baseline"] != ""]["poi"].notna().all()
+    # budget-matched: each recommendation is compared with online SAC after the env steps it spent
+    rec = table[table["group"].str.startswith("Final")].set_index("variant")
+    assert rec.loc["IQL · newdata · full/offline", "baseline"] == "Online SAC @ 73K (same env steps)"  # +10K +3K
+    assert rec.loc["IQL · buffer · full/offline", "baseline"] == "Online SAC @ 63K (same env steps)"
+    assert rec.loc["IQL · buffer · none/offline", "baseline"] == "Online SAC @ 60K (same env steps)"
+    ft = table[table["group"] == "Fine-tuning (final)"]
+    assert set(ft["baseline"]) == {"", "SAC continuation"}
     assert len(table) == 1 + 3 * 2 * 3 + 1 + 3  # online, algo x dataset x (full/best-of, full/offline, none), FT
     # the baseline's IQM equals a direct computation from the tidy rows
     online = prepared[(prepared["stage"] == "online") & (prepared["metric"] == agg.NORMALIZED)

@@ -1,0 +1,277 @@
+"""Calibration of the claims scorecard: how often each test says "reproduced" on synthetic results.
+
+``replication calibrate`` builds tidy results of the paper profile's grid (normalised scores only),
+runs the real scorecard (:func:`replication.scorecard.evaluate_claims`) on each, and reports, per
+test, the share of each verdict over ``sims`` simulations:
+
+* ``null``: every variant's normalised score is online SAC's plus noise. Online SAC's level is a
+  per-environment constant plus a per-(environment, seed) offset (the run's luck, shared by every
+  variant branched from it); every evaluation adds independent noise. Both have standard deviation
+  ``sigma``. No claim's effect is present, so a decisive test that says "reproduced" errs (except
+  C4.3, whose statement, "recovers at least the level it started from", holds when nothing changes).
+* ``effect``: the same, with the effects each claim states planted (:data:`EFFECTS`); the share of
+  "reproduced" is the test's power at that effect size.
+
+Seeded: the same arguments give the same numbers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from replication import aggregate as agg
+from replication import scorecard
+from replication.aggregate import NORMALIZED, Expected
+from replication.config import CONFIG_DIR
+
+SCENARIOS = ("null", "effect")
+VERDICT_KEYS = {
+    scorecard.REPRODUCED: "reproduced",
+    scorecard.NOT_REPRODUCED: "not_reproduced",
+    scorecard.INCONCLUSIVE: "inconclusive",
+    scorecard.NOT_EVALUATED: "not_evaluated",
+}
+SPARSE = ("kitchen", "kitchen-sparse")
+# Effects planted by the ``effect`` scenario, in normalised-score units (each as its claim states it).
+EFFECTS: dict[str, float] = {
+    "recommendation_sparse": 0.3,  # C1: the recommendation beats online SAC on the sparse tasks only
+    "validation_gain": 0.15,  # C2: unvalidated recommendations are this much lower
+    "iql_drop": 0.2,  # C3.1, C4.1: IQL fine-tuning drops this much over the first quarter
+    "pex_gain": 0.2,  # C3.2: PEX ends this much above SAC continuation in two environments
+    "calql_gain": 0.2,  # C3.3: Cal-QL fine-tuning ends this much above SAC in two, below in two others
+    "c4_at_budget": -0.1,  # C4.2: extended IQL is still this far below its start at the budget T
+    "c4_at_end": 0.1,  # C4.3: and this far above it at the end of the extended run
+    "c5_gap": 0.2,  # C5.1: Cal-QL in Kitchen ends this much higher with accumulated than binary reward
+}
+LEVEL = 0.5  # online SAC's true normalised level (every environment)
+
+
+def calibration_config(envs: Sequence[str] | None, seeds: int) -> dict[str, Any]:
+    """The paper profile with ``envs`` (default: its twelve) and ``seeds`` seeds."""
+    cfg = agg.load_config(CONFIG_DIR / "paper.yaml")
+    if envs:
+        unknown = sorted(set(envs) - set(cfg["envs"]))
+        if unknown:
+            raise ValueError(f"unknown environments {unknown}; valid: {', '.join(cfg['envs'])}")
+        cfg["envs"] = list(envs)
+    cfg["seeds"] = list(range(seeds))
+    if cfg["analysis"]["c5"]["env"] not in cfg["envs"]:
+        cfg["analysis"]["c5"]["enabled"] = False
+    return cfg
+
+
+@dataclasses.dataclass(frozen=True)
+class Shape:
+    """Where a run of the configuration evaluates (env steps)."""
+
+    total: int
+    interval: int
+    pauses: tuple[int, ...]
+    newdata_pause: int
+    newdata_size: int
+    validation_cost: int
+    finetune_pause: int
+
+    @classmethod
+    def of(cls, cfg: dict[str, Any], expected: Expected) -> Shape:
+        total = expected.total_steps
+        val = cfg["validation"]
+        return cls(
+            total=total,
+            interval=int(cfg["evaluation"]["interval"]),
+            pauses=tuple(round(f * total) for f in cfg["budget"]["pause_fractions"]),
+            newdata_pause=round(cfg["newdata"]["pause"] * total),
+            newdata_size=int(cfg["newdata"]["size"]),
+            validation_cost=round((val["online_fraction"] + val["offline_fraction"]) * total),
+            finetune_pause=expected.finetune_pause,
+        )
+
+    def steps(self, start: int, end: int) -> np.ndarray:
+        first = start + self.validation_cost
+        return np.array([first, *range((start // self.interval + 1) * self.interval, end + 1, self.interval)])
+
+
+class _Rows:
+    """Accumulates tidy rows of normalised scores, column by column (one DataFrame at the end)."""
+
+    COLUMNS = ("env", "seed", "env_step", "value", "stage", "algo", "dataset", "validation", "selection",
+               "variant_options", "pause")  # fmt: skip
+
+    def __init__(self) -> None:
+        self.columns: dict[str, list[Any]] = {c: [] for c in self.COLUMNS}
+
+    def add(self, env: str, seed: int, steps: np.ndarray, values: np.ndarray, **variant: Any) -> None:
+        n = len(steps)
+        fixed = {
+            "env": env,
+            "seed": seed,
+            "stage": variant.get("stage", ""),
+            "algo": variant.get("algo", ""),
+            "dataset": variant.get("dataset", ""),
+            "validation": variant.get("validation", ""),
+            "selection": variant.get("selection", ""),
+            "variant_options": variant.get("options", ""),
+            "pause": int(variant.get("pause", 0)),
+        }
+        for col, value in fixed.items():
+            self.columns[col].extend([value] * n)
+        self.columns["env_step"].extend(np.asarray(steps, dtype=int).tolist())
+        self.columns["value"].extend(np.asarray(values, dtype=float).tolist())
+
+    def frame(self) -> pd.DataFrame:
+        df = pd.DataFrame(self.columns)
+        df["metric"] = NORMALIZED
+        return df
+
+
+@dataclasses.dataclass
+class _Noise:
+    """Values of one online run's variants: its level, a planted effect, and evaluation noise."""
+
+    level: float
+    sigma: float
+    rng: np.random.Generator
+
+    def __call__(self, effect: np.ndarray | float, n: int) -> np.ndarray:
+        return self.level + np.asarray(effect) + self.rng.normal(0, self.sigma, n)
+
+
+def _effect_envs(envs: Sequence[str]) -> dict[str, tuple[str, ...]]:
+    """Which environments carry the per-environment effects (the sparse ones first)."""
+    ordered = [e for e in SPARSE if e in envs] + [e for e in envs if e not in SPARSE]
+    return {"pex_helps": tuple(ordered[:2]), "calql_helps": tuple(ordered[:2]), "calql_hurts": tuple(ordered[2:4])}
+
+
+def synthetic_results(
+    cfg: dict[str, Any], scenario: str, sigma: float, rng: np.random.Generator
+) -> tuple[pd.DataFrame, Expected]:
+    """One simulated study (prepared tidy rows of the normalised score) and what it should contain."""
+    if scenario not in SCENARIOS:
+        raise ValueError(f"unknown scenario {scenario!r}; valid: {', '.join(SCENARIOS)}")
+    expected = Expected.from_config(cfg)
+    shape = Shape.of(cfg, expected)
+    fx = EFFECTS if scenario == "effect" else dict.fromkeys(EFFECTS, 0.0)
+    where = _effect_envs(expected.envs)
+    rows = _Rows()
+    t, ft = shape.total, shape.finetune_pause
+    online_steps = np.arange(0, t + 1, shape.interval)
+    for env in expected.envs:
+        rec = fx["recommendation_sparse"] if env in SPARSE else 0.0
+        for seed in expected.seeds:
+            noisy = _Noise(LEVEL + rng.normal(0, sigma), sigma, rng)  # the online run's level, shared by its variants
+
+            rows.add(env, seed, online_steps, noisy(0.0, len(online_steps)), stage="online", algo="sac")
+            _recommendations(rows, shape, expected, env, seed, rec, fx["validation_gain"], noisy)
+            steps = shape.steps(ft, t)
+            progress = (steps - steps[0]) / max(t - steps[0], 1)
+            fade = rec * (1 - progress)  # the fine-tuned agent starts at the offline agent's level
+            gains = {
+                "iql": -fx["iql_drop"] * np.interp(progress, [0, 0.05, 0.25, 0.3, 1], [0, 1, 1, 0, 0]),
+                "pex": fx["pex_gain"] * progress * (env in where["pex_helps"]),
+                "calql": fx["calql_gain"] * progress * ((env in where["calql_helps"]) - (env in where["calql_hurts"])),
+            }
+            for method in expected.finetune_methods:
+                values = noisy(fade + gains[method], len(steps))
+                rows.add(env, seed, steps, values, stage="finetune", algo=method, dataset="buffer",
+                         validation="full", pause=ft)  # fmt: skip
+            if env in expected.c4_envs:
+                ext = shape.steps(ft, 2 * t)
+                p = (ext - ext[0]) / (2 * t - ext[0])
+                at_t = (t - ext[0]) / (2 * t - ext[0])
+                shape_c4 = np.interp(p, [0, 0.05, at_t, 1], [0, -fx["iql_drop"], fx["c4_at_budget"], fx["c4_at_end"]])
+                rows.add(env, seed, ext, noisy(shape_c4, len(ext)), stage="finetune", algo="iql",
+                         dataset="buffer", validation="full", pause=ft, options="extended=1")  # fmt: skip
+            if env == expected.c5_env:
+                for reward in expected.c5_rewards:
+                    end = fx["c5_gap"] if reward == "accumulated" else 0.0
+                    rows.add(env, seed, steps, noisy(fade + end * progress, len(steps)), stage="finetune",
+                             algo="calql", dataset="buffer", validation="full", pause=ft,
+                             options=f"reward={reward}")  # fmt: skip
+    return rows.frame(), expected
+
+
+def _recommendations(
+    rows: _Rows, shape: Shape, expected: Expected, env: str, seed: int, rec: float, gain: float, noisy: _Noise
+) -> None:
+    """Recommendation rows of every algorithm, dataset and validation variant of one cell."""
+    for algo in expected.algos:
+        for dataset in expected.datasets:
+            pauses = shape.pauses if dataset == "buffer" else (shape.newdata_pause,)
+            extra = shape.newdata_size if dataset != "buffer" else 0
+            for pause in pauses:
+                common = {"stage": "recommend", "algo": algo, "dataset": dataset, "pause": pause}
+                step = np.array([pause + extra + shape.validation_cost])
+                for selection in ("offline", "best-of"):
+                    rows.add(env, seed, step, noisy(rec, 1), validation="full", selection=selection, **common)
+                rows.add(env, seed, step - shape.validation_cost, noisy(rec - gain, 1), validation="none",
+                         selection="offline", **common)  # fmt: skip
+
+
+def calibrate(
+    scenario: str,
+    sims: int,
+    seeds: int,
+    envs: Sequence[str] | None = None,
+    sigma: float = 0.1,
+    *,
+    seed: int = 0,
+    reps: int = 1000,
+    min_seeds: int | None = None,
+) -> dict[str, Any]:
+    """Share of each verdict per claim test over ``sims`` simulated studies.
+
+    ``min_seeds`` overrides the claims file's (to see what fewer seeds would give).
+    """
+    if sims < 1 or seeds < 1:
+        raise ValueError(f"sims and seeds must be positive, got sims={sims}, seeds={seeds}")
+    cfg = calibration_config(envs, seeds)
+    claims = scorecard.load_claims()
+    if min_seeds is not None:
+        claims["min_seeds"] = min_seeds
+    rng = np.random.default_rng(seed)
+    counts: dict[str, dict[str, int]] = {}
+    roles: dict[str, str] = {}
+    for _ in range(sims):
+        df, expected = synthetic_results(cfg, scenario, sigma, rng)
+        table = scorecard.evaluate_claims(df, expected, claims, reps=reps, seed=int(rng.integers(2**31)))
+        for test, role, verdict in table[["test", "role", "verdict"]].itertuples(index=False):
+            roles[test] = role
+            tally = counts.setdefault(test, dict.fromkeys(VERDICT_KEYS.values(), 0))
+            tally[VERDICT_KEYS[verdict]] += 1
+    tests = {t: {k: round(v / sims, 4) for k, v in c.items() if k != "not_evaluated" or v} for t, c in counts.items()}
+    return {
+        "scenario": scenario,
+        "sims": sims,
+        "seeds": seeds,
+        "envs": list(cfg["envs"]),
+        "sigma": sigma,
+        "min_seeds": int(claims.get("min_seeds", 2)),
+        "effects": EFFECTS if scenario == "effect" else {},
+        "roles": roles,
+        "tests": tests,
+    }
+
+
+def to_markdown(result: dict[str, Any]) -> str:
+    """The calibration result as a Markdown table (one row per test)."""
+    head = (
+        f"Scenario `{result['scenario']}`, {result['sims']} simulations, {result['seeds']} seeds, "
+        f"{len(result['envs'])} environments, sigma {result['sigma']:g}.\n\n"
+    )
+    lines = ["| test | role | reproduced | not reproduced | inconclusive |", "|---|---|---|---|---|"]
+    for test, shares in result["tests"].items():
+        lines.append(
+            f"| {test} | {result['roles'][test]} | {shares['reproduced']:.3f} | {shares['not_reproduced']:.3f} "
+            f"| {shares['inconclusive']:.3f} |"
+        )
+    return head + "\n".join(lines) + "\n"
+
+
+def to_json(result: dict[str, Any]) -> str:
+    return json.dumps(result, indent=2)

@@ -1,0 +1,74 @@
+"""The scorecard's hypothesis tests against scipy's, and their error rates on simulated noise."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import stats as sps
+
+from replication import inference
+
+
+def test_mean_interval_is_the_one_sample_t_test() -> None:
+    x = np.array([0.12, -0.03, 0.2, 0.07, 0.15])
+    iv = inference.mean_interval(x)
+    ref = sps.ttest_1samp(x, 0.0)
+    ci = ref.confidence_interval(0.95)
+    assert (iv.lo, iv.hi) == pytest.approx((ci.low, ci.high))
+    assert iv.p_greater == pytest.approx(sps.ttest_1samp(x, 0.0, alternative="greater").pvalue)
+    assert iv.p_less == pytest.approx(sps.ttest_1samp(x, 0.0, alternative="less").pvalue)
+    with pytest.raises(ValueError, match="at least two seeds"):
+        inference.mean_interval([0.1])
+
+
+def test_constant_values_give_an_exact_interval() -> None:
+    iv = inference.mean_interval([0.0, 0.0, 0.0])
+    assert (iv.estimate, iv.lo, iv.hi, iv.p_greater, iv.p_less) == (0.0, 0.0, 0.0, 1.0, 1.0)
+    up = inference.mean_interval([1.0, 1.0, 1.0])
+    assert up.p_greater == 0.0 and up.p_less == 1.0
+
+
+def test_stratified_interval_matches_welch_for_a_difference_of_two_environments() -> None:
+    rng = np.random.default_rng(1)
+    m = np.column_stack([rng.normal(0.3, 0.1, 6), rng.normal(0.1, 0.3, 6)])
+    iv = inference.stratified_interval(m, [1.0, -1.0])
+    ref = sps.ttest_ind(m[:, 0], m[:, 1], equal_var=False, alternative="greater")
+    assert iv.estimate == pytest.approx(m[:, 0].mean() - m[:, 1].mean())
+    assert iv.p_greater == pytest.approx(ref.pvalue)
+    one = inference.stratified_interval(m[:, [0]])
+    assert (one.lo, one.hi) == pytest.approx((inference.mean_interval(m[:, 0]).lo, inference.mean_interval(m[:, 0]).hi))
+
+
+def test_holm_adjustment() -> None:
+    adjusted = inference.holm([0.01, 0.04, 0.03, 0.5])
+    # sorted: 0.01 x4 = 0.04, 0.03 x3 = 0.09, 0.04 x2 = 0.08 -> 0.09 (monotone), 0.5 x1
+    assert adjusted == pytest.approx([0.04, 0.09, 0.09, 0.5])
+
+
+def test_heterogeneity_test() -> None:
+    rng = np.random.default_rng(2)
+    same = rng.normal(0.0, 0.1, size=(5, 6))
+    differ = same + np.array([0.0, 0.0, 0.0, 0.0, 0.0, 0.5])
+    assert inference.heterogeneity_test(same) > 0.05
+    assert inference.heterogeneity_test(differ) < 0.01
+    assert inference.heterogeneity_test(same, seed=4) == inference.heterogeneity_test(same, seed=4)
+    assert inference.heterogeneity_test(np.zeros((5, 3))) == 1.0
+    assert inference.heterogeneity_test(np.tile([0.0, 1.0, 1.0], (5, 1))) == 0.0
+
+
+def test_error_rates_under_noise() -> None:
+    """No effect anywhere, unequal noise per environment: each test rejects at most at its level."""
+    rng = np.random.default_rng(3)
+    sims, seeds, sd = 2000, 5, np.array([0.05, 0.1, 0.2, 0.1, 0.3, 0.05, 0.02, 0.1, 0.2, 0.1, 0.3, 0.05])
+    het = holm_any = strat = 0
+    for i in range(sims):
+        m = 0.1 + rng.normal(0.0, sd, size=(seeds, sd.size))  # the same effect everywhere: no heterogeneity
+        het += inference.heterogeneity_test(m, draws=1000, seed=i) < 0.025
+        m -= 0.1
+        p = [inference.mean_interval(m[:, i]).p_greater for i in range(sd.size)]
+        holm_any += (inference.holm(p) < 0.025).any()
+        strat += inference.stratified_interval(m).lo > 0
+    se = 3 * np.sqrt(0.025 * 0.975 / sims)  # three standard errors of a share near 0.025
+    assert het / sims <= 0.025 + se  # the heterogeneity test keeps its level with unequal variances
+    assert holm_any / sims <= 0.025 + se  # family-wise error of "some environment helps"
+    assert strat / sims <= 0.025 + se  # one-sided error of the stratified interval
