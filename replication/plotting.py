@@ -426,7 +426,7 @@ def fig_aggregate(table: pd.DataFrame) -> plt.Figure:
         ax_iqm.set_yticks(ys, labels)
         ax_iqm.set_ylim(0.4, len(rows) + 0.6)
         ax_iqm.set_xlabel("IQM of normalised score (95% CI)")
-        ax_poi.set_xlabel("P(variant > budget-matched baseline) (95% CI)")
+        ax_poi.set_xlabel("P(variant > matched baseline), 95% CI")
         ax_poi.axvline(0.5, color="0.5", lw=0.8, ls="--")
         ax_poi.set_xlim(-0.02, 1.02)
         for ax in (ax_iqm, ax_poi):

@@ -20,10 +20,8 @@ def test_planted_effects_are_found() -> None:
 
 def test_no_effect_is_not_reproduced() -> None:
     result = calibration.calibrate("null", sims=2, seeds=5, envs=ENVS, sigma=0.02, reps=200)
-    for test in DECISIVE:
-        if test != "C4.3":  # "recovers at least the level it started from" holds when nothing changes
-            assert result["tests"][test]["reproduced"] == 0.0, (test, result["tests"][test])
-    assert result["tests"]["C4.3"]["reproduced"] == 1.0
+    for test in DECISIVE:  # C4.3's null: the extended run ends a margin below its start
+        assert result["tests"][test]["reproduced"] == 0.0, (test, result["tests"][test])
 
 
 def test_few_seeds_are_inconclusive_and_results_repeat() -> None:

@@ -312,3 +312,11 @@ def test_too_few_environments_is_inconclusive(prepared: pd.DataFrame) -> None:
     table = scorecard.evaluate_claims(df, exp, _only("C1", "C3"), reps=REPS).set_index("test")
     assert table.loc["C1.3", "details"] == "too few environments: 2 (this test needs 5)"
     assert table.loc["C3.2", "verdict"] == INCONCLUSIVE and table.loc["C1.1", "verdict"] != INCONCLUSIVE
+
+
+def test_two_seeds_show_numbers_without_a_verdict(raw: pd.DataFrame) -> None:
+    cfg = config(seeds=[0, 1])
+    table = scorecard.evaluate_claims(agg.prepare(raw[raw["seed"] < 2]), Expected.from_config(cfg), reps=REPS)
+    c5 = table.set_index("test").loc["C5.1"]
+    assert c5["verdict"] == INCONCLUSIVE and c5["details"].startswith("too few seeds: 2")
+    assert c5["ci_lo"] < c5["estimate"] < c5["ci_hi"]  # computed, shown, not decided
