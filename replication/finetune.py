@@ -79,6 +79,7 @@ continues to ``T`` in the same run, so the aggregation takes the online ``curve.
 fine-tuning pause on (:func:`replication.aggregate.sac_continuation`).
 
 Analysis C4. ``extended_steps > 0`` continues fine-tuning that many env steps past the budget (the
+workflow gives IQL ``analysis.c4.finetune_steps`` minus the budget, so that fine-tuning totals that; the
 episode running at ``T`` is cut, then a new one starts). Those curve rows are tagged
 ``variant_options='extended=1'`` at env steps ``T + k``. The ledger refuses to overdraw ``T``, so
 the extension is *not* in ``ledger.json``: ``finetune.json`` records it under ``extension`` with
@@ -87,7 +88,8 @@ the extension is *not* in ``ledger.json``: ``finetune.json`` records it under ``
 Outputs in ``out_dir``: ``curve.csv`` (tidy), ``ledger.json``, ``learnable_final.d3`` (the learner at
 the end of the budget; PEX: its online learner) and ``learnable_extended.d3`` after an extension,
 and ``finetune.json`` (run info, method, steps, measured env steps/s and updates/s, evaluation time,
-device; written last).
+device; for Cal-QL and PEX ``mixing``: the offline share of all batches and that of the first and the
+last batch, which :func:`replication.report.batch_mixing` reports; written last).
 
 Seeding: python, numpy and torch through ``d3rlpy.seed(seed)`` (d3rlpy's buffers sample with
 numpy's global RNG), the mixing and PEX choices from their own generator; two runs with one seed
@@ -156,6 +158,16 @@ class MixedSampler:
         self.rule = mixing_rule(rule, "mixing rule")
         self.rng = rng
         self.drawn = np.zeros(2, dtype=np.int64)  # offline, online samples so far
+        self.first_batch: dict[str, Any] | None = None  # the offline share of the first and last batches
+        self.last_batch: dict[str, Any] | None = None
+
+    def expected_offline_fraction(self, batch_size: int) -> float:
+        """The offline share the rule gives the next batch (``proportional``: ``|D| / (|D| + n_online)``)."""
+        n_offline, n_online = self.offline.transition_count, self.online.transition_count
+        if self.rule == "proportional":
+            return n_offline / (n_offline + n_online)
+        k = int(round(self.rule * batch_size))
+        return k / batch_size if n_online >= batch_size - k else 1.0
 
     def offline_count(self, batch_size: int) -> int:
         """How many of the next batch's ``batch_size`` samples come from the offline buffer."""
@@ -170,10 +182,18 @@ class MixedSampler:
     def sample(self, batch_size: int):
         from d3rlpy.dataset import TransitionMiniBatch
 
+        expected = self.expected_offline_fraction(batch_size)
         k = self.offline_count(batch_size)
         transitions = [self.offline.sample_transition() for _ in range(k)]
         transitions += [self.online.sample_transition() for _ in range(batch_size - k)]
         self.drawn += (k, batch_size - k)
+        self.last_batch = {
+            "expected_offline_fraction": expected,
+            "offline_fraction": k / batch_size,
+            "online_transitions": int(self.online.transition_count),
+        }
+        if self.first_batch is None:
+            self.first_batch = self.last_batch
         return TransitionMiniBatch.from_transitions(transitions)
 
     def stats(self) -> dict[str, Any]:
@@ -185,6 +205,8 @@ class MixedSampler:
             "offline_fraction": float(self.drawn[0] / total) if total else None,
             "offline_transitions": int(self.offline.transition_count),
             "online_transitions": int(self.online.transition_count),
+            "first_batch": self.first_batch,
+            "last_batch": self.last_batch,
         }
 
 

@@ -448,3 +448,28 @@ def test_calql_online_returns_to_go_come_from_finished_episodes(cell):
     batch = agent.batch()
     assert len(batch) == learner.config.batch_size
     assert len(json.dumps(agent.stats())) > 0
+
+
+def test_calql_batches_offline_share_at_start_and_end_is_recorded_and_reported(runs, tmp_path):
+    """finetune.json keeps the offline share of the first and last Cal-QL batches; the report shows it."""
+    from replication import report
+
+    out, summary, _ = runs["calql"]
+    mixing = summary["mixing"]
+    assert mixing["rule"] == "proportional"
+    # the online buffer is empty at the first update (episodes enter it when they end): all offline
+    assert (
+        mixing["first_batch"]["expected_offline_fraction"] == 1.0 and mixing["first_batch"]["online_transitions"] == 0
+    )
+    last = mixing["last_batch"]
+    n_offline = mixing["offline_transitions"]
+    assert 0 < last["online_transitions"] <= REMAINING
+    assert last["expected_offline_fraction"] == pytest.approx(n_offline / (n_offline + last["online_transitions"]))
+    table = report.batch_mixing([out / "finetune.json", runs["iql"][0] / "finetune.json", tmp_path / "absent.json"])
+    assert len(table) == 1  # Cal-QL only; missing files skipped
+    row = table.iloc[0]
+    assert row["first batch"] == 1.0 and row["last batch"] == pytest.approx(last["expected_offline_fraction"])
+    assert row["all batches"] == pytest.approx(mixing["offline_fraction"])
+    cfg = {"finetune": {"calql_mixing": "proportional"}}
+    text = "\n".join(report.mixing_section([out / "finetune.json"], cfg))
+    assert "finetune.calql_mixing = proportional" in text and "| proportional" in text
