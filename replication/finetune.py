@@ -20,10 +20,10 @@ different seed would fine-tune on other tasks than the ones evaluated); its firs
 with ``seed + TRAIN_SEED_OFFSET`` (40000, disjoint from the reporting 10000, validation 20000 and
 newdata 30000 offsets), later resets continue the env's own RNG.
 
-Learning curve. The agent's greedy policy is evaluated with the reporting evaluator (the online
+Learning curve. The agent's greedy policy (PEX: epsilon-greedy) is evaluated by the reporting evaluator (the online
 run's episodes: ``evaluation.episodes`` seeded from ``seed + evaluation.seed_offset``; not charged)
 at fine-tuning step 0 (the offline agent, before any online step: the level right at the switch;
-for PEX, its policy set with the still untrained online actor, as PEX would act greedily then),
+for PEX, its policy set with the still untrained online actor, evaluated as PEX evaluates),
 every ``evaluation.interval`` fine-tuning env steps, and at the end of the budget. Rows are tidy
 (stage ``finetune``, algo = the method, dataset and pause of the offline data, validation ``full``
 or ``none``), placed at their ledger-true env step: everything the ledger had spent before
