@@ -7,7 +7,8 @@ fine-tuning pause (``replication.offline.run_offline``), then the three fine-tun
 
 * ``curves.csv``: tidy rows of the three fine-tuning curves and of the online curve from the pause on;
 * ``throughput.csv``: per method, fine-tuning env steps/s and updates/s, and a bare d3rlpy update
-  loop (``learner.update`` on pre-sampled batches from the run's final buffers and mixing rule):
+  loop (the method's own update, ``learner.update`` or PEX's, on pre-sampled batches from the run's
+  final buffers and mixing rule):
   ``ratio`` = updates/s inside the fine-tuning loop (update time alone) over the bare loop's, and
   ``loop_ratio`` = updates per second of the whole loop (acting, env, storing, sampling, updating)
   over the bare loop's;
@@ -59,19 +60,19 @@ def make_config(args: argparse.Namespace):
             "env_options": {args.env: {"max_episode_steps": args.episode_steps}},
             "newdata": {"size": 1, "pause": 0.5},
             "offline": {"datasets": ["buffer"], **offline},
-            "finetune": {"methods": ["iql", "pex", "calql"]},
+            "finetune": {"methods": ["iql", "pex", "calql"], "pex_initial_collection_steps": args.pex_collection},
             "analysis": {"c4": {"enabled": False}, "c5": {"enabled": False}},
         }
     )
 
 
-def bare_updates_per_second(learner, batches, repeats: int = 3) -> float:
-    """``learner.update`` alone over ``batches``: the median of ``repeats`` passes (the machine is shared)."""
+def bare_updates_per_second(update, batches, repeats: int = 3) -> float:
+    """``update`` alone over ``batches``: the median of ``repeats`` passes (the machine is shared)."""
     rates = []
     for _ in range(repeats):
         start = time.perf_counter()
         for batch in batches:
-            learner.update(batch)
+            update(batch)
         rates.append(len(batches) / (time.perf_counter() - start))
     return float(np.median(rates))
 
@@ -121,6 +122,7 @@ def main() -> None:
     parser.add_argument("--eval-interval", type=int, default=1000)
     parser.add_argument("--eval-episodes", type=int, default=5)
     parser.add_argument("--bare-batches", type=int, default=300)
+    parser.add_argument("--pex-collection", type=int, default=200, help="PEX's env steps before its first update")
     parser.add_argument("--reuse", action="store_true", help="keep the online and offline runs already under --out")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -157,7 +159,7 @@ def main() -> None:
         summary = job.run(cell / "finetune" / method, progress=False)
         tm = summary["timings"]
         batches = [job.agent.batch() for _ in range(args.bare_batches)]
-        bare = bare_updates_per_second(job.agent.learner, batches)
+        bare = bare_updates_per_second(job.agent.update, batches)
         loop_updates = tm["updates"] / tm["loop_seconds"]
         rows.append(
             {

@@ -107,6 +107,17 @@ def resolve_spec(name: str, **overrides: Any) -> EnvSpec:
     return dataclasses.replace(spec, **changes) if changes else spec
 
 
+def kitchen_defaults(reward: str) -> dict[str, Any]:
+    """Kitchen kwargs that a reward mode implies (an env's own ``kwargs`` override them).
+
+    With ``accumulated`` every step pays the subtasks at their goal, so an episode that ended when
+    all four are done would forfeit up to 4 per remaining step: the reward would pay the agent not
+    to succeed. That mode does not terminate on completion (``terminate_on_tasks_completed=False``):
+    the episode runs to its time limit, as in the benchmark datasets the accumulated reward comes from.
+    """
+    return {"terminate_on_tasks_completed": False} if reward == "accumulated" else {}
+
+
 def make_env(name: str, seed: int, **overrides: Any) -> gym.Env:
     """Build study environment ``name``, seeded with ``seed``.
 
@@ -136,7 +147,8 @@ def make_env(name: str, seed: int, **overrides: Any) -> gym.Env:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             gym.register_envs(gymnasium_robotics)
-        env = gym.make(spec.id, max_episode_steps=spec.max_episode_steps, disable_env_checker=True, **spec.kwargs)
+        kwargs = {**kitchen_defaults(spec.reward), **spec.kwargs}
+        env = gym.make(spec.id, max_episode_steps=spec.max_episode_steps, disable_env_checker=True, **kwargs)
         env = KitchenReward(env, spec.reward)
     else:
         env = gym.make(spec.id, max_episode_steps=spec.max_episode_steps, disable_env_checker=True, **spec.kwargs)

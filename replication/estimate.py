@@ -17,7 +17,7 @@ from typing import Any
 from replication import config
 from replication.schema import episode_steps, validation_checkpoints, validation_costs
 from replication.variants import finetune_ledger
-from replication.workflow import FINETUNE_SOURCES, Job, cell_dir, jobs, parse_cell
+from replication.workflow import FINETUNE_SOURCES, Job, cell_dir, extended_steps, jobs, parse_cell
 
 # Built-in throughput at 256x256, batch 256, one CPU thread (stack.md; protocol.md section 3).
 GRADIENT_STEPS_PER_SECOND = {"sac": 103.0, "iql": 69.4, "cql": 13.7, "calql": 14.3, "pex": 55.0}
@@ -153,9 +153,7 @@ def job_costs(cfg: dict[str, Any]) -> tuple[list[JobCost], str]:
                 env_steps += k * v["episodes"] * ep + 3 * report_steps
                 updates.append((algo, p["gradient_steps"], p["batch_size"], p["hidden_units"]))
         elif job.rule == "finetune":
-            remaining = finetune_ledger(cfg, env).remaining
-            extra = cfg["analysis"]["c4"]["extended_steps"] if cfg["analysis"]["c4"]["enabled"] else 0
-            steps = remaining + (extra if job.algo == "iql" and env in cfg["analysis"]["c4"]["envs"] else 0)
+            steps = finetune_ledger(cfg, env).remaining + extended_steps(cfg, job)
             p = config.offline_params(cfg, env, FINETUNE_SOURCES[job.algo])
             env_steps = steps + (steps // ev["interval"] + 1) * report_steps
             updates.append((job.algo, steps * cfg["finetune"]["updates_per_step"], p["batch_size"], p["hidden_units"]))

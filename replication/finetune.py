@@ -20,17 +20,20 @@ different seed would fine-tune on other tasks than the ones evaluated); its firs
 with ``seed + TRAIN_SEED_OFFSET`` (40000, disjoint from the reporting 10000, validation 20000 and
 newdata 30000 offsets), later resets continue the env's own RNG.
 
-Learning curve. The agent's greedy policy is evaluated with the reporting evaluator (the online
+Learning curve. The agent's greedy policy (PEX: epsilon-greedy) is evaluated by the reporting evaluator (the online
 run's episodes: ``evaluation.episodes`` seeded from ``seed + evaluation.seed_offset``; not charged)
 at fine-tuning step 0 (the offline agent, before any online step: the level right at the switch;
-for PEX, its policy set with the still untrained online actor, as PEX would act greedily then),
+for PEX, its policy set with the still untrained online actor, evaluated as PEX evaluates),
 every ``evaluation.interval`` fine-tuning env steps, and at the end of the budget. Rows are tidy
 (stage ``finetune``, algo = the method, dataset and pause of the offline data, validation ``full``
 or ``none``), placed at their ledger-true env step: everything the ledger had spent before
 fine-tuning plus the fine-tuning steps so far, so the last row is at ``T``.
 
-Every env step is followed by ``finetune.updates_per_step`` gradient steps (no warm-up: the
-buffers already hold the offline dataset). Exploration samples from the stochastic policies.
+Every env step is followed by ``finetune.updates_per_step`` gradient steps (IQL and Cal-QL: no
+warm-up, the buffers already hold the offline dataset). PEX first collects
+``finetune.pex_initial_collection_steps`` env steps with its policy set and no update (its
+reference's ``initial_collection_steps``, 5,000) **(choice)**: the reference value at paper scale,
+scaled down with the budgets of the small configs. Exploration samples from the stochastic policies.
 
 Methods.
 
@@ -42,7 +45,9 @@ Methods.
   offline with probability ``|D| / (|D| + n_online)`` (uniform over the union), or a number in
   (0, 1) = the offline fraction of every batch.
 * ``pex``: :mod:`replication.pex`; batches ``finetune.pex_offline_fraction`` offline dataset, the
-  rest online buffer.
+  rest online buffer; the online actor learns by PEX's own update
+  (:func:`replication.pex.pex_update`: AWR on the policy set's actions), evaluation is
+  epsilon-greedy (``finetune.pex_eval_epsilon``).
 
 Fixed-ratio batches (PEX, Cal-QL with a number) take their online share only once the online
 buffer holds at least that many transitions; before that, the whole batch is offline. **(choice)**
@@ -74,6 +79,7 @@ continues to ``T`` in the same run, so the aggregation takes the online ``curve.
 fine-tuning pause on (:func:`replication.aggregate.sac_continuation`).
 
 Analysis C4. ``extended_steps > 0`` continues fine-tuning that many env steps past the budget (the
+workflow gives IQL ``analysis.c4.finetune_steps`` minus the budget, so that fine-tuning totals that; the
 episode running at ``T`` is cut, then a new one starts). Those curve rows are tagged
 ``variant_options='extended=1'`` at env steps ``T + k``. The ledger refuses to overdraw ``T``, so
 the extension is *not* in ``ledger.json``: ``finetune.json`` records it under ``extension`` with
@@ -82,7 +88,8 @@ the extension is *not* in ``ledger.json``: ``finetune.json`` records it under ``
 Outputs in ``out_dir``: ``curve.csv`` (tidy), ``ledger.json``, ``learnable_final.d3`` (the learner at
 the end of the budget; PEX: its online learner) and ``learnable_extended.d3`` after an extension,
 and ``finetune.json`` (run info, method, steps, measured env steps/s and updates/s, evaluation time,
-device; written last).
+device; for Cal-QL and PEX ``mixing``: the offline share of all batches and that of the first and the
+last batch, which :func:`replication.report.batch_mixing` reports; written last).
 
 Seeding: python, numpy and torch through ``d3rlpy.seed(seed)`` (d3rlpy's buffers sample with
 numpy's global RNG), the mixing and PEX choices from their own generator; two runs with one seed
@@ -151,6 +158,16 @@ class MixedSampler:
         self.rule = mixing_rule(rule, "mixing rule")
         self.rng = rng
         self.drawn = np.zeros(2, dtype=np.int64)  # offline, online samples so far
+        self.first_batch: dict[str, Any] | None = None  # the offline share of the first and last batches
+        self.last_batch: dict[str, Any] | None = None
+
+    def expected_offline_fraction(self, batch_size: int) -> float:
+        """The offline share the rule gives the next batch (``proportional``: ``|D| / (|D| + n_online)``)."""
+        n_offline, n_online = self.offline.transition_count, self.online.transition_count
+        if self.rule == "proportional":
+            return n_offline / (n_offline + n_online)
+        k = int(round(self.rule * batch_size))
+        return k / batch_size if n_online >= batch_size - k else 1.0
 
     def offline_count(self, batch_size: int) -> int:
         """How many of the next batch's ``batch_size`` samples come from the offline buffer."""
@@ -165,10 +182,18 @@ class MixedSampler:
     def sample(self, batch_size: int):
         from d3rlpy.dataset import TransitionMiniBatch
 
+        expected = self.expected_offline_fraction(batch_size)
         k = self.offline_count(batch_size)
         transitions = [self.offline.sample_transition() for _ in range(k)]
         transitions += [self.online.sample_transition() for _ in range(batch_size - k)]
         self.drawn += (k, batch_size - k)
+        self.last_batch = {
+            "expected_offline_fraction": expected,
+            "offline_fraction": k / batch_size,
+            "online_transitions": int(self.online.transition_count),
+        }
+        if self.first_batch is None:
+            self.first_batch = self.last_batch
         return TransitionMiniBatch.from_transitions(transitions)
 
     def stats(self) -> dict[str, Any]:
@@ -180,6 +205,8 @@ class MixedSampler:
             "offline_fraction": float(self.drawn[0] / total) if total else None,
             "offline_transitions": int(self.offline.transition_count),
             "online_transitions": int(self.online.transition_count),
+            "first_batch": self.first_batch,
+            "last_batch": self.last_batch,
         }
 
 
@@ -239,6 +266,10 @@ class Agent:
 
     method = ""
     learner: Any
+    update_start = 0  # fine-tuning env steps collected before the first update
+
+    def update(self, batch) -> None:
+        self.learner.update(batch)
 
     def explore(self, obs: np.ndarray) -> np.ndarray:
         return self.learner.sample_action(obs[None])[0]
@@ -329,18 +360,28 @@ class PEXAgent(MixedAgent):
 
     method = "pex"
 
-    def __init__(self, offline_learner, offline_buffer, online_buffer, beta, fraction, rng, device):
+    def __init__(self, offline_learner, offline_buffer, online_buffer, settings: dict[str, Any], rng, device):
         from replication.pex import PolicyExpansion, check_transfer, expand_policy, parameters_digest
 
         online = expand_policy(offline_learner, device)
+        fraction = mixing_rule(settings["pex_offline_fraction"], "finetune.pex_offline_fraction")
         super().__init__(online, offline_buffer, online_buffer, fraction, rng)
         self.transfer = check_transfer(offline_learner, online)
-        self.pex = PolicyExpansion(offline_learner, online, beta, rng, device=device)
+        self.update_start = int(settings["pex_initial_collection_steps"])
+        eval_rng = rng.spawn(1)[0]  # evaluation's draws: a stream of their own
+        self.pex = PolicyExpansion(
+            offline_learner, online, settings["pex_beta"], rng, device, settings["pex_eval_epsilon"], eval_rng
+        )
         self._digest = parameters_digest
         self.offline_digest = parameters_digest(offline_learner.impl.modules.policy)
 
     def explore(self, obs):
         return self.pex.act(obs)
+
+    def update(self, batch) -> None:
+        from replication.pex import pex_update
+
+        pex_update(self.learner, self.pex.offline.impl.modules.policy, batch, self.pex.beta)
 
     def greedy(self, obs):
         return self.pex.greedy(obs)
@@ -354,6 +395,8 @@ class PEXAgent(MixedAgent):
             **super().stats(),
             "pex": {
                 "beta": self.pex.beta,
+                "initial_collection_steps": self.update_start,
+                "eval_epsilon": self.pex.eval_epsilon,
                 "offline_policy_chosen": int(counts[0]),
                 "online_policy_chosen": int(counts[1]),
                 "offline_policy_fraction": float(counts[0] / counts.sum()) if counts.sum() else None,
@@ -394,8 +437,7 @@ def build_agent(
         return CalQLAgent(learner, offline_buffer, online_buffer, mixing_rule(ft["calql_mixing"]), rng)
     offline_buffer = offline.replay_buffer(transitions)
     online_buffer = empty_buffer(offline_buffer, cache)
-    fraction = mixing_rule(ft["pex_offline_fraction"], "finetune.pex_offline_fraction")
-    return PEXAgent(learner, offline_buffer, online_buffer, ft["pex_beta"], fraction, rng, device)
+    return PEXAgent(learner, offline_buffer, online_buffer, ft, rng, device)
 
 
 # ---- the job ---------------------------------------------------------------------------------
@@ -411,6 +453,16 @@ def budget_ledger(cfg: dict[str, Any], env_name: str) -> Ledger:
             "validation fractions / newdata.size"
         )
     return ledger
+
+
+def check_pex_start(cfg: dict[str, Any], method: str, budget_steps: int) -> None:
+    """PEX must reach its first update within the fine-tuning budget: else a clear error."""
+    start = int(cfg["finetune"]["pex_initial_collection_steps"])
+    if method == "pex" and start >= budget_steps:
+        raise ValueError(
+            f"finetune.pex_initial_collection_steps={start} leaves PEX no update in its fine-tuning budget of "
+            f"{budget_steps} env steps; lower it below the budget"
+        )
 
 
 @dataclasses.dataclass
@@ -467,6 +519,7 @@ class Finetune:
         self.extended_steps = int(extended_steps)
         self.variant_options = variant_options
         self.ledger = budget_ledger(cfg, env_name)  # fails fast, before anything is loaded
+        check_pex_start(cfg, method, self.ledger.remaining)
         self.start_spent = self.ledger.spent
         self.budget_steps = self.ledger.remaining
         self.dataset = finetune_dataset(cfg)
@@ -523,7 +576,7 @@ class Finetune:
         Starts a new episode; the episode running after the last step is cut (a timeout).
         ``charge``: charge the steps to the ledger (the budget) or not (the C4 extension).
         """
-        agent, env, learner, t = self.agent, self.env, self.agent.learner, self.timings
+        agent, env, t = self.agent, self.env, self.timings
         clock = time.perf_counter
         loop_start = clock()
         eval_before = t.eval_seconds
@@ -547,15 +600,16 @@ class Finetune:
             t.act_seconds += t1 - t0
             t.env_seconds += t2 - t1
             t.store_seconds += t3 - t2
-            for _ in range(self.updates_per_step):
+            updates = self.updates_per_step if t.env_steps >= agent.update_start else 0
+            for _ in range(updates):
                 t4 = clock()
                 batch = agent.batch()
                 t5 = clock()
-                learner.update(batch)
+                agent.update(batch)
                 t.sample_seconds += t5 - t4
                 t.update_seconds += clock() - t5
             t.env_steps += 1
-            t.updates += self.updates_per_step
+            t.updates += updates
             if bar is not None:
                 bar.update(1)
             if step % self.interval == 0 or step == steps:
@@ -651,7 +705,7 @@ class Finetune:
             "budget_env_steps": self.budget_steps,
             "env_steps": self.budget_steps,
             "updates_per_step": self.updates_per_step,
-            "updates": self.budget_steps * self.updates_per_step,
+            "updates": budget_timings["updates"],
             "extension": extension,
             "evaluation": {"interval": self.interval, "episodes": e["episodes"], "seed_offset": e["seed_offset"]},
             "returns_to_go": offline.returns_to_go_rule(cfg, env_name, self.source),

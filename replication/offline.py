@@ -266,6 +266,7 @@ def build_learner(cfg: dict[str, Any], env_name: str, algo: str, device: str):
             alpha_learning_rate=p.get("alpha_learning_rate", 0.0),
             conservative_weight=p["conservative_weight"],
             n_action_samples=p["n_action_samples"],
+            max_q_backup=bool(p["max_q_backup"]),
         )
     return learner_config.create(device=device)
 

@@ -16,6 +16,12 @@ validation (their ledgers); SAC itself never sees them.
 The run is resumable: every ``online.checkpoint_interval`` steps it writes the model, the
 replay buffer, the environments' simulator states and the RNG states; a restarted run continues
 from there and ends with the same numbers as an uninterrupted one (on CPU).
+
+SAC does not notice its pauses: everything done between two ``learn`` calls (snapshots,
+evaluation, validation, datasets, checkpoints) runs in :func:`replication.rngs.isolated_rng`,
+which puts back the global RNG states SB3 samples its batches and actions from. The run ends with
+the same SAC weights as one uninterrupted ``learn`` of the same seed and settings (a test checks
+it), so adding or moving a pause point changes nothing that SAC does.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from replication.envs import get_spec, make_env
 from replication.evaluation import Evaluator
 from replication.io import atomic_path, write_json
 from replication.policies import export_sac_actor, load_policy, sac_policy
+from replication.rngs import isolated_rng
 from replication.runinfo import run_info
 from replication.schema import validation_checkpoints, validation_costs
 
@@ -329,25 +336,30 @@ class OnlineRun:
             if bar is not None:
                 bar.update(boundary - bar.n)
                 bar.set_postfix(steps_per_s=f"{model.num_timesteps / max(state.train_seconds, 1e-9):.0f}")
-            if boundary % self.snapshot_interval == 0 or boundary in self.pauses:
-                export_sac_actor(model, self.snapshot_path(boundary))
-                state.snapshots.append(boundary)
-            if boundary % self.eval_interval == 0 or boundary in self.pauses:
-                self.evaluate_curve(model, state)
-                log.info(
-                    "%s seed %d: step %d, training %.0f steps/s",
-                    self.env_name,
-                    self.seed,
-                    boundary,
-                    model.num_timesteps / max(state.train_seconds, 1e-9),
-                )
-            if boundary in self.pauses:
-                self.pause(model, state, boundary)
-            if boundary % self.checkpoint_interval == 0 and boundary < self.total:
-                self.save_checkpoint(model, state)
+            with isolated_rng():  # SAC must not notice its pauses: see replication.rngs
+                self.at_boundary(model, state, boundary)
         if bar is not None:
             bar.close()
         return self.finish(model, state, device)
+
+    def at_boundary(self, model, state: OnlineState, boundary: int) -> None:
+        """Snapshot, evaluation, pause and checkpoint work due at ``boundary``."""
+        if boundary % self.snapshot_interval == 0 or boundary in self.pauses:
+            export_sac_actor(model, self.snapshot_path(boundary))
+            state.snapshots.append(boundary)
+        if boundary % self.eval_interval == 0 or boundary in self.pauses:
+            self.evaluate_curve(model, state)
+            log.info(
+                "%s seed %d: step %d, training %.0f steps/s",
+                self.env_name,
+                self.seed,
+                boundary,
+                model.num_timesteps / max(state.train_seconds, 1e-9),
+            )
+        if boundary in self.pauses:
+            self.pause(model, state, boundary)
+        if boundary % self.checkpoint_interval == 0 and boundary < self.total:
+            self.save_checkpoint(model, state)
 
     def finish(self, model, state: OnlineState, device: str) -> dict[str, Any]:
         tidy.write(tidy.frame(state.curve_rows), self.out_dir / "curve.csv")

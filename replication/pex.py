@@ -19,11 +19,26 @@ critic, target critic or value function differs, or if the actor was copied: a p
 implementation of this very study copied only the target critic, so the transfer is verified on
 every run (and in the tests), not assumed.
 
-Acting, as PEX's own code: for exploration both proposals are *sampled* from their policies
-(d3rlpy's ``sample_action``, clamped to [-1, 1]) and the choice is *sampled* from the softmax;
-for evaluation both proposals are the policies' means and the choice is the argmax of ``Q``
-(PEX's ``temperature=0``). Index 0 is the offline policy, index 1 the online policy. The offline
-learner is never updated; :func:`parameters_digest` lets a run check it stayed frozen.
+Acting and learning, as PEX's reference implementation (``pex/algorithms/pex.py``, ``main_online.py``):
+
+* **Proposals.** The frozen offline policy proposes its *mean* (deterministic) action; the online
+  policy proposes a *sample* (d3rlpy's ``sample_action``, clamped to [-1, 1]: the action space
+  of the networks; PEX's Gaussian sample is not clamped, its env clips it) while training.
+* **Choice.** Drawn from ``softmax(beta * Q)`` while training (PEX's ``Categorical(logits)``).
+* **Evaluation.** Epsilon-greedy on both, ``finetune.pex_eval_epsilon`` (PEX's 0.1): the online
+  proposal is a sample with probability epsilon, else its mean; the choice is drawn from the
+  softmax with probability epsilon, else the argmax of ``Q``. Its draws come from a generator of
+  their own, so evaluating never moves the training streams.
+* **Actor update** (:func:`pex_update`). The online actor is trained by advantage-weighted
+  regression on the *policy set's* actions, not on the batch's: for the batch's states the set
+  proposes and chooses as while training (:func:`composite_actions`, with the critic just
+  updated), each action is weighted by ``exp(weight_temp * (min target Q(s, a) - V(s)))``
+  clamped at ``max_weight`` (PEX's ``EXP_ADV_MAX`` = 100, d3rlpy's default), and the loss is
+  ``-mean(weight * log pi_new(a | s))``. Critic and value function take IQL's losses (d3rlpy's
+  own update); the target critic moves before the actor update, as in PEX's ``IQL.update``.
+
+Index 0 is the offline policy, index 1 the online policy. The offline learner is never updated;
+:func:`parameters_digest` lets a run check it stayed frozen.
 """
 
 from __future__ import annotations
@@ -112,14 +127,92 @@ def expand_policy(offline, device: str | bool | None = None):
     return online
 
 
-class PolicyExpansion:
-    """The PEX policy set over a frozen offline learner and the online learner (see module docstring)."""
+def composite_actions(offline_policy: torch.nn.Module, impl, observations: torch.Tensor, beta: float) -> torch.Tensor:
+    """The policy set's training actions for a batch of (scaled) states: PEX's ``select_action``.
 
-    def __init__(self, offline, online, beta: float, rng: np.random.Generator, device: str = "cpu"):
+    Per state: the offline policy's mean ``a1``, a sample ``a2`` of the online policy, and the
+    choice drawn from ``Categorical(logits=beta * [min Q(s, a1), min Q(s, a2)])`` of the online
+    critic. Draws from torch's global RNG (the stream d3rlpy samples actions from).
+    """
+    from d3rlpy.models.torch import build_gaussian_distribution
+
+    with torch.no_grad():
+        a1 = offline_policy(observations).squashed_mu
+        a2 = build_gaussian_distribution(impl.modules.policy(observations)).sample()
+        q = torch.cat([impl._q_func_forwarder.compute_expected_q(observations, a, "min") for a in (a1, a2)], dim=1)
+        chosen = torch.distributions.Categorical(logits=beta * q).sample()
+        return torch.where(chosen[:, None] == ONLINE, a2, a1)
+
+
+def actor_update(impl, offline_policy: torch.nn.Module, observations: torch.Tensor, beta: float) -> float:
+    """One PEX actor step: AWR of the online policy on :func:`composite_actions`; returns the loss."""
+    from d3rlpy.models.torch import build_gaussian_distribution
+
+    actions = composite_actions(offline_policy, impl, observations, beta)
+    modules = impl.modules
+    with torch.no_grad():
+        q_target = impl._targ_q_func_forwarder.compute_expected_q(observations, actions, "min")
+        weight = (impl._weight_temp * (q_target - modules.value_func(observations))).exp().clamp(max=impl._max_weight)
+    modules.actor_optim.zero_grad()
+    log_probs = build_gaussian_distribution(modules.policy(observations)).log_prob(actions)
+    loss = -(weight * log_probs).mean()
+    loss.backward()
+    modules.actor_optim.step()
+    return float(loss.detach())
+
+
+def pex_update(learner, offline_policy: torch.nn.Module, batch, beta: float) -> dict[str, float]:
+    """One PEX gradient step of the online d3rlpy ``IQL`` ``learner`` on a ``TransitionMiniBatch``.
+
+    IQL's critic and value step (d3rlpy's ``update_critic``), the target critic's soft update, then
+    :func:`actor_update` (PEX's order); the learner's gradient-step counter advances as in
+    ``learner.update``. The batch is converted exactly as d3rlpy's ``update`` converts it.
+    """
+    from d3rlpy.torch_utility import TorchMiniBatch
+
+    impl, config = learner.impl, learner.config
+    torch_batch = TorchMiniBatch.from_batch(
+        batch=batch,
+        gamma=config.gamma,
+        compute_returns_to_go=learner.need_returns_to_go,
+        device=impl.device,
+        observation_scaler=config.observation_scaler,
+        action_scaler=config.action_scaler,
+        reward_scaler=config.reward_scaler,
+    )
+    impl.modules.set_train()
+    metrics = impl.update_critic(torch_batch)
+    impl.update_critic_target()
+    metrics["actor_loss"] = actor_update(impl, offline_policy, torch_batch.observations, beta)
+    learner.set_grad_step(learner.grad_step + 1)
+    return metrics
+
+
+class PolicyExpansion:
+    """The PEX policy set over a frozen offline learner and the online learner (see module docstring).
+
+    ``rng`` draws the training choices; ``eval_rng`` every draw of evaluation (epsilon
+    ``eval_epsilon``), so that evaluating does not change training.
+    """
+
+    def __init__(
+        self,
+        offline,
+        online,
+        beta: float,
+        rng: np.random.Generator,
+        device: str = "cpu",
+        eval_epsilon: float = 0.0,
+        eval_rng: np.random.Generator | None = None,
+    ):
+        if not 0.0 <= eval_epsilon <= 1.0:
+            raise ValueError(f"PEX: the evaluation epsilon must be in [0, 1], got {eval_epsilon!r}")
         self.offline = offline
         self.online = online
         self.beta = float(beta)
         self.rng = rng
+        self.eval_epsilon = float(eval_epsilon)
+        self.eval_rng = eval_rng if eval_rng is not None else np.random.default_rng(0)
         self.device = device
         self.scaler = online.config.action_scaler
         self.observation_scaler = online.config.observation_scaler
@@ -131,13 +224,13 @@ class PolicyExpansion:
 
     @torch.no_grad()
     def proposals(self, obs: np.ndarray, sample: bool = True) -> torch.Tensor:
-        """The two proposals ``(2, action_size)`` in the networks' [-1, 1] space: offline, online."""
+        """The two proposals ``(2, action_size)`` in the networks' [-1, 1] space: offline, online.
+
+        The offline proposal is always its policy's mean; the online one a sample (``sample``) or its mean.
+        """
         x = self._observation(obs)
-        if sample:
-            actions = [self.offline.impl.sample_action(x), self.online.impl.sample_action(x)]
-        else:
-            actions = [self.offline.impl.predict_best_action(x), self.online.impl.predict_best_action(x)]
-        return torch.cat(actions, dim=0)
+        online = self.online.impl.sample_action(x) if sample else self.online.impl.predict_best_action(x)
+        return torch.cat([self.offline.impl.predict_best_action(x), online], dim=0)
 
     @torch.no_grad()
     def q_values(self, obs: np.ndarray, proposals: torch.Tensor) -> np.ndarray:
@@ -150,10 +243,10 @@ class PolicyExpansion:
     def probabilities(self, obs: np.ndarray, proposals: torch.Tensor) -> np.ndarray:
         return choice_probabilities(self.q_values(obs, proposals), self.beta)
 
-    def select(self, obs: np.ndarray, proposals: torch.Tensor) -> int:
-        """Draw the acting policy's index from ``softmax(beta * Q)``."""
+    def select(self, obs: np.ndarray, proposals: torch.Tensor, rng: np.random.Generator | None = None) -> int:
+        """Draw the acting policy's index from ``softmax(beta * Q)`` (with ``rng``, default the training one)."""
         p = self.probabilities(obs, proposals)
-        return int(self.rng.random() >= p[OFFLINE])  # offline with probability p[0]
+        return int((rng or self.rng).random() >= p[OFFLINE])  # offline with probability p[0]
 
     def _to_env(self, action: torch.Tensor) -> np.ndarray:
         action = action[None]
@@ -162,14 +255,27 @@ class PolicyExpansion:
         return action[0].cpu().numpy()
 
     def act(self, obs: np.ndarray) -> np.ndarray:
-        """Exploration: sampled proposals, sampled choice; the action in the env's range."""
+        """Exploration: sampled online proposal, sampled choice; the action in the env's range."""
         proposals = self.proposals(obs, sample=True)
         index = self.select(obs, proposals)
         self.counts[index] += 1
         return self._to_env(proposals[index])
 
+    @torch.no_grad()
+    def _eval_sample(self, obs: np.ndarray) -> torch.Tensor:
+        """A sample of the online policy drawn with ``eval_rng`` (clamped to [-1, 1], as d3rlpy's)."""
+        self.online.impl.modules.set_eval()
+        out = self.online.impl.modules.policy(self._observation(obs))
+        noise = torch.as_tensor(self.eval_rng.standard_normal(out.squashed_mu.shape), dtype=out.squashed_mu.dtype)
+        return (out.squashed_mu + out.logstd.exp() * noise.to(out.squashed_mu.device)).clamp(-1.0, 1.0)
+
     def greedy(self, obs: np.ndarray) -> np.ndarray:
-        """Evaluation: the proposals' means, the one of higher ``Q``."""
+        """Evaluation: epsilon-greedy on the online proposal and on the choice (mode / argmax otherwise)."""
         proposals = self.proposals(obs, sample=False)
-        index = int(np.argmax(self.q_values(obs, proposals)))
+        if self.eval_epsilon > 0 and self.eval_rng.random() < self.eval_epsilon:
+            proposals[ONLINE] = self._eval_sample(obs)[0]
+        if self.eval_epsilon > 0 and self.eval_rng.random() < self.eval_epsilon:
+            index = self.select(obs, proposals, self.eval_rng)
+        else:
+            index = int(np.argmax(self.q_values(obs, proposals)))
         return self._to_env(proposals[index])

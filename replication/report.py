@@ -307,6 +307,53 @@ def evidence_warning(cfg: Mapping[str, Any], claims_path: Path | str | None = No
     )
 
 
+MIXING_COLUMNS = ("cell", "seed", "rule", "first batch", "last batch", "all batches")
+
+
+def batch_mixing(summaries: Sequence[Path | str]) -> pd.DataFrame:
+    """The offline share of Cal-QL's fine-tuning batches, per job, from its ``finetune.json``.
+
+    ``first batch`` and ``last batch``: the share the mixing rule gave the first and the last batch of
+    fine-tuning (``proportional``: ``|D| / (|D| + n_online)``; 1 while the online buffer is empty);
+    ``all batches``: the share of offline samples drawn over the whole run. Paths that do not exist
+    (an unmatched glob) are skipped.
+    """
+    rows = []
+    for path in map(Path, summaries):
+        if not path.exists():
+            continue
+        summary = json.loads(path.read_text())
+        mixing = summary.get("mixing")
+        if summary.get("method") != "calql" or not mixing:
+            continue
+        first, last = mixing.get("first_batch") or {}, mixing.get("last_batch") or {}
+        rows.append(
+            {
+                "cell": path.parts[-5] if len(path.parts) >= 5 else summary["env"],  # cells/<cell>/seed<k>/finetune/..
+                "seed": summary["seed"],
+                "rule": str(mixing["rule"]),
+                "first batch": first.get("expected_offline_fraction"),
+                "last batch": last.get("expected_offline_fraction"),
+                "all batches": mixing["offline_fraction"],
+            }
+        )
+    return pd.DataFrame(rows, columns=list(MIXING_COLUMNS)).sort_values(["cell", "seed"], ignore_index=True)
+
+
+def mixing_section(summaries: Sequence[Path | str], cfg: Mapping[str, Any]) -> list[str]:
+    """Report lines: how offline Cal-QL's fine-tuning batches were at the start and at the end."""
+    table = batch_mixing(summaries)
+    rule = cfg.get("finetune", {}).get("calql_mixing", "?")
+    lines = [
+        "## Cal-QL fine-tuning batches: offline share",
+        "",
+        f"finetune.calql_mixing = {rule} (a choice; the Cal-QL paper mixes 50/50). Share of each batch taken from "
+        "the offline dataset at the first and the last update of fine-tuning, and over all batches.",
+        "",
+    ]
+    return lines + [_md(table.round(4)) if len(table) else "(no Cal-QL fine-tuning in this run)", ""]
+
+
 def report_path(cfg: Mapping[str, Any], results_dir: Path | str = "results") -> Path:
     """Where a run's report goes: ``results/<name>/report.md``."""
     return Path(results_dir) / str(cfg.get("name", "run")) / "report.md"
@@ -322,6 +369,7 @@ def write_report(
     scorecard: Path | str | None = None,
     benchmarks: Sequence[Path | str] | Mapping[str, Sequence[Path | str]] = (),
     defaults_path: Path | str = DEFAULTS_FILE,
+    finetune_summaries: Sequence[Path | str] = (),
 ) -> Path:
     """Write the Markdown replication report to ``report_path``; links are relative to its folder.
 
@@ -330,7 +378,8 @@ def write_report(
     :func:`replication.plotting.build_figures`; ``statistics``: ``aggregate.md`` of
     :func:`replication.statistics.build_statistics`; ``scorecard``: ``S1.md`` of
     :func:`replication.scorecard.build_scorecard`; ``benchmarks``: Snakemake benchmark TSV files
-    (see :func:`benchmark_costs`). Every named file must exist.
+    (see :func:`benchmark_costs`); ``finetune_summaries``: fine-tuning jobs' ``finetune.json`` (see
+    :func:`batch_mixing`). Every named file must exist.
     """
     report_path = Path(report_path)
     base = report_path.parent
@@ -380,6 +429,7 @@ def write_report(
     if not tables:
         lines += ["(not built)", ""]
     lines += ["## Aggregate numbers (F5)", "", _demote(Path(statistics).read_text()) if statistics else "(not built)"]
+    lines += ["", *mixing_section(finetune_summaries, cfg)]
     lines += [
         "",
         "## Choices",
@@ -420,6 +470,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--statistics", help="aggregate.md of replication.statistics")
     parser.add_argument("--scorecard", help="S1.md of replication.scorecard")
     parser.add_argument("--benchmarks", nargs="*", default=[], help="Snakemake benchmark TSV files")
+    parser.add_argument("--finetune-summaries", nargs="*", default=[], help="fine-tuning jobs' finetune.json")
     args = parser.parse_args(argv)
     write_report(
         args.out,
@@ -429,6 +480,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         statistics=args.statistics,
         scorecard=args.scorecard,
         benchmarks=args.benchmarks,
+        finetune_summaries=args.finetune_summaries,
     )
     return 0
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from replication import config
-from replication.variants import OfflineDataset, offline_datasets
+from replication.variants import OfflineDataset, finetune_ledger, offline_datasets
 
 RESULTS_ROOT = Path("results")
 FINETUNE_SOURCES = {"iql": "iql", "pex": "iql", "calql": "calql"}  # offline agent each method starts from
@@ -236,11 +236,21 @@ def cell_batches(cfg: dict[str, Any]) -> dict[str, list[str]]:
 
 
 def extended_steps(cfg: dict[str, Any], job: Job) -> int:
-    """Env steps of IQL fine-tuning beyond the budget (analysis C4), for this job."""
+    """Env steps of IQL fine-tuning beyond the budget (analysis C4), for this job.
+
+    ``analysis.c4.finetune_steps`` is the *total* of fine-tuning env steps (protocol: "extended to
+    1,000,000 fine-tuning steps"): the budget left after the pause, then the extension up to it.
+    """
     c4 = cfg["analysis"]["c4"]
-    if job.rule == "finetune" and job.algo == "iql" and c4["enabled"] and job.env in c4["envs"]:
-        return int(c4["extended_steps"])
-    return 0
+    if not (job.rule == "finetune" and job.algo == "iql" and c4["enabled"] and job.env in c4["envs"]):
+        return 0
+    budget = finetune_ledger(cfg, job.env).remaining
+    if c4["finetune_steps"] < budget:
+        raise ValueError(
+            f"config key analysis.c4.finetune_steps: {c4['finetune_steps']} total fine-tuning steps is less than "
+            f"the fine-tuning budget of {job.env} ({budget} env steps); raise it to at least {budget}"
+        )
+    return int(c4["finetune_steps"]) - budget
 
 
 def tidy_inputs(cfg: dict[str, Any]) -> list[Path]:

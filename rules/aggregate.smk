@@ -122,6 +122,7 @@ rule report:
     params:
         config=CONFIG_FILE,
         benchmarks=f"{OUT}/cells/*/seed*/benchmarks/*.tsv",  # a glob the shell expands
+        finetune=f"{OUT}/cells/*/seed*/finetune/calql/finetune.json",  # likewise; unmatched: skipped
     log:
         f"{OUT}/logs/report.log",
     conda:
@@ -129,4 +130,4 @@ rule report:
     shell:
         "replication report --out {output} --config {params.config} --tables {input.tables} --figures {input.figures}"
         " --statistics {input.statistics} --scorecard {input.scorecard} --benchmarks {params.benchmarks}"
-        " > {log} 2>&1"
+        " --finetune-summaries {params.finetune} > {log} 2>&1"

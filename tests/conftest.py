@@ -28,7 +28,7 @@ def tiny_config(envs: list[str], total_steps: int = 2000, **overrides: Any) -> d
         "env_options": {env: {"max_episode_steps": 100} for env in envs},
         "newdata": {"size": 300, "pause": 0.5, "epsilon": [0.0]},
         "offline": {"datasets": ["buffer"]},
-        "finetune": {"methods": []},
+        "finetune": {"methods": [], "pex_initial_collection_steps": 20},
         "analysis": {"c4": {"enabled": False}, "c5": {"enabled": False}},
     }
     return config.resolve(config.deep_merge(base, overrides))

@@ -57,7 +57,7 @@ def config_overrides() -> dict[str, Any]:
         "budget": {"total_steps": TOTAL, "pause_fractions": [p / TOTAL for p in PAUSES], "finetune_pause": 0.8},
         "newdata": {"pause": NEWDATA_PAUSE / TOTAL, "size": NEWDATA_SIZE, "epsilon": [0.0]},
         "analysis": {
-            "c4": {"enabled": True, "envs": ["hopper"], "extended_steps": EXTENDED},
+            "c4": {"enabled": True, "envs": ["hopper"], "finetune_steps": TOTAL - FT_PAUSE + EXTENDED},
             "c5": {"enabled": True, "env": "kitchen", "rewards": ["binary", "accumulated"]},
             "reward_granularity": {"enabled": True, "envs": ["hopper"], "delays": [1, 10, 50]},
         },

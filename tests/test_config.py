@@ -124,3 +124,26 @@ def test_a_config_file_must_hold_a_mapping(tmp_path) -> None:
     good.write_text("name: mine\nseeds: [0, 1]\n")
     cfg = config.load(good)
     assert (cfg["name"], cfg["seeds"]) == ("mine", [0, 1])
+
+
+def test_c4_extends_iql_fine_tuning_to_its_total_of_fine_tuning_steps(defaults: dict[str, Any]) -> None:
+    """Protocol: "IQL fine-tuning extended to 1,000,000 fine-tuning steps": the budget's 190K, then 810K more."""
+    from replication import workflow as wf
+    from replication.variants import finetune_ledger
+
+    budget = finetune_ledger(defaults, "hopper").remaining
+    assert budget == 190_000 and defaults["analysis"]["c4"]["finetune_steps"] == 1_000_000
+    assert wf.extended_steps(defaults, wf.Job("finetune", "hopper", 0, "iql")) == 1_000_000 - budget
+    assert wf.extended_steps(defaults, wf.Job("finetune", "hopper", 0, "pex")) == 0
+    assert wf.extended_steps(defaults, wf.Job("finetune", "kitchen", 0, "iql")) == 0  # not a C4 env
+    short = config.resolve({"analysis": {"c4": {"finetune_steps": 100_000}}})
+    with pytest.raises(ValueError, match=r"analysis.c4.finetune_steps.*190000"):
+        wf.extended_steps(short, wf.Job("finetune", "hopper", 0, "iql"))
+
+
+def test_pex_and_cql_reference_settings_are_the_paper_profile(defaults: dict[str, Any]) -> None:
+    ft = defaults["finetune"]
+    assert ft["pex_initial_collection_steps"] == 5000 and ft["pex_eval_epsilon"] == 0.1
+    assert defaults["offline"]["calql"]["max_q_backup"] is True and defaults["offline"]["cql"]["max_q_backup"] is True
+    with pytest.raises(ConfigError, match="pex_eval_epsilon"):
+        config.resolve({"finetune": {"pex_eval_epsilon": 2}})

@@ -232,7 +232,28 @@ def test_kitchen_accumulated_pays_the_subtasks_at_goal_every_step() -> None:
     assert k.step({"kettle", "light switch"}) == (2.0, False, 3, False)
     k.put("microwave")
     k.put("slide cabinet")
-    assert k.step(set(KITCHEN_TASKS)) == (4.0, True, 4, True)
+    assert k.step(set(KITCHEN_TASKS)) == (4.0, False, 4, True)
+
+
+def test_kitchen_accumulated_runs_on_after_success_paying_four_per_step() -> None:
+    """All four objects at their goals: the episode does not end, every step pays 4, up to the time limit."""
+    k = KitchenDriver("accumulated")
+    for task in KITCHEN_TASKS:
+        k.put(task)
+    steps = 0
+    while True:
+        _, reward, terminated, truncated, info = k.env.step(np.zeros(k.env.action_space.shape))
+        steps += 1
+        assert k.at_goal() == set(KITCHEN_TASKS)
+        assert (reward, terminated, info["subtasks_completed"], info["episode_success"]) == (4.0, False, 4, True)
+        if truncated:
+            break
+    assert steps == get_spec("kitchen").max_episode_steps  # 280: the time limit ends it, not the success
+    # the other modes still end the episode on success
+    binary = KitchenDriver("binary")
+    for task in KITCHEN_TASKS:
+        binary.put(task)
+    assert binary.step(set(KITCHEN_TASKS))[1] is True
 
 
 def test_kitchen_reset_clears_the_episode() -> None:

@@ -16,7 +16,15 @@ from replication.datasets import Transitions, load_transitions
 from replication.io import read_json
 from replication.ledger import BudgetError, Ledger
 from replication.offline import load_learner, quiet_d3rlpy, replay_buffer, run_offline
-from replication.pex import OFFLINE, PolicyExpansion, check_transfer, choice_probabilities, expand_policy
+from replication.pex import (
+    OFFLINE,
+    ONLINE,
+    PolicyExpansion,
+    check_transfer,
+    choice_probabilities,
+    expand_policy,
+    pex_update,
+)
 from replication.variants import OfflineDataset, finetune_ledger
 from tests.conftest import tiny_config
 
@@ -117,7 +125,8 @@ def test_every_method_spends_exactly_the_remaining_budget(runs, cell, method):
     assert env_steps == REMAINING + extra  # steps the training env really took
     assert summary["env_steps"] == summary["budget_env_steps"] == REMAINING
     assert summary["timings"]["env_steps"] == REMAINING
-    assert summary["updates"] == REMAINING * cfg["finetune"]["updates_per_step"]
+    collect = cfg["finetune"]["pex_initial_collection_steps"] if method == "pex" else 0
+    assert summary["updates"] == (REMAINING - collect) * cfg["finetune"]["updates_per_step"]
     curve = pd.read_csv(out / "curve.csv", keep_default_na=False)
     plain = curve[curve["variant_options"] == ""]
     steps = sorted(plain["env_step"].unique())
@@ -241,17 +250,115 @@ def test_pex_choices_follow_the_softmax_of_the_online_critic(iql_learner, cell):
         picks = sum(pex.select(obs, proposals) == OFFLINE for _ in range(n))
         sigma = np.sqrt(n * p * (1 - p))
         assert abs(picks - n * p) <= 4 * sigma + 1, (picks, n * p, beta)
-    # evaluation picks the proposal of higher Q
+    # without epsilon, evaluation picks the proposal of higher Q
     pex.beta = 3.0
     greedy = pex.greedy(obs)
     best = proposals[int(np.argmax(q))][None]
     np.testing.assert_allclose(greedy, online.config.action_scaler.reverse_transform(best)[0].numpy(), rtol=1e-6)
 
 
+def test_pex_proposes_the_offline_mean_and_evaluates_on_its_own_stream(iql_learner, cell):
+    offline = iql_learner
+    online = expand_policy(offline, "cpu")
+    obs = load_transitions(cell[2])[0].observations[5]
+    pex = PolicyExpansion(
+        offline, online, 3.0, np.random.default_rng(7), eval_epsilon=1.0, eval_rng=np.random.default_rng(8)
+    )
+    mean = pex.proposals(obs, sample=False)[OFFLINE]
+    draws = torch.stack([pex.proposals(obs, sample=True) for _ in range(5)])
+    assert all(torch.equal(d[OFFLINE], mean) for d in draws), "the offline proposal is its policy's mean"
+    assert not torch.equal(draws[0, ONLINE], draws[1, ONLINE]), "the online proposal is sampled"
+    # evaluation draws only from its own generator: training's torch and numpy streams do not move
+    torch_state, train_state = torch.get_rng_state(), copy.deepcopy(pex.rng.bit_generator.state)
+    actions = [pex.greedy(obs) for _ in range(20)]
+    assert torch.equal(torch.get_rng_state(), torch_state) and pex.rng.bit_generator.state == train_state
+    assert len({a.tobytes() for a in actions}) > 1, "epsilon 1: evaluation samples"
+    with pytest.raises(ValueError, match="epsilon"):
+        PolicyExpansion(offline, online, 3.0, np.random.default_rng(7), eval_epsilon=1.5)
+
+
+def reference_pex_actor_step(learner, offline_policy, obs: torch.Tensor, inv_temperature: float) -> None:
+    """PEX's ``policy_update`` (pex/algorithms/pex.py), written out here with plain torch on d3rlpy's modules."""
+    m = learner.impl.modules
+    weight_temp, max_weight = learner.config.weight_temp, learner.config.max_weight
+
+    def min_q(q_funcs, actions):
+        return torch.stack([qf(obs, actions).q_value for qf in q_funcs]).min(0).values
+
+    with torch.no_grad():
+        a1 = torch.tanh(offline_policy(obs).mu)  # the offline policy's deterministic action
+        out = m.policy(obs)
+        a2 = torch.distributions.Normal(torch.tanh(out.mu), out.logstd.exp()).rsample().clamp(-1.0, 1.0)
+        logits = torch.cat([min_q(m.q_funcs, a1), min_q(m.q_funcs, a2)], dim=1) * inv_temperature
+        w = torch.distributions.Categorical(logits=logits).sample().unsqueeze(-1).float()
+        actions = (1 - w) * a1 + w * a2
+        adv = min_q(m.targ_q_funcs, actions) - m.value_func(obs)
+        exp_adv = torch.exp(weight_temp * adv).clamp(max=max_weight)
+    out = m.policy(obs)
+    log_prob = torch.distributions.Normal(torch.tanh(out.mu), out.logstd.exp()).log_prob(actions).sum(-1, keepdim=True)
+    loss = torch.mean(exp_adv * -log_prob)
+    optim = m.actor_optim.optim
+    optim.zero_grad()
+    loss.backward()
+    optim.step()
+
+
+def test_pex_update_is_the_reference_update(iql_learner, cell):
+    """One PEX step on a fixed batch equals PEX's formula computed by hand (critic: d3rlpy's IQL step)."""
+    from d3rlpy.torch_utility import TorchMiniBatch
+
+    offline = iql_learner
+    learners = []
+    for _ in range(3):  # the package's step, the reference by hand, d3rlpy's plain IQL step
+        torch.manual_seed(11)
+        learners.append(expand_policy(offline, "cpu"))
+    package, by_hand, plain = learners
+    initial = {k: v.clone() for k, v in package.impl.modules.policy.state_dict().items()}
+    np.random.seed(3)
+    batch = replay_buffer(load_transitions(cell[2])[0]).sample_transition_batch(32)
+    policy = offline.impl.modules.policy
+
+    torch.manual_seed(5)
+    pex_update(package, policy, batch, 3.0)
+
+    config = by_hand.config
+    tb = TorchMiniBatch.from_batch(
+        batch,
+        config.gamma,
+        False,
+        by_hand.impl.device,
+        config.observation_scaler,
+        config.action_scaler,
+        config.reward_scaler,
+    )
+    by_hand.impl.modules.set_train()
+    by_hand.impl.update_critic(tb)  # IQL's critic and value step
+    by_hand.impl.update_critic_target()
+    torch.manual_seed(5)
+    reference_pex_actor_step(by_hand, policy, tb.observations, 3.0)
+
+    torch.manual_seed(5)
+    plain.update(batch)  # IQL's own actor update: regression on the batch's actions
+
+    a = package.impl.modules.policy.state_dict()
+    b = by_hand.impl.modules.policy.state_dict()
+    c = plain.impl.modules.policy.state_dict()
+    assert any(not torch.equal(a[k], v) for k, v in initial.items()), "the step moved the actor"
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
+    assert any(not torch.allclose(a[k], c[k], rtol=1e-5, atol=1e-6) for k in a), "PEX's step equals IQL's"
+    for name in ("q_funcs", "targ_q_funcs", "value_func"):
+        x = getattr(package.impl.modules, name).state_dict()
+        y = getattr(by_hand.impl.modules, name).state_dict()
+        assert all(torch.equal(x[k], y[k]) for k in x), name
+    assert package.grad_step == 1
+
+
 def test_pex_run_keeps_the_offline_policy_frozen_and_uses_both_policies(runs):
     stats = runs["pex"][1]["pex"]
     assert stats["offline_policy_frozen"] is True
     assert stats["offline_policy_chosen"] + stats["online_policy_chosen"] == REMAINING
+    assert stats["initial_collection_steps"] == 20 and stats["eval_epsilon"] == 0.1
     assert stats["transfer"]["targ_q_funcs"]["equal"] is True
     mixing = runs["pex"][1]["mixing"]
     assert mixing["rule"] == 0.5 and 0.4 < mixing["offline_fraction"] < 0.6
@@ -341,3 +448,28 @@ def test_calql_online_returns_to_go_come_from_finished_episodes(cell):
     batch = agent.batch()
     assert len(batch) == learner.config.batch_size
     assert len(json.dumps(agent.stats())) > 0
+
+
+def test_calql_batches_offline_share_at_start_and_end_is_recorded_and_reported(runs, tmp_path):
+    """finetune.json keeps the offline share of the first and last Cal-QL batches; the report shows it."""
+    from replication import report
+
+    out, summary, _ = runs["calql"]
+    mixing = summary["mixing"]
+    assert mixing["rule"] == "proportional"
+    # the online buffer is empty at the first update (episodes enter it when they end): all offline
+    assert (
+        mixing["first_batch"]["expected_offline_fraction"] == 1.0 and mixing["first_batch"]["online_transitions"] == 0
+    )
+    last = mixing["last_batch"]
+    n_offline = mixing["offline_transitions"]
+    assert 0 < last["online_transitions"] <= REMAINING
+    assert last["expected_offline_fraction"] == pytest.approx(n_offline / (n_offline + last["online_transitions"]))
+    table = report.batch_mixing([out / "finetune.json", runs["iql"][0] / "finetune.json", tmp_path / "absent.json"])
+    assert len(table) == 1  # Cal-QL only; missing files skipped
+    row = table.iloc[0]
+    assert row["first batch"] == 1.0 and row["last batch"] == pytest.approx(last["expected_offline_fraction"])
+    assert row["all batches"] == pytest.approx(mixing["offline_fraction"])
+    cfg = {"finetune": {"calql_mixing": "proportional"}}
+    text = "\n".join(report.mixing_section([out / "finetune.json"], cfg))
+    assert "finetune.calql_mixing = proportional" in text and "| proportional" in text

@@ -531,3 +531,47 @@ def test_episode_records_round_trip(runs):
     out, _ = runs["calql"]
     for entry in read_json(out / "records.json").values():
         assert all(EpisodeRecord(**r).length > 0 for r in entry["records"])
+
+
+@pytest.mark.parametrize("algo", ["cql", "calql"])
+def test_max_q_backup_reaches_d3rlpy_and_backs_up_the_max(online, algo):
+    """offline.<algo>.max_q_backup reaches d3rlpy, whose target is then max_j min_i Q'_i(s', a_j), a_j ~ pi(s')."""
+    import torch
+    from d3rlpy.torch_utility import TorchMiniBatch
+
+    quiet_d3rlpy()
+    cfg, online_dir = online
+    data, _ = load_transitions(online_dir / f"pause_{PAUSE}" / "dataset_buffer.h5")
+    buffer = offline_buffer(cfg, "hopper", algo, data)
+    np.random.seed(0)
+    batch = buffer.sample_transition_batch(16)
+    targets = {}
+    for flag in (True, False):
+        learner = build_learner(
+            offline_config(["hopper"], offline={algo: {"max_q_backup": flag}}), "hopper", algo, "cpu"
+        )
+        prepare(learner, buffer)
+        assert learner.config.max_q_backup is flag and learner.impl._max_q_backup is flag
+        c, m = learner.config, learner.impl.modules
+        tb = TorchMiniBatch.from_batch(
+            batch, c.gamma, learner.need_returns_to_go, learner.impl.device, None, c.action_scaler, c.reward_scaler
+        )
+        torch.manual_seed(1)
+        targets[flag] = learner.impl.compute_target(tb)
+        torch.manual_seed(1)
+        with torch.no_grad():
+            out = m.policy(tb.next_observations)
+            if flag:  # the reference's max-target backup, by hand
+                raw = torch.distributions.Normal(out.mu, out.logstd.exp()).rsample((c.n_action_samples,))
+                actions = torch.tanh(raw)
+            else:  # d3rlpy's default: the policy's mean action
+                actions = torch.tanh(out.mu)[None]
+            q = torch.stack(
+                [
+                    torch.stack([qf(tb.next_observations, a).q_value for qf in m.targ_q_funcs]).min(0).values
+                    for a in actions
+                ]
+            )
+            expected = q.max(0).values
+        torch.testing.assert_close(targets[flag], expected, rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(targets[True], targets[False]), "the max backup must differ from the mean-action one"

@@ -167,3 +167,27 @@ def test_saved_buffer_dataset_round_trips(hopper_run, tmp_path):
     transitions, meta = load_transitions(out / "pause_1000" / "dataset_buffer.h5")
     again = save_dataset(transitions, tmp_path / "copy.h5", env="hopper", seed=0, pause=1000, strategy="buffer")
     assert again["sha256"] == meta["sha256"]
+
+
+def test_pauses_are_invisible_to_sac(tmp_path):
+    """A run with four pauses (datasets, validation, evaluation, checkpoints) ends as one plain learn of SAC."""
+    import torch
+    from stable_baselines3 import SAC
+
+    cfg = tiny_config(["hopper"], budget={"pause_fractions": [0.25, 0.5, 0.75, 1.0]})
+    run_online(cfg, "hopper", 0, tmp_path / "run", progress=False)
+    paused = SAC.load(tmp_path / "run" / "model.zip", device="cpu")
+    assert sorted(p.name for p in (tmp_path / "run").glob("pause_*")) == [
+        "pause_1000",
+        "pause_1500",
+        "pause_2000",
+        "pause_500",
+    ]
+
+    plain = build_sac(cfg, "hopper", 0)
+    plain.learn(2000, log_interval=None)
+    a, b = paused.policy.state_dict(), plain.policy.state_dict()
+    assert list(a) == list(b)
+    for key in a:
+        assert torch.equal(a[key], b[key]), f"SAC parameter {key} differs after the pauses"
+    assert torch.equal(paused.log_ent_coef, plain.log_ent_coef)
