@@ -1,16 +1,24 @@
 # Input and param functions shared by the rules (kept apart from the rules, as Snakemake's lint asks).
 
 
+# Settings that change no result (how often a job checkpoints): editing them reruns nothing.
+NO_RESULT = {"offline": ("checkpoint_interval",), "finetune": ("checkpoint_interval",)}
+
+
 def settings(*sections):
     """The config sections a job depends on (a param), so that editing others does not rerun it."""
 
     def get(wildcards):
-        picked = {s: CFG[s] for s in sections}
+        picked = {s: drop(CFG[s], NO_RESULT.get(s, ())) for s in sections}
         picked["cell"] = wildcards.env
         picked["env_options"] = CFG["env_options"].get(wf.parse_cell(wildcards.env).env, {})
         return yaml.safe_dump(picked, sort_keys=True)
 
     return get
+
+
+def drop(section, keys):
+    return {k: v for k, v in section.items() if k not in keys} if isinstance(section, dict) else section
 
 
 def offline_data(wildcards):
