@@ -12,7 +12,7 @@ import shlex
 
 import yaml
 from replication import config as rconfig
-from replication import runlock
+from replication import disk, runlock
 from replication import workflow as wf
 from replication.io import write_text
 from snakemake.logging import logger
@@ -76,6 +76,9 @@ if CFG["batch_jobs"]:
 onstart:
     if RUN_LOCK is not None and not RUN_LOCK.held:
         raise WorkflowError(RUN_LOCK.refusal())
+    # no run dies of a full disk: refused before any job starts (replication.disk)
+    if CFG["check_disk"] and (problem := disk.check_free_space(CFG, OUT, parallel_jobs())):
+        raise WorkflowError(problem)
 
 
 rule all:

@@ -114,3 +114,8 @@ def batch_offline_data(wildcards):
         str(wf.dataset_file(CFG, wildcards.env, seed, wf.parse_dataset_key(CFG, key)))
         for key in BATCH["offline"]
     ]
+
+
+def parallel_jobs():
+    """How many jobs may run at once: --jobs on a cluster, --cores on one machine (a job per core)."""
+    return workflow.nodes if workflow.non_local_exec else workflow.cores

@@ -307,3 +307,40 @@ def test_same_command_resumes_after_sigkill(tiny_run, tmp_path):
     differ = [str(f) for f in files if (reference / f).read_bytes() != (resumed / f).read_bytes()]
     assert not differ, differ
 
+
+def test_disk_estimate_of_the_tiny_run_is_close(tiny_run):
+    """What the finished tiny run really leaves under results/tiny/, against the estimate (within 25%)."""
+    from replication import disk
+
+    workdir, configfile, _ = tiny_run
+    final, peak = disk.needs(config.load(configfile))
+    real = disk.used_bytes(workdir / "results" / "tiny")
+    assert abs(final - real) <= 0.25 * real, (final, real)
+    assert peak > final
+
+
+def test_a_run_the_disk_cannot_hold_is_refused(tmp_path):
+    """Refused before any job starts, with both figures; --config check_disk=False overrides it."""
+    import shutil
+
+    from replication import disk
+
+    base = {"name": "huge", "envs": ["humanoid"], "seeds": [0]}
+    small = config.resolve(config.deep_merge(base, {"budget": {"total_steps": 1_000_000}}))
+    free = shutil.disk_usage(tmp_path).free
+    steps = int(1_000_000 * 2 * free / disk.needs(small)[1])  # needs about twice the free space
+    configfile = tmp_path / "huge.yaml"
+    configfile.write_text(yaml.safe_dump({**base, "budget": {"total_steps": steps}}))
+    refused = subprocess.run(readme_command(tmp_path, configfile), capture_output=True, text=True, timeout=300)
+    message = refused.stdout + refused.stderr
+    assert refused.returncode != 0 and "not enough free disk for results/huge/" in message, message[-3000:]
+    assert re.search(r"needs about [\d.]+ [GT]B more \(estimated peak .*has [\d.]+ [GMT]B free", message)
+    assert not (tmp_path / "results" / "huge" / "cells").exists()  # no job started
+    # the override: the same run goes ahead (--touch: Snakemake only marks the outputs done)
+    touched = subprocess.run(
+        [*readme_command(tmp_path, configfile), "--config", "check_disk=False", "--touch"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert touched.returncode == 0, (touched.stdout + touched.stderr)[-3000:]
