@@ -84,6 +84,10 @@ the end of the budget; PEX: its online learner) and ``learnable_extended.d3`` af
 and ``finetune.json`` (run info, method, steps, measured env steps/s and updates/s, evaluation time,
 device; written last).
 
+Resumable: every ``finetune.checkpoint_interval`` env steps the job writes ``checkpoint/`` (agent,
+buffers, the training env mid-episode, ledger, curve, RNG states; :mod:`replication.resume`); a
+restarted job continues from it to the same outputs (on the CPU).
+
 Seeding: python, numpy and torch through ``d3rlpy.seed(seed)`` (d3rlpy's buffers sample with
 numpy's global RNG), the mixing and PEX choices from their own generator; two runs with one seed
 give identical curves on the CPU.
@@ -533,11 +537,11 @@ class Finetune:
         objects = {name: getattr(self, name) for name in self.CHECKPOINTED}
         objects["position"] = {"phase": phase, "step": step, "last": last, "obs": obs}
         where, what = {"phase": phase, "step": step}, f"{self.method} fine-tuning"
-        resume.save_objects(self.ckpt_dir, self.key, what, where, objects, self.offline_episodes)
+        resume.save_agent(self.ckpt_dir, self.key, what, where, objects, self.agent, self.offline_episodes)
 
     def restore_checkpoint(self) -> dict[str, Any] | None:
         """Continue from the job's checkpoint: its position (phase, step, last evaluation, observation) or ``None``."""
-        objects = resume.restore_objects(self.ckpt_dir, self.key, self.offline_episodes)
+        objects = resume.restore_agent(self.ckpt_dir, self.key, self.agent, self.offline_episodes)
         if objects is None:
             return None
         for name in self.CHECKPOINTED:

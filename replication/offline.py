@@ -40,6 +40,10 @@ d3rlpy's own CQL reproduction) unless the algorithm's config section sets ``alph
 d3rlpy's default (1e-4, threshold 10) would tune the weight by dual descent instead. d3rlpy's IQL
 has one optimiser for Q and V: ``value_learning_rate`` must equal ``critic_learning_rate``.
 
+Resumable: every ``offline.checkpoint_interval`` gradient steps the job writes ``checkpoint/``
+(learner with optimisers, validation so far, the best files so far, RNG states;
+:mod:`replication.resume`); a restarted job continues from it to the same outputs (on the CPU).
+
 Training is d3rlpy's own update step in d3rlpy's own order (the loop of ``fitter``: one
 ``sample_transition_batch`` and one ``update`` per step, after the same scaler building and model
 creation), without its logger; seeded (``d3rlpy.seed``) after the dataset is built and before the
@@ -604,6 +608,11 @@ def run_offline(
         bar = tqdm(total=gradient_steps, initial=done, unit="step", desc=desc)
     candidate = out_dir / "policy_candidate.pt"
     interval = int(cfg["offline"]["checkpoint_interval"])
+
+    def save_checkpoint() -> None:
+        state = dict(zip(_LOOP_STATE, (scores, validation_records, best_step, done, timings), strict=True))
+        resume.save_offline(ckpt_dir, resume_key, learner, out_dir, state)
+
     for step in resume.boundaries(steps, interval, gradient_steps):
         if step <= done:
             continue
@@ -613,8 +622,7 @@ def run_offline(
         t1 = time.perf_counter()
         timings.train_seconds += t1 - t0
         if step not in steps:  # a checkpoint only
-            state = dict(zip(_LOOP_STATE, (scores, validation_records, best_step, done, timings), strict=True))
-            resume.save_offline(ckpt_dir, resume_key, learner, out_dir, state)
+            save_checkpoint()
             continue
         policy = export_policy(learner, candidate, check_obs)
         records = validator(policy)
@@ -626,8 +634,7 @@ def run_offline(
             shutil.copyfile(candidate, out_dir / "policy_best.pt")
         timings.validation_seconds += time.perf_counter() - t1
         if resume.due(step, interval, gradient_steps):
-            state = dict(zip(_LOOP_STATE, (scores, validation_records, best_step, done, timings), strict=True))
-            resume.save_offline(ckpt_dir, resume_key, learner, out_dir, state)
+            save_checkpoint()
     if bar is not None:
         bar.close()
     save_learnable(learner, out_dir / "learnable_last.d3")

@@ -4,12 +4,14 @@
 An offline job saves, every ``offline.checkpoint_interval`` gradient steps, its learner (networks,
 target networks, optimisers, step counter), the validation results so far, the best checkpoint's
 files written so far and the RNG states; a fine-tuning job saves, every
-``finetune.checkpoint_interval`` env steps, its whole agent (learners, replay buffers, samplers and
-their generators), the training environment mid-episode (simulator state, step counter, its RNGs),
-the ledger, the curve so far and the RNG states. A restarted job finds the checkpoint of the same
-settings and inputs (:func:`replication.checkpoint.job_key`) and continues from it; on the CPU it
-ends with the same outputs as an uninterrupted one. Checkpoints are written atomically
-(:func:`replication.checkpoint.write_checkpoint`) and removed when the job finishes.
+``finetune.checkpoint_interval`` env steps, its whole agent (learners as d3rlpy model files with
+their optimisers and step counters; replay buffers, samplers and their generators pickled, the
+offline dataset's episodes by reference), the training environment mid-episode (simulator state,
+step counter, its RNGs), the ledger, the curve so far and the RNG states. A restarted job finds
+the checkpoint of the same settings and inputs (:func:`replication.checkpoint.job_key`) and
+continues from it; on the CPU it ends with the same outputs as an uninterrupted one. Checkpoints
+are written atomically (:func:`replication.checkpoint.write_checkpoint`) and removed when the job
+finishes.
 """
 
 from __future__ import annotations
@@ -95,16 +97,36 @@ def buffer_episodes(agent: Any) -> list[Any]:
     return [episode for b in buffers for episode in b.episodes]
 
 
-def save_objects(
-    directory: Path, key: str, what: str, position: dict[str, Any], objects: dict[str, Any], external: list[Any]
+def agent_learners(agent: Any) -> list[Any]:
+    """The d3rlpy learners of ``agent``: its attributes and theirs (PEX's policy set), in a fixed order.
+
+    A checkpoint stores them with d3rlpy's own ``save_model`` (networks, targets, optimisers) and
+    refers to them from the pickle, so that no learner internals (e.g. CUDA graphs) are pickled.
+    """
+    from d3rlpy.base import LearnableBase
+
+    found: dict[int, Any] = {}
+    for _, value in sorted(vars(agent).items()):
+        for obj in (value, *(v for _, v in sorted(getattr(value, "__dict__", {}).items()))):
+            if isinstance(obj, LearnableBase):
+                found.setdefault(id(obj), obj)
+    return list(found.values())
+
+
+def save_agent(
+    directory: Path, key: str, what: str, position: dict[str, Any], objects: dict[str, Any], agent: Any, episodes: list
 ) -> dict[str, Any]:
-    """Checkpoint live ``objects`` (simulators included, :func:`replication.checkpoint.dumps`) and the
-    RNG states, in one pickle so that objects shared between them stay shared; ``external`` objects
-    (the offline episodes) are stored as references. ``position`` (``step`` and more) goes into the meta."""
+    """Checkpoint live ``objects`` (the agent among them; simulators included,
+    :func:`replication.checkpoint.dumps`) and the RNG states, in one pickle so that objects shared
+    between them stay shared. The agent's learners go to d3rlpy model files and its offline
+    ``episodes`` stay out: the pickle refers to both. ``position`` (``step`` and more) goes into the meta."""
+    learners = agent_learners(agent)
 
     def fill(tmp: Path) -> dict[str, Any]:
-        blob = checkpoint.dumps({"objects": objects, "rng": checkpoint.rng_states()}, external)
-        (tmp / "state.pkl").write_bytes(blob)
+        for i, learner in enumerate(learners):
+            learner.save_model(str(tmp / f"learner_{i}.pt"))
+        blob = {"objects": objects, "rng": checkpoint.rng_states(), "grad_steps": [int(x.grad_step) for x in learners]}
+        (tmp / "state.pkl").write_bytes(checkpoint.dumps(blob, [*episodes, *learners]))
         return dict(position)
 
     meta = checkpoint.write_checkpoint(directory, key, fill)
@@ -112,14 +134,22 @@ def save_objects(
     return meta
 
 
-def restore_objects(directory: Path, key: str, external: list[Any]) -> dict[str, Any] | None:
-    """The objects of :func:`save_objects` (RNG states restored), or ``None`` without a checkpoint;
-    ``external``: the same offline episodes, rebuilt."""
+def restore_agent(directory: Path, key: str, agent: Any, episodes: list) -> dict[str, Any] | None:
+    """The objects of :func:`save_agent` (RNG states restored), or ``None`` without a checkpoint.
+
+    ``agent``: a freshly built agent of the same job, whose learners receive the saved states;
+    ``episodes``: its offline episodes (:func:`buffer_episodes`).
+    """
     found = checkpoint.find_checkpoint(directory, key)
     if found is None:
         return None
     path, meta = found
-    blob = checkpoint.loads((path / "state.pkl").read_bytes(), external)
+    learners = agent_learners(agent)
+    for i, learner in enumerate(learners):
+        learner.load_model(str(path / f"learner_{i}.pt"))
+    blob = checkpoint.loads((path / "state.pkl").read_bytes(), [*episodes, *learners])
+    for learner, grad_step in zip(learners, blob["grad_steps"], strict=True):
+        learner.set_grad_step(grad_step)
     checkpoint.set_rng_states(blob["rng"])
     log.info("resumed from the checkpoint at step %d", meta["step"])
     return blob["objects"]
