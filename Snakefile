@@ -41,9 +41,11 @@ if RUN_LOCK is not None and RUN_LOCK.held:
 elif RUN_LOCK is not None:
     logger.warning(RUN_LOCK.refusal())
 
-# The resolved config that every job reads; rewritten only when it changes.
+# The resolved config that every job reads; rewritten only when it changes, and never under a live
+# run of the same results directory (its jobs read it).
 _resolved = yaml.safe_dump(CFG, sort_keys=False)
-if not os.path.exists(CONFIG_FILE) or open(CONFIG_FILE).read() != _resolved:
+_may_write = RUN_LOCK is None or RUN_LOCK.held
+if _may_write and (not os.path.exists(CONFIG_FILE) or open(CONFIG_FILE).read() != _resolved):
     write_text(CONFIG_FILE, _resolved)
 
 CELL = f"{OUT}/cells/{{env}}/seed{{seed}}"
