@@ -12,8 +12,10 @@ import shlex
 
 import yaml
 from replication import config as rconfig
+from replication import disk, runlock
 from replication import workflow as wf
 from replication.io import write_text
+from snakemake.logging import logger
 from snakemake.utils import min_version
 
 min_version("9.0")
@@ -29,9 +31,21 @@ except ValueError as error:
 OUT = str(wf.results_dir(CFG))
 CONFIG_FILE = f"{OUT}/config.yaml"
 
-# The resolved config that every job reads; rewritten only when it changes.
+# One live run per results directory: a kernel lock (flock) that dies with its holder, however it
+# dies, so the same command resumes after any kill (replication.runlock; the profiles turn
+# Snakemake's own lock off). Refused in onstart, so that dry runs still work beside a live run.
+RUN_LOCK = runlock.acquire(OUT) if workflow.is_main_process else None
+if RUN_LOCK is not None and RUN_LOCK.held:
+    for _stale in runlock.clear_stale_snakemake_locks(RUN_LOCK):
+        logger.info(f"removed {_stale}: a Snakemake lock of a run of this config that is gone")
+elif RUN_LOCK is not None:
+    logger.warning(RUN_LOCK.refusal())
+
+# The resolved config that every job reads; rewritten only when it changes, and never under a live
+# run of the same results directory (its jobs read it).
 _resolved = yaml.safe_dump(CFG, sort_keys=False)
-if not os.path.exists(CONFIG_FILE) or open(CONFIG_FILE).read() != _resolved:
+_may_write = RUN_LOCK is None or RUN_LOCK.held
+if _may_write and (not os.path.exists(CONFIG_FILE) or open(CONFIG_FILE).read() != _resolved):
     write_text(CONFIG_FILE, _resolved)
 
 CELL = f"{OUT}/cells/{{env}}/seed{{seed}}"
@@ -59,6 +73,14 @@ include: "rules/aggregate.smk"
 if CFG["batch_jobs"]:
 
     include: "rules/batch.smk"
+
+
+onstart:
+    if RUN_LOCK is not None and not RUN_LOCK.held:
+        raise WorkflowError(RUN_LOCK.refusal())
+    # no run dies of a full disk: refused before any job starts (replication.disk)
+    if CFG["check_disk"] and (problem := disk.check_free_space(CFG, OUT, parallel_jobs())):
+        raise WorkflowError(problem)
 
 
 rule all:

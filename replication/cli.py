@@ -214,7 +214,7 @@ def _offline(args: argparse.Namespace) -> int:
 
     from replication import tidy
     from replication.io import write_json
-    from replication.offline import run_offline
+    from replication.offline import finished_learner, job_key, run_offline
     from replication.workflow import parse_dataset_key
 
     _setup_logging()
@@ -226,8 +226,11 @@ def _offline(args: argparse.Namespace) -> int:
         raise ValueError(f"--algo: unknown offline learner(s) {unknown}; valid: iql, cql, calql")
     out = Path(args.out)
     summaries = {}
-    for algo in algos:
-        summaries[algo] = run_offline(cfg, env, args.seed, algo, args.data, args.online, dataset, out / algo)
+    for algo in algos:  # a restarted job keeps the learners it had finished
+        finished = finished_learner(out / algo, job_key(cfg, env, args.seed, algo, args.data, dataset))
+        if finished is None:
+            finished = run_offline(cfg, env, args.seed, algo, args.data, args.online, dataset, out / algo)
+        summaries[algo] = finished
         _tag(str(out / algo), options)
     tidy.write(tidy.read([out / a / "recommend.csv" for a in algos]), out / "recommend.csv")
     write_json(out / "offline.json", {"algos": algos, "dataset": args.dataset, "summaries": summaries})

@@ -211,6 +211,22 @@ def format_estimate(cfg: dict[str, Any], cores: int = 1) -> str:
         "GPU hours: one job per GPU at the assumed GPU figures of replication.estimate "
         "(not measured here); environment steps and start-up as on the CPU"
     )
+    return "\n".join(lines + ["", format_disk(cfg, cores)])
+
+
+def format_disk(cfg: dict[str, Any], cores: int = 1) -> str:
+    """Disk per stage: what the finished run leaves, and the peak while it runs (resume checkpoints)."""
+    from replication.disk import disk_estimate, human, needs
+
+    lines = [
+        f"disk under results/{cfg['name']}/ ({cores} job(s) at once)",
+        f"{'stage':<10}{'final':>12}{'peak':>12}",
+    ]
+    for name, stage in disk_estimate(cfg).items():
+        lines.append(f"{name:<10}{human(stage.final):>12}{human(stage.peak(cores)):>12}")
+    final, peak = needs(cfg, cores)
+    lines.append(f"{'total':<10}{human(final):>12}{human(peak):>12}")
+    lines.append("a run is refused when its results filesystem has less free space than the peak (check_disk)")
     return "\n".join(lines)
 
 

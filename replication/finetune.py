@@ -91,6 +91,10 @@ and ``finetune.json`` (run info, method, steps, measured env steps/s and updates
 device; for Cal-QL and PEX ``mixing``: the offline share of all batches and that of the first and the
 last batch, which :func:`replication.report.batch_mixing` reports; written last).
 
+Resumable: every ``finetune.checkpoint_interval`` env steps the job writes ``checkpoint/`` (agent,
+buffers, the training env mid-episode, ledger, curve, RNG states; :mod:`replication.resume`); a
+restarted job continues from it to the same outputs (on the CPU).
+
 Seeding: python, numpy and torch through ``d3rlpy.seed(seed)`` (d3rlpy's buffers sample with
 numpy's global RNG), the mixing and PEX choices from their own generator; two runs with one seed
 give identical curves on the CPU.
@@ -107,8 +111,8 @@ from typing import Any
 
 import numpy as np
 
-from replication import config, tidy
-from replication.datasets import Transitions, load_transitions
+from replication import checkpoint, config, resume, tidy
+from replication.datasets import Transitions, load_transitions, sha256_of
 from replication.envs import get_spec, make_env
 from replication.evaluation import Evaluator
 from replication.io import read_json, write_json
@@ -531,6 +535,9 @@ class Finetune:
         self.agent: Agent | None = None
         self.env = None
         self.obs: np.ndarray | None = None
+        self.checkpoint_interval = int(cfg["finetune"]["checkpoint_interval"])
+        self.budget_timings: dict[str, Any] | None = None
+        self.resumed_from: list[tuple[str, int]] = []
 
     # ---- setup
 
@@ -570,19 +577,51 @@ class Finetune:
         self.timings.eval_seconds += time.perf_counter() - start
         self.rows += tidy.rows_from_records({**self.base_row(), "variant_options": options}, records, env_step)
 
-    def segment(self, steps: int, start_step: int, options: str, charge: bool, bar=None) -> None:
+    # ---- checkpoints (replication.resume)
+
+    CHECKPOINTED = ("agent", "env", "ledger", "rows", "timings", "budget_timings", "resumed_from")
+
+    def job_key(self, dataset_sha: str | None) -> str:
+        learnable = self.offline_dir / f"learnable_{self.which}.d3"
+        inputs = (sha256_of(learnable), dataset_sha, self.extended_steps, self.variant_options)
+        return checkpoint.job_key("finetune", self.cfg, self.env_name, self.seed, self.method, self.which, *inputs)
+
+    def save_checkpoint(self, phase: str, step: int, last: int, obs: np.ndarray) -> None:
+        objects = {name: getattr(self, name) for name in self.CHECKPOINTED}
+        objects["position"] = {"phase": phase, "step": step, "last": last, "obs": obs}
+        where, what = {"phase": phase, "step": step}, f"{self.method} fine-tuning"
+        resume.save_agent(self.ckpt_dir, self.key, what, where, objects, self.agent, self.offline_episodes)
+
+    def restore_checkpoint(self) -> dict[str, Any] | None:
+        """Continue from the job's checkpoint: its position (phase, step, last evaluation, observation) or ``None``."""
+        objects = resume.restore_agent(self.ckpt_dir, self.key, self.agent, self.offline_episodes)
+        if objects is None:
+            return None
+        for name in self.CHECKPOINTED:
+            setattr(self, name, objects[name])
+        position = objects["position"]
+        self.resumed_from.append((position["phase"], position["step"]))
+        return position
+
+    # ---- the loop
+
+    def segment(
+        self, steps: int, start_step: int, options: str, charge: bool, bar=None, phase: str = "", at: dict | None = None
+    ) -> None:
         """``steps`` env steps of fine-tuning (each with its updates), evaluated every interval and at the end.
 
         Starts a new episode; the episode running after the last step is cut (a timeout).
-        ``charge``: charge the steps to the ledger (the budget) or not (the C4 extension).
+        ``charge``: charge the steps to the ledger (the budget) or not (the C4 extension). Every
+        ``finetune.checkpoint_interval`` steps the job is checkpointed as ``phase``; ``at``: the
+        position of a checkpoint to continue from.
         """
         agent, env, t = self.agent, self.env, self.timings
         clock = time.perf_counter
         loop_start = clock()
         eval_before = t.eval_seconds
-        obs = self.obs if self.obs is not None else env.reset()[0]
-        last = 0
-        for step in range(1, steps + 1):
+        obs = at["obs"] if at else self.obs if self.obs is not None else env.reset()[0]
+        first, last = (at["step"], at["last"]) if at else (0, 0)
+        for step in range(first + 1, steps + 1):
             t0 = clock()
             action = agent.explore(obs)
             t1 = clock()
@@ -620,6 +659,10 @@ class Finetune:
                     env_step = start_step + step
                 last = step
                 self.evaluate(env_step, options)
+            if phase and resume.due(step, self.checkpoint_interval, steps):
+                t.loop_seconds += clock() - loop_start - (t.eval_seconds - eval_before)
+                self.save_checkpoint(phase, step, last, obs)
+                loop_start, eval_before = clock(), t.eval_seconds
         self.obs = None  # the next segment starts a new episode
         t.loop_seconds += clock() - loop_start - (t.eval_seconds - eval_before)
 
@@ -649,6 +692,9 @@ class Finetune:
         self.obs = self.env.reset(seed=seed + TRAIN_SEED_OFFSET)[0]
         e = cfg["evaluation"]
         self.evaluator = Evaluator(env_name, seed, e["episodes"], e["seed_offset"], env_opts)
+        self.key, self.ckpt_dir = self.job_key(meta.get("sha256")), out_dir / resume.CHECKPOINT_DIR
+        self.offline_episodes = resume.buffer_episodes(self.agent)  # a checkpoint refers to them
+        at = self.restore_checkpoint()
         self.timings.setup_seconds = time.perf_counter() - start
 
         progress = sys.stderr.isatty() if progress is None else progress
@@ -656,17 +702,25 @@ class Finetune:
         if progress:
             from tqdm import tqdm
 
-            bar = tqdm(total=self.budget_steps + self.extended_steps, unit="step", desc=f"{self.method} {env_name}")
-        self.evaluate(self.ledger.spent, self.variant_options)  # fine-tuning step 0: the offline agent
-        self.segment(self.budget_steps, self.start_spent, self.variant_options, charge=True, bar=bar)
-        if self.ledger.remaining != 0:
-            raise AssertionError(f"fine-tuning left {self.ledger.remaining} env steps of the budget unspent")
-        budget_timings = self.timings.summary()
-        offline.save_learnable(self.agent.learner, out_dir / "learnable_final.d3")
+            done = 0 if at is None else at["step"] + (self.budget_steps if at["phase"] == "extended" else 0)
+            total = self.budget_steps + self.extended_steps
+            bar = tqdm(total=total, initial=done, unit="step", desc=f"{self.method} {env_name}")
+        if at is None:
+            self.evaluate(self.ledger.spent, self.variant_options)  # fine-tuning step 0: the offline agent
+        if at is None or at["phase"] == "budget":
+            options = self.variant_options
+            self.segment(self.budget_steps, self.start_spent, options, charge=True, bar=bar, phase="budget", at=at)
+            at = None
+            if self.ledger.remaining != 0:
+                raise AssertionError(f"fine-tuning left {self.ledger.remaining} env steps of the budget unspent")
+            self.budget_timings = self.timings.summary()
+            offline.save_learnable(self.agent.learner, out_dir / "learnable_final.d3")
+        budget_timings = self.budget_timings
         extension = None
         if self.extended_steps:
             options = join_options(self.variant_options, EXTENDED_OPTION)
-            self.segment(self.extended_steps, self.ledger.spent, options, charge=False, bar=bar)
+            spent = self.ledger.spent
+            self.segment(self.extended_steps, spent, options, charge=False, bar=bar, phase="extended", at=at)
             offline.save_learnable(self.agent.learner, out_dir / "learnable_extended.d3")
             extension = {
                 "env_steps": self.extended_steps,
@@ -712,8 +766,10 @@ class Finetune:
             **self.agent.stats(),
             "timings": {**budget_timings, "with_extension": self.timings.summary() if extension else None},
             "total_seconds": time.perf_counter() - start,
+            "resumed_from": self.resumed_from,
         }
         write_json(out_dir / "finetune.json", summary)
+        checkpoint.remove_checkpoint(self.ckpt_dir)
         log.info(
             "%s %s seed %d: %d env steps, %.0f env steps/s, %.0f updates/s",
             self.method,

@@ -40,6 +40,10 @@ d3rlpy's own CQL reproduction) unless the algorithm's config section sets ``alph
 d3rlpy's default (1e-4, threshold 10) would tune the weight by dual descent instead. d3rlpy's IQL
 has one optimiser for Q and V: ``value_learning_rate`` must equal ``critic_learning_rate``.
 
+Resumable: every ``offline.checkpoint_interval`` gradient steps the job writes ``checkpoint/``
+(learner with optimisers, validation so far, the best files so far, RNG states;
+:mod:`replication.resume`); a restarted job continues from it to the same outputs (on the CPU).
+
 Training is d3rlpy's own update step in d3rlpy's own order (the loop of ``fitter``: one
 ``sample_transition_batch`` and one ``update`` per step, after the same scaler building and model
 creation), without its logger; seeded (``d3rlpy.seed``) after the dataset is built and before the
@@ -93,8 +97,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from replication import config, tidy
-from replication.datasets import DatasetError, Transitions, load_transitions
+from replication import checkpoint, config, resume, tidy
+from replication.datasets import DatasetError, Transitions, load_transitions, read_metadata
 from replication.envs import env_spaces, get_spec, resolve_spec, shared_env
 from replication.evaluation import EpisodeRecord, Evaluator
 from replication.io import atomic_path, read_json, write_json
@@ -213,6 +217,11 @@ class ReturnsToGoPicker:
     def precompute(self, episodes) -> None:
         for episode in episodes:
             self._returns[id(episode)] = (episode, self.episode_returns(episode))
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Unpickled (a resumed job), the episodes are new objects: key their returns anew."""
+        self.__dict__.update(state)
+        self._returns = {id(entry[0]): entry for entry in self._returns.values()}
 
     def __call__(self, episode, index: int):
         import dataclasses as dc
@@ -494,6 +503,14 @@ def clear_outputs(out_dir: Path) -> None:
             path.unlink()
 
 
+def job_key(
+    cfg: dict[str, Any], env_name: str, seed: int, algo: str, dataset_path: Path | str, dataset: OfflineDataset
+) -> str:
+    """What an offline learner's results depend on: its checkpoints and finished outputs carry it."""
+    sha = read_metadata(dataset_path).get("sha256")
+    return checkpoint.job_key("offline", cfg, env_name, seed, algo, dataset.label, dataset.pause, sha)
+
+
 @dataclasses.dataclass
 class Timings:
     train_seconds: float = 0.0
@@ -536,6 +553,8 @@ def run_offline(
         raise ValueError(f"out_dir {out_dir} holds the run's inputs; give the offline job its own directory")
     out_dir.mkdir(parents=True, exist_ok=True)
     clear_outputs(out_dir)
+    resume_key = job_key(cfg, env_name, seed, algo, dataset_path, dataset)
+    ckpt_dir = out_dir / resume.CHECKPOINT_DIR
     progress = sys.stderr.isatty() if progress is None else progress
     params = config.offline_params(cfg, env_name, algo)
     env_opts = config.env_options(cfg, env_name)
@@ -574,23 +593,38 @@ def run_offline(
     learner = build_learner(cfg, env_name, algo, device)
     prepare(learner, buffer)
     validator = Evaluator(env_name, seed, v["episodes"], v["seed_offset"], env_opts, env)
+    scores: list[float] = []
+    validation_records: dict[int, list[EpisodeRecord]] = {}
+    best_step, done = None, 0
+    restored = resume.restore_offline(ckpt_dir, resume_key, learner, out_dir)
+    if restored is not None:
+        scores, validation_records, best_step, done, timings = (restored[k] for k in _LOOP_STATE)
     timings.setup_seconds = time.perf_counter() - start
 
     bar = None
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=gradient_steps, unit="step", desc=f"{algo} {env_name} {dataset.label}@{dataset.pause}")
-    scores: list[float] = []
-    validation_records: dict[int, list[EpisodeRecord]] = {}
-    best_step, done = None, 0
+        desc = f"{algo} {env_name} {dataset.label}@{dataset.pause}"
+        bar = tqdm(total=gradient_steps, initial=done, unit="step", desc=desc)
     candidate = out_dir / "policy_candidate.pt"
-    for step in steps:
+    interval = int(cfg["offline"]["checkpoint_interval"])
+
+    def save_checkpoint() -> None:
+        state = dict(zip(_LOOP_STATE, (scores, validation_records, best_step, done, timings), strict=True))
+        resume.save_offline(ckpt_dir, resume_key, learner, out_dir, state)
+
+    for step in resume.boundaries(steps, interval, gradient_steps):
+        if step <= done:
+            continue
         t0 = time.perf_counter()
         train(learner, buffer, step - done, bar)
         done = step
         t1 = time.perf_counter()
         timings.train_seconds += t1 - t0
+        if step not in steps:  # a checkpoint only
+            save_checkpoint()
+            continue
         policy = export_policy(learner, candidate, check_obs)
         records = validator(policy)
         validation_records[step] = records
@@ -600,6 +634,8 @@ def run_offline(
             save_learnable(learner, out_dir / "learnable_best.d3")
             shutil.copyfile(candidate, out_dir / "policy_best.pt")
         timings.validation_seconds += time.perf_counter() - t1
+        if resume.due(step, interval, gradient_steps):
+            save_checkpoint()
     if bar is not None:
         bar.close()
     save_learnable(learner, out_dir / "learnable_last.d3")
@@ -699,6 +735,8 @@ def run_offline(
         "checkpoints": steps,
         "best_step": best_step,
         "returns_to_go": returns_to_go_rule(cfg, env_name, algo),
+        "job_key": resume_key,
+        "resumed": restored is not None,
         "best_of": best_of,
         "ledgers": ledgers,
         "skipped_variants": skipped,
@@ -709,6 +747,7 @@ def run_offline(
         },
     }
     write_json(out_dir / "offline.json", summary)
+    checkpoint.remove_checkpoint(ckpt_dir)
     log.info(
         "%s %s seed %d %s@%d: best checkpoint %d of %d, %.1f gradient steps/s",
         algo,
@@ -721,6 +760,19 @@ def run_offline(
         summary["timings"]["gradient_steps_per_second"],
     )
     return summary
+
+
+_LOOP_STATE = ("scores", "validation_records", "best_step", "done", "timings")  # what a checkpoint keeps
+
+
+def finished_learner(out_dir: Path | str, key: str) -> dict[str, Any] | None:
+    """The summary of a learner that already finished with ``key`` in ``out_dir`` (a restarted
+    multi-learner job keeps it), or ``None``."""
+    path = Path(out_dir) / "offline.json"
+    if not path.exists():
+        return None
+    summary = read_json(path)
+    return summary if summary.get("job_key") == key else None
 
 
 def returns_to_go_rule(cfg: dict[str, Any], env_name: str, algo: str) -> dict[str, Any] | None:

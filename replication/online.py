@@ -220,7 +220,7 @@ class OnlineRun:
         finally:
             model.replay_buffer = rb
         (tmp / "state.pkl").write_bytes(payload)
-        write_json(tmp / "meta.json", {"num_timesteps": model.num_timesteps, "buffer_pos": n})
+        write_json(tmp / "meta.json", {"num_timesteps": model.num_timesteps, "buffer_pos": n, "key": self.job_key()})
         old = self.ckpt_dir.with_name(self.ckpt_dir.name + ".old")
         shutil.rmtree(old, ignore_errors=True)
         if self.ckpt_dir.exists():
@@ -228,13 +228,19 @@ class OnlineRun:
         tmp.rename(self.ckpt_dir)
         shutil.rmtree(old, ignore_errors=True)
 
+    def job_key(self) -> str:
+        """What the run's results depend on: a checkpoint of other settings is never resumed."""
+        return checkpoint.job_key("online", self.cfg, self.env_name, self.seed)
+
     def load_checkpoint(self):
-        """The model and loop state of the last checkpoint, or ``None``."""
-        if not (self.ckpt_dir / "meta.json").exists():
+        """The model and loop state of the last checkpoint (made with these settings), or ``None``."""
+        found = checkpoint.find_checkpoint(self.ckpt_dir, self.job_key())  # also one cut short mid-swap
+        if found is None:
             return None
+        path = found[0]
         from stable_baselines3.common.buffers import ReplayBuffer
 
-        blob = checkpoint.loads((self.ckpt_dir / "state.pkl").read_bytes())
+        blob = checkpoint.loads((path / "state.pkl").read_bytes())
         model, state = blob["model"], blob["state"]
         rb = ReplayBuffer(
             self.total,
@@ -245,7 +251,7 @@ class OnlineRun:
             optimize_memory_usage=False,
             handle_timeout_termination=True,
         )
-        with np.load(self.ckpt_dir / "buffer.npz") as arrays:
+        with np.load(path / "buffer.npz") as arrays:
             n = len(arrays["rewards"])
             for key in ("observations", "next_observations", "actions", "rewards", "dones", "timeouts"):
                 getattr(rb, key)[:n] = arrays[key]

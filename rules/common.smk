@@ -1,16 +1,24 @@
 # Input and param functions shared by the rules (kept apart from the rules, as Snakemake's lint asks).
 
 
+# Settings that change no result (how often a job checkpoints): editing them reruns nothing.
+NO_RESULT = {"offline": ("checkpoint_interval",), "finetune": ("checkpoint_interval",)}
+
+
 def settings(*sections):
     """The config sections a job depends on (a param), so that editing others does not rerun it."""
 
     def get(wildcards):
-        picked = {s: CFG[s] for s in sections}
+        picked = {s: drop(CFG[s], NO_RESULT.get(s, ())) for s in sections}
         picked["cell"] = wildcards.env
         picked["env_options"] = CFG["env_options"].get(wf.parse_cell(wildcards.env).env, {})
         return yaml.safe_dump(picked, sort_keys=True)
 
     return get
+
+
+def drop(section, keys):
+    return {k: v for k, v in section.items() if k not in keys} if isinstance(section, dict) else section
 
 
 def offline_data(wildcards):
@@ -106,3 +114,8 @@ def batch_offline_data(wildcards):
         str(wf.dataset_file(CFG, wildcards.env, seed, wf.parse_dataset_key(CFG, key)))
         for key in BATCH["offline"]
     ]
+
+
+def parallel_jobs():
+    """How many jobs may run at once: --jobs on a cluster, --cores on one machine (a job per core)."""
+    return workflow.nodes if workflow.non_local_exec else workflow.cores

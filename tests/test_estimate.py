@@ -68,3 +68,30 @@ def test_batch_jobs_pay_the_start_up_once_per_job(tmp_path, monkeypatch):
         saved = single[stage].seconds - batched[stage].seconds
         fewer = single[stage].jobs - batched[stage].jobs
         assert saved == pytest.approx(fewer * estimate.JOB_OVERHEAD_SECONDS[stage])
+
+
+# --- disk -------------------------------------------------------------------------------------------
+
+
+def test_disk_model_dimensions_are_the_environments_own():
+    from replication import disk
+    from replication.envs import env_spaces
+
+    for env, (obs, act) in disk.DIMS.items():
+        spaces = env_spaces(env)
+        assert (spaces[0].shape, spaces[1].shape) == ((obs,), (act,)), env
+
+
+def test_disk_estimate_of_the_paper_profile(paper, capsys):
+    """Datasets dominate: the buffer datasets alone (0.2 + ... + 1.0 = 3 T steps per cell) are counted."""
+    from replication import disk
+
+    stages = disk.disk_estimate(paper)
+    humanoid = 5 * 3 * 1_000_000 * (348 + 17 + 1) * 4  # float32 observations, actions, rewards
+    assert stages["online"].final > humanoid
+    final, peak = disk.needs(paper)
+    assert 50e9 < final < peak < 500e9
+    assert disk.needs(paper, cores=100)[1] > peak  # more jobs at once, more checkpoints at once
+    assert cli(["estimate", "--configfile", str(ROOT / "config" / "paper.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert "disk under results/paper/" in out and f"total{disk.human(final):>17}{disk.human(peak):>12}" in out

@@ -473,3 +473,39 @@ def test_calql_batches_offline_share_at_start_and_end_is_recorded_and_reported(r
     cfg = {"finetune": {"calql_mixing": "proportional"}}
     text = "\n".join(report.mixing_section([out / "finetune.json"], cfg))
     assert "finetune.calql_mixing = proportional" in text and "| proportional" in text
+
+
+# --- resuming after a kill ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ft.METHODS)
+def test_a_killed_finetuning_job_resumes_to_identical_outputs(cell, tmp_path, method):
+    """SIGKILL the job mid-run after a checkpoint (agent, buffers, env mid-episode, ledger, RNGs); the
+    same command resumes it and ends with the uninterrupted job's outputs. IQL runs its C4 extension
+    too, and is killed there, after its budget part."""
+    from replication import config
+    from tests.resume_helpers import checkpointed, command, differing, kill_after, run, write_config
+
+    cfg, root, data = cell
+    cfg = config.resolve(config.deep_merge(cfg, {"finetune": {"checkpoint_interval": 70}}))
+    extended = 300 if method == "iql" else 0
+    args = ["--config", str(write_config(cfg, tmp_path / "config.yaml")), "--env", "hopper", "--seed", "0"]
+    args += ["--method", method, "--offline", str(root / ft.FINETUNE_SOURCES[method]), "--data", str(data)]
+    args += ["--extended-steps", str(extended), "--no-progress"]
+    whole, resumed = tmp_path / "whole", tmp_path / "resumed"
+    run(command("finetune", *args, "--out", str(whole)))
+    assert not (whole / "checkpoint").exists()  # removed when the job finishes
+
+    # checkpoints every 70 env steps: mid-episode; IQL is killed in its extension, after the budget part
+    phase = "extended" if extended else "budget"
+    kill_after(command("finetune", *args, "--out", str(resumed)), checkpointed(resumed / "checkpoint", phase=phase))
+    assert not (resumed / "finetune.json").exists()
+    meta = json.loads((resumed / "checkpoint" / "meta.json").read_text())
+    log = run(command("finetune", *args, "--out", str(resumed))).stderr
+    assert f"resumed from the checkpoint at step {meta['step']}" in log
+    summary = read_json(resumed / "finetune.json")
+    assert summary["resumed_from"] and not (resumed / "checkpoint").exists()
+    outputs = ["curve.csv", "ledger.json", "learnable_final.d3", *(["learnable_extended.d3"] if extended else [])]
+    assert not differing(whole, resumed, outputs)
+    for key in ("final_grad_step", "updates", "env_steps", "mixing", "pex", "buffer"):
+        assert summary.get(key) == read_json(whole / "finetune.json").get(key), key

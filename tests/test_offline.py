@@ -575,3 +575,52 @@ def test_max_q_backup_reaches_d3rlpy_and_backs_up_the_max(online, algo):
             expected = q.max(0).values
         torch.testing.assert_close(targets[flag], expected, rtol=1e-5, atol=1e-6)
     assert not torch.allclose(targets[True], targets[False]), "the max backup must differ from the mean-action one"
+
+
+# --- resuming after a kill ------------------------------------------------------------------------
+
+
+def test_a_killed_offline_job_resumes_to_identical_outputs(online, tmp_path):
+    """SIGKILL the job (IQL then Cal-QL) during Cal-QL, after its first checkpoint; the same command
+    keeps the finished IQL learner, resumes Cal-QL and ends with the uninterrupted job's outputs."""
+    from tests.resume_helpers import checkpointed, command, differing, kill_after, run, write_config
+
+    cfg, online_dir = online
+    cfg = config.deep_merge(cfg, {"offline": {"checkpoint_interval": 100, "calql": {"gradient_steps": 1000}}})
+    cfg = config.resolve(cfg)
+    data = online_dir / f"pause_{PAUSE}" / "dataset_buffer.h5"
+    args = ["--config", str(write_config(cfg, tmp_path / "config.yaml")), "--env", "hopper", "--seed", "0"]
+    args += ["--algo", "iql,calql", "--dataset", f"buffer-p{PAUSE}", "--data", str(data), "--online", str(online_dir)]
+    whole, resumed = tmp_path / "whole", tmp_path / "resumed"
+    run(command("offline", *args, "--out", str(whole)))
+    assert not (whole / "calql" / "checkpoint").exists()  # removed when the job finishes
+
+    kill_after(command("offline", *args, "--out", str(resumed)), checkpointed(resumed / "calql" / "checkpoint"))
+    assert not (resumed / "calql" / "offline.json").exists() and (resumed / "iql" / "offline.json").exists()
+    iql_done = (resumed / "iql" / "offline.json").stat().st_mtime_ns
+    step = json.loads((resumed / "calql" / "checkpoint" / "meta.json").read_text())["grad_step"]
+    assert 0 < step < 1000
+    log = run(command("offline", *args, "--out", str(resumed))).stderr
+    assert f"resumed from its checkpoint at gradient step {step}" in log
+    assert (resumed / "iql" / "offline.json").stat().st_mtime_ns == iql_done  # IQL was not trained again
+    assert read_json(resumed / "calql" / "offline.json")["resumed"] is True
+    assert not (resumed / "calql" / "checkpoint").exists()
+    outputs = [
+        f"{algo}/{name}"
+        for algo in ("iql", "calql")
+        for name in ("validation.json", "records.json", "recommend.csv", "learnable_best.d3", "learnable_last.d3")
+    ]
+    assert not differing(whole, resumed, [*outputs, "recommend.csv"])
+
+
+def test_a_checkpoint_of_other_settings_is_not_resumed(online, tmp_path):
+    """A checkpoint left by a job of other settings (here: another seed's key) is discarded, not resumed."""
+    from replication import checkpoint, resume
+
+    cfg, online_dir = online
+    cfg = config.resolve(config.deep_merge(cfg, {"offline": {"checkpoint_interval": 20}}))
+    data = online_dir / f"pause_{PAUSE}" / "dataset_buffer.h5"
+    stale = tmp_path / resume.CHECKPOINT_DIR
+    checkpoint.write_checkpoint(stale, "another job", lambda tmp: {"grad_step": 40})
+    summary = run_offline(cfg, "hopper", 0, "iql", data, online_dir, BUFFER, tmp_path, progress=False)
+    assert summary["resumed"] is False and not stale.exists()

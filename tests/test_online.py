@@ -162,6 +162,27 @@ def test_resume_gives_identical_results(hopper_run, tmp_path):
         assert va == vb
 
 
+def test_a_checkpoint_of_other_settings_is_not_resumed(hopper_run, tmp_path):
+    """A run whose settings changed (Snakemake reruns it) must not continue an old run's checkpoint;
+    one cut short while being swapped in (only ``checkpoint.old`` complete) is still found."""
+    import shutil
+
+    from replication import checkpoint, config
+
+    cfg, _, _ = hopper_run
+    run = OnlineRun(cfg, "hopper", 0, tmp_path / "run")
+    changed = OnlineRun(config.deep_merge(cfg, {"online": {"learning_rate": 1e-3}}), "hopper", 0, tmp_path / "run")
+    assert run.job_key() != changed.job_key()
+    meta = {"key": run.job_key(), "num_timesteps": 0}
+    old = run.ckpt_dir.with_name("checkpoint.old")
+    checkpoint.write_checkpoint(run.ckpt_dir, run.job_key(), lambda tmp: meta)
+    run.ckpt_dir.rename(old)  # killed between the two renames of a swap
+    assert checkpoint.find_checkpoint(run.ckpt_dir, run.job_key())[0] == old
+    assert changed.load_checkpoint() is None
+    assert not old.exists() and not run.ckpt_dir.exists()  # discarded
+    shutil.rmtree(tmp_path / "run")
+
+
 def test_saved_buffer_dataset_round_trips(hopper_run, tmp_path):
     _, out, _ = hopper_run
     transitions, meta = load_transitions(out / "pause_1000" / "dataset_buffer.h5")

@@ -175,6 +175,28 @@ def started_jobs(log: str) -> dict[str, str]:
     return jobs
 
 
+def finished_jobs(log: str) -> tuple[list[str], list[str]]:
+    """First outputs of the jobs Snakemake reported finished, and of those it started, from its log."""
+    outputs = started_jobs(log)
+    finished = [outputs[j] for j in re.findall(r"Finished jobid: (\d+) \(Rule: \w+\)", log) if j in outputs]
+    return finished, list(outputs.values())
+
+
+def wait_for_offline_jobs(proc: subprocess.Popen, log: Path, count: int) -> tuple[list[str], list[str]]:
+    """Wait (bounded) until Snakemake reports ``count`` offline jobs finished; (finished, started) then."""
+    deadline = time.monotonic() + 600
+    finished: list[str] = []
+    started: list[str] = []
+    while time.monotonic() < deadline and proc.poll() is None:
+        # jobs Snakemake itself has reported finished (so it keeps them)
+        finished, started = finished_jobs(log.read_text())
+        if sum("/offline/" in f for f in finished) >= count:
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, "the workflow finished before it could be stopped; enlarge TINY"
+    return finished, started
+
+
 def test_rerun_after_interrupt_keeps_finished_cells(tiny_run, tmp_path):
     """Interrupt the workflow mid-run; running it again finishes without redoing finished jobs."""
     _, configfile, _ = tiny_run
@@ -201,17 +223,7 @@ def test_rerun_after_interrupt_keeps_finished_cells(tiny_run, tmp_path):
             # a shell running us in the background ignores SIGINT, and children inherit that
             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
-    deadline = time.monotonic() + 600
-    finished: list[str] = []
-    while time.monotonic() < deadline and proc.poll() is None:
-        # jobs Snakemake itself has reported finished (so it keeps them), two of them offline jobs
-        log = first.read_text()
-        outputs = started_jobs(log)
-        finished = [outputs[j] for j in re.findall(r"Finished jobid: (\d+) \(Rule: \w+\)", log) if j in outputs]
-        if sum("/offline/" in f for f in finished) >= 2:
-            break
-        time.sleep(0.2)
-    assert proc.poll() is None, "the workflow finished before it could be interrupted; enlarge TINY"
+    finished, _ = wait_for_offline_jobs(proc, first, 2)
     os.killpg(proc.pid, signal.SIGINT)
     proc.wait(timeout=120)
     assert finished
@@ -224,3 +236,111 @@ def test_rerun_after_interrupt_keeps_finished_cells(tiny_run, tmp_path):
     assert ran, f"the second run executed nothing; first run:\n{first.read_text()[-3000:]}\nsecond:\n{log[-2000:]}"
     redone = sorted(set(finished) & ran)
     assert not redone, f"finished jobs were recomputed: {redone}"
+
+
+def readme_command(workdir: Path, configfile: Path) -> list[str]:
+    """The README's command (`snakemake --profile profiles/local --configfile ...`), run in ``workdir``."""
+    return [
+        *SNAKEMAKE,
+        "--directory",
+        str(workdir),
+        "--profile",
+        str(ROOT / "profiles" / "local"),
+        "--configfile",
+        str(configfile),
+        "--cores",
+        "2",
+    ]
+
+
+def wait_until_gone(pgid: int, timeout: float = 60) -> None:
+    """Wait (bounded) until no process of group ``pgid`` is left."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"processes of group {pgid} still alive {timeout} s after SIGKILL")
+
+
+def result_files(root: Path) -> list[Path]:
+    """The result files compared between runs (tables, datasets, learners, validation, episodes)."""
+    return [
+        p.relative_to(root)
+        for p in sorted(root.rglob("*"))
+        if p.suffix in {".csv", ".h5", ".d3"} or p.name in {"validation.json", "records.json"}
+    ]
+
+
+def test_same_command_resumes_after_sigkill(tiny_run, tmp_path):
+    """SIGKILL to the whole workflow (node loss, OOM kill, hard time limit); the README's command
+    run again resumes at once (no --unlock), reruns no finished job and ends with the uninterrupted
+    run's results. A second run of the same config meanwhile is refused."""
+    workdir, configfile, _ = tiny_run
+    first = tmp_path / "first.log"
+    with first.open("w") as out:
+        proc = subprocess.Popen(
+            readme_command(tmp_path, configfile), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    finished, started = wait_for_offline_jobs(proc, first, 2)
+
+    second = subprocess.run(readme_command(tmp_path, configfile), capture_output=True, text=True, timeout=300)
+    assert second.returncode != 0
+    assert "another run of this config is still running" in second.stderr + second.stdout
+
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=60)
+    wait_until_gone(proc.pid)
+    finished, started = finished_jobs(first.read_text())  # the log is complete now
+    assert set(started) - set(finished), "no job was running at the kill"
+
+    rerun = subprocess.run(readme_command(tmp_path, configfile), capture_output=True, text=True, timeout=900)
+    log = rerun.stdout + rerun.stderr
+    assert rerun.returncode == 0, f"rerun failed:\n{log[-4000:]}"
+    ran = set(re.findall(r"output: ([^,\s]+)", log))
+    assert ran and not sorted(set(finished) & ran), f"finished jobs were recomputed: {sorted(set(finished) & ran)}"
+    reference, resumed = workdir / "results" / "tiny", tmp_path / "results" / "tiny"
+    files = result_files(reference)
+    assert len(files) > 50 and files == result_files(resumed)
+    differ = [str(f) for f in files if (reference / f).read_bytes() != (resumed / f).read_bytes()]
+    assert not differ, differ
+
+
+def test_disk_estimate_of_the_tiny_run_is_close(tiny_run):
+    """What the finished tiny run really leaves under results/tiny/, against the estimate (within 25%)."""
+    from replication import disk
+
+    workdir, configfile, _ = tiny_run
+    final, peak = disk.needs(config.load(configfile))
+    real = disk.used_bytes(workdir / "results" / "tiny")
+    assert abs(final - real) <= 0.25 * real, (final, real)
+    assert peak > final
+
+
+def test_a_run_the_disk_cannot_hold_is_refused(tmp_path):
+    """Refused before any job starts, with both figures; --config check_disk=False overrides it."""
+    import shutil
+
+    from replication import disk
+
+    base = {"name": "huge", "envs": ["humanoid"], "seeds": [0]}
+    small = config.resolve(config.deep_merge(base, {"budget": {"total_steps": 1_000_000}}))
+    free = shutil.disk_usage(tmp_path).free
+    steps = int(1_000_000 * 2 * free / disk.needs(small)[1])  # needs about twice the free space
+    configfile = tmp_path / "huge.yaml"
+    configfile.write_text(yaml.safe_dump({**base, "budget": {"total_steps": steps}}))
+    refused = subprocess.run(readme_command(tmp_path, configfile), capture_output=True, text=True, timeout=300)
+    message = refused.stdout + refused.stderr
+    assert refused.returncode != 0 and "not enough free disk for results/huge/" in message, message[-3000:]
+    assert re.search(r"needs about [\d.]+ [GT]B more \(estimated peak .*has [\d.]+ [GMT]B free", message)
+    assert not (tmp_path / "results" / "huge" / "cells").exists()  # no job started
+    # the override: the same run goes ahead (--touch: Snakemake only marks the outputs done)
+    touched = subprocess.run(
+        [*readme_command(tmp_path, configfile), "--config", "check_disk=False", "--touch"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert touched.returncode == 0, (touched.stdout + touched.stderr)[-3000:]

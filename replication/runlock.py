@@ -1,0 +1,125 @@
+"""One live workflow per results directory, held by a kernel lock that dies with its holder.
+
+Snakemake's own directory lock is a pair of files in ``.snakemake/locks``: a run killed hard
+(SIGKILL, out-of-memory kill, node loss, a scheduler's hard limit) leaves them behind, and the next
+run refuses to start until someone passes ``--unlock``. This module replaces that failure mode:
+
+* the workflow's main process takes ``flock`` on ``results/<name>/.workflow.lock`` (non-blocking)
+  and keeps it open for its whole life; the kernel drops the lock when the process dies, however
+  it dies, so the same command always starts again;
+* a second run of the same config finds the lock held and is refused, with the holder's pid,
+  host and command line in the message;
+* whoever holds the lock knows that no live Snakemake works on ``results/<name>/``, so any
+  Snakemake lock file naming a path there is stale and is removed (runs started without the
+  profiles' ``nolock``, e.g. a plain ``snakemake --cores all``, leave such files when killed).
+
+Runs of different configs (different ``results/<name>/``) lock different files and run side by
+side in one checkout.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import fcntl
+import json
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+LOCK_NAME = ".workflow.lock"
+
+
+@dataclasses.dataclass
+class RunLock:
+    """The outcome of :func:`acquire`: held by us, or by the process described in ``holder``."""
+
+    path: Path
+    held: bool
+    holder: dict[str, Any]
+    fd: int | None = None
+
+    def refusal(self) -> str:
+        """Why a run is refused while another live process holds the lock."""
+        h = self.holder
+        who = f"pid {h.get('pid', '?')} on {h.get('host', '?')}, started {h.get('started', '?')}"
+        command = " ".join(h.get("argv", [])) or "?"
+        return (
+            f"another run of this config is still running on {self.path.parent}/ ({who}: {command}); "
+            "wait for it to finish or stop it. Runs of other configs (another results/<name>/) may run "
+            "at the same time."
+        )
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+            self.held = False
+
+
+def _read_holder(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text() or "{}")
+    except (OSError, ValueError):
+        return {}
+
+
+def acquire(out_dir: Path | str) -> RunLock:
+    """Take the run lock of ``out_dir`` without waiting; the lock stays held while the process lives.
+
+    The file is never removed (removing it would let two processes lock two different files of the
+    same name); its content says who holds it. A filesystem without ``flock`` support raises
+    :class:`OSError` naming the file.
+    """
+    path = Path(out_dir) / LOCK_NAME
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as err:
+        os.close(fd)
+        if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            return RunLock(path, False, _read_holder(path))
+        why = f"cannot lock {path} ({err.strerror}): the results filesystem must support flock"
+        raise OSError(err.errno, why) from err
+    os.set_inheritable(fd, False)  # jobs started by the workflow must not keep it after it dies
+    holder = {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "argv": sys.argv,
+    }
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, json.dumps(holder).encode(), 0)
+    return RunLock(path, True, holder, fd)
+
+
+def stale_snakemake_locks(out_dir: Path | str, lock_dir: Path | str = ".snakemake/locks") -> list[Path]:
+    """Snakemake lock files (relative to the working directory) naming a path under ``out_dir``."""
+    lock_dir = Path(lock_dir)
+    if not lock_dir.is_dir():
+        return []
+    prefix = os.path.normpath(out_dir) + os.sep
+    root = os.path.normpath(os.path.abspath(out_dir)) + os.sep
+    stale = []
+    for lockfile in sorted(lock_dir.glob("*.lock")):
+        try:
+            keys = lockfile.read_text().split("\n")
+        except OSError:
+            continue
+        if any(k.startswith(prefix) or os.path.abspath(k).startswith(root) for k in keys if k.strip()):
+            stale.append(lockfile)
+    return stale
+
+
+def clear_stale_snakemake_locks(lock: RunLock, lock_dir: Path | str = ".snakemake/locks") -> list[Path]:
+    """Remove the Snakemake lock files of dead runs of ``lock``'s config (only while we hold ``lock``)."""
+    if not lock.held:
+        raise RuntimeError("only the holder of the run lock may clear Snakemake's locks")
+    removed = stale_snakemake_locks(lock.path.parent, lock_dir)
+    for path in removed:
+        path.unlink(missing_ok=True)
+    return removed

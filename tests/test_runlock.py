@@ -1,0 +1,55 @@
+"""The workflow's run lock: held by a live process only, released by the kernel however it dies."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from replication import runlock
+
+HOLD = (  # a process that takes the lock, says so, and waits to be killed
+    "import sys, time; from replication import runlock; lock = runlock.acquire(sys.argv[1]); "
+    "print(lock.held, flush=True); time.sleep(600)"
+)
+
+
+def test_a_live_holder_refuses_others_and_its_death_frees_the_lock(tmp_path):
+    out = tmp_path / "results" / "a"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(out)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "True"  # it holds the lock now
+        refused = runlock.acquire(out)
+        assert not refused.held and refused.holder["pid"] == holder.pid
+        assert f"pid {holder.pid}" in refused.refusal() and "still running" in refused.refusal()
+        other = runlock.acquire(tmp_path / "results" / "b")  # another config: its own lock
+        assert other.held
+        other.release()
+    finally:
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait(timeout=60)
+        holder.stdout.close()
+    deadline = time.monotonic() + 60
+    lock = runlock.acquire(out)
+    while not lock.held and time.monotonic() < deadline:  # the kernel drops it as the process goes
+        time.sleep(0.05)
+        lock = runlock.acquire(out)
+    assert lock.held and lock.holder["pid"] == os.getpid()
+    lock.release()
+
+
+def test_only_snakemake_locks_of_this_config_are_stale(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    locks = Path(".snakemake/locks")
+    locks.mkdir(parents=True)
+    (locks / "0.output.lock").write_text("results/a/cells/hopper/seed0/online/curve.csv\nresults/a/tidy.csv\n")
+    (locks / "0.input.lock").write_text("results/a/config.yaml\n")
+    (locks / "1.output.lock").write_text("results/ab/tidy.csv\n")  # another config whose name starts alike
+    lock = runlock.acquire("results/a")
+    removed = runlock.clear_stale_snakemake_locks(lock)
+    lock.release()
+    assert sorted(p.name for p in removed) == ["0.input.lock", "0.output.lock"]
+    assert sorted(p.name for p in locks.iterdir()) == ["1.output.lock"]
