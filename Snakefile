@@ -54,6 +54,7 @@ include: "rules/online.smk"
 include: "rules/offline.smk"
 include: "rules/finetune.smk"
 include: "rules/aggregate.smk"
+include: "rules/provenance.smk"
 
 
 if CFG["batch_jobs"]:

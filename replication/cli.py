@@ -305,6 +305,7 @@ _passthrough("statistics", "statistics", "IQM with stratified-bootstrap CIs and 
 _passthrough("figures", "plotting", "figures F1-F6 (PNG, PDF) from tidy results")
 _passthrough("scorecard", "scorecard", "the claims scorecard S1 from tidy results and paper/claims.yaml")
 _passthrough("report", "report", "the Markdown replication report")
+_passthrough("provenance", "provenance", "write a run's provenance.json: commit, config hash, versions, machine, times")
 _passthrough("reference", "reference", "check a run's tables and figures against results/reference/, or refresh them")
 
 

@@ -22,6 +22,7 @@ from typing import Any
 import pandas as pd
 
 from replication import aggregate as agg
+from replication import provenance as prov
 from replication.config import DEFAULTS_FILE, read_yaml
 from replication.io import write_text
 from replication.runinfo import KEY_PACKAGES
@@ -269,6 +270,13 @@ def benchmark_costs(benchmarks: Sequence[Path | str] | Mapping[str, Sequence[Pat
     )
 
 
+def provenance_section(record: Mapping[str, Any] | None) -> list[str]:
+    """The report's provenance section (lines), from a run's ``provenance.json`` record."""
+    if record is None:
+        return []
+    return ["## Provenance", "", "From `provenance.json` of this run.", "", prov.markdown(record), ""]
+
+
 # --------------------------------------------------------------------------------------------
 # The report
 
@@ -308,6 +316,7 @@ def write_report(
     scorecard: Path | str | None = None,
     benchmarks: Sequence[Path | str] | Mapping[str, Sequence[Path | str]] = (),
     defaults_path: Path | str = DEFAULTS_FILE,
+    provenance: Path | str | None = None,
 ) -> Path:
     """Write the Markdown replication report to ``report_path``; links are relative to its folder.
 
@@ -316,14 +325,17 @@ def write_report(
     :func:`replication.plotting.build_figures`; ``statistics``: ``aggregate.md`` of
     :func:`replication.statistics.build_statistics`; ``scorecard``: ``S1.md`` of
     :func:`replication.scorecard.build_scorecard`; ``benchmarks``: Snakemake benchmark TSV files
-    (see :func:`benchmark_costs`). Every named file must exist.
+    (see :func:`benchmark_costs`); ``provenance``: the run's ``provenance.json`` (a section, and the
+    commit and config hash in every figure caption). Every named file must exist.
     """
     report_path = Path(report_path)
     base = report_path.parent
-    named = [*map(Path, tables), *map(Path, figures), *(Path(p) for p in (statistics, scorecard) if p)]
+    named = [*map(Path, tables), *map(Path, figures), *(Path(p) for p in (statistics, scorecard, provenance) if p)]
     missing = [str(p) for p in named if not p.exists()]
     if missing:
         raise FileNotFoundError(f"the report needs files that do not exist: {', '.join(missing)}")
+    record = prov.load(provenance) if provenance else None
+    made_by = f" {prov.stamp(record)}" if record else ""
     budget = cfg.get("budget", {})
     lines = [
         f"# Replication report: {cfg.get('name', 'run')}",
@@ -351,7 +363,7 @@ def write_report(
             lines.append(f"![{stem}]({_rel(files['png'], base)})")
             lines.append("")
         links = " · ".join(f"[{ext.upper()}]({_rel(p, base)})" for ext, p in sorted(files.items()) if ext != "png")
-        lines.append(f"*{stem}. {caption}*" + (f" ({links})" if links else ""))
+        lines.append(f"*{stem}. {caption}{made_by}*" + (f" ({links})" if links else ""))
         lines.append("")
     if not figures:
         lines += ["(not built)", ""]
@@ -384,6 +396,7 @@ def write_report(
         "",
         _md(package_versions()),
         "",
+        *provenance_section(record),
         "## Measured cost per stage",
         "",
         "From the Snakemake benchmark files of this run (wall-clock time, peak resident memory).",
@@ -405,6 +418,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--statistics", help="aggregate.md of replication.statistics")
     parser.add_argument("--scorecard", help="S1.md of replication.scorecard")
     parser.add_argument("--benchmarks", nargs="*", default=[], help="Snakemake benchmark TSV files")
+    parser.add_argument("--provenance", help="the run's provenance.json")
     args = parser.parse_args(argv)
     write_report(
         args.out,
@@ -414,6 +428,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         statistics=args.statistics,
         scorecard=args.scorecard,
         benchmarks=args.benchmarks,
+        provenance=args.provenance,
     )
     return 0
 
