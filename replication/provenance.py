@@ -5,14 +5,15 @@ result (tables, statistics, figures, scorecard, videos) and before the report, w
 section and stamps every figure caption with its commit and config hash. It holds:
 
 - ``git``: the commit of the project checkout and whether its tree was dirty (changed or untracked,
-  not ignored, files), or why there is none (no git, not a checkout);
+  not ignored, files) when the run started, or why there is none (no git, not a checkout); if
+  either changed before the provenance job, also ``changed_during_run`` and the state ``at_end``;
 - ``config``: the resolved config file every job read and its SHA-256;
 - ``software``: Python, Snakemake and the key packages' versions;
 - ``machine``: CPU model and core count, and the GPU (model, driver) when the run's device uses one;
 - ``run``: the exact Snakemake command, start (when Snakemake read the workflow), end (when the
   ``provenance`` job ran: every result was made, only the report was left) and the wall time between.
 
-Start and command come from the Snakemake process through the environment of its local jobs
+Start, command and the git state at the start come from the Snakemake process through the environment of its local jobs
 (:data:`START_VARIABLE`, :data:`COMMAND_VARIABLE`, set by :func:`mark_start` in the Snakefile); a
 rerun of the ``provenance`` job outside such a process records them as unknown.
 """
@@ -22,6 +23,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import hashlib
+import json
 import os
 import platform
 import shlex
@@ -38,6 +40,7 @@ from replication.io import read_json, write_json, write_text
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 START_VARIABLE = "REPLICATION_RUN_START"
 COMMAND_VARIABLE = "REPLICATION_RUN_COMMAND"
+GIT_VARIABLE = "REPLICATION_RUN_GIT"  # the checkout's git state when the run started (JSON)
 PACKAGES = (
     "torch",
     "numpy",
@@ -65,6 +68,7 @@ def mark_start(environ: os._Environ[str] | dict[str, str] = os.environ, argv: Se
     """Record the run's start and command for its jobs (the Snakefile calls this once, when it is read)."""
     environ.setdefault(START_VARIABLE, now())
     environ.setdefault(COMMAND_VARIABLE, shlex.join(argv))
+    environ.setdefault(GIT_VARIABLE, json.dumps(git_state()))
 
 
 def _git(root: Path, *args: str) -> str:
@@ -148,6 +152,10 @@ def collect(config_file: Path | str, cfg: Mapping[str, Any], environ: Mapping[st
     """The provenance record of a run whose resolved config is ``config_file`` (``cfg`` its content)."""
     end = now()
     start = environ.get(START_VARIABLE)
+    git_end = git_state()
+    git = json.loads(environ[GIT_VARIABLE]) if environ.get(GIT_VARIABLE) else git_end  # what the jobs ran
+    if git != git_end:
+        git = {**git, "changed_during_run": True, "at_end": git_end}
     return {
         "run": {
             "name": cfg.get("name"),
@@ -156,7 +164,7 @@ def collect(config_file: Path | str, cfg: Mapping[str, Any], environ: Mapping[st
             "end": end,
             "wall_seconds": _seconds_between(start, end),
         },
-        "git": git_state(),
+        "git": git,
         "config": {"file": str(config_file), "sha256": sha256_of(config_file)},
         "software": {"python": platform.python_version(), "snakemake": versions(("snakemake",))["snakemake"]},
         "packages": versions(),
@@ -197,6 +205,7 @@ def markdown(record: Mapping[str, Any]) -> str:
         ("wall time (s)", run.get("wall_seconds")),
         ("git commit", git.get("commit") or git.get("reason")),
         ("tree dirty", None if git.get("dirty") is None else ("yes" if git["dirty"] else "no")),
+        ("checkout changed during the run", "yes" if git.get("changed_during_run") else "no"),
         ("config", f"{record.get('config', {}).get('file')} (sha256 {record.get('config', {}).get('sha256')})"),
         ("Snakemake", record.get("software", {}).get("snakemake")),
         ("Python", record.get("software", {}).get("python")),

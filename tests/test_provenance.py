@@ -93,3 +93,18 @@ def test_report_has_a_provenance_section_and_stamped_captions(tmp_path):
     assert "## Provenance" in text and "Some CPU, 2 cores" in text and "`snakemake --cores 2`" in text
     caption = next(line for line in text.splitlines() if line.startswith("*F1."))
     assert "commit 0123456789ab (tree dirty) with config config.yaml (sha256 abababababab)" in caption
+
+
+def test_git_state_is_the_one_at_the_start_and_a_change_during_the_run_is_flagged(tmp_path):
+    config = tmp_path / "config.yaml"
+    config.write_text("name: tiny\ndevice: cpu\n")
+    environ: dict[str, str] = {}
+    prov.mark_start(environ, ["snakemake"])
+    start = json.loads(environ[prov.GIT_VARIABLE])
+    assert start == prov.git_state()
+    record = prov.collect(config, {"device": "cpu"}, environ)
+    assert record["git"] == start  # nothing changed in between
+    environ[prov.GIT_VARIABLE] = json.dumps({"commit": "0" * 40, "dirty": False, "changed_files": 0})
+    changed = prov.collect(config, {"device": "cpu"}, environ)
+    assert changed["git"]["commit"] == "0" * 40 and changed["git"]["changed_during_run"] is True
+    assert changed["git"]["at_end"] == prov.git_state()
