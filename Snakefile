@@ -53,6 +53,7 @@ include: "rules/common.smk"
 include: "rules/online.smk"
 include: "rules/offline.smk"
 include: "rules/finetune.smk"
+include: "rules/videos.smk"
 include: "rules/aggregate.smk"
 include: "rules/provenance.smk"
 

@@ -307,6 +307,7 @@ _passthrough("scorecard", "scorecard", "the claims scorecard S1 from tidy result
 _passthrough("report", "report", "the Markdown replication report")
 _passthrough("provenance", "provenance", "write a run's provenance.json: commit, config hash, versions, machine, times")
 _passthrough("export-minari", "minari_export", "write a dataset of a run in Minari's format (D4RL's successor)")
+_passthrough("videos", "videos", "render the run's rollout clips (GIF, MP4) of every environment")
 _passthrough("reference", "reference", "check a run's tables and figures against results/reference/, or refresh them")
 
 

@@ -277,6 +277,15 @@ def provenance_section(record: Mapping[str, Any] | None) -> list[str]:
     return ["## Provenance", "", "From `provenance.json` of this run.", "", prov.markdown(record), ""]
 
 
+def videos_section(videos: Path | str | None, base: Path, made_by: str = "") -> list[str]:
+    """The report's rollout-video section (lines), from the folder of :mod:`replication.videos`."""
+    if videos is None:
+        return []
+    from replication import videos as clips
+
+    return ["## Rollout videos", "", clips.markdown(videos, base, made_by), ""]
+
+
 # --------------------------------------------------------------------------------------------
 # The report
 
@@ -317,6 +326,7 @@ def write_report(
     benchmarks: Sequence[Path | str] | Mapping[str, Sequence[Path | str]] = (),
     defaults_path: Path | str = DEFAULTS_FILE,
     provenance: Path | str | None = None,
+    videos: Path | str | None = None,
 ) -> Path:
     """Write the Markdown replication report to ``report_path``; links are relative to its folder.
 
@@ -326,11 +336,16 @@ def write_report(
     :func:`replication.statistics.build_statistics`; ``scorecard``: ``S1.md`` of
     :func:`replication.scorecard.build_scorecard`; ``benchmarks``: Snakemake benchmark TSV files
     (see :func:`benchmark_costs`); ``provenance``: the run's ``provenance.json`` (a section, and the
-    commit and config hash in every figure caption). Every named file must exist.
+    commit and config hash in every figure caption); ``videos``: the folder of
+    :func:`replication.videos.build_videos` (a section of rollout clips). Every named file must exist.
     """
     report_path = Path(report_path)
     base = report_path.parent
-    named = [*map(Path, tables), *map(Path, figures), *(Path(p) for p in (statistics, scorecard, provenance) if p)]
+    named = [
+        *map(Path, tables),
+        *map(Path, figures),
+        *(Path(p) for p in (statistics, scorecard, provenance, videos) if p),
+    ]
     missing = [str(p) for p in named if not p.exists()]
     if missing:
         raise FileNotFoundError(f"the report needs files that do not exist: {', '.join(missing)}")
@@ -367,6 +382,7 @@ def write_report(
         lines.append("")
     if not figures:
         lines += ["(not built)", ""]
+    lines += videos_section(videos, base, made_by)
     lines += ["## Tables", ""]
     for stem, files in _by_stem(tables).items():
         if "md" in files:
@@ -419,6 +435,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--scorecard", help="S1.md of replication.scorecard")
     parser.add_argument("--benchmarks", nargs="*", default=[], help="Snakemake benchmark TSV files")
     parser.add_argument("--provenance", help="the run's provenance.json")
+    parser.add_argument("--videos", help="the run's videos folder (replication videos)")
     args = parser.parse_args(argv)
     write_report(
         args.out,
@@ -429,6 +446,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         scorecard=args.scorecard,
         benchmarks=args.benchmarks,
         provenance=args.provenance,
+        videos=args.videos or None,
     )
     return 0
 

@@ -119,6 +119,7 @@ rule report:
         statistics=rules.statistics.output.md,
         scorecard=rules.scorecard.output.md,
         provenance=f"{OUT}/provenance.json",
+        videos=VIDEOS,  # rules/videos.smk
     output:
         f"{OUT}/report.md",
     params:
@@ -131,5 +132,6 @@ rule report:
     shell:
         "replication report --out {output} --config {params.config} --tables {input.tables} --figures {input.figures}"
         " --statistics {input.statistics} --scorecard {input.scorecard} --provenance {input.provenance}"
+        " --videos {input.videos}"
         " --benchmarks {params.benchmarks}"
         " > {log} 2>&1"

@@ -18,6 +18,7 @@ rule provenance:
         rules.statistics.output,
         rules.figures.output,
         rules.scorecard.output,
+        VIDEOS,
     output:
         json=f"{OUT}/provenance.json",
         caption=FIGURE_CAPTION,
