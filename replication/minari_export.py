@@ -29,6 +29,7 @@ import contextlib
 import dataclasses
 import os
 import re
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from replication.datasets import Transitions, load_transitions
+from replication.provenance import git_state
 
 DATA_FORMAT = "hdf5"
 
@@ -125,8 +127,10 @@ def export_minari(source: Path | str, out: Path | str, dataset_id: str | None = 
     options = {k: v for k, v in (meta.get("env_options") or {}).items()}
     observation_space, action_space = env_spaces(str(meta["env"]), **options)
     buffers, left_out = episode_buffers(transitions)
+    commit = git_state().get("commit")
     out.mkdir(parents=True, exist_ok=True)
-    with datasets_root(out.resolve()):
+    with datasets_root(out.resolve()), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`(author_email|eval_env)` is set to None")
         if (out / dataset_id).exists():
             raise ValueError(f"{out / dataset_id} already exists; remove it or pass another --dataset-id")
         dataset = minari.create_dataset_from_buffers(
@@ -137,6 +141,7 @@ def export_minari(source: Path | str, out: Path | str, dataset_id: str | None = 
             action_space=action_space,
             algorithm_name=str(meta.get("collector", "unknown")),
             author="replication package (arXiv 2512.00383)",
+            code_permalink=f"git commit {commit}" if commit else None,
             description=(
                 f"{meta.get('strategy')} dataset of study env {meta.get('env')}, seed {meta.get('seed')}, "
                 f"pause {meta.get('pause')}, exported from {source.name} (sha256 {meta['sha256']})"

@@ -435,8 +435,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--scorecard", help="S1.md of replication.scorecard")
     parser.add_argument("--benchmarks", nargs="*", default=[], help="Snakemake benchmark TSV files")
     parser.add_argument("--provenance", help="the run's provenance.json")
-    parser.add_argument("--videos", help="the run's videos folder (replication videos)")
+    parser.add_argument(
+        "--videos", nargs="*", default=[], help="the run's videos folder (replication videos); none: no section"
+    )
     args = parser.parse_args(argv)
+    if len(args.videos) > 1:
+        parser.error(f"--videos takes one folder, got {len(args.videos)}")
     write_report(
         args.out,
         agg.load_config(args.config),
@@ -446,7 +450,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         scorecard=args.scorecard,
         benchmarks=args.benchmarks,
         provenance=args.provenance,
-        videos=args.videos or None,
+        videos=args.videos[0] if args.videos else None,
     )
     return 0
 

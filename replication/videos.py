@@ -18,7 +18,8 @@ imported): the job tries EGL, then OSMesa, each in a throw-away process first, a
 that renders. Without one the job still succeeds and ``videos.json`` says why. Shadows, reflections
 and multisampling are off (10-30x cheaper on a CPU renderer, Mesa llvmpipe). Environments are
 rendered one at a time and each is closed before the next is built: two MuJoCo GL contexts in one
-process corrupt each other's frames.
+process corrupt each other's frames. Every env renders from its default camera (Meta-World's
+``corner*`` cameras would render upside down; they are not used).
 """
 
 from __future__ import annotations
@@ -327,8 +328,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--tidy", required=True, help="the run's tidy.csv (picks the policies)")
     parser.add_argument("--out", required=True, help="output folder (results/<name>/videos)")
     args = parser.parse_args(argv)
+    import logging
+
     from replication import config
 
+    logging.getLogger("OpenGL").setLevel(logging.WARNING)  # "No OpenGL_accelerate module loaded"
     for path in (args.config, args.tidy):
         if not Path(path).is_file():
             parser.error(f"{path}: no such file")

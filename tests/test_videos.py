@@ -192,3 +192,13 @@ def test_without_a_gl_backend_the_job_succeeds_and_says_why(run, tmp_path, monke
     assert status["backend"] is None and "no MuJoCo GL back-end works" in status["reason"]
     assert "No clip: no MuJoCo GL back-end works" in (tmp_path / "videos" / "hopper.html").read_text()
     assert markdown(tmp_path / "videos", tmp_path).startswith("No clips: no MuJoCo GL back-end works")
+
+
+def test_report_command_without_videos(tmp_path):
+    """With videos off the workflow passes ``--videos`` with no folder: no section, no error."""
+    cfg_file = tmp_path / "config.yaml"
+    cfg_file.write_text(yaml.safe_dump({"name": "x"}))
+    cmd = [sys.executable, "-m", "replication", "report", "--out", str(tmp_path / "r.md"), "--config", str(cfg_file)]
+    result = subprocess.run([*cmd, "--videos"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "Rollout videos" not in (tmp_path / "r.md").read_text()
