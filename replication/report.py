@@ -277,10 +277,11 @@ def provenance_section(record: Mapping[str, Any] | None) -> list[str]:
     return ["## Provenance", "", "From `provenance.json` of this run.", "", prov.markdown(record), ""]
 
 
-def videos_section(videos: Path | str | None, base: Path, made_by: str = "") -> list[str]:
+def videos_section(videos: Path | str | None, base: Path, made_by: str = "", enabled: bool = False) -> list[str]:
     """The report's rollout-video section (lines), from the folder of :mod:`replication.videos`."""
     if videos is None:
-        return []
+        off = "No clips: rollout videos are off in this run's configuration (`videos.enabled: false`)."
+        return [] if enabled else ["## Rollout videos", "", off, ""]
     from replication import videos as clips
 
     return ["## Rollout videos", "", clips.markdown(videos, base, made_by), ""]
@@ -382,7 +383,7 @@ def write_report(
         lines.append("")
     if not figures:
         lines += ["(not built)", ""]
-    lines += videos_section(videos, base, made_by)
+    lines += videos_section(videos, base, made_by, enabled=bool(cfg.get("videos", {}).get("enabled")))
     lines += ["## Tables", ""]
     for stem, files in _by_stem(tables).items():
         if "md" in files:

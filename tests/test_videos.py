@@ -197,8 +197,8 @@ def test_without_a_gl_backend_the_job_succeeds_and_says_why(run, tmp_path, monke
 def test_report_command_without_videos(tmp_path):
     """With videos off the workflow passes ``--videos`` with no folder: no section, no error."""
     cfg_file = tmp_path / "config.yaml"
-    cfg_file.write_text(yaml.safe_dump({"name": "x"}))
+    cfg_file.write_text(yaml.safe_dump({"name": "x", "videos": {"enabled": False}}))
     cmd = [sys.executable, "-m", "replication", "report", "--out", str(tmp_path / "r.md"), "--config", str(cfg_file)]
     result = subprocess.run([*cmd, "--videos"], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    assert "Rollout videos" not in (tmp_path / "r.md").read_text()
+    assert "rollout videos are off in this run's configuration" in (tmp_path / "r.md").read_text()
