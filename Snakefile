@@ -67,7 +67,9 @@ include: "rules/common.smk"
 include: "rules/online.smk"
 include: "rules/offline.smk"
 include: "rules/finetune.smk"
+include: "rules/videos.smk"
 include: "rules/aggregate.smk"
+include: "rules/provenance.smk"
 
 
 if CFG["batch_jobs"]:

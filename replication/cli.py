@@ -308,6 +308,9 @@ _passthrough("statistics", "statistics", "IQM with stratified-bootstrap CIs and 
 _passthrough("figures", "plotting", "figures F1-F6 (PNG, PDF) from tidy results")
 _passthrough("scorecard", "scorecard", "the claims scorecard S1 from tidy results and paper/claims.yaml")
 _passthrough("report", "report", "the Markdown replication report")
+_passthrough("provenance", "provenance", "write a run's provenance.json: commit, config hash, versions, machine, times")
+_passthrough("export-minari", "minari_export", "write a dataset of a run in Minari's format (D4RL's successor)")
+_passthrough("videos", "videos", "render the run's rollout clips (GIF, MP4) of every environment")
 _passthrough("reference", "reference", "check a run's tables and figures against results/reference/, or refresh them")
 
 
@@ -435,7 +438,7 @@ def main(argv: list[str] | None = None) -> int:
         args = argparse.Namespace(command=argv[0], args=argv[1:], debug=False, _run=COMMANDS[argv[0]].run)
     else:
         args = parser.parse_args(argv)
-    if args.command in (*TRAINING_COMMANDS, "batch"):
+    if args.command in (*TRAINING_COMMANDS, "batch", "export-minari"):
         from replication.imports import import_d3rlpy
 
         import_d3rlpy()  # before anything else imports it: skips scikit-learn (see replication.imports)

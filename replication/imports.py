@@ -8,11 +8,19 @@ first used, so PRDC still works. The stand-in modules are removed from ``sys.mod
 d3rlpy is imported: a later ``import sklearn`` anywhere gets the real package.
 
 Nothing numerical changes: d3rlpy's code paths are the same; only the import is deferred.
+
+d3rlpy also imports ``gym`` 0.26.2 (for its optional gym wrappers; this package uses gymnasium
+only), and ``import gym`` prints the ``gym-notices`` deprecation banner on stderr, at the top of
+every job's log. Neither gym nor gym-notices offers a switch for it, so :func:`import_gym_quietly`
+imports gym with stderr captured and writes back everything except that exact banner (the text
+gym-notices holds for the installed gym version): warnings and errors still show.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import io
 import sys
 import types
 from typing import Any
@@ -38,8 +46,39 @@ class LazyNearestNeighbors:
         return getattr(self._real, name)
 
 
+def gym_notice() -> str | None:
+    """The banner ``import gym`` prints for the installed gym version (None: gym prints none)."""
+    try:
+        from importlib.metadata import version
+
+        from gym_notices import notices
+
+        return notices.notices.get(version("gym")) or None
+    except Exception:  # gym or gym-notices absent, or a gym-notices without this table
+        return None
+
+
+def without_notice(captured: str, notice: str | None) -> str:
+    """``captured`` stderr text without the one banner line block ``notice`` (printed with a newline)."""
+    return captured.replace(notice + "\n", "", 1) if notice else captured
+
+
+def import_gym_quietly() -> None:
+    """Import gym (when installed and not imported yet) without its deprecation banner."""
+    if "gym" in sys.modules:
+        return
+    notice = gym_notice()
+    if notice is None:
+        return
+    captured = io.StringIO()
+    with contextlib.redirect_stderr(captured), contextlib.suppress(ImportError):  # whoever needs gym reports it
+        importlib.import_module("gym")
+    sys.stderr.write(without_notice(captured.getvalue(), notice))
+
+
 def import_d3rlpy() -> types.ModuleType:
-    """Import (or return) d3rlpy, skipping scikit-learn when it is not loaded yet."""
+    """Import (or return) d3rlpy, skipping scikit-learn when it is not loaded yet, and without gym's banner."""
+    import_gym_quietly()
     if "d3rlpy" in sys.modules or "sklearn" in sys.modules:
         return importlib.import_module("d3rlpy")
     package = types.ModuleType("sklearn")

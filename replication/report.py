@@ -22,6 +22,7 @@ from typing import Any
 import pandas as pd
 
 from replication import aggregate as agg
+from replication import provenance as prov
 from replication.config import DEFAULTS_FILE, read_yaml
 from replication.io import write_text
 from replication.runinfo import KEY_PACKAGES
@@ -269,6 +270,23 @@ def benchmark_costs(benchmarks: Sequence[Path | str] | Mapping[str, Sequence[Pat
     )
 
 
+def provenance_section(record: Mapping[str, Any] | None) -> list[str]:
+    """The report's provenance section (lines), from a run's ``provenance.json`` record."""
+    if record is None:
+        return []
+    return ["## Provenance", "", "From `provenance.json` of this run.", "", prov.markdown(record), ""]
+
+
+def videos_section(videos: Path | str | None, base: Path, made_by: str = "", enabled: bool = False) -> list[str]:
+    """The report's rollout-video section (lines), from the folder of :mod:`replication.videos`."""
+    if videos is None:
+        off = "No clips: rollout videos are off in this run's configuration (`videos.enabled: false`)."
+        return [] if enabled else ["## Rollout videos", "", off, ""]
+    from replication import videos as clips
+
+    return ["## Rollout videos", "", clips.markdown(videos, base, made_by), ""]
+
+
 # --------------------------------------------------------------------------------------------
 # The report
 
@@ -370,6 +388,8 @@ def write_report(
     benchmarks: Sequence[Path | str] | Mapping[str, Sequence[Path | str]] = (),
     defaults_path: Path | str = DEFAULTS_FILE,
     finetune_summaries: Sequence[Path | str] = (),
+    provenance: Path | str | None = None,
+    videos: Path | str | None = None,
 ) -> Path:
     """Write the Markdown replication report to ``report_path``; links are relative to its folder.
 
@@ -379,14 +399,22 @@ def write_report(
     :func:`replication.statistics.build_statistics`; ``scorecard``: ``S1.md`` of
     :func:`replication.scorecard.build_scorecard`; ``benchmarks``: Snakemake benchmark TSV files
     (see :func:`benchmark_costs`); ``finetune_summaries``: fine-tuning jobs' ``finetune.json`` (see
-    :func:`batch_mixing`). Every named file must exist.
+    :func:`batch_mixing`); ``provenance``: the run's ``provenance.json`` (a section, and the
+    commit and config hash in every figure caption); ``videos``: the folder of
+    :func:`replication.videos.build_videos` (a section of rollout clips). Every named file must exist.
     """
     report_path = Path(report_path)
     base = report_path.parent
-    named = [*map(Path, tables), *map(Path, figures), *(Path(p) for p in (statistics, scorecard) if p)]
+    named = [
+        *map(Path, tables),
+        *map(Path, figures),
+        *(Path(p) for p in (statistics, scorecard, provenance, videos) if p),
+    ]
     missing = [str(p) for p in named if not p.exists()]
     if missing:
         raise FileNotFoundError(f"the report needs files that do not exist: {', '.join(missing)}")
+    record = prov.load(provenance) if provenance else None
+    made_by = f" {prov.stamp(record)}" if record else ""
     budget = cfg.get("budget", {})
     lines = [
         f"# Replication report: {cfg.get('name', 'run')}",
@@ -415,10 +443,11 @@ def write_report(
             lines.append(f"![{stem}]({_rel(files['png'], base)})")
             lines.append("")
         links = " · ".join(f"[{ext.upper()}]({_rel(p, base)})" for ext, p in sorted(files.items()) if ext != "png")
-        lines.append(f"*{stem}. {caption}*" + (f" ({links})" if links else ""))
+        lines.append(f"*{stem}. {caption}{made_by}*" + (f" ({links})" if links else ""))
         lines.append("")
     if not figures:
         lines += ["(not built)", ""]
+    lines += videos_section(videos, base, made_by, enabled=bool(cfg.get("videos", {}).get("enabled")))
     lines += ["## Tables", ""]
     for stem, files in _by_stem(tables).items():
         if "md" in files:
@@ -449,6 +478,7 @@ def write_report(
         "",
         _md(package_versions()),
         "",
+        *provenance_section(record),
         "## Measured cost per stage",
         "",
         "From the Snakemake benchmark files of this run (wall-clock time, peak resident memory).",
@@ -471,7 +501,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--scorecard", help="S1.md of replication.scorecard")
     parser.add_argument("--benchmarks", nargs="*", default=[], help="Snakemake benchmark TSV files")
     parser.add_argument("--finetune-summaries", nargs="*", default=[], help="fine-tuning jobs' finetune.json")
+    parser.add_argument("--provenance", help="the run's provenance.json")
+    parser.add_argument(
+        "--videos", nargs="*", default=[], help="the run's videos folder (replication videos); none: no section"
+    )
     args = parser.parse_args(argv)
+    if len(args.videos) > 1:
+        parser.error(f"--videos takes one folder, got {len(args.videos)}")
     write_report(
         args.out,
         agg.load_config(args.config),
@@ -481,6 +517,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         scorecard=args.scorecard,
         benchmarks=args.benchmarks,
         finetune_summaries=args.finetune_summaries,
+        provenance=args.provenance,
+        videos=args.videos[0] if args.videos else None,
     )
     return 0
 

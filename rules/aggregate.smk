@@ -8,6 +8,7 @@ from replication.plotting import default_figures
 FIGURES = default_figures(Expected.from_config(CFG))
 BOOTSTRAP = yaml.safe_dump({"statistics": CFG["statistics"]})  # a param: a new setting reruns the intervals
 TABLES = ["T1", "T2"] + (["T3"] if CFG["finetune"]["methods"] else [])
+FIGURE_CAPTION = os.path.abspath(f"{OUT}/captions/figures.rst")  # captions/figures.rst + the run's commit (provenance.smk)
 
 
 rule collect:
@@ -73,7 +74,7 @@ rule figures:
         tidy=f"{OUT}/tidy.csv",
         statistics=f"{OUT}/statistics/aggregate.csv",
     output:
-        png=[report(f"{OUT}/figures/{f}.png", category="Figures", caption="captions/figures.rst") for f in FIGURES],
+        png=[report(f"{OUT}/figures/{f}.png", category="Figures", caption=FIGURE_CAPTION) for f in FIGURES],
         pdf=[f"{OUT}/figures/{f}.pdf" for f in FIGURES],
     params:
         config=CONFIG_FILE,
@@ -117,6 +118,8 @@ rule report:
         figures=rules.figures.output.png,
         statistics=rules.statistics.output.md,
         scorecard=rules.scorecard.output.md,
+        provenance=f"{OUT}/provenance.json",
+        videos=VIDEOS,  # rules/videos.smk
     output:
         f"{OUT}/report.md",
     params:
@@ -129,5 +132,7 @@ rule report:
         ENVIRONMENT
     shell:
         "replication report --out {output} --config {params.config} --tables {input.tables} --figures {input.figures}"
-        " --statistics {input.statistics} --scorecard {input.scorecard} --benchmarks {params.benchmarks}"
+        " --statistics {input.statistics} --scorecard {input.scorecard} --provenance {input.provenance}"
+        " --videos {input.videos}"
+        " --benchmarks {params.benchmarks}"
         " --finetune-summaries {params.finetune} > {log} 2>&1"

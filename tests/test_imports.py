@@ -64,3 +64,18 @@ def test_prdc_and_a_later_sklearn_import_get_the_real_package():
     )
     result = run(code)
     assert result == {"stubbed": False, "index": 1, "real": True}
+
+
+def test_job_start_up_prints_no_gym_banner_but_keeps_other_stderr():
+    from replication.imports import gym_notice, without_notice
+
+    notice = gym_notice()
+    assert notice and "Gym has been unmaintained" in notice  # what the installed gym would print
+    code = "from replication.imports import import_d3rlpy; import_d3rlpy(); import sys; print('gym' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "True"  # gym is imported (d3rlpy needs it) ...
+    assert "Gym has been unmaintained" not in out.stderr  # ... without its banner
+    plain = subprocess.run([sys.executable, "-c", "import d3rlpy"], capture_output=True, text=True, check=True)
+    assert notice in plain.stderr  # a bare import still shows it: the filter is what removes it
+    assert without_notice(f"before\n{notice}\nafter\n", notice) == "before\nafter\n"
+    assert without_notice("a warning\n", notice) == "a warning\n"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 import signal
@@ -48,6 +50,7 @@ TINY = {
     },
     "finetune": {"methods": []},
     "analysis": {"c4": {"enabled": False}, "c5": {"enabled": False}},
+    "videos": {"enabled": True, "fps": 10, "size": [64, 48], "max_steps": 10},
 }
 
 
@@ -121,6 +124,17 @@ def test_tiny_grid_runs_to_the_end(tiny_run):
     # every job logged and benchmarked
     bench = list((workdir / "results" / "tiny").rglob("benchmarks/*.tsv"))
     assert len(bench) >= len(expected)
+    # provenance, and a clip per environment (or the reason there is none) in the report
+    results = workdir / "results" / "tiny"
+    provenance = json.loads((results / "provenance.json").read_text())
+    assert provenance["run"]["wall_seconds"] > 0 and "snakemake" in provenance["run"]["command"]
+    assert provenance["config"]["sha256"] == hashlib.sha256((results / "config.yaml").read_bytes()).hexdigest()
+    videos = json.loads((results / "videos" / "videos.json").read_text())
+    assert set(videos["envs"]) == {"hopper", "sawyer-push"}
+    assert all(entry["clips"] or entry["reason"] for entry in videos["envs"].values()) or videos["reason"]
+    report = (results / "report.md").read_text()
+    assert "## Rollout videos" in report and "## Provenance" in report
+    assert "Made by commit" in report or "no git commit recorded" in report
 
 
 def test_batch_jobs_give_the_same_results(tiny_run, tmp_path):
@@ -151,7 +165,7 @@ def test_benchmarks_read_the_finished_run(tiny_run):
     grid = workflow.counts(config.load(configfile))  # online 2, newdata 4, offline 8
     table = benchmark("bench_stages.py", str(workdir / "results" / "tiny")).splitlines()
     jobs = {line.split()[0]: int(line.split()[1]) for line in table[1:-1]}
-    assert jobs == {**grid, "aggregation": 5}
+    assert jobs == {**grid, "aggregation": 6}  # collect, tables, statistics, figures, scorecard, videos
 
     out = benchmark("bench_estimate.py", "--configfile", str(configfile), cwd=workdir)
     assert "measured by this config's finished jobs: offline calql, offline cql, offline iql, online sac" in out

@@ -1,0 +1,34 @@
+# Provenance: results/<name>/provenance.json (commit, dirty tree, config hash, versions, machine,
+# command, start, end, wall time) after every result and before the report, and the HTML report's
+# figure caption stamped with the run's commit and config (replication.provenance).
+
+from replication import provenance as prov
+
+if workflow.is_main_process:
+    prov.mark_start()  # the run's start and command, inherited by its local jobs
+
+
+localrules:
+    provenance,
+
+
+rule provenance:
+    input:
+        rules.tables.output,
+        rules.statistics.output,
+        rules.figures.output,
+        rules.scorecard.output,
+        VIDEOS,
+    output:
+        json=f"{OUT}/provenance.json",
+        caption=FIGURE_CAPTION,
+    params:
+        config=CONFIG_FILE,
+        source=os.path.join(workflow.basedir, "rules", "captions", "figures.rst"),
+    log:
+        f"{OUT}/logs/provenance.log",
+    conda:
+        ENVIRONMENT
+    shell:
+        "replication provenance --config {params.config} --out {output.json}"
+        " --caption {params.source} {output.caption} > {log} 2>&1"

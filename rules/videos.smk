@@ -1,0 +1,29 @@
+# Rollout videos (config `videos`): one job renders every environment's clips, one env at a time
+# (replication.videos), after the cells' results; its HTML pages show the clips in the Snakemake report.
+
+VIDEOS = [f"{OUT}/videos"] if CFG["videos"]["enabled"] else []  # inputs of the report and provenance
+
+
+if CFG["videos"]["enabled"]:
+
+    rule videos:
+        input:
+            tidy=f"{OUT}/tidy.csv",
+        output:
+            report(
+                directory(f"{OUT}/videos"),
+                patterns=["{name}.html"],
+                category="Rollout videos",
+                caption="captions/videos.rst",
+            ),
+        params:
+            config=CONFIG_FILE,
+            settings=yaml.safe_dump({"videos": CFG["videos"]}),  # a param: new video settings rerender
+        log:
+            f"{OUT}/logs/videos.log",
+        benchmark:
+            f"{OUT}/benchmarks/videos.tsv"
+        conda:
+            ENVIRONMENT
+        shell:
+            "replication videos --config {params.config} --tidy {input.tidy} --out {output} > {log} 2>&1"
