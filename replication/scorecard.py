@@ -707,7 +707,7 @@ def scorecard_markdown(table: pd.DataFrame, claims: dict[str, Any]) -> str:
         )
     tests = []
     for _, r in table.iterrows():
-        if r["verdict"] == NOT_EVALUATED:
+        if r["verdict"] == NOT_EVALUATED or not np.isfinite(r["estimate"]):
             value = "—"
         elif r["rule"] in COUNT_RULES:
             value = f"{int(r['estimate'])} env(s) help"

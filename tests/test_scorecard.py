@@ -301,6 +301,8 @@ def test_one_seed_gives_no_verdict(raw: pd.DataFrame) -> None:
     assert len(evaluated) >= 11 and evaluated["details"].str.startswith("too few seeds: 1").all()
     assert set(table["claim_verdict"]) <= {INCONCLUSIVE, NOT_EVALUATED}
     assert (table["n_seeds"] == 1).all()
+    md = scorecard.scorecard_markdown(table, scorecard.load_claims())  # no numbers: shown as a dash
+    assert "| 1 x 3 " in md and "env(s) help" not in md
     assert table.set_index("test").loc["C4.1", "n_envs"] == 1 and table.set_index("test").loc["C1.1", "n_envs"] == 3
     assert "too few seeds" in report.evidence_warning(cfg) or "fewer than" in report.evidence_warning(cfg)
     assert report.evidence_warning(config()) == ""
