@@ -36,27 +36,13 @@ from pathlib import Path
 from typing import Any
 
 from replication.io import read_json, write_json, write_text
+from replication.runinfo import KEY_PACKAGES
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 START_VARIABLE = "REPLICATION_RUN_START"
 COMMAND_VARIABLE = "REPLICATION_RUN_COMMAND"
 GIT_VARIABLE = "REPLICATION_RUN_GIT"  # the checkout's git state when the run started (JSON)
-PACKAGES = (
-    "torch",
-    "numpy",
-    "gymnasium",
-    "mujoco",
-    "metaworld",
-    "gymnasium-robotics",
-    "stable-baselines3",
-    "d3rlpy",
-    "snakemake",
-    "rliable",
-    "seaborn",
-    "minari",
-    "imageio",
-    "imageio-ffmpeg",
-)
+PACKAGES = (*KEY_PACKAGES, "rliable", "seaborn", "minari", "imageio", "imageio-ffmpeg")
 
 
 def now() -> str:

@@ -15,7 +15,6 @@ import json
 import os
 import re
 from collections.abc import Mapping, Sequence
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -183,14 +182,9 @@ def other_choices(cfg: Mapping[str, Any]) -> pd.DataFrame:
 
 def package_versions(packages: Sequence[str] = PACKAGES) -> pd.DataFrame:
     """Installed versions of ``packages`` (``not installed`` where absent)."""
-    rows = []
-    for name in packages:
-        try:
-            version = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            version = "not installed"
-        rows.append({"Package": name, "Version": version})
-    return pd.DataFrame(rows)
+    from replication.provenance import versions
+
+    return pd.DataFrame([{"Package": name, "Version": v} for name, v in versions(packages).items()])
 
 
 def stage_of(path: Path | str) -> str:

@@ -7,8 +7,6 @@ import platform
 import time
 from typing import Any
 
-import torch
-
 KEY_PACKAGES = (
     "torch",
     "numpy",
@@ -34,6 +32,8 @@ def versions() -> dict[str, str]:
 
 def resolve_device(requested: str) -> str:
     """``auto`` -> ``cuda:0`` when a GPU is visible, else ``cpu``; an unusable request is an error."""
+    import torch
+
     if requested == "auto":
         return "cuda:0" if torch.cuda.is_available() else "cpu"
     if requested.startswith("cuda") and not torch.cuda.is_available():
@@ -43,11 +43,15 @@ def resolve_device(requested: str) -> str:
 
 def configure_torch(cfg: dict[str, Any]) -> str:
     """Apply the config's thread count; returns the device to use."""
+    import torch
+
     torch.set_num_threads(int(cfg.get("threads", 1)))
     return resolve_device(cfg.get("device", "auto"))
 
 
 def run_info(cfg: dict[str, Any], device: str) -> dict[str, Any]:
+    import torch
+
     return {
         "config_name": cfg.get("name"),
         "device": device,
