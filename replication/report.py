@@ -410,10 +410,11 @@ def write_report(
     record = prov.load(provenance) if provenance else None
     made_by = f" {prov.stamp(record)}" if record else ""
     budget = cfg.get("budget", {})
+    warning = evidence_warning(cfg)
     lines = [
         f"# Replication report: {cfg.get('name', 'run')}",
         "",
-        *([evidence_warning(cfg), ""] if evidence_warning(cfg) else []),
+        *([warning, ""] if warning else []),
         "Replication of *An Empirical Study on the Effectiveness of Incorporating Offline RL As Online RL "
         "Subroutines* (arXiv 2512.00383). Every number below comes from the workflow's tidy results.",
         "",
