@@ -4,16 +4,16 @@
 #   snakemake --cores all --configfile config/paper.yaml    # the full study
 #   snakemake --profile profiles/slurm --configfile config/paper.yaml
 #
-# The grid is defined once, in replication.workflow; rules are thin calls of the `replication`
+# The grid is defined once, in replication.plan.workflow; rules are thin calls of the `replication`
 # command line. The run's config (config/defaults.yaml + your file) is validated before any job.
 
 import re
 import shlex
 
 import yaml
-from replication import config as rconfig
+from replication.plan import config as rconfig
 from replication import disk, runlock
-from replication import workflow as wf
+from replication.plan import workflow as wf
 from replication.io import write_text
 from snakemake.logging import logger
 from snakemake.utils import min_version

@@ -5,7 +5,7 @@ from its pause points. A naive design gives each variant its own online run up t
 pause: every offline learner (cell x dataset x algorithm) reruns SAC to its dataset's pause, every
 fine-tuning method reruns it to the fine-tuning pause, and the SAC baseline runs to T. Newdata,
 offline training and fine-tuning cost the same in both, so they are counted once for both.
-Counts come from the grid (``replication.workflow.jobs``) and ``replication.estimate``; nothing runs.
+Counts come from the grid (``replication.plan.workflow.jobs``) and ``replication.plan.estimate``; nothing runs.
 
     .venv/bin/python benchmarks/bench_dag.py --configfile config/paper.yaml
 """
@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import argparse
 
-from replication import config
-from replication.config import finetune_pause_step
-from replication.estimate import estimate, sac_gradient_steps
-from replication.workflow import jobs, parse_cell, parse_dataset_key
+from replication.plan import config
+from replication.plan.config import finetune_pause_step
+from replication.plan.estimate import estimate, sac_gradient_steps
+from replication.plan.workflow import jobs, parse_cell, parse_dataset_key
 
 
 def online_work(cfg: dict, env: str, steps: int) -> tuple[int, float]:

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 from bench_stages import wall  # this folder: the script's own directory is on sys.path
 
-from replication import config
-from replication.estimate import JOB_OVERHEAD_SECONDS, JobCost, job_costs
+from replication.plan import config
+from replication.plan.estimate import JOB_OVERHEAD_SECONDS, JobCost, job_costs
 
 
 def main() -> None:

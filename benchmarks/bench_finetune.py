@@ -2,8 +2,8 @@
 
 On one environment with a small budget, the whole branch of one cell: online SAC (which itself
 continues to ``T``: the SAC-continuation baseline), offline IQL and Cal-QL on its buffer at the
-fine-tuning pause (``replication.offline.run_offline``), then the three fine-tunings
-(``replication.finetune``), each for the budget its ledger leaves. Writes under ``--out``:
+fine-tuning pause (``replication.agents.offline.run_offline``), then the three fine-tunings
+(``replication.agents.finetune``), each for the budget its ledger leaves. Writes under ``--out``:
 
 * ``curves.csv``: tidy rows of the three fine-tuning curves and of the online curve from the pause on;
 * ``throughput.csv``: per method, fine-tuning env steps/s and updates/s, and a bare d3rlpy update
@@ -33,7 +33,7 @@ import torch
 
 
 def make_config(args: argparse.Namespace):
-    from replication import config
+    from replication.plan import config
 
     total = args.total_steps
     offline = {
@@ -127,13 +127,14 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
 
-    from replication import config, tidy
-    from replication.finetune import Finetune
+    from replication.agents.finetune import Finetune
+    from replication.agents.offline import quiet_d3rlpy, run_offline
+    from replication.agents.online import run_online
+    from replication.analysis import tidy
     from replication.io import read_json
-    from replication.offline import quiet_d3rlpy, run_offline
-    from replication.online import run_online
-    from replication.variants import finetune_ledger
-    from replication.workflow import FINETUNE_SOURCES, finetune_dataset
+    from replication.plan import config
+    from replication.plan.variants import finetune_ledger
+    from replication.plan.workflow import FINETUNE_SOURCES, finetune_dataset
 
     quiet_d3rlpy()
     cfg = make_config(args)

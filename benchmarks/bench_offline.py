@@ -1,10 +1,10 @@
-"""Gradient steps per second of ``replication.offline`` training against a bare d3rlpy ``fit``, and faster settings.
+"""Gradient steps per second of ``replication.agents.offline`` against a bare d3rlpy ``fit``, and faster settings.
 
 On one dataset from a short real online run (HalfCheetah by default: its episodes always run their
 full length, the worst case for Cal-QL's returns-to-go), each algorithm is trained by several
 "contenders" on the same data, settings and seed:
 
-* ``replication``: ``replication.offline``'s training (``offline_buffer`` + ``build_learner`` +
+* ``replication``: ``replication.agents.offline``'s training (``offline_buffer`` + ``build_learner`` +
   ``prepare`` + ``train``, exactly what ``run_offline`` runs between its checkpoints);
 * ``bare fit``: ``learner.fit`` on ``load_dataset``'s d3rlpy dataset with d3rlpy's own picker;
 * CQL / Cal-QL settings that might be faster without changing results: 2 torch threads instead of
@@ -36,7 +36,7 @@ import torch
 
 
 def make_config(args: argparse.Namespace):
-    from replication import config
+    from replication.plan import config
 
     total = args.online_steps
     offline = {
@@ -98,7 +98,7 @@ class Contender:
 def replication_contender(cfg, env, algo, transitions, seed, precompute: bool):
     import d3rlpy
 
-    from replication.offline import build_learner, offline_buffer, prepare, train
+    from replication.agents.offline import build_learner, offline_buffer, prepare, train
 
     def setup():
         buffer = offline_buffer(cfg, env, algo, transitions, precompute)
@@ -114,8 +114,8 @@ def fit_contender(cfg, env, algo, path, seed):
     """d3rlpy's ``fit``, called once per chunk: it builds the learner on its first call only."""
     import d3rlpy
 
-    from replication.datasets import load_dataset
-    from replication.offline import build_learner, transition_picker
+    from replication.agents.datasets import load_dataset
+    from replication.agents.offline import build_learner, transition_picker
 
     def setup():
         dataset, _ = load_dataset(path)
@@ -179,10 +179,10 @@ def main() -> None:
 
     import structlog
 
-    from replication.datasets import load_transitions
-    from replication.offline import load_learner, quiet_d3rlpy, run_offline
-    from replication.online import run_online
-    from replication.variants import OfflineDataset
+    from replication.agents.datasets import load_transitions
+    from replication.agents.offline import load_learner, quiet_d3rlpy, run_offline
+    from replication.agents.online import run_online
+    from replication.plan.variants import OfflineDataset
 
     quiet_d3rlpy()  # and d3rlpy's "skip building models" warning on every chunk after the first
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
@@ -246,7 +246,7 @@ def main() -> None:
 
     print()
     print(
-        "| algo | replication.offline steps/s | bare d3rlpy fit steps/s | ratio | same network | "
+        "| algo | replication.agents.offline steps/s | bare d3rlpy fit steps/s | ratio | same network | "
         "run_offline's own steps/s (one run, not interleaved) | run_offline vs bare fit |"
     )
     print("|---|---|---|---|---|---|---|")

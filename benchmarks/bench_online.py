@@ -1,9 +1,9 @@
-"""Throughput of replication.online against a bare SB3 ``SAC.learn`` on the same env and settings.
+"""Throughput of replication.agents.online against a bare SB3 ``SAC.learn`` on the same env and settings.
 
     .venv/bin/python benchmarks/bench_online.py [--env hopper] [--steps 6000]
 
-Prints env steps/s of the bare loop, of replication.online's training (its ``learn`` calls), and
-of replication.online as a whole (evaluations, snapshots, validation and datasets included), and
+Prints env steps/s of the bare loop, of replication.agents.online's training (its ``learn`` calls), and
+of replication.agents.online as a whole (evaluations, snapshots, validation and datasets included), and
 their ratios. Target: training ratio >= 0.95. ``--repeats`` alternates the two loops and keeps each
 one's best run, so that load on the machine during one run does not bias the ratio.
 """
@@ -16,8 +16,8 @@ import time
 
 import torch
 
-from replication import config
-from replication.online import build_sac, run_online
+from replication.agents.online import build_sac, run_online
+from replication.plan import config
 
 
 def main() -> None:
@@ -67,8 +67,8 @@ def main() -> None:
     print(f"env {args.env}, {args.steps} steps, {hidden} SAC, 1 thread, best of {args.repeats} alternated runs")
     print(f"{'loop':<36}{'env steps/s':>12}{'ratio':>8}")
     print(f"{'bare SAC.learn':<36}{bare:>12.1f}{1.0:>8.3f}")
-    print(f"{'replication.online (training)':<36}{train:>12.1f}{train / bare:>8.3f}")
-    print(f"{'replication.online (whole job)':<36}{whole:>12.1f}{whole / bare:>8.3f}")
+    print(f"{'replication.agents.online (training)':<36}{train:>12.1f}{train / bare:>8.3f}")
+    print(f"{'replication.agents.online (whole job)':<36}{whole:>12.1f}{whole / bare:>8.3f}")
     print(
         f"time outside training: eval {t['eval_seconds']:.1f} s, validation {t['validation_seconds']:.1f} s, "
         f"datasets {t['dataset_seconds']:.1f} s"

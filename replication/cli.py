@@ -62,7 +62,7 @@ ENV_COLUMNS = ("name", "implementation", "suite", "reward", "metric", "episode s
 
 def env_rows() -> list[tuple[str, ...]]:
     """One row of :data:`ENV_COLUMNS` per study environment, in the order of ``config/envs.yaml``."""
-    from replication.envs import specs
+    from replication.agents.envs import specs
 
     return [
         (
@@ -116,7 +116,7 @@ def _envs(args: argparse.Namespace) -> int:
 
 
 def _load_config(path: str) -> dict:
-    from replication import config
+    from replication.plan import config
 
     return config.resolve(config.read_yaml(path))
 
@@ -141,7 +141,7 @@ def _cell_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _cell(args: argparse.Namespace) -> tuple[str, dict, str]:
     """``(env, config, variant_options)`` of the job's cell."""
-    from replication.workflow import cell_config
+    from replication.plan.workflow import cell_config
 
     return cell_config(_load_config(args.config), args.env)
 
@@ -150,7 +150,7 @@ def _tag(out: str, options: str) -> None:
     """Mark the tidy results an analysis cell wrote with its options."""
     from pathlib import Path
 
-    from replication import tidy
+    from replication.analysis import tidy
 
     for name in ("curve.csv", "recommend.csv"):
         path = Path(out) / name
@@ -166,7 +166,7 @@ def _add_online_arguments(parser: argparse.ArgumentParser) -> None:
 
 @command("online", "train online SAC for one cell, keeping every pause point's data", _add_online_arguments)
 def _online(args: argparse.Namespace) -> int:
-    from replication.online import run_online
+    from replication.agents.online import run_online
 
     _setup_logging()
     env, cfg, options = _cell(args)
@@ -185,8 +185,8 @@ def _add_newdata_arguments(parser: argparse.ArgumentParser) -> None:
 
 @command("newdata", "collect a newdata dataset with the cell's online policy", _add_newdata_arguments)
 def _newdata(args: argparse.Namespace) -> int:
-    from replication.datasets import build_newdata
-    from replication.workflow import parse_dataset_key
+    from replication.agents.datasets import build_newdata
+    from replication.plan.workflow import parse_dataset_key
 
     _setup_logging()
     env, cfg, _ = _cell(args)
@@ -212,10 +212,10 @@ def _add_offline_arguments(parser: argparse.ArgumentParser) -> None:
 def _offline(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from replication import tidy
+    from replication.agents.offline import finished_learner, job_key, run_offline
+    from replication.analysis import tidy
     from replication.io import write_json
-    from replication.offline import finished_learner, job_key, run_offline
-    from replication.workflow import parse_dataset_key
+    from replication.plan.workflow import parse_dataset_key
 
     _setup_logging()
     env, cfg, options = _cell(args)
@@ -251,7 +251,7 @@ def _add_finetune_arguments(parser: argparse.ArgumentParser) -> None:
 
 @command("finetune", "fine-tune the offline agent online for the cell's remaining budget", _add_finetune_arguments)
 def _finetune(args: argparse.Namespace) -> int:
-    from replication.finetune import run_finetune
+    from replication.agents.finetune import run_finetune
 
     _setup_logging()
     env, cfg, options = _cell(args)
@@ -275,7 +275,7 @@ def _add_aggregate_arguments(parser: argparse.ArgumentParser) -> None:
 
 @command("collect", "concatenate the cells' tidy results into one table", _add_aggregate_arguments)
 def _collect(args: argparse.Namespace) -> int:
-    from replication import tidy
+    from replication.analysis import tidy
 
     df = tidy.read(args.inputs)
     tidy.write(df, args.out)
@@ -303,15 +303,17 @@ def _add_passthrough_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("args", nargs="*", help=argparse.SUPPRESS)
 
 
-_passthrough("tables", "aggregate", "tables T1-T3 (CSV, Markdown, LaTeX) from tidy results")
-_passthrough("statistics", "statistics", "IQM with stratified-bootstrap CIs and probability of improvement")
-_passthrough("figures", "plotting", "figures F1-F6 (PNG, PDF) from tidy results")
-_passthrough("scorecard", "scorecard", "the claims scorecard S1 from tidy results and paper/claims.yaml")
-_passthrough("report", "report", "the Markdown replication report")
+_passthrough("tables", "analysis.aggregate", "tables T1-T3 (CSV, Markdown, LaTeX) from tidy results")
+_passthrough("statistics", "analysis.statistics", "IQM with stratified-bootstrap CIs and probability of improvement")
+_passthrough("figures", "analysis.plotting", "figures F1-F6 (PNG, PDF) from tidy results")
+_passthrough("scorecard", "analysis.scorecard", "the claims scorecard S1 from tidy results and paper/claims.yaml")
+_passthrough("report", "analysis.report", "the Markdown replication report")
 _passthrough("provenance", "provenance", "write a run's provenance.json: commit, config hash, versions, machine, times")
-_passthrough("export-minari", "minari_export", "write a dataset of a run in Minari's format (D4RL's successor)")
-_passthrough("videos", "videos", "render the run's rollout clips (GIF, MP4) of every environment")
-_passthrough("reference", "reference", "check a run's tables and figures against results/reference/, or refresh them")
+_passthrough("export-minari", "agents.minari_export", "write a dataset of a run in Minari's format (D4RL's successor)")
+_passthrough("videos", "analysis.videos", "render the run's rollout clips (GIF, MP4) of every environment")
+_passthrough(
+    "reference", "analysis.reference", "check a run's tables and figures against results/reference/, or refresh them"
+)
 
 
 def _add_configfile_arguments(parser: argparse.ArgumentParser) -> None:
@@ -320,7 +322,7 @@ def _add_configfile_arguments(parser: argparse.ArgumentParser) -> None:
 
 @command("check-config", "validate a run config and print its grid", _add_configfile_arguments)
 def _check_config(args: argparse.Namespace) -> int:
-    from replication import config, workflow
+    from replication.plan import config, workflow
 
     cfg = config.load(args.configfile)
     counts = workflow.counts(cfg)
@@ -336,7 +338,7 @@ def _add_estimate_arguments(parser: argparse.ArgumentParser) -> None:
 
 @command("estimate", "print what a config will cost: jobs, env steps, gradient steps, hours", _add_estimate_arguments)
 def _estimate(args: argparse.Namespace) -> int:
-    from replication.estimate import load_and_format
+    from replication.plan.estimate import load_and_format
 
     print(load_and_format(args.configfile, args.cores))
     return 0
@@ -364,7 +366,7 @@ def _add_calibrate_arguments(parser: argparse.ArgumentParser) -> None:
     _add_calibrate_arguments,
 )
 def _calibrate(args: argparse.Namespace) -> int:
-    from replication import calibration
+    from replication.analysis import calibration
 
     result = calibration.calibrate(
         args.scenario,

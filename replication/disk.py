@@ -1,6 +1,6 @@
 """The disk a run needs, before it runs: final and peak bytes per stage, and the free-space check.
 
-Sizes come from what each job writes (:mod:`replication.workflow`'s grid): datasets (d3rlpy HDF5:
+Sizes come from what each job writes (:mod:`replication.plan.workflow`'s grid): datasets (d3rlpy HDF5:
 float32 observations, actions and rewards, plus a header per episode), policies (TorchScript),
 learners (d3rlpy ``.d3``: networks, target networks and Adam states), the online SAC model and
 snapshots, and the resume checkpoints that exist while a job runs (the online replay buffer, the
@@ -20,10 +20,10 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from replication import config
-from replication.schema import episode_steps
-from replication.variants import finetune_ledger
-from replication.workflow import FINETUNE_SOURCES, Job, extended_steps, jobs, parse_cell
+from replication.plan import config
+from replication.plan.schema import episode_steps
+from replication.plan.variants import finetune_ledger
+from replication.plan.workflow import FINETUNE_SOURCES, Job, extended_steps, jobs, parse_cell
 
 FLOAT = 4
 # (observation, action) dimensions of make_env's spaces (tests/test_estimate.py checks them)
@@ -41,7 +41,7 @@ DIMS = {
     "sawyer-lift": (39, 4),
     "sawyer-drape": (39, 4),
 }
-# A simulator pickled whole (replication.checkpoint.dumps, MjModel included), by suite: measured.
+# A simulator pickled whole (replication.agents.checkpoint.dumps, MjModel included), by suite: measured.
 SIMULATOR_BYTES = {"locomotion": 1.3e6, "kitchen": 129.4e6, "metaworld": 42.4e6}
 # Fixed bytes per file, fitted to the default run's files.
 H5_FILE, H5_EPISODE = 5_900, 1_430  # d3rlpy HDF5 dataset: per file, per episode (4 datasets each)
@@ -92,7 +92,7 @@ class JobDisk:
 
 
 def _simulator(env: str) -> float:
-    from replication.envs import get_spec
+    from replication.agents.envs import get_spec
 
     return SIMULATOR_BYTES[get_spec(env).suite]
 
@@ -103,7 +103,7 @@ def job_disk(cfg: dict[str, Any], job: Job) -> JobDisk:
     ep = episode_steps(cfg, env)
     total = cfg["budget"]["total_steps"]
     if job.rule == "online":
-        from replication.online import online_pauses
+        from replication.agents.online import online_pauses
 
         p = config.online_params(cfg, env)
         sac = sac_sizes(cfg, env)

@@ -1,7 +1,7 @@
 """The GPU path in one command (``scripts/gpu-check.sh``): speed and agreement of every learner.
 
 With the paper's networks and batch sizes (``config/defaults.yaml``) on a real dataset (random
-actions on Hopper, collected by :func:`replication.datasets.collect_transitions`), each learner of
+actions on Hopper, collected by :func:`replication.agents.datasets.collect_transitions`), each learner of
 the study (SB3 SAC; d3rlpy IQL, CQL and Cal-QL with ``compile_graph`` as configured; the PEX online
 learner's fine-tuning updates) is timed on ``--device`` and on one CPU thread (as the workflow's jobs
 run): gradient steps per second after a warm-up (which holds CUDA-graph capture), and the speed-up.
@@ -52,8 +52,8 @@ def _sync(device: str) -> Callable[[], None]:
 
 
 def dataset(cfg: dict[str, Any], env: str, size: int):
-    from replication.datasets import collect_transitions
-    from replication.envs import env_spaces
+    from replication.agents.datasets import collect_transitions
+    from replication.agents.envs import env_spaces
 
     space = env_spaces(env)[1]
     rng = np.random.default_rng(SEED)
@@ -67,7 +67,7 @@ def d3rlpy_start(cfg: dict[str, Any], env: str, algo: str, transitions, folder: 
     """The learner's starting weights, built once on the CPU and saved; and its replay buffer."""
     import d3rlpy
 
-    from replication import offline
+    from replication.agents import offline
 
     d3rlpy.seed(SEED)
     source = "iql" if algo == "pex" else algo
@@ -75,7 +75,7 @@ def d3rlpy_start(cfg: dict[str, Any], env: str, algo: str, transitions, folder: 
     buffer = offline.offline_buffer(cfg, env, source, transitions)
     offline.prepare(learner, buffer)
     if algo == "pex":
-        from replication.pex import expand_policy
+        from replication.agents.pex import expand_policy
 
         learner = expand_policy(learner, "cpu:0")  # the online learner PEX fine-tunes
     path = folder / f"{algo}.d3"
@@ -98,7 +98,7 @@ def d3rlpy_runner(start: Path, buffer, device: str) -> Runner:
 
 def sac_model(cfg: dict[str, Any], env: str, transitions, device: str):
     """SB3 SAC with the dataset in its replay buffer (actions scaled to [-1, 1], as SAC stores them)."""
-    from replication.online import build_sac
+    from replication.agents.online import build_sac
 
     cfg = copy.deepcopy(cfg)
     cfg["budget"]["total_steps"] = len(transitions) + 1  # the replay capacity
@@ -285,13 +285,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     learners = [n for n in args.learners.split(",") if n]
     if unknown := sorted(set(learners) - set(LEARNERS)):
         parser.error(f"--learners: unknown {unknown}; valid: {', '.join(LEARNERS)}")
-    from replication import config
     from replication.imports import import_d3rlpy
+    from replication.plan import config
     from replication.provenance import gpu_state
     from replication.runinfo import resolve_device
 
     import_d3rlpy()
-    from replication.offline import quiet_d3rlpy
+    from replication.agents.offline import quiet_d3rlpy
 
     quiet_d3rlpy()
     try:

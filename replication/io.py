@@ -1,4 +1,4 @@
-"""Atomic writes: a file is either complete or absent, never half written."""
+"""Atomic writes (a file is either complete or absent, never half written), and the project root."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent  # config/, paper/ and results/ live here
 
 
 @contextlib.contextmanager

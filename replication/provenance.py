@@ -35,10 +35,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from replication.io import read_json, write_json, write_text
+from replication.io import PROJECT_ROOT, read_json, write_json, write_text
 from replication.runinfo import KEY_PACKAGES
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 START_VARIABLE = "REPLICATION_RUN_START"
 COMMAND_VARIABLE = "REPLICATION_RUN_COMMAND"
 GIT_VARIABLE = "REPLICATION_RUN_GIT"  # the checkout's git state when the run started (JSON)
@@ -229,7 +228,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="also write caption OUT: the reStructuredText SOURCE with the run's commit and config appended",
     )
     args = parser.parse_args(argv)
-    from replication.config import read_yaml
+    from replication.plan.config import read_yaml
 
     if not Path(args.config).is_file():
         parser.error(f"--config {args.config}: no such file")

@@ -1,5 +1,5 @@
 """Mid-run checkpoints of the offline and fine-tuning jobs (the online phase has its own, in
-:mod:`replication.online`).
+:mod:`replication.agents.online`).
 
 An offline job saves, every ``offline.checkpoint_interval`` gradient steps, its learner (networks,
 target networks, optimisers, step counter), the validation results so far, the best checkpoint's
@@ -8,9 +8,9 @@ files written so far and the RNG states; a fine-tuning job saves, every
 their optimisers and step counters; replay buffers, samplers and their generators pickled, the
 offline dataset's episodes by reference), the training environment mid-episode (simulator state,
 step counter, its RNGs), the ledger, the curve so far and the RNG states. A restarted job finds
-the checkpoint of the same settings and inputs (:func:`replication.checkpoint.job_key`) and
+the checkpoint of the same settings and inputs (:func:`replication.agents.checkpoint.job_key`) and
 continues from it; on the CPU it ends with the same outputs as an uninterrupted one. Checkpoints
-are written atomically (:func:`replication.checkpoint.write_checkpoint`) and removed when the job
+are written atomically (:func:`replication.agents.checkpoint.write_checkpoint`) and removed when the job
 finishes.
 """
 
@@ -22,7 +22,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from replication import checkpoint
+from replication.agents import checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +117,7 @@ def save_agent(
     directory: Path, key: str, what: str, position: dict[str, Any], objects: dict[str, Any], agent: Any, episodes: list
 ) -> dict[str, Any]:
     """Checkpoint live ``objects`` (the agent among them; simulators included,
-    :func:`replication.checkpoint.dumps`) and the RNG states, in one pickle so that objects shared
+    :func:`replication.agents.checkpoint.dumps`) and the RNG states, in one pickle so that objects shared
     between them stay shared. The agent's learners go to d3rlpy model files and its offline
     ``episodes`` stay out: the pickle refers to both. ``position`` (``step`` and more) goes into the meta."""
     learners = agent_learners(agent)

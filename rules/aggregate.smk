@@ -2,8 +2,8 @@
 # claims scorecard and the replication report. Figures and tables are marked for
 # `snakemake --report results/<name>/report.html`.
 
-from replication.aggregate import Expected
-from replication.plotting import default_figures
+from replication.analysis.aggregate import Expected
+from replication.analysis.plotting import default_figures
 
 FIGURES = default_figures(Expected.from_config(CFG))
 BOOTSTRAP = yaml.safe_dump({"statistics": CFG["statistics"]})  # a param: a new setting reruns the intervals

@@ -1,6 +1,6 @@
 # Online SAC, once per cell; every variant branches from its pause points.
 
-ONLINE_PAUSES = __import__("replication.online", fromlist=["online_pauses"]).online_pauses(CFG)
+ONLINE_PAUSES = __import__("replication.agents.online", fromlist=["online_pauses"]).online_pauses(CFG)
 
 
 rule online:

@@ -1,5 +1,5 @@
 # Rollout videos (config `videos`): one job renders every environment's clips, one env at a time
-# (replication.videos), after the cells' results; its HTML pages show the clips in the Snakemake report.
+# (replication.analysis.videos), after the cells' results; its HTML pages show the clips in the Snakemake report.
 
 VIDEOS = [f"{OUT}/videos"] if CFG["videos"]["enabled"] else []  # inputs of the report and provenance
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from replication import config
+from replication.plan import config
 
 
 def tiny_config(envs: list[str], total_steps: int = 2000, **overrides: Any) -> dict[str, Any]:

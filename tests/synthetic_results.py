@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from replication import tidy
-from replication.config import DEFAULTS_FILE, deep_merge, read_yaml
-from replication.normalize import load_references
+from replication.agents.normalize import load_references
+from replication.analysis import tidy
+from replication.plan.config import DEFAULTS_FILE, deep_merge, read_yaml
 
 ENVS = ("hopper", "kitchen", "sawyer-push")
 SUITES = {"hopper": "locomotion", "halfcheetah": "locomotion", "kitchen": "kitchen", "kitchen-sparse": "kitchen"}

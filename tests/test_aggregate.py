@@ -8,9 +8,10 @@ import pytest
 import yaml
 from synthetic_results import FT_PAUSE, TOTAL, config, config_file_overrides, make_results
 
-from replication import aggregate as agg
-from replication import normalize, tidy
-from replication.aggregate import Expected, MissingResultsError
+from replication.agents import normalize
+from replication.analysis import aggregate as agg
+from replication.analysis import tidy
+from replication.analysis.aggregate import Expected, MissingResultsError
 
 
 @pytest.fixture(scope="module")

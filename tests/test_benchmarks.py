@@ -29,7 +29,7 @@ def test_online_against_bare_sac():
         "bench_online.py", "--steps", "400", "--learning-starts", "100", "--episode-steps", "40",
         "--hidden", "16", "16", "--repeats", "1",
     )  # fmt: skip
-    for label in ("bare SAC.learn", "replication.online (training)", "replication.online (whole job)"):
+    for label in ("bare SAC.learn", "replication.agents.online (training)", "replication.agents.online (whole job)"):
         assert float(table_row(out, label)[-1]) > 0
 
 

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from replication import calibration, cli
+from replication import cli
+from replication.analysis import calibration
 
 ENVS = ["hopper", "walker2d", "kitchen", "kitchen-sparse", "sawyer-push", "halfcheetah"]
 DECISIVE = ("C1.1", "C1.2", "C2.1", "C3.1", "C3.2", "C3.3", "C4.1", "C4.2", "C4.3", "C5.1")

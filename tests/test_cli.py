@@ -8,7 +8,8 @@ import sys
 import pytest
 
 from replication import cli
-from replication.envs import PROJECT_ROOT, specs
+from replication.agents.envs import specs
+from replication.io import PROJECT_ROOT
 
 NAMES = list(specs())
 SUBSTITUTES = {"sawyer-lift": "pick-place-v3", "sawyer-drape": "shelf-place-v3"}

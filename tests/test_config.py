@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from replication import config
-from replication.envs import specs
-from replication.schema import ConfigError
+from replication.agents.envs import specs
+from replication.plan import config
+from replication.plan.schema import ConfigError
 
 
 @pytest.fixture(scope="module")
@@ -128,8 +128,8 @@ def test_a_config_file_must_hold_a_mapping(tmp_path) -> None:
 
 def test_c4_extends_iql_fine_tuning_to_its_total_of_fine_tuning_steps(defaults: dict[str, Any]) -> None:
     """Protocol: "IQL fine-tuning extended to 1,000,000 fine-tuning steps": the budget's 190K, then 810K more."""
-    from replication import workflow as wf
-    from replication.variants import finetune_ledger
+    from replication.plan import workflow as wf
+    from replication.plan.variants import finetune_ledger
 
     budget = finetune_ledger(defaults, "hopper").remaining
     assert budget == 190_000 and defaults["analysis"]["c4"]["finetune_steps"] == 1_000_000

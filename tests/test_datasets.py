@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from replication.datasets import (
+from replication.agents.datasets import (
     DatasetError,
     Transitions,
     load_dataset,

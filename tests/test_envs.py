@@ -9,8 +9,8 @@ import mujoco
 import numpy as np
 import pytest
 
-from replication.envs import get_spec, make_env, specs
-from replication.wrappers import KitchenReward, MetaWorldTask, RewardDelay
+from replication.agents.envs import get_spec, make_env, specs
+from replication.agents.wrappers import KitchenReward, MetaWorldTask, RewardDelay
 
 NAMES = list(specs())
 ROLLOUT_STEPS = 60
@@ -458,7 +458,7 @@ def test_reward_delay_of_one_is_no_wrapper_and_bad_delays_fail() -> None:
 
 def test_env_spaces_come_from_envs_already_built(monkeypatch):
     """A job that builds its env first reads the spaces without building another (Meta-World: ~1 s each)."""
-    from replication import envs
+    from replication.agents import envs
 
     monkeypatch.setattr(envs, "_SPACES", {})
     built: list[str] = []

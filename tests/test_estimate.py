@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from replication import config, estimate
 from replication.cli import main as cli
+from replication.plan import config, estimate
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -75,7 +75,7 @@ def test_batch_jobs_pay_the_start_up_once_per_job(tmp_path, monkeypatch):
 
 def test_disk_model_dimensions_are_the_environments_own():
     from replication import disk
-    from replication.envs import env_spaces
+    from replication.agents.envs import env_spaces
 
     for env, (obs, act) in disk.DIMS.items():
         spaces = env_spaces(env)

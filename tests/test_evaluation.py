@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from replication.evaluation import (
+from replication.agents.evaluation import (
     EVAL_SEED_OFFSET,
     VALIDATION_SEED_OFFSET,
     EpisodeRecord,

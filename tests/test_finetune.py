@@ -11,12 +11,10 @@ import pandas as pd
 import pytest
 import torch
 
-from replication import finetune as ft
-from replication.datasets import Transitions, load_transitions
-from replication.io import read_json
-from replication.ledger import BudgetError, Ledger
-from replication.offline import load_learner, quiet_d3rlpy, replay_buffer, run_offline
-from replication.pex import (
+from replication.agents import finetune as ft
+from replication.agents.datasets import Transitions, load_transitions
+from replication.agents.offline import load_learner, quiet_d3rlpy, replay_buffer, run_offline
+from replication.agents.pex import (
     OFFLINE,
     ONLINE,
     PolicyExpansion,
@@ -25,7 +23,9 @@ from replication.pex import (
     expand_policy,
     pex_update,
 )
-from replication.variants import OfflineDataset, finetune_ledger
+from replication.io import read_json
+from replication.plan.ledger import BudgetError, Ledger
+from replication.plan.variants import OfflineDataset, finetune_ledger
 from tests.conftest import tiny_config
 
 TINY = {"gradient_steps": 60, "hidden_units": [32, 32], "batch_size": 32}
@@ -45,7 +45,7 @@ def ft_config(**overrides):
         "offline": {algo: dict(TINY) for algo in ("iql", "cql", "calql")},
         "finetune": {"methods": list(ft.METHODS)},
     }
-    from replication import config
+    from replication.plan import config
 
     return tiny_config(["hopper"], total_steps=T, **config.deep_merge(base, overrides))
 
@@ -68,7 +68,7 @@ class CountSteps(gym.Wrapper):
 @pytest.fixture(scope="module")
 def cell(tmp_path_factory):
     """An online run and offline IQL and Cal-QL agents on its buffer at the pause (as offline.py makes them)."""
-    from replication.online import run_online
+    from replication.agents.online import run_online
 
     torch.set_num_threads(1)
     cfg = ft_config()
@@ -452,7 +452,7 @@ def test_calql_online_returns_to_go_come_from_finished_episodes(cell):
 
 def test_calql_batches_offline_share_at_start_and_end_is_recorded_and_reported(runs, tmp_path):
     """finetune.json keeps the offline share of the first and last Cal-QL batches; the report shows it."""
-    from replication import report
+    from replication.analysis import report
 
     out, summary, _ = runs["calql"]
     mixing = summary["mixing"]
@@ -483,7 +483,7 @@ def test_a_killed_finetuning_job_resumes_to_identical_outputs(cell, tmp_path, me
     """SIGKILL the job mid-run after a checkpoint (agent, buffers, env mid-episode, ledger, RNGs); the
     same command resumes it and ends with the uninterrupted job's outputs. IQL runs its C4 extension
     too, and is killed there, after its budget part."""
-    from replication import config
+    from replication.plan import config
     from tests.resume_helpers import checkpointed, command, differing, kill_after, run, write_config
 
     cfg, root, data = cell

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from replication import inference
+from replication.analysis import inference
 
 
 def test_mean_interval_is_the_one_sample_t_test() -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from replication.ledger import CATEGORIES, BudgetError, Entry, Ledger
+from replication.plan.ledger import CATEGORIES, BudgetError, Entry, Ledger
 
 
 def test_charges_add_up_by_category() -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from replication.datasets import collect_transitions, save_dataset, sha256_of
+from replication.agents.datasets import collect_transitions, save_dataset, sha256_of
 
 minari = pytest.importorskip("minari")
 
@@ -19,7 +19,7 @@ def make_dataset(tmp_path: Path, env: str, size: int, max_steps: int) -> Path:
     """A real dataset: random actions on the study env, saved by the package's own writer."""
     options = {"max_episode_steps": max_steps}
     rng = np.random.default_rng(0)
-    from replication.envs import env_spaces
+    from replication.agents.envs import env_spaces
 
     space = env_spaces(env, **options)[1]
     transitions = collect_transitions(env, 0, lambda obs: rng.uniform(space.low, space.high), size, 0.0, options)
@@ -34,7 +34,7 @@ def d3rlpy_transitions(path: Path) -> list[tuple]:
     """Every transition d3rlpy trains on, in order: (obs, action, reward, next obs, terminal)."""
     import d3rlpy
 
-    from replication.datasets import load_dataset
+    from replication.agents.datasets import load_dataset
 
     dataset, _ = load_dataset(path)
     picker = d3rlpy.dataset.BasicTransitionPicker()
@@ -100,7 +100,7 @@ def test_hopper_round_trip_keeps_every_transition_and_episode_end(tmp_path):
 
 
 def test_wrapped_env_is_exported_without_env_spec_and_says_why(tmp_path):
-    from replication.minari_export import export_minari
+    from replication.agents.minari_export import export_minari
 
     source = make_dataset(tmp_path, "sawyer-push", 60, 25)
     data = export_minari(source, tmp_path / "minari", "replication/push-v0")
@@ -111,8 +111,8 @@ def test_wrapped_env_is_exported_without_env_spec_and_says_why(tmp_path):
 
 
 def test_a_tampered_source_is_refused(tmp_path):
-    from replication.datasets import DatasetError
-    from replication.minari_export import export_minari
+    from replication.agents.datasets import DatasetError
+    from replication.agents.minari_export import export_minari
 
     source = make_dataset(tmp_path, "hopper", 50, 20)
     source.write_bytes(source.read_bytes() + b"x")
@@ -129,7 +129,7 @@ def readme_example() -> str:
 def test_the_readme_example_trains_d3rlpy_on_exactly_the_source_transitions(tmp_path, monkeypatch):
     """The README's section as written, on an export at its own paths (exports/, the hopper buffer id)."""
     source = make_dataset(tmp_path, "hopper", 300, 40)
-    from replication.minari_export import export_minari
+    from replication.agents.minari_export import export_minari
 
     monkeypatch.chdir(tmp_path)
     export_minari(source, "exports", "replication/hopper-seed0-dataset_buffer-v0")

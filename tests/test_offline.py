@@ -8,8 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from replication import config
-from replication.datasets import (
+from replication.agents.datasets import (
     DatasetError,
     Transitions,
     load_dataset,
@@ -18,11 +17,9 @@ from replication.datasets import (
     save_dataset,
     sha256_of,
 )
-from replication.envs import make_env
-from replication.evaluation import EpisodeRecord, Evaluator
-from replication.io import read_json, write_json
-from replication.ledger import Ledger
-from replication.offline import (
+from replication.agents.envs import make_env
+from replication.agents.evaluation import EpisodeRecord, Evaluator
+from replication.agents.offline import (
     ALGOS,
     ReturnsToGoPicker,
     build_learner,
@@ -41,8 +38,11 @@ from replication.offline import (
     train,
     transition_picker,
 )
-from replication.policies import load_policy
-from replication.variants import OfflineDataset
+from replication.agents.policies import load_policy
+from replication.io import read_json, write_json
+from replication.plan import config
+from replication.plan.ledger import Ledger
+from replication.plan.variants import OfflineDataset
 from tests.conftest import tiny_config
 
 TINY = {"gradient_steps": 60, "hidden_units": [32, 32], "batch_size": 32}
@@ -61,7 +61,7 @@ def offline_config(envs: list[str], **overrides):
 
 @pytest.fixture(scope="module")
 def online(tmp_path_factory):
-    from replication.online import run_online
+    from replication.agents.online import run_online
 
     cfg = offline_config(["hopper"])
     out = tmp_path_factory.mktemp("online") / "hopper"
@@ -221,7 +221,7 @@ def test_recommend_rows_are_the_variants_at_their_ledger_steps(runs, online, alg
 @pytest.mark.parametrize("case", ["middle-best-beats-online", "tie-with-online"])
 def test_best_checkpoint_and_best_of_choice_follow_the_validation_scores(online, tmp_path, monkeypatch, case):
     """Scripted validation scores: the best is the earliest highest; best-of keeps online on a tie."""
-    import replication.offline as offline
+    import replication.agents.offline as offline
 
     cfg, online_dir = online
     online_score = read_json(online_dir / f"pause_{PAUSE}" / "validation.json")["best_score"]
@@ -615,7 +615,8 @@ def test_a_killed_offline_job_resumes_to_identical_outputs(online, tmp_path):
 
 def test_a_checkpoint_of_other_settings_is_not_resumed(online, tmp_path):
     """A checkpoint left by a job of other settings (here: another seed's key) is discarded, not resumed."""
-    from replication import checkpoint, resume
+    from replication import resume
+    from replication.agents import checkpoint
 
     cfg, online_dir = online
     cfg = config.resolve(config.deep_merge(cfg, {"offline": {"checkpoint_interval": 20}}))

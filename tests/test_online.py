@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from replication.datasets import build_newdata, load_transitions, save_dataset
-from replication.envs import make_env
-from replication.online import OnlineRun, buffer_transitions, build_sac, run_online, select_candidates
+from replication.agents.datasets import build_newdata, load_transitions, save_dataset
+from replication.agents.envs import make_env
+from replication.agents.online import OnlineRun, buffer_transitions, build_sac, run_online, select_candidates
 from tests.conftest import tiny_config
 
 
@@ -167,7 +167,8 @@ def test_a_checkpoint_of_other_settings_is_not_resumed(hopper_run, tmp_path):
     one cut short while being swapped in (only ``checkpoint.old`` complete) is still found."""
     import shutil
 
-    from replication import checkpoint, config
+    from replication.agents import checkpoint
+    from replication.plan import config
 
     cfg, _, _ = hopper_run
     run = OnlineRun(cfg, "hopper", 0, tmp_path / "run")

@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 from synthetic_results import config, make_results
 
-from replication import aggregate as agg
-from replication import plotting, tidy
-from replication.aggregate import Expected, MissingResultsError
+from replication.analysis import aggregate as agg
+from replication.analysis import plotting, tidy
+from replication.analysis.aggregate import Expected, MissingResultsError
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +23,7 @@ def expected() -> Expected:
 
 
 def test_build_figures_writes_every_figure(tmp_path) -> None:
-    from replication import statistics
+    from replication.analysis import statistics
 
     path = tmp_path / "tidy.csv"
     envs = ["hopper", "kitchen"]  # enough for every figure (C4 runs on Hopper, C5 on Kitchen), and quicker
@@ -40,7 +40,7 @@ def test_build_figures_writes_every_figure(tmp_path) -> None:
 
 
 def test_f5_computes_its_statistics_when_not_given(raw: pd.DataFrame, expected: Expected) -> None:
-    from replication import statistics
+    from replication.analysis import statistics
 
     table = statistics.aggregate_table(agg.prepare(raw), expected, reps=20)
     fig = plotting.fig_aggregate(table)

@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from replication import provenance as prov
-from replication.report import write_report
+from replication.analysis.report import write_report
 
 needs_git = pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
 

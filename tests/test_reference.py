@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from replication import reference
+from replication.analysis import reference
 
 ROOT = Path(__file__).resolve().parent.parent
 COMMITTED = ROOT / "results" / "reference" / "ci"

@@ -7,10 +7,10 @@ import pandas as pd
 import pytest
 from synthetic_results import config, make_results
 
-from replication import aggregate as agg
-from replication import inference, report, scorecard, tidy
-from replication.aggregate import Expected, MissingResultsError
-from replication.scorecard import INCONCLUSIVE, NOT_EVALUATED, NOT_REPRODUCED, REPRODUCED
+from replication.analysis import aggregate as agg
+from replication.analysis import inference, report, scorecard, tidy
+from replication.analysis.aggregate import Expected, MissingResultsError
+from replication.analysis.scorecard import INCONCLUSIVE, NOT_EVALUATED, NOT_REPRODUCED, REPRODUCED
 
 REPS = 50
 

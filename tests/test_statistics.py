@@ -8,9 +8,9 @@ import pytest
 import scipy.stats
 from synthetic_results import config, make_results
 
-from replication import aggregate as agg
-from replication import statistics as stats
-from replication.aggregate import Expected
+from replication.analysis import aggregate as agg
+from replication.analysis import statistics as stats
+from replication.analysis.aggregate import Expected
 
 REPS = 300
 
@@ -124,7 +124,7 @@ def test_aggregate_table_on_synthetic_results(prepared: pd.DataFrame) -> None:
 
 
 def test_build_statistics_writes_csv_and_markdown(tmp_path) -> None:
-    from replication import tidy
+    from replication.analysis import tidy
 
     path = tmp_path / "tidy.csv"
     tidy.write(make_results(envs=("hopper", "sawyer-push"), granularity=False), path)

@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from replication import config
-from replication.report import write_report
-from replication.videos import choose_backend, markdown, probe_backend
+from replication.analysis.report import write_report
+from replication.analysis.videos import choose_backend, markdown, probe_backend
+from replication.plan import config
 
 SEED = 0
 VIDEOS = {"enabled": True, "fps": 10, "size": [64, 48], "max_steps": 15}
@@ -45,11 +45,11 @@ def run(tmp_path_factory) -> tuple[Path, Path, dict]:
     """A run folder with real (untrained) policies where the workflow puts them, and its tidy table."""
     import d3rlpy
 
-    from replication import offline
-    from replication.datasets import collect_transitions
+    from replication.agents import offline
+    from replication.agents.datasets import collect_transitions
+    from replication.agents.online import build_sac
+    from replication.agents.policies import export_sac_actor
     from replication.io import write_json
-    from replication.online import build_sac
-    from replication.policies import export_sac_actor
 
     root = tmp_path_factory.mktemp("videos")
     small = config.read_yaml(config.CONFIG_DIR / "config.yaml")  # the default run's settings
@@ -73,7 +73,7 @@ def run(tmp_path_factory) -> tuple[Path, Path, dict]:
     source.mkdir(parents=True)
     learner.save(str(source / "learnable_best.d3"))
     write_json(source / "validation.json", {"best_step": 0, "last_step": 0})
-    from replication.pex import expand_policy
+    from replication.agents.pex import expand_policy
 
     for method, saved in (("iql", learner), ("pex", expand_policy(learner, "cpu:0"))):
         folder = cell / "finetune" / method
@@ -124,9 +124,9 @@ def test_an_unknown_backend_fails_its_probe():
 def test_clips_of_the_final_recommended_and_best_fine_tuned_policies(run, tmp_path):
     import imageio.v2 as imageio
 
-    from replication.envs import make_env
-    from replication.evaluation import episode_seeds
-    from replication.offline import offline_policy
+    from replication.agents.envs import make_env
+    from replication.agents.evaluation import episode_seeds
+    from replication.agents.offline import offline_policy
 
     root, tidy, cfg = run
     if choose_backend()[0] is None:
@@ -183,7 +183,7 @@ def test_clips_of_the_final_recommended_and_best_fine_tuned_policies(run, tmp_pa
 
 
 def test_without_a_gl_backend_the_job_succeeds_and_says_why(run, tmp_path, monkeypatch):
-    from replication.videos import build_videos
+    from replication.analysis.videos import build_videos
 
     root, tidy, cfg = run
     monkeypatch.delenv("MUJOCO_GL", raising=False)

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from replication import config, workflow
+from replication.plan import config, workflow
 
 try:
     from test_benchmarks import benchmark

@@ -259,8 +259,8 @@ Figures: pixel RMS at most {IMAGE_RMS}.</p>{items}"""
 
 def _dirs(args: argparse.Namespace) -> tuple[Path, Path]:
     if args.config:
-        from replication import config
-        from replication.workflow import results_dir
+        from replication.plan import config
+        from replication.plan.workflow import results_dir
 
         cfg = config.load(args.config)
         return Path(args.run or results_dir(cfg)), Path(args.reference or REFERENCE_ROOT / cfg["name"])

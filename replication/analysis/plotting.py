@@ -11,7 +11,7 @@
 Curves are plotted against the ledger-true ``env_step``: every env step a variant spent, so
 validation and data collection shift a variant to the right of the online curve. Lines are means
 over seeds, bands +- one standard deviation; markers with error bars likewise. Every figure raises
-:class:`~replication.aggregate.MissingResultsError` naming what is missing, never an empty panel.
+:class:`~replication.analysis.aggregate.MissingResultsError` naming what is missing, never an empty panel.
 """
 
 from __future__ import annotations
@@ -33,9 +33,9 @@ import seaborn as sns  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
 
-from replication import aggregate as agg  # noqa: E402
-from replication import statistics as stats  # noqa: E402
-from replication.aggregate import Expected, MissingResultsError  # noqa: E402
+from replication.analysis import aggregate as agg  # noqa: E402
+from replication.analysis import statistics as stats  # noqa: E402
+from replication.analysis.aggregate import Expected, MissingResultsError  # noqa: E402
 from replication.io import atomic_path  # noqa: E402
 
 _COLORS = sns.color_palette("colorblind", 10)
@@ -81,7 +81,7 @@ def _steps_axis(ax: plt.Axes) -> None:
 
 
 def _metric_of(env: str) -> str:
-    from replication.envs import specs
+    from replication.agents.envs import specs
 
     spec = specs().get(env)
     return spec.metric if spec else SCORE
@@ -567,7 +567,7 @@ def build_figures(
     """Draw ``figures`` (default: every figure the configuration makes) as PNG and PDF under ``out_dir``.
 
     F5 reads its numbers from ``statistics_csv`` (the ``aggregate.csv`` of
-    :func:`replication.statistics.build_statistics`) when given, else computes them with ``reps``
+    :func:`replication.analysis.statistics.build_statistics`) when given, else computes them with ``reps``
     bootstrap replications (default: the config's ``statistics.bootstrap_reps``).
     """
     df = agg.load_results(tidy_csv_paths)
@@ -600,13 +600,13 @@ def build_figures(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m replication.plotting --results R.csv ... --out DIR [--config FILE] [--statistics CSV]``."""
+    """``python -m replication.analysis.plotting --results R.csv ... --out DIR [--config FILE] [--statistics CSV]``."""
     parser = argparse.ArgumentParser(description="Draw figures F1-F6 from tidy results.")
     parser.add_argument("--results", nargs="+", required=True, help="tidy results CSV files")
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument("--config", help="run configuration file (default: the paper profile)")
     parser.add_argument("--figures", nargs="+", choices=FIGURES, help="default: every figure the config makes")
-    parser.add_argument("--statistics", help="aggregate.csv of replication.statistics (for F5)")
+    parser.add_argument("--statistics", help="aggregate.csv of replication.analysis.statistics (for F5)")
     parser.add_argument("--reps", type=int, help="bootstrap replications for F5 (default: from the config)")
     parser.add_argument("--seed", type=int, default=stats.DEFAULT_SEED, help="bootstrap seed (F5)")
     args = parser.parse_args(argv)

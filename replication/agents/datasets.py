@@ -232,7 +232,7 @@ def collect_transitions(
     (Meta-World: the run's task variations); resets and exploration draw from generators
     seeded with ``seed + seed_offset``.
     """
-    from replication.envs import make_env
+    from replication.agents.envs import make_env
 
     if size < 1:
         raise ValueError(f"newdata size must be positive, got {size}")
@@ -285,8 +285,8 @@ def build_newdata(
     "without validation" variant) at the newdata pause. Charges exactly ``newdata.size`` env
     steps (recorded in the metadata as ``charged_env_steps``).
     """
-    from replication import config
-    from replication.policies import load_policy
+    from replication.agents.policies import load_policy
+    from replication.plan import config
 
     if collector not in ("best", "last"):
         raise ValueError(f"collector must be 'best' or 'last', got {collector!r}")

@@ -17,9 +17,15 @@ from typing import Any
 import gymnasium as gym
 import yaml
 
-from replication.wrappers import KITCHEN_REWARD_MODES, Float32Observation, KitchenReward, MetaWorldTask, RewardDelay
+from replication.agents.wrappers import (
+    KITCHEN_REWARD_MODES,
+    Float32Observation,
+    KitchenReward,
+    MetaWorldTask,
+    RewardDelay,
+)
+from replication.io import PROJECT_ROOT
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 ENVS_FILE = Path(os.environ.get("REPLICATION_ENVS_FILE", PROJECT_ROOT / "config" / "envs.yaml"))
 
 SUITES = ("locomotion", "kitchen", "metaworld")
@@ -188,7 +194,7 @@ _SHARED: dict[tuple[str, int, str], gym.Env] = {}
 def shared_env(name: str, seed: int, **options: Any) -> gym.Env:
     """One ``make_env(name, seed, **options)`` instance per process, for evaluation and validation.
 
-    Only for users that reset every episode with its own seed (:class:`replication.evaluation.Evaluator`),
+    Only for users that reset every episode with its own seed (:class:`replication.agents.evaluation.Evaluator`),
     so that what the instance did before cannot change their results; never close it.
     """
     key = (name, seed, _options_key(options))

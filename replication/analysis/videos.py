@@ -91,7 +91,7 @@ def _main_rows(tidy: Any, env: str, seed: int, stage: str) -> Any:
 
 def recommended_choice(tidy: Any, cell: Path, env: str, seed: int) -> Choice | None:
     """The best-scoring offline recommendation of the buffer dataset at the last pause point."""
-    from replication.offline import offline_policy
+    from replication.agents.offline import offline_policy
 
     rows = _main_rows(tidy, env, seed, "recommend")
     rows = rows[(rows.dataset == "buffer") & (rows.selection == "offline")]
@@ -133,8 +133,8 @@ def finetuned_policy(folder: Path, method: str, pex_beta: float) -> Policy:
     learner = d3rlpy.load_learnable(str(folder / "learnable_final.d3"), device="cpu:0")
     if method != "pex":
         return lambda obs: learner.predict(np.asarray(obs, dtype=np.float32)[None])[0]
-    from replication.offline import load_learner
-    from replication.pex import PolicyExpansion
+    from replication.agents.offline import load_learner
+    from replication.agents.pex import PolicyExpansion
 
     summary = read_json(folder / "finetune.json")
     offline = load_learner(summary["offline_dir"], summary["offline_checkpoint"], device="cpu:0")
@@ -217,9 +217,9 @@ def describe(clip: dict[str, Any]) -> str:
 
 def env_clips(cfg: dict[str, Any], results: Path, tidy: Any, env_name: str, out_dir: Path) -> dict[str, Any]:
     """Render one environment's clips into ``out_dir``; returns its ``videos.json`` entry."""
-    from replication import config
-    from replication.envs import make_env
-    from replication.evaluation import episode_seeds
+    from replication.agents.envs import make_env
+    from replication.agents.evaluation import episode_seeds
+    from replication.plan import config
 
     seed = int(cfg["seeds"][0])
     cell = results / "cells" / env_name / f"seed{seed}"
@@ -272,7 +272,7 @@ def build_videos(
     import pandas as pd
 
     from replication.io import write_json
-    from replication.workflow import results_dir
+    from replication.plan.workflow import results_dir
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -330,7 +330,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     import logging
 
-    from replication import config
+    from replication.plan import config
 
     logging.getLogger("OpenGL").setLevel(logging.WARNING)  # "No OpenGL_accelerate module loaded"
     for path in (args.config, args.tidy):

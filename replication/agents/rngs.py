@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
-from replication import checkpoint
+from replication.agents import checkpoint
 
 
 @contextlib.contextmanager

@@ -1,7 +1,7 @@
 """Calibration of the claims scorecard: how often each test says "reproduced" on synthetic results.
 
 ``replication calibrate`` builds tidy results of the paper profile's grid (normalised scores only),
-runs the real scorecard (:func:`replication.scorecard.evaluate_claims`) on each, and reports, per
+runs the real scorecard (:func:`replication.analysis.scorecard.evaluate_claims`) on each, and reports, per
 test, the share of each verdict over ``sims`` simulations:
 
 * ``null``: every variant's normalised score is online SAC's plus noise. Online SAC's level is a
@@ -27,10 +27,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from replication import aggregate as agg
-from replication import scorecard
-from replication.aggregate import NORMALIZED, Expected
-from replication.config import CONFIG_DIR
+from replication.analysis import aggregate as agg
+from replication.analysis import scorecard
+from replication.analysis.aggregate import NORMALIZED, Expected
+from replication.plan.config import CONFIG_DIR
 
 SCENARIOS = ("null", "effect")
 VERDICT_KEYS = {

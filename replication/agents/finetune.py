@@ -1,18 +1,18 @@
 """Online fine-tuning from the offline agent: IQL fine-tuning, PEX and Cal-QL fine-tuning.
 
 One job fine-tunes one method (``iql``, ``pex`` or ``calql``) of one cell (environment x seed) from
-the offline agent of its source algorithm (:data:`replication.workflow.FINETUNE_SOURCES`: IQL for
+the offline agent of its source algorithm (:data:`replication.plan.workflow.FINETUNE_SOURCES`: IQL for
 ``iql`` and ``pex``, Cal-QL for ``calql``), trained on the configured fine-tuning dataset
-(:func:`replication.workflow.finetune_dataset`, ``buffer`` at ``budget.finetune_pause`` by default).
+(:func:`replication.plan.workflow.finetune_dataset`, ``buffer`` at ``budget.finetune_pause`` by default).
 The agent is the validated checkpoint (``learnable_best.d3``) when ``finetune.validation`` is true,
-else the last one (``learnable_last.d3``), loaded with :func:`replication.offline.load_learner`
+else the last one (``learnable_last.d3``), loaded with :func:`replication.agents.offline.load_learner`
 (which restores the gradient-step counter that ``d3rlpy.load_learnable`` resets).
 
 Budget. The run spends *exactly* what the cell's ledger has left,
 ``finetune_ledger(cfg, env).remaining`` env steps (``T`` minus online training up to the pause,
 online/offline validation and newdata where the variant uses them); every env step is charged to the
 ledger (``finetune``, one entry per evaluation interval) and the episode running when the budget
-ends is cut. With nothing left, :class:`~replication.ledger.BudgetError` names the ledger's items.
+ends is cut. With nothing left, :class:`~replication.plan.ledger.BudgetError` names the ledger's items.
 
 Training env. **(choice)** ``make_env(env, seed)`` with the run's own seed, as the online run and
 newdata collection build theirs (Meta-World's set of task variations is fixed by that seed; a
@@ -44,9 +44,9 @@ Methods.
   buffer (:class:`MixedSampler`) by ``finetune.calql_mixing``: ``proportional`` = every sample is
   offline with probability ``|D| / (|D| + n_online)`` (uniform over the union), or a number in
   (0, 1) = the offline fraction of every batch.
-* ``pex``: :mod:`replication.pex`; batches ``finetune.pex_offline_fraction`` offline dataset, the
+* ``pex``: :mod:`replication.agents.pex`; batches ``finetune.pex_offline_fraction`` offline dataset, the
   rest online buffer; the online actor learns by PEX's own update
-  (:func:`replication.pex.pex_update`: AWR on the policy set's actions), evaluation is
+  (:func:`replication.agents.pex.pex_update`: AWR on the policy set's actions), evaluation is
   epsilon-greedy (``finetune.pex_eval_epsilon``).
 
 Fixed-ratio batches (PEX, Cal-QL with a number) take their online share only once the online
@@ -70,13 +70,13 @@ ends (terminated, truncated, or cut at the end of the budget), so every online r
 of a finished episode, exactly as for the offline data (Cal-QL's own code also computes Monte-Carlo
 returns of completed online trajectories). Terminated episodes give the exact return, truncated ones
 the discounted sum of their rewards without bootstrap, and sparse-reward environments use the same
-failure rule as offline (:func:`replication.offline.transition_picker`). Without a reward scaler the
+failure rule as offline (:func:`replication.agents.offline.transition_picker`). Without a reward scaler the
 returns are computed once per finished episode (:class:`EpisodeReturnsPicker`, d3rlpy's own sum, so
 the same float32 values); with one, d3rlpy's picker computes them per sample.
 
 SAC continuation (the baseline) needs no job: the online SAC run is not stopped at the pause, it
 continues to ``T`` in the same run, so the aggregation takes the online ``curve.csv`` from the
-fine-tuning pause on (:func:`replication.aggregate.sac_continuation`).
+fine-tuning pause on (:func:`replication.analysis.aggregate.sac_continuation`).
 
 Analysis C4. ``extended_steps > 0`` continues fine-tuning that many env steps past the budget (the
 workflow gives IQL ``analysis.c4.finetune_steps`` minus the budget, so that fine-tuning totals that; the
@@ -89,7 +89,7 @@ Outputs in ``out_dir``: ``curve.csv`` (tidy), ``ledger.json``, ``learnable_final
 the end of the budget; PEX: its online learner) and ``learnable_extended.d3`` after an extension,
 and ``finetune.json`` (run info, method, steps, measured env steps/s and updates/s, evaluation time,
 device; for Cal-QL and PEX ``mixing``: the offline share of all batches and that of the first and the
-last batch, which :func:`replication.report.batch_mixing` reports; written last).
+last batch, which :func:`replication.analysis.report.batch_mixing` reports; written last).
 
 Resumable: every ``finetune.checkpoint_interval`` env steps the job writes ``checkpoint/`` (agent,
 buffers, the training env mid-episode, ledger, curve, RNG states; :mod:`replication.resume`); a
@@ -111,17 +111,20 @@ from typing import Any
 
 import numpy as np
 
-from replication import checkpoint, config, resume, tidy
-from replication.datasets import Transitions, load_transitions, sha256_of
-from replication.envs import get_spec, make_env
-from replication.evaluation import Evaluator
+from replication import resume
+from replication.agents import checkpoint
+from replication.agents.datasets import Transitions, load_transitions, sha256_of
+from replication.agents.envs import get_spec, make_env
+from replication.agents.evaluation import Evaluator
+from replication.agents.offline import ReturnsToGoPicker
+from replication.analysis import tidy
 from replication.io import read_json, write_json
-from replication.ledger import BudgetError, Ledger
-from replication.offline import ReturnsToGoPicker
+from replication.plan import config
+from replication.plan.ledger import BudgetError, Ledger
+from replication.plan.schema import episode_steps
+from replication.plan.variants import finetune_ledger
+from replication.plan.workflow import FINETUNE_SOURCES, finetune_dataset
 from replication.runinfo import configure_torch, run_info
-from replication.schema import episode_steps
-from replication.variants import finetune_ledger
-from replication.workflow import FINETUNE_SOURCES, finetune_dataset
 
 log = logging.getLogger(__name__)
 
@@ -252,7 +255,7 @@ def empty_buffer(like, cache_size: int, picker=None, write_at_termination: bool 
 
 def calql_online_picker(cfg: dict[str, Any], env_name: str, learner):
     """The transition picker of Cal-QL's online buffer (see the module docstring)."""
-    from replication import offline
+    from replication.agents import offline
 
     if learner.config.reward_scaler is not None:
         return offline.transition_picker(cfg, env_name, "calql")
@@ -360,12 +363,12 @@ class CalQLAgent(MixedAgent):
 
 
 class PEXAgent(MixedAgent):
-    """PEX: the online learner of :func:`replication.pex.expand_policy` acting through the policy set."""
+    """PEX: the online learner of :func:`replication.agents.pex.expand_policy` acting through the policy set."""
 
     method = "pex"
 
     def __init__(self, offline_learner, offline_buffer, online_buffer, settings: dict[str, Any], rng, device):
-        from replication.pex import PolicyExpansion, check_transfer, expand_policy, parameters_digest
+        from replication.agents.pex import PolicyExpansion, check_transfer, expand_policy, parameters_digest
 
         online = expand_policy(offline_learner, device)
         fraction = mixing_rule(settings["pex_offline_fraction"], "finetune.pex_offline_fraction")
@@ -383,7 +386,7 @@ class PEXAgent(MixedAgent):
         return self.pex.act(obs)
 
     def update(self, batch) -> None:
-        from replication.pex import pex_update
+        from replication.agents.pex import pex_update
 
         pex_update(self.learner, self.pex.offline.impl.modules.policy, batch, self.pex.beta)
 
@@ -422,7 +425,7 @@ def build_agent(
     """The fine-tuning agent of ``method`` around the loaded offline ``learner`` and its dataset."""
     import d3rlpy
 
-    from replication import offline
+    from replication.agents import offline
 
     if method not in METHODS:
         raise ValueError(f"unknown fine-tuning method {method!r}; valid: {', '.join(METHODS)}")
@@ -668,7 +671,7 @@ class Finetune:
 
     def run(self, out_dir: Path | str, progress: bool | None = None) -> dict[str, Any]:
         start = time.perf_counter()
-        from replication import offline
+        from replication.agents import offline
 
         device = configure_torch(self.cfg)
         offline.quiet_d3rlpy()

@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from replication.envs import PROJECT_ROOT
+from replication.io import PROJECT_ROOT
 
 CONFIG_DIR = PROJECT_ROOT / "config"
 DEFAULTS_FILE = CONFIG_DIR / "defaults.yaml"
@@ -34,7 +34,7 @@ def read_yaml(path: Path | str) -> dict[str, Any]:
 
 def resolve(user: dict[str, Any] | None = None) -> dict[str, Any]:
     """The full configuration: defaults with ``user`` merged on top, validated."""
-    from replication.schema import validate
+    from replication.plan.schema import validate
 
     cfg = deep_merge(read_yaml(DEFAULTS_FILE), user or {})
     validate(cfg)

@@ -1,6 +1,6 @@
 """Tables T1-T3 from the tidy results, and the selection helpers every report module shares.
 
-The tidy table (:mod:`replication.tidy`) holds one row per (cell, variant, env step, metric). This
+The tidy table (:mod:`replication.analysis.tidy`) holds one row per (cell, variant, env step, metric). This
 module picks variants out of it, pairs each variant with the online SAC run it branched from, and
 builds the tables of protocol.md section 6:
 
@@ -36,7 +36,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from replication import normalize, tidy
+from replication.agents import normalize
+from replication.analysis import tidy
 from replication.io import write_text
 
 NORMALIZED = normalize.NORMALIZED
@@ -92,7 +93,7 @@ class Expected:
     @classmethod
     def from_config(cls, cfg: dict[str, Any]) -> Expected:
         """What the resolved configuration ``cfg`` makes the workflow produce."""
-        from replication.config import finetune_pause_step
+        from replication.plan.config import finetune_pause_step
 
         total = int(cfg["budget"]["total_steps"])
         envs = tuple(cfg["envs"])
@@ -134,7 +135,7 @@ def dataset_names(cfg: dict[str, Any]) -> tuple[str, ...]:
 
 def load_config(path: Path | str | None) -> dict[str, Any]:
     """The resolved configuration of ``path``, or the paper profile (``config/defaults.yaml``)."""
-    from replication import config
+    from replication.plan import config
 
     return config.load(path) if path else config.resolve()
 
@@ -825,7 +826,7 @@ def build_tables(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m replication.aggregate --results R.csv ... --out DIR [--config FILE]``."""
+    """``python -m replication.analysis.aggregate --results R.csv ... --out DIR [--config FILE]``."""
     parser = argparse.ArgumentParser(description="Build tables T1-T3 from tidy results.")
     parser.add_argument("--results", nargs="+", required=True, help="tidy results CSV files")
     parser.add_argument("--out", required=True, help="output directory")

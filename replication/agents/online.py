@@ -18,7 +18,7 @@ replay buffer, the environments' simulator states and the RNG states; a restarte
 from there and ends with the same numbers as an uninterrupted one (on CPU).
 
 SAC does not notice its pauses: everything done between two ``learn`` calls (snapshots,
-evaluation, validation, datasets, checkpoints) runs in :func:`replication.rngs.isolated_rng`,
+evaluation, validation, datasets, checkpoints) runs in :func:`replication.agents.rngs.isolated_rng`,
 which puts back the global RNG states SB3 samples its batches and actions from. The run ends with
 the same SAC weights as one uninterrupted ``learn`` of the same seed and settings (a test checks
 it), so adding or moving a pause point changes nothing that SAC does.
@@ -37,15 +37,17 @@ from typing import Any
 
 import numpy as np
 
-from replication import checkpoint, config, tidy
-from replication.datasets import Transitions, save_dataset
-from replication.envs import get_spec, make_env
-from replication.evaluation import Evaluator
+from replication.agents import checkpoint
+from replication.agents.datasets import Transitions, save_dataset
+from replication.agents.envs import get_spec, make_env
+from replication.agents.evaluation import Evaluator
+from replication.agents.policies import export_sac_actor, load_policy, sac_policy
+from replication.agents.rngs import isolated_rng
+from replication.analysis import tidy
 from replication.io import atomic_path, write_json
-from replication.policies import export_sac_actor, load_policy, sac_policy
-from replication.rngs import isolated_rng
+from replication.plan import config
+from replication.plan.schema import validation_checkpoints, validation_costs
 from replication.runinfo import run_info
-from replication.schema import validation_checkpoints, validation_costs
 
 log = logging.getLogger(__name__)
 
@@ -182,7 +184,7 @@ class OnlineRun:
         self.val_charge = validation_costs(cfg, env_name)[0]
 
     def _episode_steps(self) -> int:
-        from replication.schema import episode_steps
+        from replication.plan.schema import episode_steps
 
         return episode_steps(self.cfg, self.env_name)
 
@@ -342,7 +344,7 @@ class OnlineRun:
             if bar is not None:
                 bar.update(boundary - bar.n)
                 bar.set_postfix(steps_per_s=f"{model.num_timesteps / max(state.train_seconds, 1e-9):.0f}")
-            with isolated_rng():  # SAC must not notice its pauses: see replication.rngs
+            with isolated_rng():  # SAC must not notice its pauses: see replication.agents.rngs
                 self.at_boundary(model, state, boundary)
         if bar is not None:
             bar.close()

@@ -5,7 +5,7 @@ cell (``buffer`` at a pause point, or newdata) for ``G = gradient_steps`` gradie
 under its ``out_dir``:
 
 * ``validation.json``: offline validation. ``K`` checkpoints (as many as ``offline_fraction x T`` env
-  steps pay for at full episode length, :func:`replication.schema.validation_checkpoints`) at
+  steps pay for at full episode length, :func:`replication.plan.schema.validation_checkpoints`) at
   gradient steps ``round(G * i / K)``, ``i = 1..K`` (half rounds up; the last is ``G``), each evaluated
   for ``validation.episodes`` seeded episodes (the same seeds as online validation). Best = highest
   mean score, the earliest on ties; "without validation" = the last checkpoint. The variants that
@@ -20,7 +20,7 @@ under its ``out_dir``:
   ``ledger_<validation>_<selection>.json`` and ``offline.json`` (run info, timings; written last).
 
 Recommendation variants, for each validation setting the dataset serves
-(:attr:`replication.variants.OfflineDataset.validations`):
+(:attr:`replication.plan.variants.OfflineDataset.validations`):
 
 * ``full/offline``: the best offline checkpoint; ``none/offline``: the last one;
 * ``full/best-of``: the better of the best online snapshot and the best offline checkpoint by their
@@ -30,7 +30,7 @@ Recommendation variants, for each validation setting the dataset serves
 Each is evaluated with the reporting evaluation (``evaluation.episodes`` episodes seeded from
 ``seed + evaluation.seed_offset``, the online run's reporting seeds; the online side of best-of
 reuses ``eval_best.json``) and placed at its ledger-true env step
-(:func:`replication.variants.recommendation_ledger`).
+(:func:`replication.plan.variants.recommendation_ledger`).
 
 Settings. Actions: ``MinMaxActionScaler`` from the env's action space, so the networks act in
 [-1, 1] and the policies in the env's range (Humanoid: +-0.4); observations are never normalised by
@@ -97,16 +97,19 @@ from typing import Any
 import numpy as np
 import torch
 
-from replication import checkpoint, config, resume, tidy
-from replication.datasets import DatasetError, Transitions, load_transitions, read_metadata
-from replication.envs import env_spaces, get_spec, resolve_spec, shared_env
-from replication.evaluation import EpisodeRecord, Evaluator
+from replication import resume
+from replication.agents import checkpoint
+from replication.agents.datasets import DatasetError, Transitions, load_transitions, read_metadata
+from replication.agents.envs import env_spaces, get_spec, resolve_spec, shared_env
+from replication.agents.evaluation import EpisodeRecord, Evaluator
+from replication.agents.policies import TorchScriptPolicy, load_policy
+from replication.analysis import tidy
 from replication.io import atomic_path, read_json, write_json
-from replication.ledger import BudgetError, Ledger
-from replication.policies import TorchScriptPolicy, load_policy
+from replication.plan import config
+from replication.plan.ledger import BudgetError, Ledger
+from replication.plan.schema import episode_steps, validation_checkpoints, validation_costs
+from replication.plan.variants import OfflineDataset, recommendation_ledger
 from replication.runinfo import configure_torch, run_info
-from replication.schema import episode_steps, validation_checkpoints, validation_costs
-from replication.variants import OfflineDataset, recommendation_ledger
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from replication.envs import get_spec, make_env
+from replication.agents.envs import get_spec, make_env
 
 Policy = Callable[[np.ndarray], np.ndarray]
 

@@ -20,10 +20,10 @@ from typing import Any
 
 import pandas as pd
 
-from replication import aggregate as agg
 from replication import provenance as prov
-from replication.config import DEFAULTS_FILE, read_yaml
+from replication.analysis import aggregate as agg
 from replication.io import write_text
+from replication.plan.config import DEFAULTS_FILE, read_yaml
 from replication.runinfo import KEY_PACKAGES
 
 PACKAGES = (*KEY_PACKAGES, "rliable", "seaborn")
@@ -149,8 +149,9 @@ def config_choices(cfg: Mapping[str, Any], defaults_path: Path | str = DEFAULTS_
 
 def other_choices(cfg: Mapping[str, Any]) -> pd.DataFrame:
     """Choices outside the run configuration: environment substitutions, reference returns, claim tests."""
-    from replication import normalize, scorecard
-    from replication.envs import ENVS_FILE, specs
+    from replication.agents import normalize
+    from replication.agents.envs import ENVS_FILE, specs
+    from replication.analysis import scorecard
 
     rows = []
     table = specs()
@@ -272,11 +273,11 @@ def provenance_section(record: Mapping[str, Any] | None) -> list[str]:
 
 
 def videos_section(videos: Path | str | None, base: Path, made_by: str = "", enabled: bool = False) -> list[str]:
-    """The report's rollout-video section (lines), from the folder of :mod:`replication.videos`."""
+    """The report's rollout-video section (lines), from the folder of :mod:`replication.analysis.videos`."""
     if videos is None:
         off = "No clips: rollout videos are off in this run's configuration (`videos.enabled: false`)."
         return [] if enabled else ["## Rollout videos", "", off, ""]
-    from replication import videos as clips
+    from replication.analysis import videos as clips
 
     return ["## Rollout videos", "", clips.markdown(videos, base, made_by), ""]
 
@@ -307,7 +308,7 @@ def _demote(markdown: str) -> str:
 
 def evidence_warning(cfg: Mapping[str, Any], claims_path: Path | str | None = None) -> str:
     """One sentence for the top of the report when the run has fewer seeds than the scorecard needs."""
-    from replication import scorecard
+    from replication.analysis import scorecard
 
     claims = scorecard.load_claims(claims_path or scorecard.CLAIMS_FILE)
     need, have = int(claims.get("min_seeds", 2)), len(cfg.get("seeds", []))
@@ -387,15 +388,15 @@ def write_report(
 ) -> Path:
     """Write the Markdown replication report to ``report_path``; links are relative to its folder.
 
-    ``tables``: the files of :func:`replication.aggregate.build_tables` (each ``.md`` is embedded,
+    ``tables``: the files of :func:`replication.analysis.aggregate.build_tables` (each ``.md`` is embedded,
     ``.csv`` and ``.tex`` linked); ``figures``: the PNG/PDF files of
-    :func:`replication.plotting.build_figures`; ``statistics``: ``aggregate.md`` of
-    :func:`replication.statistics.build_statistics`; ``scorecard``: ``S1.md`` of
-    :func:`replication.scorecard.build_scorecard`; ``benchmarks``: Snakemake benchmark TSV files
+    :func:`replication.analysis.plotting.build_figures`; ``statistics``: ``aggregate.md`` of
+    :func:`replication.analysis.statistics.build_statistics`; ``scorecard``: ``S1.md`` of
+    :func:`replication.analysis.scorecard.build_scorecard`; ``benchmarks``: Snakemake benchmark TSV files
     (see :func:`benchmark_costs`); ``finetune_summaries``: fine-tuning jobs' ``finetune.json`` (see
     :func:`batch_mixing`); ``provenance``: the run's ``provenance.json`` (a section, and the
     commit and config hash in every figure caption); ``videos``: the folder of
-    :func:`replication.videos.build_videos` (a section of rollout clips). Every named file must exist.
+    :func:`replication.analysis.videos.build_videos` (a section of rollout clips). Every named file must exist.
     """
     report_path = Path(report_path)
     base = report_path.parent
@@ -486,14 +487,14 @@ def write_report(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m replication.report --out results/NAME/report.md --config FILE [--tables ...] ...``."""
+    """``python -m replication.analysis.report --out results/NAME/report.md --config FILE [--tables ...] ...``."""
     parser = argparse.ArgumentParser(description="Write the Markdown replication report.")
     parser.add_argument("--out", required=True, help="report path, e.g. results/NAME/report.md")
     parser.add_argument("--config", help="run configuration file (default: the paper profile)")
     parser.add_argument("--tables", nargs="*", default=[], help="table files (md, csv, tex)")
     parser.add_argument("--figures", nargs="*", default=[], help="figure files (png, pdf)")
-    parser.add_argument("--statistics", help="aggregate.md of replication.statistics")
-    parser.add_argument("--scorecard", help="S1.md of replication.scorecard")
+    parser.add_argument("--statistics", help="aggregate.md of replication.analysis.statistics")
+    parser.add_argument("--scorecard", help="S1.md of replication.analysis.scorecard")
     parser.add_argument("--benchmarks", nargs="*", default=[], help="Snakemake benchmark TSV files")
     parser.add_argument("--finetune-summaries", nargs="*", default=[], help="fine-tuning jobs' finetune.json")
     parser.add_argument("--provenance", help="the run's provenance.json")

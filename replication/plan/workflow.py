@@ -20,8 +20,8 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from replication import config
-from replication.variants import OfflineDataset, finetune_ledger, offline_datasets
+from replication.plan import config
+from replication.plan.variants import OfflineDataset, finetune_ledger, offline_datasets
 
 RESULTS_ROOT = Path("results")
 FINETUNE_SOURCES = {"iql": "iql", "pex": "iql", "calql": "calql"}  # offline agent each method starts from
@@ -141,7 +141,7 @@ def finetune_dataset(cfg: dict[str, Any]) -> OfflineDataset:
     ft = cfg["finetune"]
     if ft["dataset"] == "buffer":
         return OfflineDataset("buffer", config.finetune_pause_step(cfg))
-    from replication.datasets import dataset_name
+    from replication.agents.datasets import dataset_name
 
     pause = round(cfg["newdata"]["pause"] * cfg["budget"]["total_steps"])
     return OfflineDataset(dataset_name(0.0), pause, "best" if ft["validation"] else "last")

@@ -1,6 +1,6 @@
 """What a run will cost, before it runs: jobs, env steps, gradient steps and hours per stage.
 
-Work is counted from the config and the grid (``replication.workflow``). Hours come from
+Work is counted from the config and the grid (``replication.plan.workflow``). Hours come from
 throughput figures: measured ones where a finished run of the same config left its job
 summaries (``online.json``, ``offline.json``, ``finetune.json``), else the built-in figures below,
 measured on one core of a 2-core CPU machine with 256x256 networks and batch 256 and scaled to
@@ -14,10 +14,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from replication import config
-from replication.schema import episode_steps, validation_checkpoints, validation_costs
-from replication.variants import finetune_ledger
-from replication.workflow import FINETUNE_SOURCES, Job, cell_dir, extended_steps, jobs, parse_cell
+from replication.plan import config
+from replication.plan.schema import episode_steps, validation_checkpoints, validation_costs
+from replication.plan.variants import finetune_ledger
+from replication.plan.workflow import FINETUNE_SOURCES, Job, cell_dir, extended_steps, jobs, parse_cell
 
 # Built-in throughput at 256x256, batch 256, one CPU thread (stack.md; protocol.md section 3).
 GRADIENT_STEPS_PER_SECOND = {"sac": 103.0, "iql": 69.4, "cql": 13.7, "calql": 14.3, "pex": 55.0}
@@ -208,7 +208,7 @@ def format_estimate(cfg: dict[str, Any], cores: int = 1) -> str:
     lines.append(f"wall time on {cores} core(s), perfectly parallel: {total.seconds / cores / 3600:.2f} h")
     lines.append(f"CPU throughput: {source}")
     lines.append(
-        "GPU hours: one job per GPU at the assumed GPU figures of replication.estimate "
+        "GPU hours: one job per GPU at the assumed GPU figures of replication.plan.estimate "
         "(not measured here); environment steps and start-up as on the CPU"
     )
     return "\n".join(lines + ["", format_disk(cfg, cores)])

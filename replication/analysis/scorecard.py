@@ -1,7 +1,7 @@
 """The claims scorecard S1: every claim of ``paper/claims.yaml`` tested on the tidy results.
 
 Each claim has decisive and supporting tests. A test computes a statistic on normalised scores
-with a seeded stratified-bootstrap interval (:mod:`replication.statistics`) and applies the
+with a seeded stratified-bootstrap interval (:mod:`replication.analysis.statistics`) and applies the
 three-way decision rule the YAML file names (its header defines them): ``reproduced``,
 ``not reproduced`` or ``inconclusive``; a test of an analysis that the configuration switches off is
 ``not evaluated``. The claim's verdict combines its decisive tests.
@@ -19,12 +19,11 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from replication import aggregate as agg
-from replication import inference
-from replication import statistics as stats
-from replication.aggregate import NORMALIZED, Expected, MissingResultsError
-from replication.envs import PROJECT_ROOT
-from replication.io import write_text
+from replication.analysis import aggregate as agg
+from replication.analysis import inference
+from replication.analysis import statistics as stats
+from replication.analysis.aggregate import NORMALIZED, Expected, MissingResultsError
+from replication.io import PROJECT_ROOT, write_text
 
 CLAIMS_FILE = PROJECT_ROOT / "paper" / "claims.yaml"
 REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE, NOT_EVALUATED = (
@@ -764,7 +763,7 @@ def build_scorecard(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m replication.scorecard --results R.csv ... --out DIR [--config FILE] [--claims FILE]``."""
+    """``python -m replication.analysis.scorecard --results R.csv ... --out DIR [--config FILE] [--claims FILE]``."""
     parser = argparse.ArgumentParser(description="Evaluate the paper's claims on tidy results (scorecard S1).")
     parser.add_argument("--results", nargs="+", required=True, help="tidy results CSV files")
     parser.add_argument("--out", required=True, help="output directory")

@@ -14,7 +14,8 @@ from typing import Any
 import jsonschema
 import yaml
 
-from replication.envs import PROJECT_ROOT, REWARD_MODES, specs
+from replication.agents.envs import REWARD_MODES, specs
+from replication.io import PROJECT_ROOT
 
 SCHEMA_FILE = PROJECT_ROOT / "config" / "schema.yaml"
 

@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from replication.datasets import Transitions, load_transitions
+from replication.agents.datasets import Transitions, load_transitions
 from replication.provenance import git_state
 
 DATA_FORMAT = "hdf5"
@@ -66,7 +66,7 @@ def registered_spec(meta: dict[str, Any]) -> tuple[Any, str | None]:
     """(gymnasium EnvSpec, None) when the study env is a registered env as it is; else (None, why not)."""
     import gymnasium as gym
 
-    from replication.envs import resolve_spec
+    from replication.agents.envs import resolve_spec
 
     options = dict(meta.get("env_options") or {})
     delay = options.pop("reward_delay", 1)
@@ -74,10 +74,14 @@ def registered_spec(meta: dict[str, Any]) -> tuple[Any, str | None]:
     if spec.suite != "locomotion":
         return None, (
             f"{spec.name} is {spec.id} behind this package's wrappers ({spec.suite}: task set-up, reward, "
-            f"flattened observations); rebuild it with replication.envs.make_env({spec.name!r}, seed, **env_options)"
+            "flattened observations); rebuild it with "
+            f"replication.agents.envs.make_env({spec.name!r}, seed, **env_options)"
         )
     if delay != 1:
-        return None, f"{spec.name} pays its reward with a delay of {delay} steps (replication.wrappers.RewardDelay)"
+        return (
+            None,
+            f"{spec.name} pays its reward with a delay of {delay} steps (replication.agents.wrappers.RewardDelay)",
+        )
     registered = gym.spec(spec.id)
     kwargs = {**registered.kwargs, **spec.kwargs}
     return dataclasses.replace(registered, max_episode_steps=spec.max_episode_steps, kwargs=kwargs), None
@@ -118,7 +122,7 @@ def export_minari(source: Path | str, out: Path | str, dataset_id: str | None = 
     """
     import minari
 
-    from replication.envs import env_spaces
+    from replication.agents.envs import env_spaces
 
     source, out = Path(source), Path(out)
     transitions, meta = load_transitions(source)

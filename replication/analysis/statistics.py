@@ -1,6 +1,6 @@
 """Aggregates across environments with rliable: IQM and probability of improvement, with 95% CIs.
 
-Scores are normalised (:mod:`replication.normalize`) and arranged as ``(num_seeds x num_envs)``
+Scores are normalised (:mod:`replication.agents.normalize`) and arranged as ``(num_seeds x num_envs)``
 matrices, one per variant. The interquartile mean (IQM) and its stratified-bootstrap confidence
 interval come from ``rliable.library.get_interval_estimates`` with ``rliable.metrics.aggregate_iqm``;
 the probability of improvement over online SAC from ``rliable.metrics.probability_of_improvement``.
@@ -38,8 +38,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from replication import aggregate as agg
-from replication.aggregate import Expected, MissingResultsError
+from replication.analysis import aggregate as agg
+from replication.analysis.aggregate import Expected, MissingResultsError
 from replication.io import write_text
 
 DEFAULT_REPS = 5000  # without a config; runs use config statistics.bootstrap_reps
@@ -379,7 +379,7 @@ def build_statistics(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m replication.statistics --results R.csv ... --out DIR [--config FILE]``."""
+    """``python -m replication.analysis.statistics --results R.csv ... --out DIR [--config FILE]``."""
     parser = argparse.ArgumentParser(description="IQM and probability of improvement across environments.")
     parser.add_argument("--results", nargs="+", required=True, help="tidy results CSV files")
     parser.add_argument("--out", required=True, help="output directory")

@@ -16,9 +16,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from replication import config
-from replication.ledger import Ledger
-from replication.schema import validation_costs
+from replication.plan import config
+from replication.plan.ledger import Ledger
+from replication.plan.schema import validation_costs
 
 VALIDATIONS = ("full", "none")
 SELECTIONS = ("offline", "best-of")
@@ -51,7 +51,7 @@ class OfflineDataset:
 
 def offline_datasets(cfg: dict[str, Any]) -> list[OfflineDataset]:
     """Every dataset the offline learners train on, for one cell."""
-    from replication.datasets import dataset_name
+    from replication.agents.datasets import dataset_name
 
     out = []
     if "buffer" in cfg["offline"]["datasets"]:

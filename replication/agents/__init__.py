@@ -1,0 +1,1 @@
+"""Training agents: environments, online SAC, datasets, offline learners, fine-tuning methods, evaluation."""

@@ -1,0 +1,1 @@
+"""Analysing results: tidy tables, selection, statistics, the scorecard, figures, the report, references."""
