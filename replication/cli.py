@@ -283,37 +283,279 @@ def _collect(args: argparse.Namespace) -> int:
     return 0
 
 
-PASSTHROUGH: dict[str, str] = {}  # subcommand -> module whose main(argv) takes all its arguments
+# --- analysis and run records (each a call into one module; the Snakefile runs these) -----------
+
+TABLES = ("T1", "T2", "T3")  # replication.analysis.tables.TABLES
+FIGURES = ("F1", "F2", "F3", "F4", "F5", "F6")  # replication.analysis.plotting.FIGURES
+LEARNERS = ("sac", "iql", "cql", "calql", "pex")  # replication.gpucheck.LEARNERS
 
 
-def _passthrough(name: str, module: str, help: str) -> None:
-    """A subcommand that hands its arguments, untouched, to ``replication.<module>.main``."""
-
-    def run(args: argparse.Namespace) -> int:
-        import importlib
-
-        _setup_logging()
-        return int(importlib.import_module(f"replication.{module}").main(args.args) or 0)
-
-    PASSTHROUGH[name] = module
-    command(name, help + " (options: replication " + name + " --help)", _add_passthrough_arguments)(run)
+def _add_results_arguments(parser: argparse.ArgumentParser) -> None:
+    """The tidy results in, the output directory and the run's configuration."""
+    parser.add_argument("--results", nargs="+", required=True, help="tidy results CSV files")
+    parser.add_argument("--out", required=True, help="output directory")
+    parser.add_argument("--config", help="run configuration file (default: the paper profile)")
 
 
-def _add_passthrough_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("args", nargs="*", help=argparse.SUPPRESS)
+def _add_tables_arguments(parser: argparse.ArgumentParser) -> None:
+    _add_results_arguments(parser)
+    parser.add_argument("--metric", default="score", help="score (default) or normalized_score")
+    parser.add_argument("--tables", nargs="+", default=list(TABLES), choices=list(TABLES))
 
 
-_passthrough("tables", "analysis.aggregate", "tables T1-T3 (CSV, Markdown, LaTeX) from tidy results")
-_passthrough("statistics", "analysis.statistics", "IQM with stratified-bootstrap CIs and probability of improvement")
-_passthrough("figures", "analysis.plotting", "figures F1-F6 (PNG, PDF) from tidy results")
-_passthrough("scorecard", "analysis.scorecard", "the claims scorecard S1 from tidy results and paper/claims.yaml")
-_passthrough("report", "analysis.report", "the Markdown replication report")
-_passthrough("provenance", "provenance", "write a run's provenance.json: commit, config hash, versions, machine, times")
-_passthrough("export-minari", "agents.minari_export", "write a dataset of a run in Minari's format (D4RL's successor)")
-_passthrough("videos", "analysis.videos", "render the run's rollout clips (GIF, MP4) of every environment")
-_passthrough(
-    "reference", "analysis.reference", "check a run's tables and figures against results/reference/, or refresh them"
+@command("tables", "tables T1-T3 (CSV, Markdown, LaTeX) from tidy results", _add_tables_arguments)
+def _tables(args: argparse.Namespace) -> int:
+    from replication.analysis.selection import load_config
+    from replication.analysis.tables import build_tables
+
+    _setup_logging()
+    build_tables(args.results, args.out, load_config(args.config), metric=args.metric, tables=args.tables)
+    return 0
+
+
+def _add_statistics_arguments(parser: argparse.ArgumentParser) -> None:
+    _add_results_arguments(parser)
+    parser.add_argument("--pause", type=int, help="pause point (env steps) of the recommendation group")
+    parser.add_argument("--reps", type=int, help="bootstrap replications (default: config statistics.bootstrap_reps)")
+    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+
+
+@command(
+    "statistics",
+    "IQM with stratified-bootstrap CIs and probability of improvement",
+    _add_statistics_arguments,
 )
+def _statistics(args: argparse.Namespace) -> int:
+    from replication.analysis.selection import load_config
+    from replication.analysis.statistics import build_statistics
+
+    _setup_logging()
+    cfg = load_config(args.config)
+    build_statistics(args.results, args.out, cfg, pause=args.pause, reps=args.reps, seed=args.seed)
+    return 0
+
+
+def _add_figures_arguments(parser: argparse.ArgumentParser) -> None:
+    _add_results_arguments(parser)
+    parser.add_argument("--figures", nargs="+", choices=FIGURES, help="default: every figure the config makes")
+    parser.add_argument("--statistics", help="aggregate.csv of replication.analysis.statistics (for F5)")
+    parser.add_argument("--reps", type=int, help="bootstrap replications for F5 (default: from the config)")
+    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (F5)")
+
+
+@command("figures", "figures F1-F6 (PNG, PDF) from tidy results", _add_figures_arguments)
+def _figures(args: argparse.Namespace) -> int:
+    from replication.analysis.plotting import build_figures
+    from replication.analysis.selection import load_config
+
+    _setup_logging()
+    cfg = load_config(args.config)
+    build_figures(
+        args.results,
+        args.out,
+        cfg,
+        figures=args.figures,
+        statistics_csv=args.statistics,
+        reps=args.reps,
+        seed=args.seed,
+    )
+    return 0
+
+
+def _add_scorecard_arguments(parser: argparse.ArgumentParser) -> None:
+    _add_results_arguments(parser)
+    parser.add_argument("--claims", help="claims file (default: paper/claims.yaml)")
+    parser.add_argument("--reps", type=int, help="bootstrap replications (default: config statistics.bootstrap_reps)")
+    parser.add_argument("--seed", type=int, help="bootstrap seed (default: from the claims file)")
+
+
+@command("scorecard", "the claims scorecard S1 from tidy results and paper/claims.yaml", _add_scorecard_arguments)
+def _scorecard(args: argparse.Namespace) -> int:
+    from replication.analysis.scorecard import CLAIMS_FILE, build_scorecard
+    from replication.analysis.selection import load_config
+
+    _setup_logging()
+    cfg = load_config(args.config)
+    claims = args.claims or CLAIMS_FILE
+    build_scorecard(args.results, args.out, cfg, claims_path=claims, reps=args.reps, seed=args.seed)
+    return 0
+
+
+def _add_report_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", required=True, help="report path, e.g. results/NAME/report.md")
+    parser.add_argument("--config", help="run configuration file (default: the paper profile)")
+    parser.add_argument("--tables", nargs="*", default=[], help="table files (md, csv, tex)")
+    parser.add_argument("--figures", nargs="*", default=[], help="figure files (png, pdf)")
+    parser.add_argument("--statistics", help="aggregate.md of replication.analysis.statistics")
+    parser.add_argument("--scorecard", help="S1.md of replication.analysis.scorecard")
+    parser.add_argument("--benchmarks", nargs="*", default=[], help="Snakemake benchmark TSV files")
+    parser.add_argument("--finetune-summaries", nargs="*", default=[], help="fine-tuning jobs' finetune.json")
+    parser.add_argument("--provenance", help="the run's provenance.json")
+    parser.add_argument(
+        "--videos", nargs="*", default=[], help="the run's videos folder (replication videos); none: no section"
+    )
+
+
+@command("report", "the Markdown replication report", _add_report_arguments)
+def _report(args: argparse.Namespace) -> int:
+    from replication.analysis.report import write_report
+    from replication.analysis.selection import load_config
+
+    _setup_logging()
+    if len(args.videos) > 1:
+        raise ValueError(f"--videos takes one folder, got {len(args.videos)}")
+    write_report(
+        args.out,
+        load_config(args.config),
+        tables=args.tables,
+        figures=args.figures,
+        statistics=args.statistics,
+        scorecard=args.scorecard,
+        benchmarks=args.benchmarks,
+        finetune_summaries=args.finetune_summaries,
+        provenance=args.provenance,
+        videos=args.videos[0] if args.videos else None,
+    )
+    return 0
+
+
+def _add_provenance_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, help="the run's resolved config (results/<name>/config.yaml)")
+    parser.add_argument("--out", required=True, help="provenance.json to write")
+    parser.add_argument(
+        "--caption",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("SOURCE", "OUT"),
+        help="also write caption OUT: the reStructuredText SOURCE with the run's commit and config appended",
+    )
+
+
+@command(
+    "provenance",
+    "write a run's provenance.json: commit, config hash, versions, machine, times",
+    _add_provenance_arguments,
+)
+def _provenance(args: argparse.Namespace) -> int:
+    from replication import provenance
+
+    _setup_logging()
+    record = provenance.write(args.config, args.out, args.caption)
+    print(f"provenance: {args.out}: {provenance.stamp(record)}")
+    return 0
+
+
+def _add_export_minari_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("dataset", help="a dataset file of a run (e.g. .../online/pause_00400/dataset_buffer.h5)")
+    parser.add_argument("--out", required=True, help="Minari datasets root to write into (MINARI_DATASETS_PATH)")
+    parser.add_argument("--dataset-id", help="Minari dataset id (default: replication/<env>-seed<k>-<file>-v0)")
+
+
+@command(
+    "export-minari",
+    "write a dataset of a run in Minari's format (D4RL's successor)",
+    _add_export_minari_arguments,
+)
+def _export_minari(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from replication.agents.minari_export import export_minari
+
+    _setup_logging()
+    data = export_minari(args.dataset, args.out, args.dataset_id)
+    dataset_id = data.parent.relative_to(Path(args.out)).as_posix()
+    print(f"export-minari: {data}")
+    print(
+        f"  load with: MINARI_DATASETS_PATH={args.out} python -c \"import minari; minari.load_dataset('{dataset_id}')\""
+    )
+    return 0
+
+
+def _add_videos_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, help="the run's resolved config (results/<name>/config.yaml)")
+    parser.add_argument("--tidy", required=True, help="the run's tidy.csv (picks the policies)")
+    parser.add_argument("--out", required=True, help="output folder (results/<name>/videos)")
+
+
+@command("videos", "render the run's rollout clips (GIF, MP4) of every environment", _add_videos_arguments)
+def _videos(args: argparse.Namespace) -> int:
+    from replication.analysis import videos
+
+    _setup_logging()
+    status = videos.render(args.config, args.tidy, args.out)
+    print("\n".join(videos.summary(status)))
+    return 0
+
+
+def _add_reference_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("action", choices=["check", "refresh"])
+    parser.add_argument("--config", help="the run's config: results/<name>/ against results/reference/<name>/")
+    parser.add_argument("--run", help="the run's results directory (default: from --config)")
+    parser.add_argument("--reference", help="the reference directory (default: results/reference/<name>)")
+    parser.add_argument("--diff", help="where a mismatch report goes (default: <run>/reference-diff)")
+
+
+@command(
+    "reference",
+    "check a run's tables and figures against results/reference/, or refresh them",
+    _add_reference_arguments,
+)
+def _reference(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from replication.analysis import reference
+
+    _setup_logging()
+    run_dir, reference_dir = reference.directories(args.config, args.run, args.reference)
+    if args.action == "refresh":
+        files = reference.refresh(run_dir, reference_dir)
+        print(f"reference: {len(files)} files from {run_dir} written to {reference_dir}")
+        return 0
+    diff_dir = Path(args.diff) if args.diff else run_dir / "reference-diff"
+    report = reference.check(run_dir, reference_dir, diff_dir)
+    if report.ok:
+        print(f"reference: all {len(report.compared)} files of {run_dir} match {reference_dir}")
+        return 0
+    print(f"reference: {len(report.mismatches)} of {len(report.compared)} files differ from {reference_dir}:")
+    for m in report.mismatches:
+        print(f"  {m.path}: {m.summary}")
+    print(f"open {diff_dir / 'index.html'} for the side-by-side diff")
+    return 1
+
+
+def _add_gpu_check_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="cuda", help="cuda (default), cuda:N or cpu (a smoke test of the check)")
+    parser.add_argument("--env", default="hopper")
+    parser.add_argument("--steps", type=int, default=1000, help="timed gradient steps per learner on --device")
+    parser.add_argument("--cpu-steps", type=int, default=100, help="timed gradient steps per learner on the CPU")
+    parser.add_argument("--warmup", type=int, default=50, help="untimed steps first (CUDA-graph capture)")
+    parser.add_argument("--check-steps", type=int, default=20, help="updates before the trained agreement check")
+    parser.add_argument("--dataset-size", type=int, default=5000, help="transitions of the random Hopper dataset")
+    parser.add_argument("--learners", default=",".join(LEARNERS), help=f"comma-separated subset of {LEARNERS}")
+    parser.add_argument("--out", default="results/gpu-check/gpu-check.json", help="JSON of the table")
+
+
+@command(
+    "gpu-check",
+    "speed and CPU agreement of every learner on a GPU (scripts/gpu-check.sh); exit 1 when one disagrees",
+    _add_gpu_check_arguments,
+)
+def _gpu_check(args: argparse.Namespace) -> int:
+    from replication import gpucheck
+
+    agree = gpucheck.run(
+        device=args.device,
+        env=args.env,
+        steps=args.steps,
+        cpu_steps=args.cpu_steps,
+        warmup=args.warmup,
+        check_steps=args.check_steps,
+        dataset_size=args.dataset_size,
+        learners=args.learners,
+        out=args.out,
+    )
+    return 0 if agree else 1
 
 
 def _add_configfile_arguments(parser: argparse.ArgumentParser) -> None:
@@ -435,11 +677,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run the command line on ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    parser = build_parser()
-    if argv and argv[0] in PASSTHROUGH:  # the module parses its own options, --help included
-        args = argparse.Namespace(command=argv[0], args=argv[1:], debug=False, _run=COMMANDS[argv[0]].run)
-    else:
-        args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     if args.command in (*TRAINING_COMMANDS, "batch", "export-minari"):
         from replication.imports import import_d3rlpy
 

@@ -20,7 +20,6 @@ TF32 is off on CUDA, so both devices compute in full float32.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import tempfile
@@ -269,22 +268,24 @@ def table(rows: Sequence[dict[str, Any]], check_steps: int) -> str:
     return "\n".join([*text, "", notes])
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m replication.gpucheck [--device cuda] [--steps N] ...``; exit 1 when a learner disagrees."""
-    parser = argparse.ArgumentParser(prog="gpu-check", description="Speed and CPU agreement of every learner.")
-    parser.add_argument("--device", default="cuda", help="cuda (default), cuda:N or cpu (a smoke test of the check)")
-    parser.add_argument("--env", default="hopper")
-    parser.add_argument("--steps", type=int, default=1000, help="timed gradient steps per learner on --device")
-    parser.add_argument("--cpu-steps", type=int, default=100, help="timed gradient steps per learner on the CPU")
-    parser.add_argument("--warmup", type=int, default=50, help="untimed steps first (CUDA-graph capture)")
-    parser.add_argument("--check-steps", type=int, default=20, help="updates before the trained agreement check")
-    parser.add_argument("--dataset-size", type=int, default=5000, help="transitions of the random Hopper dataset")
-    parser.add_argument("--learners", default=",".join(LEARNERS), help=f"comma-separated subset of {LEARNERS}")
-    parser.add_argument("--out", default="results/gpu-check/gpu-check.json", help="JSON of the table")
-    args = parser.parse_args(argv)
-    learners = [n for n in args.learners.split(",") if n]
-    if unknown := sorted(set(learners) - set(LEARNERS)):
-        parser.error(f"--learners: unknown {unknown}; valid: {', '.join(LEARNERS)}")
+def run(
+    *,
+    device: str,
+    env: str,
+    steps: int,
+    cpu_steps: int,
+    warmup: int,
+    check_steps: int,
+    dataset_size: int,
+    learners: str,
+    out: str,
+) -> bool:
+    """Check the comma-separated ``learners`` on ``device``, print the table and write it to ``out``
+    (JSON, with the arguments); ``True`` when every learner agrees with the CPU."""
+    arguments = dict(locals())
+    names = [n for n in learners.split(",") if n]
+    if unknown := sorted(set(names) - set(LEARNERS)):
+        raise ValueError(f"--learners: unknown {unknown}; valid: {', '.join(LEARNERS)}")
     from replication.imports import import_d3rlpy
     from replication.plan import config
     from replication.provenance import gpu_state
@@ -295,21 +296,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     quiet_d3rlpy()
     try:
-        device = resolve_device(args.device)
+        device = resolve_device(device)
     except RuntimeError as error:
-        parser.error(str(error))
+        raise ValueError(str(error)) from error
     cfg = config.resolve({"name": "gpu-check", "device": device})
     start = time.perf_counter()
-    rows = check(
-        cfg, args.env, device, args.steps, args.cpu_steps, args.warmup, args.check_steps, args.dataset_size, learners
-    )
-    print(table(rows, args.check_steps))
-    record = {"rows": rows, "gpu": gpu_state(device), "arguments": vars(args), "seconds": time.perf_counter() - start}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(record, indent=2) + "\n")
-    print(f"\n{len(rows)} learners in {record['seconds']:.0f} s; written to {args.out}")
-    return 0 if all(r["agree"] for r in rows) else 1
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    rows = check(cfg, env, device, steps, cpu_steps, warmup, check_steps, dataset_size, names)
+    print(table(rows, check_steps))
+    record = {"rows": rows, "gpu": gpu_state(device), "arguments": arguments, "seconds": time.perf_counter() - start}
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(json.dumps(record, indent=2) + "\n")
+    print(f"\n{len(rows)} learners in {record['seconds']:.0f} s; written to {out}")
+    return all(r["agree"] for r in rows)

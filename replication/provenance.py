@@ -20,7 +20,6 @@ rerun of the ``provenance`` job outside such a process records them as unknown.
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import hashlib
 import json
@@ -214,30 +213,18 @@ def write_caption(source: Path | str, record: Mapping[str, Any], out: Path | str
     write_text(out, Path(source).read_text().rstrip() + "\n\n" + stamp(record) + "\n")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``replication provenance --config results/NAME/config.yaml --out results/NAME/provenance.json``."""
-    parser = argparse.ArgumentParser(prog="replication provenance", description="Write a run's provenance.json.")
-    parser.add_argument("--config", required=True, help="the run's resolved config (results/<name>/config.yaml)")
-    parser.add_argument("--out", required=True, help="provenance.json to write")
-    parser.add_argument(
-        "--caption",
-        nargs=2,
-        action="append",
-        default=[],
-        metavar=("SOURCE", "OUT"),
-        help="also write caption OUT: the reStructuredText SOURCE with the run's commit and config appended",
-    )
-    args = parser.parse_args(argv)
+def write(config_file: Path | str, out: Path | str, captions: Sequence[Sequence[str]] = ()) -> dict[str, Any]:
+    """Write ``out`` (provenance.json) of the run configured in ``config_file``, and each caption
+    ``(source, out)`` stamped with it; returns the record."""
     from replication.plan.config import read_yaml
 
-    if not Path(args.config).is_file():
-        parser.error(f"--config {args.config}: no such file")
-    record = collect(args.config, read_yaml(args.config))
-    write_json(args.out, record)
-    for source, out in args.caption:
-        write_caption(source, record, out)
-    print(f"provenance: {args.out}: {stamp(record)}")
-    return 0
+    if not Path(config_file).is_file():
+        raise ValueError(f"--config {config_file}: no such file")
+    record = collect(config_file, read_yaml(config_file))
+    write_json(out, record)
+    for source, caption in captions:
+        write_caption(source, record, caption)
+    return record
 
 
 def load(path: Path | str) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 # claims scorecard and the replication report. Figures and tables are marked for
 # `snakemake --report results/<name>/report.html`.
 
-from replication.analysis.aggregate import Expected
+from replication.analysis.selection import Expected
 from replication.analysis.plotting import default_figures
 
 FIGURES = default_figures(Expected.from_config(CFG))

@@ -7,7 +7,7 @@
 #   scripts/gpu-check.sh                      # on a CUDA machine (aims at well under 8 minutes on one GPU)
 #   scripts/gpu-check.sh --device cpu --steps 5 --cpu-steps 5 --check-steps 2   # smoke test, any machine
 #
-# Other options go to `python -m replication.gpucheck` (--steps, --cpu-steps, --warmup, --check-steps,
+# Other options go to `replication gpu-check` (--steps, --cpu-steps, --warmup, --check-steps,
 # --learners, --out). Needs Python 3.11 and pip; on CUDA an NVIDIA driver for CUDA 12 (nvidia-smi).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -44,4 +44,4 @@ if [[ $device == cuda* ]]; then
     "$VENV/bin/python" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else "gpu-check: torch sees no CUDA device")'
 fi
 
-exec "$VENV/bin/python" -m replication.gpucheck "${args[@]}"
+exec "$VENV/bin/python" -m replication gpu-check "${args[@]}"

@@ -126,3 +126,36 @@ def test_batch_runs_commands_in_order_and_stops_at_the_first_failure(
 
     assert cli.main(["batch", "envs"]) == 1  # only training commands
     assert "batch command 1 is not one of online, offline" in capsys.readouterr().err
+
+
+def test_no_module_but_the_command_line_parses_arguments() -> None:
+    for path in (PROJECT_ROOT / "replication").rglob("*.py"):
+        if path.name != "cli.py":
+            assert "argparse" not in path.read_text(), f"{path}: commands belong to replication.cli"
+
+
+def test_option_lists_match_their_modules() -> None:
+    from replication import gpucheck
+    from replication.analysis import plotting, tables
+
+    assert tuple(tables.TABLES) == cli.TABLES
+    assert cli.FIGURES == plotting.FIGURES
+    assert cli.LEARNERS == gpucheck.LEARNERS
+
+
+def test_analysis_commands_keep_their_options(capsys: pytest.CaptureFixture[str]) -> None:
+    expected = {
+        "tables": ["--results", "--out", "--config", "--metric", "--tables"],
+        "statistics": ["--results", "--out", "--config", "--pause", "--reps", "--seed"],
+        "figures": ["--results", "--out", "--config", "--figures", "--statistics", "--reps", "--seed"],
+        "scorecard": ["--results", "--out", "--config", "--claims", "--reps", "--seed"],
+        "reference": ["--config", "--run", "--reference", "--diff"],
+        "gpu-check": ["--device", "--env", "--steps", "--cpu-steps", "--warmup", "--check-steps", "--learners"],
+    }
+    for name, options in expected.items():
+        with pytest.raises(SystemExit) as info:
+            cli.main([name, "--help"])
+        assert info.value.code == 0
+        shown = capsys.readouterr().out
+        assert shown.startswith(f"usage: replication {name} ")
+        assert all(option in shown for option in options), name

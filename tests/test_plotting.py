@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 from synthetic_results import config, make_results
 
-from replication.analysis import aggregate as agg
 from replication.analysis import plotting, tidy
-from replication.analysis.aggregate import Expected, MissingResultsError
+from replication.analysis import selection as sel
+from replication.analysis.selection import Expected, MissingResultsError
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +42,7 @@ def test_build_figures_writes_every_figure(tmp_path) -> None:
 def test_f5_computes_its_statistics_when_not_given(raw: pd.DataFrame, expected: Expected) -> None:
     from replication.analysis import statistics
 
-    table = statistics.aggregate_table(agg.prepare(raw), expected, reps=20)
+    table = statistics.aggregate_table(sel.prepare(raw), expected, reps=20)
     fig = plotting.fig_aggregate(table)
     assert len(fig.axes) == 2 and fig.axes[0].get_yticklabels()
     plotting.plt.close(fig)
@@ -68,7 +68,7 @@ def test_default_figures_follow_the_configuration() -> None:
     ],
 )
 def test_a_missing_variant_fails_with_its_name(raw, expected, figure, drop, message) -> None:
-    df = agg.prepare(raw[~drop(raw)])
+    df = sel.prepare(raw[~drop(raw)])
     draw = {
         "F1": plotting.fig_recommendation_curve,
         "F2": plotting.fig_finetune_curves,
@@ -83,7 +83,7 @@ def test_a_missing_variant_fails_with_its_name(raw, expected, figure, drop, mess
 def test_a_switched_off_analysis_figure_is_an_error(raw: pd.DataFrame) -> None:
     exp = Expected.from_config(config(analysis={"c4": {"enabled": False}}))
     with pytest.raises(MissingResultsError, match="analysis.c4"):
-        plotting.fig_iql_extended(agg.prepare(raw), exp)
+        plotting.fig_iql_extended(sel.prepare(raw), exp)
     with pytest.raises(MissingResultsError, match="F5 needs"):
         plotting.fig_aggregate(pd.DataFrame())
 

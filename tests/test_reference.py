@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from replication import cli
 from replication.analysis import reference
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -97,7 +98,10 @@ def test_perturbing_one_committed_reference_number_fails_with_a_readable_diff(tm
     ref = tmp_path / "ref"
     shutil.copytree(COMMITTED, ref)
     assert (
-        reference.main(["check", "--run", str(COMMITTED), "--reference", str(ref), "--diff", str(tmp_path / "d")]) == 0
+        cli.main(
+            ["reference", "check", "--run", str(COMMITTED), "--reference", str(ref), "--diff", str(tmp_path / "d")]
+        )
+        == 0
     )
 
     table = ref / "tables" / "T1.csv"
@@ -107,7 +111,9 @@ def test_perturbing_one_committed_reference_number_fails_with_a_readable_diff(tm
     frame.loc[0, column] = repr(float(old) + 0.5)
     frame.to_csv(table, index=False)
 
-    status = reference.main(["check", "--run", str(COMMITTED), "--reference", str(ref), "--diff", str(tmp_path / "d")])
+    status = cli.main(
+        ["reference", "check", "--run", str(COMMITTED), "--reference", str(ref), "--diff", str(tmp_path / "d")]
+    )
     out = capsys.readouterr().out
     assert status == 1
     assert f"tables/T1.csv: 1 cell(s) differ; first: row 1, column {column}" in out

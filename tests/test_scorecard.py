@@ -7,10 +7,10 @@ import pandas as pd
 import pytest
 from synthetic_results import config, make_results
 
-from replication.analysis import aggregate as agg
-from replication.analysis import inference, report, scorecard, tidy
-from replication.analysis.aggregate import Expected, MissingResultsError
+from replication.analysis import inference, report, scorecard, tables, tidy
+from replication.analysis import selection as sel
 from replication.analysis.scorecard import INCONCLUSIVE, NOT_EVALUATED, NOT_REPRODUCED, REPRODUCED
+from replication.analysis.selection import Expected, MissingResultsError
 
 REPS = 50
 
@@ -31,7 +31,7 @@ def raw() -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def prepared(raw: pd.DataFrame) -> pd.DataFrame:
-    return agg.prepare(raw)
+    return sel.prepare(raw)
 
 
 @pytest.fixture(scope="module")
@@ -125,18 +125,18 @@ def _only(*names: str) -> dict:
 
 
 def test_clearly_not_better_case_is_not_reproduced(expected: Expected) -> None:
-    worse = agg.prepare(make_results(validation_gain=-0.3, c5_gap=-0.2, rec_effect={"kitchen": 0.0}))
+    worse = sel.prepare(make_results(validation_gain=-0.3, c5_gap=-0.2, rec_effect={"kitchen": 0.0}))
     table = scorecard.evaluate_claims(worse, expected, _only("C1", "C2", "C5"), reps=REPS)
     v = _verdicts(table)
     assert v["C2.1"] == NOT_REPRODUCED
     assert v["C5.1"] == NOT_REPRODUCED
     assert v["C1.2"] == NOT_REPRODUCED  # no larger effect on Kitchen
-    no_gap = scorecard.evaluate_claims(agg.prepare(make_results(c5_gap=0.0)), expected, _only("C5"), reps=REPS)
+    no_gap = scorecard.evaluate_claims(sel.prepare(make_results(c5_gap=0.0)), expected, _only("C5"), reps=REPS)
     assert _verdicts(no_gap)["C5.1"] == NOT_REPRODUCED  # a negligible difference does not reproduce it
 
 
 def test_noisy_case_is_inconclusive(expected: Expected) -> None:
-    noisy = agg.prepare(make_results(c5_gap=0.08, noise=0.15, rng_seed=1))
+    noisy = sel.prepare(make_results(c5_gap=0.08, noise=0.15, rng_seed=1))
     assert _verdicts(scorecard.evaluate_claims(noisy, expected, _only("C5"), reps=REPS))["C5.1"] == INCONCLUSIVE
 
 
@@ -150,10 +150,10 @@ def test_switched_off_analyses_are_not_evaluated(prepared: pd.DataFrame) -> None
 
 def test_missing_results_of_a_switched_on_analysis_fail(raw: pd.DataFrame, expected: Expected) -> None:
     claims = _only("C4", "C5")
-    no_extended = agg.prepare(raw[raw["variant_options"] != "extended=1"])
+    no_extended = sel.prepare(raw[raw["variant_options"] != "extended=1"])
     with pytest.raises(MissingResultsError, match="extended=1"):
         scorecard.evaluate_claims(no_extended, expected, claims, reps=REPS)
-    no_binary = agg.prepare(raw[raw["variant_options"] != "reward=binary"])
+    no_binary = sel.prepare(raw[raw["variant_options"] != "reward=binary"])
     with pytest.raises(MissingResultsError, match="reward=binary"):
         scorecard.evaluate_claims(no_binary, expected, claims, reps=REPS)
 
@@ -186,8 +186,8 @@ def built(raw: pd.DataFrame, tmp_path_factory) -> dict[str, object]:
     tidy.write(raw, path)
     cfg = config()
     s1 = scorecard.build_scorecard([path], out / "scorecard", cfg, reps=REPS)
-    tables = agg.build_tables([path], out / "tables", cfg)
-    return {"out": out, "cfg": cfg, "s1": s1, "tables": [p for v in tables.values() for p in v]}
+    written = tables.build_tables([path], out / "tables", cfg)
+    return {"out": out, "cfg": cfg, "s1": s1, "tables": [p for v in written.values() for p in v]}
 
 
 def test_build_scorecard_writes_csv_and_markdown(built: dict) -> None:
@@ -271,7 +271,7 @@ def test_budget_matched_baseline_uses_online_after_the_same_env_steps(
     at_pause, _ = scorecard._recommendation_effects(ctx, {**test, "baseline_at": "pause"})
     matched, pairs = scorecard._recommendation_effects(ctx, {**test, "baseline_at": "ledger_step"})
     assert set(pairs["env_step"]) == {73_000}  # pause 60K + 10K newdata + 3K validation
-    norm = df[df["metric"] == agg.NORMALIZED]
+    norm = df[df["metric"] == sel.NORMALIZED]
     online = norm[(norm["stage"] == "online") & (norm["variant_options"] == "")]
     o60 = online[online["env_step"] == 60_000].pivot(index="seed", columns="env", values="value")
     o70 = online[online["env_step"] == 70_000].pivot(index="seed", columns="env", values="value")
@@ -295,7 +295,7 @@ def test_duplicated_tasks_do_not_narrow_an_interval(prepared: pd.DataFrame, expe
 
 def test_one_seed_gives_no_verdict(raw: pd.DataFrame) -> None:
     cfg = config(seeds=[0])
-    table = scorecard.evaluate_claims(agg.prepare(raw[raw["seed"] == 0]), Expected.from_config(cfg), reps=REPS)
+    table = scorecard.evaluate_claims(sel.prepare(raw[raw["seed"] == 0]), Expected.from_config(cfg), reps=REPS)
     assert set(table["verdict"]) <= {INCONCLUSIVE, NOT_EVALUATED}
     evaluated = table[table["verdict"] == INCONCLUSIVE]
     assert len(evaluated) >= 11 and evaluated["details"].str.startswith("too few seeds: 1").all()
@@ -318,7 +318,7 @@ def test_too_few_environments_is_inconclusive(prepared: pd.DataFrame) -> None:
 
 def test_two_seeds_show_numbers_without_a_verdict(raw: pd.DataFrame) -> None:
     cfg = config(seeds=[0, 1])
-    table = scorecard.evaluate_claims(agg.prepare(raw[raw["seed"] < 2]), Expected.from_config(cfg), reps=REPS)
+    table = scorecard.evaluate_claims(sel.prepare(raw[raw["seed"] < 2]), Expected.from_config(cfg), reps=REPS)
     c5 = table.set_index("test").loc["C5.1"]
     assert c5["verdict"] == INCONCLUSIVE and c5["details"].startswith("too few seeds: 2")
     assert c5["ci_lo"] < c5["estimate"] < c5["ci_hi"]  # computed, shown, not decided

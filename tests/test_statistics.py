@@ -8,9 +8,9 @@ import pytest
 import scipy.stats
 from synthetic_results import config, make_results
 
-from replication.analysis import aggregate as agg
+from replication.analysis import selection as sel
 from replication.analysis import statistics as stats
-from replication.analysis.aggregate import Expected
+from replication.analysis.selection import Expected
 
 REPS = 300
 
@@ -91,7 +91,7 @@ def test_bad_score_matrices_are_refused() -> None:
 
 @pytest.fixture(scope="module")
 def prepared() -> pd.DataFrame:
-    return agg.prepare(make_results())
+    return sel.prepare(make_results())
 
 
 def test_aggregate_table_on_synthetic_results(prepared: pd.DataFrame) -> None:
@@ -112,7 +112,7 @@ def test_aggregate_table_on_synthetic_results(prepared: pd.DataFrame) -> None:
     assert set(ft["baseline"]) == {"", "SAC continuation"}
     assert len(table) == 1 + 3 * 2 * 3 + 1 + 3  # online, algo x dataset x (full/best-of, full/offline, none), FT
     # the baseline's IQM equals a direct computation from the tidy rows
-    online = prepared[(prepared["stage"] == "online") & (prepared["metric"] == agg.NORMALIZED)
+    online = prepared[(prepared["stage"] == "online") & (prepared["metric"] == sel.NORMALIZED)
                       & (prepared["env_step"] == 60_000) & (prepared["variant_options"] == "")]  # fmt: skip
     matrix = online.pivot(index="seed", columns="env", values="value")[list(expected.envs)].to_numpy()
     row = base.iloc[0]

@@ -76,7 +76,7 @@ the same float32 values); with one, d3rlpy's picker computes them per sample.
 
 SAC continuation (the baseline) needs no job: the online SAC run is not stopped at the pause, it
 continues to ``T`` in the same run, so the aggregation takes the online ``curve.csv`` from the
-fine-tuning pause on (:func:`replication.analysis.aggregate.sac_continuation`).
+fine-tuning pause on (:func:`replication.analysis.selection.sac_continuation`).
 
 Analysis C4. ``extended_steps > 0`` continues fine-tuning that many env steps past the budget (the
 workflow gives IQL ``analysis.c4.finetune_steps`` minus the budget, so that fine-tuning totals that; the

@@ -24,13 +24,12 @@ no env spec is recorded.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import os
 import re
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -170,22 +169,3 @@ def export_minari(source: Path | str, out: Path | str, dataset_id: str | None = 
             }
         )
     return out / dataset_id / "data"
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``replication export-minari DATASET.h5 --out DIR [--dataset-id ID]``."""
-    parser = argparse.ArgumentParser(
-        prog="replication export-minari",
-        description="Write a package dataset (.h5 + .json sidecar) in Minari's format.",
-    )
-    parser.add_argument("dataset", help="a dataset file of a run (e.g. .../online/pause_00400/dataset_buffer.h5)")
-    parser.add_argument("--out", required=True, help="Minari datasets root to write into (MINARI_DATASETS_PATH)")
-    parser.add_argument("--dataset-id", help="Minari dataset id (default: replication/<env>-seed<k>-<file>-v0)")
-    args = parser.parse_args(argv)
-    data = export_minari(args.dataset, args.out, args.dataset_id)
-    dataset_id = data.parent.relative_to(Path(args.out)).as_posix()
-    print(f"export-minari: {data}")
-    print(
-        f"  load with: MINARI_DATASETS_PATH={args.out} python -c \"import minari; minari.load_dataset('{dataset_id}')\""
-    )
-    return 0

@@ -27,9 +27,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from replication.analysis import aggregate as agg
 from replication.analysis import scorecard
-from replication.analysis.aggregate import NORMALIZED, Expected
+from replication.analysis import selection as sel
+from replication.analysis.selection import NORMALIZED, Expected
 from replication.plan.config import CONFIG_DIR
 
 SCENARIOS = ("null", "effect")
@@ -56,7 +56,7 @@ LEVEL = 0.5  # online SAC's true normalised level (every environment)
 
 def calibration_config(envs: Sequence[str] | None, seeds: int) -> dict[str, Any]:
     """The paper profile with ``envs`` (default: its twelve) and ``seeds`` seeds."""
-    cfg = agg.load_config(CONFIG_DIR / "paper.yaml")
+    cfg = sel.load_config(CONFIG_DIR / "paper.yaml")
     if envs:
         unknown = sorted(set(envs) - set(cfg["envs"]))
         if unknown:

@@ -11,12 +11,11 @@
 Curves are plotted against the ledger-true ``env_step``: every env step a variant spent, so
 validation and data collection shift a variant to the right of the online curve. Lines are means
 over seeds, bands +- one standard deviation; markers with error bars likewise. Every figure raises
-:class:`~replication.analysis.aggregate.MissingResultsError` naming what is missing, never an empty panel.
+:class:`~replication.analysis.selection.MissingResultsError` naming what is missing, never an empty panel.
 """
 
 from __future__ import annotations
 
-import argparse
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,9 +32,10 @@ import seaborn as sns  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
 
-from replication.analysis import aggregate as agg  # noqa: E402
+from replication.analysis import labels  # noqa: E402
+from replication.analysis import selection as sel  # noqa: E402
 from replication.analysis import statistics as stats  # noqa: E402
-from replication.analysis.aggregate import Expected, MissingResultsError  # noqa: E402
+from replication.analysis.selection import Expected, MissingResultsError  # noqa: E402
 from replication.io import atomic_path  # noqa: E402
 
 _COLORS = sns.color_palette("colorblind", 10)
@@ -76,7 +76,7 @@ def style() -> Any:
 
 def _steps_axis(ax: plt.Axes) -> None:
     ax.xaxis.set_major_locator(MaxNLocator(nbins=4))
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: agg.format_steps(x) if x else "0"))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: labels.format_steps(x) if x else "0"))
     ax.yaxis.set_major_locator(MaxNLocator(nbins=5))
 
 
@@ -88,8 +88,8 @@ def _metric_of(env: str) -> str:
 
 
 def _panel_title(env: str, metric: str) -> str:
-    shown = agg.METRIC_NAMES.get(_metric_of(env) if metric == SCORE else metric, metric)
-    return f"{agg.env_name(env)} ({shown})"
+    shown = labels.METRIC_NAMES.get(_metric_of(env) if metric == SCORE else metric, metric)
+    return f"{labels.env_name(env)} ({shown})"
 
 
 def _grid(n: int, ncols: int = NCOLS, panel: tuple[float, float] = PANEL) -> tuple[plt.Figure, list[plt.Axes]]:
@@ -156,7 +156,7 @@ def _plot_curve(ax: plt.Axes, curve: pd.DataFrame, color: Any, **kw: Any) -> Non
 def _require_envs(curve: pd.DataFrame, expected: Expected, envs: Sequence[str], what: str) -> None:
     if curve.empty:
         raise MissingResultsError(f"missing results for {what}: no rows")
-    agg.check_complete(curve, what, {"env": list(envs), "seed": list(expected.seeds)})
+    sel.check_complete(curve, what, {"env": list(envs), "seed": list(expected.seeds)})
 
 
 # --------------------------------------------------------------------------------------------
@@ -179,18 +179,18 @@ def fig_recommendation_curve(
     spent): markers of one pause overlap rather than being shifted off their step.
     """
     envs = expected.envs
-    online = agg.online_curve(df, metric, envs=envs)
+    online = sel.online_curve(df, metric, envs=envs)
     _require_envs(online, expected, envs, "F1 online SAC curve")
-    pairs = agg.recommendation_pairs(
+    pairs = sel.recommendation_pairs(
         df, metric, algo=expected.algos, dataset=dataset, validation="full", selection=list(selections), envs=envs
     )
-    agg.check_complete(
+    sel.check_complete(
         pairs,
         f"F1 recommendations (dataset={dataset}, validation=full)",
         {"env": envs, "seed": expected.seeds, "algo": expected.algos, "selection": list(selections)},
     )
     pauses = sorted(set(pairs["pause"]))
-    agg.check_complete(pairs, "F1 recommendations at every pause point", {"env": envs, "pause": pauses})
+    sel.check_complete(pairs, "F1 recommendations at every pause point", {"env": envs, "pause": pauses})
     with style():
         fig, axes = _grid(len(envs))
         for ax, env in zip(axes, envs, strict=True):
@@ -198,10 +198,10 @@ def fig_recommendation_curve(
             for pause in pauses:
                 ax.axvline(pause, color="0.8", lw=0.6, ls=":", zorder=0)
             for algo in expected.algos:
-                for sel in selections:
-                    g = pairs[(pairs["env"] == env) & (pairs["algo"] == algo) & (pairs["selection"] == sel)]
+                for chosen in selections:
+                    g = pairs[(pairs["env"] == env) & (pairs["algo"] == algo) & (pairs["selection"] == chosen)]
                     s = g.groupby("pause").agg(x=("env_step", "mean"), y=("value", "mean"), e=("value", "std"))
-                    filled = sel == "offline"
+                    filled = chosen == "offline"
                     ax.errorbar(
                         s["x"],
                         s["y"],
@@ -222,7 +222,7 @@ def fig_recommendation_curve(
             ax.set_xlabel("env steps" if ax.get_subplotspec().is_last_row() else "")
         handles = [_line(COLORS["sac"], "Online SAC")]
         handles += [
-            _line(COLORS[a], agg.ALGO_NAMES.get(a, a), marker=ALGO_MARKERS.get(a, "o"), ls="", ms=4)
+            _line(COLORS[a], labels.ALGO_NAMES.get(a, a), marker=ALGO_MARKERS.get(a, "o"), ls="", ms=4)
             for a in expected.algos
         ]
         if "offline" in selections:
@@ -242,12 +242,12 @@ def fig_finetune_curves(df: pd.DataFrame, expected: Expected, *, metric: str = S
     envs, methods = expected.envs, expected.finetune_methods
     if not methods:
         raise MissingResultsError("F2 needs fine-tuning results, but finetune.methods is empty in the configuration")
-    online = agg.online_curve(df, metric, envs=envs)
+    online = sel.online_curve(df, metric, envs=envs)
     _require_envs(online, expected, envs, "F2 SAC continuation")
     context_start = expected.finetune_pause - 0.25 * (expected.total_steps - expected.finetune_pause)
     curves = {}
     for method in methods:
-        c = agg.finetune_curves(df, metric, expected, method)
+        c = sel.finetune_curves(df, metric, expected, method)
         c = c[c["env_step"] <= expected.total_steps]
         _require_envs(c, expected, envs, f"F2 fine-tuning {method} (dataset={expected.finetune_dataset})")
         curves[method] = c
@@ -266,8 +266,8 @@ def fig_finetune_curves(df: pd.DataFrame, expected: Expected, *, metric: str = S
             ax.set_title(_panel_title(env, metric))
             _steps_axis(ax)
             ax.set_xlabel("env steps" if ax.get_subplotspec().is_last_row() else "")
-        handles = [_line(COLORS["sac"], agg.FINETUNE_NAMES["sac"])]
-        handles += [_line(COLORS.get(m), agg.FINETUNE_NAMES.get(m, m)) for m in methods]
+        handles = [_line(COLORS["sac"], labels.FINETUNE_NAMES["sac"])]
+        handles += [_line(COLORS.get(m), labels.FINETUNE_NAMES.get(m, m)) for m in methods]
         handles.append(_line("0.5", "pause (switch)", ls="--", lw=0.8))
         _legend(fig, handles, len(envs))
     return fig
@@ -278,10 +278,10 @@ def fig_finetune_curves(df: pd.DataFrame, expected: Expected, *, metric: str = S
 
 
 def _extended_curve(df: pd.DataFrame, expected: Expected, metric: str, envs: Sequence[str]) -> pd.DataFrame:
-    ext = agg.finetune_curves(df, metric, expected, "iql", "extended=1")
+    ext = sel.finetune_curves(df, metric, expected, "iql", "extended=1")
     ext = ext[ext["env"].isin(envs)]
     _require_envs(ext, expected, envs, "F3 extended IQL fine-tuning (finetune algo=iql options=extended=1)")
-    plain = agg.finetune_curves(df, metric, expected, "iql", "")
+    plain = sel.finetune_curves(df, metric, expected, "iql", "")
     first = ext.groupby(["env", "seed"])["env_step"].min().rename("_first")
     plain = plain.join(first, on=["env", "seed"], how="inner")
     return pd.concat([plain[plain["env_step"] < plain["_first"]].drop(columns="_first"), ext], ignore_index=True)
@@ -293,8 +293,8 @@ def fig_iql_extended(df: pd.DataFrame, expected: Expected, *, metric: str = SCOR
     if not envs:
         raise MissingResultsError("F3 needs analysis C4, which the configuration switches off (analysis.c4)")
     curve = _extended_curve(df, expected, metric, envs)
-    switch = agg.switch_levels(df, metric, expected, "iql", curve)
-    online = agg.sac_continuation(df, metric, expected, envs)
+    switch = sel.switch_levels(df, metric, expected, "iql", curve)
+    online = sel.sac_continuation(df, metric, expected, envs)
     online = online[online["env_step"] <= expected.total_steps]
     with style():
         fig, axes = _grid(len(envs), ncols=min(len(envs), 3), panel=(2.5, 1.8))
@@ -309,7 +309,7 @@ def fig_iql_extended(df: pd.DataFrame, expected: Expected, *, metric: str = SCOR
         _legend(
             fig,
             [
-                _line(COLORS["sac"], agg.FINETUNE_NAMES["sac"]),
+                _line(COLORS["sac"], labels.FINETUNE_NAMES["sac"]),
                 _line(COLORS["iql"], "IQL FT, extended budget"),
                 _line(COLORS["iql"], "level at the switch", ls=":", lw=0.8),
                 _line("0.4", "end of budget T", ls="--", lw=0.8),
@@ -330,11 +330,11 @@ def fig_calql_kitchen_rewards(df: pd.DataFrame, expected: Expected, *, metric: s
         raise MissingResultsError("F4 needs analysis C5, which the configuration switches off (analysis.c5)")
     curves = {}
     for mode in expected.c5_rewards:
-        c = agg.finetune_curves(df, metric, expected, "calql", f"reward={mode}")
+        c = sel.finetune_curves(df, metric, expected, "calql", f"reward={mode}")
         c = c[(c["env"] == env) & (c["env_step"] <= expected.total_steps)]
         _require_envs(c, expected, [env], f"F4 Cal-QL fine-tuning with reward={mode} in {env}")
         curves[mode] = c
-    online = agg.sac_continuation(df, metric, expected, [env])
+    online = sel.sac_continuation(df, metric, expected, [env])
     online = online[online["env_step"] <= expected.total_steps]
     _require_envs(online, expected, [env], f"F4 SAC continuation in {env}")
     palette = {m: COLORS.get(m, _COLORS[(i + 5) % 10]) for i, m in enumerate(expected.c5_rewards)}
@@ -348,7 +348,7 @@ def fig_calql_kitchen_rewards(df: pd.DataFrame, expected: Expected, *, metric: s
         ax.set_title(f"Cal-QL fine-tuning, {_panel_title(env, metric)}")
         ax.set_xlabel("env steps")
         _steps_axis(ax)
-        handles = [_line(COLORS["sac"], agg.FINETUNE_NAMES["sac"])]
+        handles = [_line(COLORS["sac"], labels.FINETUNE_NAMES["sac"])]
         handles += [_line(palette[m], f"Cal-QL, {m} reward") for m in curves]
         handles.append(_line("0.5", "pause (switch)", ls="--", lw=0.8))
         _legend(fig, handles, 1)
@@ -360,7 +360,7 @@ def fig_calql_kitchen_rewards(df: pd.DataFrame, expected: Expected, *, metric: s
 
 
 def _variant_color(label: str) -> Any:
-    for key, name in (*agg.FINETUNE_NAMES.items(), *agg.ALGO_NAMES.items()):
+    for key, name in (*labels.FINETUNE_NAMES.items(), *labels.ALGO_NAMES.items()):
         if label.startswith(name):
             return COLORS.get(key, "0.3")
     return "0.3"
@@ -455,10 +455,10 @@ def fig_reward_granularity(
     points = []
     for delay in delays:
         options = f"delay={delay}"
-        if delay == 1 and agg.select(df, metric, stage="recommend", options=options, envs=envs).empty:
+        if delay == 1 and sel.select(df, metric, stage="recommend", options=options, envs=envs).empty:
             options = ""
         try:
-            pairs = agg.recommendation_pairs(
+            pairs = sel.recommendation_pairs(
                 df,
                 metric,
                 algo=expected.algos,
@@ -470,7 +470,7 @@ def fig_reward_granularity(
             )
         except MissingResultsError as err:
             raise MissingResultsError(f"F6 reward delay K={delay}: {err}") from err
-        agg.check_complete(
+        sel.check_complete(
             pairs,
             f"F6 recommendations with delay={delay}",
             {"env": envs, "seed": expected.seeds, "algo": expected.algos},
@@ -486,12 +486,12 @@ def fig_reward_granularity(
     long = pd.concat(
         [
             online.rename(columns={"online_value": "value"}).assign(variant="Online SAC"),
-            data[["env", "seed", "delay", "value", "algo"]].assign(variant=lambda d: d["algo"].map(agg.ALGO_NAMES)),
+            data[["env", "seed", "delay", "value", "algo"]].assign(variant=lambda d: d["algo"].map(labels.ALGO_NAMES)),
         ],
         ignore_index=True,
     )
-    order = ["Online SAC", *[agg.ALGO_NAMES.get(a, a) for a in expected.algos]]
-    palette = {"Online SAC": COLORS["sac"], **{agg.ALGO_NAMES.get(a, a): COLORS.get(a) for a in expected.algos}}
+    order = ["Online SAC", *[labels.ALGO_NAMES.get(a, a) for a in expected.algos]]
+    palette = {"Online SAC": COLORS["sac"], **{labels.ALGO_NAMES.get(a, a): COLORS.get(a) for a in expected.algos}}
     with style():
         fig, axes = _grid(len(envs), ncols=min(len(envs), 3), panel=(2.6, 1.9))
         for ax, env in zip(axes, envs, strict=True):
@@ -510,7 +510,7 @@ def fig_reward_granularity(
                 ax=ax,
                 legend=False,
             )
-            ax.set_title(f"{_panel_title(env, metric)} at {agg.format_steps(pause)}")
+            ax.set_title(f"{_panel_title(env, metric)} at {labels.format_steps(pause)}")
             ax.set_xlabel("reward delay K (env steps)")
             ax.set_ylabel("")
         handles = [_line(palette[v], v if v == "Online SAC" else f"{v} ({selection})", marker="o", ms=4) for v in order]
@@ -570,8 +570,8 @@ def build_figures(
     :func:`replication.analysis.statistics.build_statistics`) when given, else computes them with ``reps``
     bootstrap replications (default: the config's ``statistics.bootstrap_reps``).
     """
-    df = agg.load_results(tidy_csv_paths)
-    cfg = cfg if cfg is not None else agg.load_config(None)
+    df = sel.load_results(tidy_csv_paths)
+    cfg = cfg if cfg is not None else sel.load_config(None)
     expected = Expected.from_config(cfg)
     names = list(figures) if figures is not None else default_figures(expected)
     unknown = [n for n in names if n not in FIGURES]
@@ -597,31 +597,3 @@ def build_figures(
             fig = fig_reward_granularity(df, expected)
         written[name] = save_figure(fig, out_dir, name)
     return written
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m replication.analysis.plotting --results R.csv ... --out DIR [--config FILE] [--statistics CSV]``."""
-    parser = argparse.ArgumentParser(description="Draw figures F1-F6 from tidy results.")
-    parser.add_argument("--results", nargs="+", required=True, help="tidy results CSV files")
-    parser.add_argument("--out", required=True, help="output directory")
-    parser.add_argument("--config", help="run configuration file (default: the paper profile)")
-    parser.add_argument("--figures", nargs="+", choices=FIGURES, help="default: every figure the config makes")
-    parser.add_argument("--statistics", help="aggregate.csv of replication.analysis.statistics (for F5)")
-    parser.add_argument("--reps", type=int, help="bootstrap replications for F5 (default: from the config)")
-    parser.add_argument("--seed", type=int, default=stats.DEFAULT_SEED, help="bootstrap seed (F5)")
-    args = parser.parse_args(argv)
-    cfg = agg.load_config(args.config)
-    build_figures(
-        args.results,
-        args.out,
-        cfg,
-        figures=args.figures,
-        statistics_csv=args.statistics,
-        reps=args.reps,
-        seed=args.seed,
-    )
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

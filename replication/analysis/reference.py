@@ -25,12 +25,10 @@ difference), and returns a non-zero status.
 
 from __future__ import annotations
 
-import argparse
 import html
 import math
 import re
 import shutil
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -254,46 +252,14 @@ Figures: pixel RMS at most {IMAGE_RMS}.</p>{items}"""
     out.write_text(page)
 
 
-# ---- command line ---------------------------------------------------------------------------
-
-
-def _dirs(args: argparse.Namespace) -> tuple[Path, Path]:
-    if args.config:
+def directories(config_file: str | None, run: str | None, reference: str | None) -> tuple[Path, Path]:
+    """The run's results directory and its reference directory: from the run's config, or as given."""
+    if config_file:
         from replication.plan import config
         from replication.plan.workflow import results_dir
 
-        cfg = config.load(args.config)
-        return Path(args.run or results_dir(cfg)), Path(args.reference or REFERENCE_ROOT / cfg["name"])
-    if not (args.run and args.reference):
-        raise SystemExit("give --config, or both --run and --reference")
-    return Path(args.run), Path(args.reference)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``replication reference {check,refresh} (--config FILE | --run DIR --reference DIR)``."""
-    parser = argparse.ArgumentParser(description="Compare a run's tables and figures with committed references.")
-    parser.add_argument("action", choices=["check", "refresh"])
-    parser.add_argument("--config", help="the run's config: results/<name>/ against results/reference/<name>/")
-    parser.add_argument("--run", help="the run's results directory (default: from --config)")
-    parser.add_argument("--reference", help="the reference directory (default: results/reference/<name>)")
-    parser.add_argument("--diff", help="where a mismatch report goes (default: <run>/reference-diff)")
-    args = parser.parse_args(argv)
-    run_dir, reference_dir = _dirs(args)
-    if args.action == "refresh":
-        files = refresh(run_dir, reference_dir)
-        print(f"reference: {len(files)} files from {run_dir} written to {reference_dir}")
-        return 0
-    diff_dir = Path(args.diff) if args.diff else run_dir / "reference-diff"
-    report = check(run_dir, reference_dir, diff_dir)
-    if report.ok:
-        print(f"reference: all {len(report.compared)} files of {run_dir} match {reference_dir}")
-        return 0
-    print(f"reference: {len(report.mismatches)} of {len(report.compared)} files differ from {reference_dir}:")
-    for m in report.mismatches:
-        print(f"  {m.path}: {m.summary}")
-    print(f"open {diff_dir / 'index.html'} for the side-by-side diff")
-    return 1
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+        cfg = config.load(config_file)
+        return Path(run or results_dir(cfg)), Path(reference or REFERENCE_ROOT / cfg["name"])
+    if not (run and reference):
+        raise ValueError("give --config, or both --run and --reference")
+    return Path(run), Path(reference)

@@ -10,7 +10,6 @@ measured cost of each stage from Snakemake ``benchmark:`` files.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -21,7 +20,7 @@ from typing import Any
 import pandas as pd
 
 from replication import provenance as prov
-from replication.analysis import aggregate as agg
+from replication.analysis.labels import markdown_table
 from replication.io import write_text
 from replication.plan.config import DEFAULTS_FILE, read_yaml
 from replication.runinfo import KEY_PACKAGES
@@ -298,7 +297,7 @@ def _rel(path: Path, base: Path) -> str:
 
 
 def _md(frame: pd.DataFrame) -> str:
-    return agg.markdown_table(frame) if len(frame) else "(none)"
+    return markdown_table(frame) if len(frame) else "(none)"
 
 
 def _demote(markdown: str) -> str:
@@ -372,6 +371,95 @@ def report_path(cfg: Mapping[str, Any], results_dir: Path | str = "results") -> 
     return Path(results_dir) / str(cfg.get("name", "run")) / "report.md"
 
 
+def _header(cfg: Mapping[str, Any], scorecard: Path | str | None) -> list[str]:
+    """Title, evidence warning, the run's grid and the claims scorecard."""
+    budget = cfg.get("budget", {})
+    warning = evidence_warning(cfg)
+    return [
+        f"# Replication report: {cfg.get('name', 'run')}",
+        "",
+        *([warning, ""] if warning else []),
+        "Replication of *An Empirical Study on the Effectiveness of Incorporating Offline RL As Online RL "
+        "Subroutines* (arXiv 2512.00383). Every number below comes from the workflow's tidy results.",
+        "",
+        f"- environments: {', '.join(cfg.get('envs', []))}",
+        f"- seeds: {', '.join(map(str, cfg.get('seeds', [])))}",
+        f"- total budget T: {budget.get('total_steps', '?')} env steps per environment; pause points "
+        f"{budget.get('pause_fractions', '?')} x T; fine-tuning from {budget.get('finetune_pause', '?')} x T",
+        "",
+        "## Claims scorecard (S1)",
+        "",
+        _demote(Path(scorecard).read_text()) if scorecard else "(not built)",
+        "",
+    ]
+
+
+def figures_section(figures: Sequence[Path | str], base: Path, made_by: str = "") -> list[str]:
+    """Each figure's PNG with its caption (stamped with ``made_by``) and links to its other formats."""
+    lines = ["## Figures", ""]
+    for stem, files in _by_stem(figures).items():
+        caption = FIGURE_CAPTIONS.get(stem, "")
+        lines.append(f"### {stem}. {FIGURE_TITLES[stem]}" if stem in FIGURE_TITLES else f"### {stem}")
+        lines.append("")
+        if "png" in files:
+            lines.append(f"![{stem}]({_rel(files['png'], base)})")
+            lines.append("")
+        links = " · ".join(f"[{ext.upper()}]({_rel(p, base)})" for ext, p in sorted(files.items()) if ext != "png")
+        lines.append(f"*{stem}. {caption}{made_by}*" + (f" ({links})" if links else ""))
+        lines.append("")
+    return lines + (["(not built)", ""] if not figures else [])
+
+
+def tables_section(tables: Sequence[Path | str], base: Path) -> list[str]:
+    """Each table's Markdown embedded, with links to its CSV and LaTeX files."""
+    lines = ["## Tables", ""]
+    for stem, files in _by_stem(tables).items():
+        if "md" in files:
+            lines += [_demote(files["md"].read_text()), ""]
+        links = " · ".join(f"[{ext.upper()}]({_rel(p, base)})" for ext, p in sorted(files.items()) if ext != "md")
+        if links:
+            lines += [f"{stem} as {links}", ""]
+    return lines + (["(not built)", ""] if not tables else [])
+
+
+def choices_section(cfg: Mapping[str, Any], defaults_path: Path | str) -> list[str]:
+    """The values this project chose where the study is silent."""
+    return [
+        "## Choices",
+        "",
+        "Values that the study does not fix and this project chose. They are settings: change them in the "
+        "run's configuration file (keys below) or in the named file.",
+        "",
+        "### Configuration (keys marked (choice) in config/defaults.yaml)",
+        "",
+        _md(config_choices(cfg, defaults_path)),
+        "",
+        "### Environments, normalisation and claim tests",
+        "",
+        _md(other_choices(cfg)),
+        "",
+    ]
+
+
+def costs_section(
+    record: Mapping[str, Any] | None, benchmarks: Sequence[Path | str] | Mapping[str, Sequence[Path | str]]
+) -> list[str]:
+    """Package versions, the run's provenance and the measured cost per stage."""
+    return [
+        "## Software",
+        "",
+        _md(package_versions()),
+        "",
+        *provenance_section(record),
+        "## Measured cost per stage",
+        "",
+        "From the Snakemake benchmark files of this run (wall-clock time, peak resident memory).",
+        "",
+        _md(benchmark_costs(benchmarks)),
+        "",
+    ]
+
+
 def write_report(
     report_path: Path | str,
     cfg: Mapping[str, Any],
@@ -388,7 +476,7 @@ def write_report(
 ) -> Path:
     """Write the Markdown replication report to ``report_path``; links are relative to its folder.
 
-    ``tables``: the files of :func:`replication.analysis.aggregate.build_tables` (each ``.md`` is embedded,
+    ``tables``: the files of :func:`replication.analysis.tables.build_tables` (each ``.md`` is embedded,
     ``.csv`` and ``.tex`` linked); ``figures``: the PNG/PDF files of
     :func:`replication.analysis.plotting.build_figures`; ``statistics``: ``aggregate.md`` of
     :func:`replication.analysis.statistics.build_statistics`; ``scorecard``: ``S1.md`` of
@@ -410,114 +498,19 @@ def write_report(
         raise FileNotFoundError(f"the report needs files that do not exist: {', '.join(missing)}")
     record = prov.load(provenance) if provenance else None
     made_by = f" {prov.stamp(record)}" if record else ""
-    budget = cfg.get("budget", {})
-    warning = evidence_warning(cfg)
     lines = [
-        f"# Replication report: {cfg.get('name', 'run')}",
+        *_header(cfg, scorecard),
+        *figures_section(figures, base, made_by),
+        *videos_section(videos, base, made_by, enabled=bool(cfg.get("videos", {}).get("enabled"))),
+        *tables_section(tables, base),
+        "## Aggregate numbers (F5)",
         "",
-        *([warning, ""] if warning else []),
-        "Replication of *An Empirical Study on the Effectiveness of Incorporating Offline RL As Online RL "
-        "Subroutines* (arXiv 2512.00383). Every number below comes from the workflow's tidy results.",
+        _demote(Path(statistics).read_text()) if statistics else "(not built)",
         "",
-        f"- environments: {', '.join(cfg.get('envs', []))}",
-        f"- seeds: {', '.join(map(str, cfg.get('seeds', [])))}",
-        f"- total budget T: {budget.get('total_steps', '?')} env steps per environment; pause points "
-        f"{budget.get('pause_fractions', '?')} x T; fine-tuning from {budget.get('finetune_pause', '?')} x T",
+        *mixing_section(finetune_summaries, cfg),
         "",
-        "## Claims scorecard (S1)",
-        "",
-        _demote(Path(scorecard).read_text()) if scorecard else "(not built)",
-        "",
-        "## Figures",
-        "",
-    ]
-    for stem, files in _by_stem(figures).items():
-        caption = FIGURE_CAPTIONS.get(stem, "")
-        lines.append(f"### {stem}. {FIGURE_TITLES[stem]}" if stem in FIGURE_TITLES else f"### {stem}")
-        lines.append("")
-        if "png" in files:
-            lines.append(f"![{stem}]({_rel(files['png'], base)})")
-            lines.append("")
-        links = " · ".join(f"[{ext.upper()}]({_rel(p, base)})" for ext, p in sorted(files.items()) if ext != "png")
-        lines.append(f"*{stem}. {caption}{made_by}*" + (f" ({links})" if links else ""))
-        lines.append("")
-    if not figures:
-        lines += ["(not built)", ""]
-    lines += videos_section(videos, base, made_by, enabled=bool(cfg.get("videos", {}).get("enabled")))
-    lines += ["## Tables", ""]
-    for stem, files in _by_stem(tables).items():
-        if "md" in files:
-            lines += [_demote(files["md"].read_text()), ""]
-        links = " · ".join(f"[{ext.upper()}]({_rel(p, base)})" for ext, p in sorted(files.items()) if ext != "md")
-        if links:
-            lines += [f"{stem} as {links}", ""]
-    if not tables:
-        lines += ["(not built)", ""]
-    lines += ["## Aggregate numbers (F5)", "", _demote(Path(statistics).read_text()) if statistics else "(not built)"]
-    lines += ["", *mixing_section(finetune_summaries, cfg)]
-    lines += [
-        "",
-        "## Choices",
-        "",
-        "Values that the study does not fix and this project chose. They are settings: change them in the "
-        "run's configuration file (keys below) or in the named file.",
-        "",
-        "### Configuration (keys marked (choice) in config/defaults.yaml)",
-        "",
-        _md(config_choices(cfg, defaults_path)),
-        "",
-        "### Environments, normalisation and claim tests",
-        "",
-        _md(other_choices(cfg)),
-        "",
-        "## Software",
-        "",
-        _md(package_versions()),
-        "",
-        *provenance_section(record),
-        "## Measured cost per stage",
-        "",
-        "From the Snakemake benchmark files of this run (wall-clock time, peak resident memory).",
-        "",
-        _md(benchmark_costs(benchmarks)),
-        "",
+        *choices_section(cfg, defaults_path),
+        *costs_section(record, benchmarks),
     ]
     write_text(report_path, "\n".join(lines))
     return report_path
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m replication.analysis.report --out results/NAME/report.md --config FILE [--tables ...] ...``."""
-    parser = argparse.ArgumentParser(description="Write the Markdown replication report.")
-    parser.add_argument("--out", required=True, help="report path, e.g. results/NAME/report.md")
-    parser.add_argument("--config", help="run configuration file (default: the paper profile)")
-    parser.add_argument("--tables", nargs="*", default=[], help="table files (md, csv, tex)")
-    parser.add_argument("--figures", nargs="*", default=[], help="figure files (png, pdf)")
-    parser.add_argument("--statistics", help="aggregate.md of replication.analysis.statistics")
-    parser.add_argument("--scorecard", help="S1.md of replication.analysis.scorecard")
-    parser.add_argument("--benchmarks", nargs="*", default=[], help="Snakemake benchmark TSV files")
-    parser.add_argument("--finetune-summaries", nargs="*", default=[], help="fine-tuning jobs' finetune.json")
-    parser.add_argument("--provenance", help="the run's provenance.json")
-    parser.add_argument(
-        "--videos", nargs="*", default=[], help="the run's videos folder (replication videos); none: no section"
-    )
-    args = parser.parse_args(argv)
-    if len(args.videos) > 1:
-        parser.error(f"--videos takes one folder, got {len(args.videos)}")
-    write_report(
-        args.out,
-        agg.load_config(args.config),
-        tables=args.tables,
-        figures=args.figures,
-        statistics=args.statistics,
-        scorecard=args.scorecard,
-        benchmarks=args.benchmarks,
-        finetune_summaries=args.finetune_summaries,
-        provenance=args.provenance,
-        videos=args.videos[0] if args.videos else None,
-    )
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -9,7 +9,6 @@ three-way decision rule the YAML file names (its header defines them): ``reprodu
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -19,10 +18,10 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from replication.analysis import aggregate as agg
-from replication.analysis import inference
+from replication.analysis import inference, labels
+from replication.analysis import selection as sel
 from replication.analysis import statistics as stats
-from replication.analysis.aggregate import NORMALIZED, Expected, MissingResultsError
+from replication.analysis.selection import NORMALIZED, Expected, MissingResultsError
 from replication.io import PROJECT_ROOT, write_text
 
 CLAIMS_FILE = PROJECT_ROOT / "paper" / "claims.yaml"
@@ -273,7 +272,7 @@ def _recommendation_effects(ctx: Context, test: dict[str, Any]) -> tuple[np.ndar
     """Per (seed, env): the recommendation's mean paired difference to online SAC at the pause."""
     envs = _envs(ctx, test.get("envs"))
     t = test.get("treatment", {})
-    pairs = agg.recommendation_pairs(
+    pairs = sel.recommendation_pairs(
         ctx.df,
         NORMALIZED,
         algo=ctx.expected.algos,
@@ -290,14 +289,14 @@ def _recommendation_effects(ctx: Context, test: dict[str, Any]) -> tuple[np.ndar
     pairs = pairs[pairs["pause"].isin(pauses)]
     baseline_at = test.get("baseline_at", "pause")
     if baseline_at == "ledger_step":  # budget-matched: online SAC after as many env steps as the recommendation
-        curve = agg.online_curve(ctx.df, NORMALIZED, envs=envs)
-        at = agg.value_at_or_before(curve, pairs[["env", "seed", "env_step"]], "env_step", "online SAC")
+        curve = sel.online_curve(ctx.df, NORMALIZED, envs=envs)
+        at = sel.value_at_or_before(curve, pairs[["env", "seed", "env_step"]], "env_step", "online SAC")
         pairs = pairs.assign(online_value=at["at_value"].to_numpy())
         pairs["diff"] = pairs["value"] - pairs["online_value"]
     elif baseline_at != "pause":
         raise ValueError(f"claim test {test['id']}: baseline_at must be pause or ledger_step, not {baseline_at!r}")
-    what = f"claim test {test['id']} ({agg.describe(stage='recommend', **t)})"
-    agg.check_complete(
+    what = f"claim test {test['id']} ({sel.describe(stage='recommend', **t)})"
+    sel.check_complete(
         pairs, what, {"env": envs, "seed": ctx.expected.seeds, "algo": ctx.expected.algos, "pause": list(pauses)}
     )
     d = stats.score_matrix(pairs.rename(columns={"value": "rec", "diff": "value"}), envs, ctx.expected.seeds, what)
@@ -339,7 +338,7 @@ def _online_property(ctx: Context, envs: Sequence[str], pairs: pd.DataFrame, kin
     ``recommendation - online``, so a property of those same evaluations would correlate with it through
     their noise alone (C1.4 said "reproduced" in 27% of simulated studies without any effect).
     """
-    curve = agg.online_curve(ctx.df, NORMALIZED, envs=envs)
+    curve = sel.online_curve(ctx.df, NORMALIZED, envs=envs)
     curve = curve[curve["env_step"] <= pairs["pause"].max()].sort_values(["env", "seed", "env_step"])
     if kind == "weakness":
         per_env = 1.0 - curve.groupby("env")["value"].mean()
@@ -376,7 +375,7 @@ def _validation_matrices(ctx: Context, test: dict[str, Any]) -> tuple[np.ndarray
     keys = ["env", "algo", "dataset", "pause"]
 
     def rows(spec: dict[str, str]) -> pd.DataFrame:
-        return agg.select(
+        return sel.select(
             ctx.df,
             NORMALIZED,
             stage="recommend",
@@ -391,8 +390,8 @@ def _validation_matrices(ctx: Context, test: dict[str, Any]) -> tuple[np.ndarray
     for name, part, spec in (("treatment", treat, test["treatment"]), ("baseline", base, test["baseline"])):
         if part.empty:
             raise MissingResultsError(
-                f"missing results for claim test {test['id']} {name} ({agg.describe(stage='recommend', **spec)}); "
-                f"{agg.available(ctx.df, 'recommend')}"
+                f"missing results for claim test {test['id']} {name} ({sel.describe(stage='recommend', **spec)}); "
+                f"{sel.available(ctx.df, 'recommend')}"
             )
     tasks = sorted(
         set(treat[keys].drop_duplicates().itertuples(index=False, name=None))
@@ -439,30 +438,36 @@ def _finetune_curve(ctx: Context, test: dict[str, Any], envs: Sequence[str]) -> 
     """Fine-tuning curve of the test's method and options; an extended run's missing start is filled
     from the plain run of the same method (the extension continues it)."""
     method, options = test["method"], test.get("options", "")
-    curve = agg.finetune_curves(ctx.df, NORMALIZED, ctx.expected, method, options)
+    curve = sel.finetune_curves(ctx.df, NORMALIZED, ctx.expected, method, options)
     curve = curve[curve["env"].isin(envs)]
     what = f"claim test {test['id']} (finetune algo={method} options={options or '(none)'})"
     if curve.empty:
-        raise MissingResultsError(f"missing results for {what}: no rows; {agg.available(ctx.df, 'finetune')}")
-    agg.check_complete(curve, what, {"env": list(envs), "seed": ctx.expected.seeds})
+        raise MissingResultsError(f"missing results for {what}: no rows; {sel.available(ctx.df, 'finetune')}")
+    sel.check_complete(curve, what, {"env": list(envs), "seed": ctx.expected.seeds})
     if options:
-        plain = agg.finetune_curves(ctx.df, NORMALIZED, ctx.expected, method, "")
+        plain = sel.finetune_curves(ctx.df, NORMALIZED, ctx.expected, method, "")
         first = curve.groupby(["env", "seed"])["env_step"].min().rename("_first")
         plain = plain.join(first, on=["env", "seed"])
         curve = pd.concat([plain[plain["env_step"] < plain["_first"]].drop(columns="_first"), curve])
     return curve[["env", "seed", "env_step", "value"]].sort_values(["env", "seed", "env_step"])
 
 
-def _switch(ctx: Context, test: dict[str, Any], curve: pd.DataFrame) -> pd.DataFrame:
-    return agg.switch_levels(ctx.df, NORMALIZED, ctx.expected, test["method"], curve)
+NO_ENVS = "no environments (analysis switched off in the configuration)"
+
+
+def _curve_and_switch(ctx: Context, test: dict[str, Any]) -> tuple[tuple[str, ...], pd.DataFrame, pd.DataFrame] | None:
+    """The test's environments, fine-tuning curve and switch levels; ``None`` without environments."""
+    envs = _envs(ctx, test.get("envs"))
+    if not envs:
+        return None
+    curve = _finetune_curve(ctx, test, envs)
+    return envs, curve, sel.switch_levels(ctx.df, NORMALIZED, ctx.expected, test["method"], curve)
 
 
 def _stat_finetune_early_change(ctx: Context, test: dict[str, Any]) -> Result:
-    envs = _envs(ctx, test.get("envs"))
-    if not envs:
-        return Result(details="no environments (analysis switched off in the configuration)")
-    curve = _finetune_curve(ctx, test, envs)
-    switch = _switch(ctx, test, curve)
+    if not (inputs := _curve_and_switch(ctx, test)):
+        return Result(details=NO_ENVS)
+    envs, curve, switch = inputs
     window = float(test["window_fraction"]) * (ctx.expected.total_steps - ctx.expected.finetune_pause)
     merged = curve.merge(switch, on=["env", "seed"])
     after = merged[merged["env_step"] > merged["switch_step"]]
@@ -481,7 +486,7 @@ def _stat_finetune_early_change(ctx: Context, test: dict[str, Any]) -> Result:
     per_env = ", ".join(f"{e} {d[:, i].mean():+.3f}" for i, e in enumerate(envs))
     sources = ", ".join(sorted(set(switch["source"])))
     result.details = (
-        f"window {agg.format_steps(window)} env steps; switch level from {sources}; per-env change: {per_env}"
+        f"window {labels.format_steps(window)} env steps; switch level from {sources}; per-env change: {per_env}"
     )
     return result
 
@@ -492,9 +497,9 @@ def _stat_finetune_vs_sac_by_env(ctx: Context, test: dict[str, Any]) -> Result:
     if method not in ctx.expected.finetune_methods:
         return Result(details=f"fine-tuning method {method} is not in finetune.methods of the configuration")
     curve = _finetune_curve(ctx, test, envs)
-    final = agg.final_values(curve, ctx.expected.total_steps, f"claim test {test['id']} ({method})")
-    sac = agg.final_values(
-        agg.sac_continuation(ctx.df, NORMALIZED, ctx.expected, envs), ctx.expected.total_steps, "SAC continuation"
+    final = sel.final_values(curve, ctx.expected.total_steps, f"claim test {test['id']} ({method})")
+    sac = sel.final_values(
+        sel.sac_continuation(ctx.df, NORMALIZED, ctx.expected, envs), ctx.expected.total_steps, "SAC continuation"
     )
     merged = final.merge(sac, on=["env", "seed"], suffixes=("", "_sac"))
     merged["value"] = merged["final"] - merged["final_sac"]
@@ -523,18 +528,16 @@ def _recovery_step(curve: pd.DataFrame, switch: pd.DataFrame) -> str:
     regained = after_min[after_min >= level]
     if regained.empty:
         return f"the mean curve does not regain the switch level ({level:.3f}) within the run"
-    steps = agg.format_steps(regained.index[0])
+    steps = labels.format_steps(regained.index[0])
     return f"the mean curve regains the switch level ({level:.3f}) {steps} env steps after the switch"
 
 
 def _stat_finetune_level_vs_switch(ctx: Context, test: dict[str, Any]) -> Result:
-    envs = _envs(ctx, test.get("envs"))
-    if not envs:
-        return Result(details="no environments (analysis switched off in the configuration)")
-    curve = _finetune_curve(ctx, test, envs)
-    switch = _switch(ctx, test, curve)
+    if not (inputs := _curve_and_switch(ctx, test)):
+        return Result(details=NO_ENVS)
+    envs, curve, switch = inputs
     if test["at"] == "budget_end":
-        level = agg.final_values(curve, ctx.expected.total_steps, f"claim test {test['id']}")
+        level = sel.final_values(curve, ctx.expected.total_steps, f"claim test {test['id']}")
     elif test["at"] == "run_end":
         last = curve.sort_values("env_step").groupby(["env", "seed"]).tail(1)
         level = last.rename(columns={"env_step": "final_step", "value": "final"})
@@ -544,7 +547,7 @@ def _stat_finetune_level_vs_switch(ctx: Context, test: dict[str, Any]) -> Result
     merged["value"] = merged["final"] - merged["switch"]
     d = stats.score_matrix(merged, envs, ctx.expected.seeds, f"claim test {test['id']}")
     result = ctx.mean_test(d, test)
-    result.details = f"measured at {agg.format_steps(merged['final_step'].mean())} env steps (mean)"
+    result.details = f"measured at {labels.format_steps(merged['final_step'].mean())} env steps (mean)"
     if test["at"] == "run_end":
         result.details += "; " + _recovery_step(curve, switch)
     return result
@@ -562,14 +565,14 @@ def _stat_reward_mode_difference(ctx: Context, test: dict[str, Any]) -> Result:
         options = f"reward={mode}"
         what = f"claim test {test['id']} ({test['stage']} algo={test['method']} env={env} options={options})"
         if test["stage"] == "finetune":
-            curve = agg.finetune_curves(ctx.df, NORMALIZED, ctx.expected, test["method"], options)
+            curve = sel.finetune_curves(ctx.df, NORMALIZED, ctx.expected, test["method"], options)
             curve = curve[curve["env"] == env]
             if curve.empty:
-                raise MissingResultsError(f"missing results for {what}: no rows; {agg.available(ctx.df, 'finetune')}")
-            agg.check_complete(curve, what, {"env": [env], "seed": seeds})
-            v = agg.final_values(curve, ctx.expected.total_steps, what).rename(columns={"final": "value"})
+                raise MissingResultsError(f"missing results for {what}: no rows; {sel.available(ctx.df, 'finetune')}")
+            sel.check_complete(curve, what, {"env": [env], "seed": seeds})
+            v = sel.final_values(curve, ctx.expected.total_steps, what).rename(columns={"final": "value"})
         else:
-            rows = agg.select(
+            rows = sel.select(
                 ctx.df,
                 NORMALIZED,
                 stage="recommend",
@@ -732,11 +735,11 @@ def scorecard_markdown(table: pd.DataFrame, claims: dict[str, Any]) -> str:
             }
         )
     return (
-        agg.markdown(
+        labels.markdown(
             "S1. Claims scorecard: verdict per claim (decision rules in paper/claims.yaml).", pd.DataFrame(summary)
         )
         + "\n"
-        + agg.markdown("S1 (tests). Every test with its statistic and interval.", pd.DataFrame(tests))
+        + labels.markdown("S1 (tests). Every test with its statistic and interval.", pd.DataFrame(tests))
     )
 
 
@@ -750,8 +753,8 @@ def build_scorecard(
     seed: int | None = None,
 ) -> list[Path]:
     """Evaluate every claim of ``claims_path``; write ``S1.csv`` and ``S1.md`` under ``out_dir``."""
-    df = agg.load_results(tidy_csv_paths)
-    cfg = cfg if cfg is not None else agg.load_config(None)
+    df = sel.load_results(tidy_csv_paths)
+    cfg = cfg if cfg is not None else sel.load_config(None)
     expected = Expected.from_config(cfg)
     claims = load_claims(claims_path)
     table = evaluate_claims(df, expected, claims, reps=reps or stats.config_reps(cfg), seed=seed)
@@ -760,22 +763,3 @@ def build_scorecard(
     write_text(csv_path, table.to_csv(index=False))
     write_text(md_path, scorecard_markdown(table, claims))
     return [csv_path, md_path]
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m replication.analysis.scorecard --results R.csv ... --out DIR [--config FILE] [--claims FILE]``."""
-    parser = argparse.ArgumentParser(description="Evaluate the paper's claims on tidy results (scorecard S1).")
-    parser.add_argument("--results", nargs="+", required=True, help="tidy results CSV files")
-    parser.add_argument("--out", required=True, help="output directory")
-    parser.add_argument("--config", help="run configuration file (default: the paper profile)")
-    parser.add_argument("--claims", default=str(CLAIMS_FILE), help="claims file (default: paper/claims.yaml)")
-    parser.add_argument("--reps", type=int, help="bootstrap replications (default: config statistics.bootstrap_reps)")
-    parser.add_argument("--seed", type=int, help="bootstrap seed (default: from the claims file)")
-    args = parser.parse_args(argv)
-    cfg = agg.load_config(args.config)
-    build_scorecard(args.results, args.out, cfg, claims_path=args.claims, reps=args.reps, seed=args.seed)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

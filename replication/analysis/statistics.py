@@ -26,7 +26,6 @@ Two groups of variants make the aggregate figure F5 (:func:`aggregate_scores`):
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import functools
@@ -38,8 +37,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from replication.analysis import aggregate as agg
-from replication.analysis.aggregate import Expected, MissingResultsError
+from replication.analysis import labels
+from replication.analysis import selection as sel
+from replication.analysis.selection import Expected, MissingResultsError
 from replication.io import write_text
 
 DEFAULT_REPS = 5000  # without a config; runs use config statistics.bootstrap_reps
@@ -185,18 +185,18 @@ def poi_intervals(
 
 def score_matrix(values: pd.DataFrame, envs: Sequence[str], seeds: Sequence[int], what: str) -> np.ndarray:
     """``(num_seeds x num_envs)`` matrix of ``values`` (columns ``env, seed, value``)."""
-    agg.check_complete(values, what, {"env": list(envs), "seed": list(seeds)})
+    sel.check_complete(values, what, {"env": list(envs), "seed": list(seeds)})
     table = values.groupby(["seed", "env"])["value"].mean().unstack("env")
     return table.loc[list(seeds), list(envs)].to_numpy(dtype=float)
 
 
 def recommendation_variants(df: pd.DataFrame, expected: Expected) -> list[tuple[str, str, str, str]]:
     """Every (algo, dataset, validation, selection) of the plain recommendation rows, in config order."""
-    rec = agg.select(
-        df, agg.NORMALIZED, stage="recommend", algo=expected.algos, dataset=expected.datasets, envs=expected.envs
+    rec = sel.select(
+        df, sel.NORMALIZED, stage="recommend", algo=expected.algos, dataset=expected.datasets, envs=expected.envs
     )
     if rec.empty:
-        raise MissingResultsError(f"no recommendation results; {agg.available(df, 'recommend')}")
+        raise MissingResultsError(f"no recommendation results; {sel.available(df, 'recommend')}")
     found = set(
         rec[["algo", "dataset", "validation", "selection"]].drop_duplicates().itertuples(index=False, name=None)
     )
@@ -215,8 +215,8 @@ def recommendation_variants(df: pd.DataFrame, expected: Expected) -> list[tuple[
 
 def comparison_pause(df: pd.DataFrame, expected: Expected) -> int:
     """The latest pause at which every recommendation variant was run for every environment and seed."""
-    rec = agg.select(
-        df, agg.NORMALIZED, stage="recommend", algo=expected.algos, dataset=expected.datasets, envs=expected.envs
+    rec = sel.select(
+        df, sel.NORMALIZED, stage="recommend", algo=expected.algos, dataset=expected.datasets, envs=expected.envs
     )
     variants = recommendation_variants(df, expected)
     need = len(variants) * len(expected.envs) * len(expected.seeds)
@@ -236,7 +236,7 @@ def comparison_pause(df: pd.DataFrame, expected: Expected) -> int:
 
 
 def variant_label(algo: str, dataset: str, validation: str, selection: str) -> str:
-    return f"{agg.ALGO_NAMES.get(algo, algo)} · {dataset} · {validation}/{selection}"
+    return f"{labels.ALGO_NAMES.get(algo, algo)} · {dataset} · {validation}/{selection}"
 
 
 @dataclasses.dataclass
@@ -254,52 +254,45 @@ def _online_at_ledger(
     online: pd.DataFrame, rows: pd.DataFrame, envs: Sequence[str], seeds: Sequence[int]
 ) -> tuple[str, np.ndarray]:
     """Online SAC after as many env steps as each recommendation row spent (budget-matched baseline)."""
-    at = agg.value_at_or_before(online, rows[["env", "seed", "env_step"]], "env_step", "online SAC at the ledger step")
-    label = f"Online SAC @ {agg.format_steps(rows['env_step'].mean())} (same env steps)"
+    at = sel.value_at_or_before(online, rows[["env", "seed", "env_step"]], "env_step", "online SAC at the ledger step")
+    label = f"Online SAC @ {labels.format_steps(rows['env_step'].mean())} (same env steps)"
     return label, score_matrix(at.rename(columns={"at_value": "value"}), envs, seeds, label)
 
 
 def aggregate_scores(df: pd.DataFrame, expected: Expected, pause: int | None = None) -> list[AggregateGroup]:
     """The groups of F5 (:class:`AggregateGroup`)."""
-    metric, envs, seeds = agg.NORMALIZED, expected.envs, expected.seeds
+    metric, envs, seeds = sel.NORMALIZED, expected.envs, expected.seeds
     pause = comparison_pause(df, expected) if pause is None else int(pause)
     groups = []
-    online = agg.online_curve(df, metric, envs=envs)
+    online = sel.online_curve(df, metric, envs=envs)
     keys = pd.DataFrame([(e, s, pause) for e in envs for s in seeds], columns=["env", "seed", "pause"])
-    at_pause = agg.value_at_or_before(online, keys, "pause", "online SAC at the pause point")
-    baseline = f"Online SAC @ {agg.format_steps(pause)}"
+    at_pause = sel.value_at_or_before(online, keys, "pause", "online SAC at the pause point")
+    baseline = f"Online SAC @ {labels.format_steps(pause)}"
     rec_group = {baseline: score_matrix(at_pause.rename(columns={"at_value": "value"}), envs, seeds, baseline)}
     rec_versus = {}
-    for algo, dataset, validation, selection in recommendation_variants(df, expected):
-        rows = agg.select(
-            df,
-            metric,
-            stage="recommend",
-            algo=algo,
-            dataset=dataset,
-            validation=validation,
-            selection=selection,
-            envs=envs,
+    for variant in recommendation_variants(df, expected):
+        rows = sel.select(
+            df, metric, stage="recommend", envs=envs, **dict(zip(sel.VARIANT_FILTERS, variant, strict=True))
         )
         rows = rows[rows["pause"] == pause]
-        label = variant_label(algo, dataset, validation, selection)
+        label = variant_label(*variant)
         rec_group[label] = score_matrix(rows, envs, seeds, f"F5 recommendation {label} at pause {pause}")
         rec_versus[label] = _online_at_ledger(online, rows, envs, seeds)
-    name = f"Final-policy recommendation @ {agg.format_steps(pause)}"
+    name = f"Final-policy recommendation @ {labels.format_steps(pause)}"
     groups.append(AggregateGroup(name, baseline, rec_group, rec_versus))
     if expected.finetune_methods:
-        sac = agg.final_values(agg.sac_continuation(df, metric, expected), expected.total_steps, "SAC continuation")
-        baseline = agg.FINETUNE_NAMES["sac"]
+        sac = sel.final_values(sel.sac_continuation(df, metric, expected), expected.total_steps, "SAC continuation")
+        baseline = labels.FINETUNE_NAMES["sac"]
         ft_group = {baseline: score_matrix(sac.rename(columns={"final": "value"}), envs, seeds, baseline)}
         for method in expected.finetune_methods:
-            label = agg.FINETUNE_NAMES.get(method, method)
-            curves = agg.finetune_curves(df, metric, expected, method)
+            label = labels.FINETUNE_NAMES.get(method, method)
+            curves = sel.finetune_curves(df, metric, expected, method)
             if curves.empty:
                 raise MissingResultsError(
-                    f"missing results for F5 fine-tuning {label}: {agg.available(df, 'finetune')}"
+                    f"missing results for F5 fine-tuning {label}: {sel.available(df, 'finetune')}"
                 )
-            agg.check_complete(curves, f"F5 fine-tuning {label}", {"env": envs, "seed": seeds})
-            final = agg.final_values(curves, expected.total_steps, label)
+            sel.check_complete(curves, f"F5 fine-tuning {label}", {"env": envs, "seed": seeds})
+            final = sel.final_values(curves, expected.total_steps, label)
             ft_group[label] = score_matrix(final.rename(columns={"final": "value"}), envs, seeds, label)
         versus = {label: (baseline, ft_group[baseline]) for label in ft_group if label != baseline}
         groups.append(AggregateGroup("Fine-tuning (final)", baseline, ft_group, versus))
@@ -351,7 +344,7 @@ def aggregate_markdown(table: pd.DataFrame, confidence: float = CONFIDENCE) -> s
         "many env steps as it spent), with "
         f"{confidence:.0%} stratified-bootstrap intervals (rliable)."
     )
-    return agg.markdown(title, pd.DataFrame(rows))
+    return labels.markdown(title, pd.DataFrame(rows))
 
 
 def build_statistics(
@@ -367,8 +360,8 @@ def build_statistics(
 
     ``reps``: bootstrap replications (default: the config's ``statistics.bootstrap_reps``).
     """
-    df = agg.load_results(tidy_csv_paths)
-    cfg = cfg if cfg is not None else agg.load_config(None)
+    df = sel.load_results(tidy_csv_paths)
+    cfg = cfg if cfg is not None else sel.load_config(None)
     expected = Expected.from_config(cfg)
     table = aggregate_table(df, expected, pause=pause, reps=reps or config_reps(cfg), seed=seed)
     out_dir = Path(out_dir)
@@ -376,22 +369,3 @@ def build_statistics(
     write_text(csv_path, table.to_csv(index=False))
     write_text(md_path, aggregate_markdown(table))
     return [csv_path, md_path]
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m replication.analysis.statistics --results R.csv ... --out DIR [--config FILE]``."""
-    parser = argparse.ArgumentParser(description="IQM and probability of improvement across environments.")
-    parser.add_argument("--results", nargs="+", required=True, help="tidy results CSV files")
-    parser.add_argument("--out", required=True, help="output directory")
-    parser.add_argument("--config", help="run configuration file (default: the paper profile)")
-    parser.add_argument("--pause", type=int, help="pause point (env steps) of the recommendation group")
-    parser.add_argument("--reps", type=int, help="bootstrap replications (default: config statistics.bootstrap_reps)")
-    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="bootstrap seed")
-    args = parser.parse_args(argv)
-    cfg = agg.load_config(args.config)
-    build_statistics(args.results, args.out, cfg, pause=args.pause, reps=args.reps, seed=args.seed)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -24,7 +24,6 @@ process corrupt each other's frames. Every env renders from its default camera (
 
 from __future__ import annotations
 
-import argparse
 import base64
 import dataclasses
 import html
@@ -321,28 +320,25 @@ def markdown(videos_dir: Path | str, base: Path | str, made_by: str = "") -> str
     return "\n".join(lines).rstrip() + "\n"
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``replication videos --config results/NAME/config.yaml --tidy results/NAME/tidy.csv --out DIR``."""
-    parser = argparse.ArgumentParser(prog="replication videos", description="Render the run's rollout clips.")
-    parser.add_argument("--config", required=True, help="the run's resolved config (results/<name>/config.yaml)")
-    parser.add_argument("--tidy", required=True, help="the run's tidy.csv (picks the policies)")
-    parser.add_argument("--out", required=True, help="output folder (results/<name>/videos)")
-    args = parser.parse_args(argv)
+def render(config_file: Path | str, tidy: Path | str, out: Path | str) -> dict[str, Any]:
+    """:func:`build_videos` for the run configured in ``config_file``; returns its status."""
     import logging
 
     from replication.plan import config
 
     logging.getLogger("OpenGL").setLevel(logging.WARNING)  # "No OpenGL_accelerate module loaded"
-    for path in (args.config, args.tidy):
+    for path in (config_file, tidy):
         if not Path(path).is_file():
-            parser.error(f"{path}: no such file")
-    status = build_videos(config.resolve(config.read_yaml(args.config)), args.tidy, args.out)
+            raise ValueError(f"{path}: no such file")
+    return build_videos(config.resolve(config.read_yaml(config_file)), tidy, out)
+
+
+def summary(status: dict[str, Any]) -> list[str]:
+    """What :func:`render` made: clips, environments, seconds, and why an environment has none."""
     clips = sum(len(e["clips"]) for e in status["envs"].values())
-    print(
+    lines = [
         f"videos: {clips} clips of {len(status['envs'])} environments in {status['seconds']} s"
         + (f"; {status['reason']}" if status["reason"] else "")
-    )
-    for env_name, entry in status["envs"].items():
-        if entry.get("reason"):
-            print(f"  {env_name}: no clip: {entry['reason']}")
-    return 0
+    ]
+    lines += [f"  {env}: no clip: {entry['reason']}" for env, entry in status["envs"].items() if entry.get("reason")]
+    return lines

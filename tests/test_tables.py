@@ -8,10 +8,11 @@ import pytest
 import yaml
 from synthetic_results import FT_PAUSE, TOTAL, config, config_file_overrides, make_results
 
+from replication import cli
 from replication.agents import normalize
-from replication.analysis import aggregate as agg
-from replication.analysis import tidy
-from replication.analysis.aggregate import Expected, MissingResultsError
+from replication.analysis import selection as sel
+from replication.analysis import tables, tidy
+from replication.analysis.selection import Expected, MissingResultsError
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +22,7 @@ def raw() -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def prepared(raw: pd.DataFrame) -> pd.DataFrame:
-    return agg.prepare(raw)
+    return sel.prepare(raw)
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +72,7 @@ def test_expected_reads_dataset_names_from_the_config() -> None:
 
 
 def test_t1_equals_a_direct_computation(raw: pd.DataFrame, prepared: pd.DataFrame, expected: Expected) -> None:
-    t1 = agg.final_policy_table(prepared, expected)
+    t1 = tables.final_policy_table(prepared, expected)
     row = t1[(t1["env"] == "kitchen") & (t1["pause"] == 40_000) & (t1["algo"] == "cql") & (t1["dataset"] == "buffer")
              & (t1["selection"] == "best-of")].iloc[0]  # fmt: skip
     rec = _rows(raw, env="kitchen", stage="recommend", algo="cql", dataset="buffer", validation="full",
@@ -103,14 +104,14 @@ def test_t1_equals_a_direct_computation(raw: pd.DataFrame, prepared: pd.DataFram
 
 def test_online_at_the_pause_is_the_nearest_evaluation_before_it(raw: pd.DataFrame, expected: Expected) -> None:
     gap = raw[~((raw["stage"] == "online") & (raw["env"] == "hopper") & (raw["env_step"] == 40_000))]
-    t1 = agg.final_policy_table(agg.prepare(gap), expected)
+    t1 = tables.final_policy_table(sel.prepare(gap), expected)
     row = t1[(t1["env"] == "hopper") & (t1["pause"] == 40_000)].iloc[0]
     before = _rows(raw, env="hopper", stage="online", env_step=35_000, variant_options="")["value"]
     assert row["online_mean"] == pytest.approx(before.mean())
 
 
 def test_t2_equals_a_direct_computation(raw: pd.DataFrame, prepared: pd.DataFrame, expected: Expected) -> None:
-    t2 = agg.validation_table(prepared, expected)
+    t2 = tables.validation_table(prepared, expected)
     assert set(t2["pause"]) == {60_000}  # the only pause with newdata
     row = t2[(t2["env"] == "hopper") & (t2["algo"] == "iql") & (t2["dataset"] == "newdata")
              & (t2["validation"] == "full") & (t2["selection"] == "best-of")].iloc[0]  # fmt: skip
@@ -125,14 +126,14 @@ def test_t2_equals_a_direct_computation(raw: pd.DataFrame, prepared: pd.DataFram
     assert np.isnan(none_row["diff_vs_none_mean"])
     # the budget each side spent: validation charges 3K env steps
     assert row["env_step_mean"] == 73_000 and none_row["env_step_mean"] == 70_000
-    shown = agg.display_tables("T2", t2)[0][1]
+    shown = tables.display_tables("T2", t2)[0][1]
     assert {"Spent (full)", "Spent (none)"} <= set(shown.columns)
     spent = shown.groupby("Dataset")[["Spent (full)", "Spent (none)"]].agg(set)
     assert spent.loc["newdata"].tolist() == [{"73K"}, {"70K"}] and spent.loc["buffer"].tolist() == [{"63K"}, {"60K"}]
 
 
 def test_t3_equals_a_direct_computation(raw: pd.DataFrame, prepared: pd.DataFrame, expected: Expected) -> None:
-    t3 = agg.finetune_table(prepared, expected)
+    t3 = tables.finetune_table(prepared, expected)
     assert list(t3[t3["env"] == "hopper"]["method"]) == ["sac", "iql", "pex", "calql"]
     pex = _rows(raw, env="sawyer-push", stage="finetune", algo="pex", env_step=TOTAL, variant_options="")
     sac = _rows(raw, env="sawyer-push", stage="online", env_step=TOTAL, variant_options="")
@@ -148,31 +149,31 @@ def test_t3_equals_a_direct_computation(raw: pd.DataFrame, prepared: pd.DataFram
 
 
 def test_a_missing_variant_is_a_clear_error(raw: pd.DataFrame, expected: Expected) -> None:
-    no_cql = agg.prepare(raw[~((raw["stage"] == "recommend") & (raw["algo"] == "cql"))])
+    no_cql = sel.prepare(raw[~((raw["stage"] == "recommend") & (raw["algo"] == "cql"))])
     with pytest.raises(MissingResultsError, match=r"algo=cql"):
-        agg.final_policy_table(no_cql, expected)
-    no_none = agg.prepare(raw[raw["validation"] != "none"])
+        tables.final_policy_table(no_cql, expected)
+    no_none = sel.prepare(raw[raw["validation"] != "none"])
     with pytest.raises(MissingResultsError, match=r"validation=none: no rows"):
-        agg.validation_table(no_none, expected)
-    no_seed = agg.prepare(raw[~((raw["algo"] == "pex") & (raw["seed"] == 3))])
+        tables.validation_table(no_none, expected)
+    no_seed = sel.prepare(raw[~((raw["algo"] == "pex") & (raw["seed"] == 3))])
     with pytest.raises(MissingResultsError, match=r"algo=pex.*seed=3"):
-        agg.finetune_table(no_seed, expected)
-    no_pex = agg.prepare(raw[raw["algo"] != "pex"])
+        tables.finetune_table(no_seed, expected)
+    no_pex = sel.prepare(raw[raw["algo"] != "pex"])
     with pytest.raises(MissingResultsError, match=r"algo=pex.*no rows"):
-        agg.finetune_table(no_pex, expected)
+        tables.finetune_table(no_pex, expected)
 
 
 def test_an_unfinished_run_is_not_taken_as_final(raw: pd.DataFrame, expected: Expected) -> None:
     cut = raw[~((raw["stage"] == "finetune") & (raw["algo"] == "iql") & (raw["env"] == "hopper")
                 & (raw["seed"] == 0) & (raw["env_step"] > 90_000))]  # fmt: skip
     with pytest.raises(MissingResultsError, match="stop before the budget"):
-        agg.finetune_table(agg.prepare(cut), expected)
+        tables.finetune_table(sel.prepare(cut), expected)
 
 
 def test_build_tables_writes_csv_markdown_and_latex(raw: pd.DataFrame, tmp_path) -> None:
     path = tmp_path / "tidy.csv"
     tidy.write(raw, path)
-    written = agg.build_tables([path], tmp_path / "tables", config())
+    written = tables.build_tables([path], tmp_path / "tables", config())
     assert sorted(written) == ["T1", "T2", "T3"]
     for paths in written.values():
         assert [p.suffix for p in paths] == [".csv", ".md", ".tex"]
@@ -190,6 +191,6 @@ def test_cli_reads_a_config_file(raw: pd.DataFrame, tmp_path) -> None:
     tidy.write(raw, path)
     cfg_file = tmp_path / "config.yaml"
     cfg_file.write_text(yaml.safe_dump(config_file_overrides()))
-    assert agg.main(["--results", str(path), "--out", str(tmp_path / "cli"), "--config", str(cfg_file),
+    assert cli.main(["tables", "--results", str(path), "--out", str(tmp_path / "cli"), "--config", str(cfg_file),
                      "--tables", "T3"]) == 0  # fmt: skip
     assert (tmp_path / "cli" / "T3.md").exists()
