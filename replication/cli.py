@@ -268,12 +268,12 @@ def _finetune(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_aggregate_arguments(parser: argparse.ArgumentParser) -> None:
+def _add_collect_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="tidy CSV to write")
     parser.add_argument("inputs", nargs="+", help="tidy CSV files of the cells")
 
 
-@command("collect", "concatenate the cells' tidy results into one table", _add_aggregate_arguments)
+@command("collect", "concatenate the cells' tidy results into one table", _add_collect_arguments)
 def _collect(args: argparse.Namespace) -> int:
     from replication.analysis import tidy
 
