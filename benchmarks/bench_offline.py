@@ -98,7 +98,7 @@ class Contender:
 def replication_contender(cfg, env, algo, transitions, seed, precompute: bool):
     import d3rlpy
 
-    from replication.agents.offline import build_learner, offline_buffer, prepare, train
+    from replication.agents.learners import build_learner, offline_buffer, prepare, train
 
     def setup():
         buffer = offline_buffer(cfg, env, algo, transitions, precompute)
@@ -115,7 +115,7 @@ def fit_contender(cfg, env, algo, path, seed):
     import d3rlpy
 
     from replication.agents.datasets import load_dataset
-    from replication.agents.offline import build_learner, transition_picker
+    from replication.agents.learners import build_learner, transition_picker
 
     def setup():
         dataset, _ = load_dataset(path)
@@ -180,7 +180,8 @@ def main() -> None:
     import structlog
 
     from replication.agents.datasets import load_transitions
-    from replication.agents.offline import load_learner, quiet_d3rlpy, run_offline
+    from replication.agents.learners import load_learner, quiet_d3rlpy
+    from replication.agents.offline import run_offline
     from replication.agents.online import run_online
     from replication.plan.variants import OfflineDataset
 

@@ -12,8 +12,10 @@ import pytest
 import torch
 
 from replication.agents import finetune as ft
+from replication.agents import job
 from replication.agents.datasets import Transitions, load_transitions
-from replication.agents.offline import load_learner, quiet_d3rlpy, replay_buffer, run_offline
+from replication.agents.learners import load_learner, quiet_d3rlpy, replay_buffer
+from replication.agents.offline import run_offline
 from replication.agents.pex import (
     OFFLINE,
     ONLINE,
@@ -84,9 +86,9 @@ def cell(tmp_path_factory):
 
 def finetune_run(cfg, root, data, method, out, extended_steps=0):
     """``run_finetune`` with the training env's steps counted; returns (summary, env steps taken)."""
-    real_make_env = ft.make_env
+    real_make_env = job.make_env  # the training env: the job frame makes it
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(ft, "make_env", lambda *a, **k: CountSteps(real_make_env(*a, **k)))
+        mp.setattr(job, "make_env", lambda *a, **k: CountSteps(real_make_env(*a, **k)))
         before = len(CountSteps.counts)
         source = ft.FINETUNE_SOURCES[method]
         summary = ft.run_finetune(cfg, "hopper", 0, method, root / source, data, out, extended_steps, progress=False)
