@@ -4,8 +4,8 @@ On one dataset from a short real online run (HalfCheetah by default: its episode
 full length, the worst case for Cal-QL's returns-to-go), each algorithm is trained by several
 "contenders" on the same data, settings and seed:
 
-* ``replication``: ``replication.agents.offline``'s training (``offline_buffer`` + ``build_learner`` +
-  ``prepare`` + ``train``, exactly what ``run_offline`` runs between its checkpoints);
+* ``replication``: the offline job's training (``replication.agents.learners``: ``offline_buffer`` +
+  ``build_learner`` + ``prepare`` + ``train``), exactly what ``run_offline`` runs between its checkpoints);
 * ``bare fit``: ``learner.fit`` on ``load_dataset``'s d3rlpy dataset with d3rlpy's own picker;
 * CQL / Cal-QL settings that might be faster without changing results: 2 torch threads instead of
   1, and (Cal-QL) returns-to-go per sample (d3rlpy) instead of once per episode.

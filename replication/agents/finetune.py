@@ -29,8 +29,9 @@ every ``evaluation.interval`` fine-tuning env steps, and at the end of the budge
 or ``none``), placed at their ledger-true env step: everything the ledger had spent before
 fine-tuning plus the fine-tuning steps so far, so the last row is at ``T``.
 
-Every env step is followed by ``finetune.updates_per_step`` gradient steps (IQL and Cal-QL: no
-warm-up, the buffers already hold the offline dataset). PEX first collects
+Every env step is followed by ``finetune.updates_per_step`` gradient steps (a method may set its
+own: :attr:`Agent.updates_per_step`; IQL and Cal-QL: no warm-up, the buffers already hold the
+offline dataset). PEX first collects
 ``finetune.pex_initial_collection_steps`` env steps with its policy set and no update (its
 reference's ``initial_collection_steps``, 5,000) **(choice)**: the reference value at paper scale,
 scaled down with the budgets of the small configs. Exploration samples from the stochastic policies.
@@ -452,6 +453,12 @@ class FinetuneTimings(Timings):
         }
 
 
+def updates_per_step(agent: Agent, cfg: dict[str, Any]) -> int:
+    """Gradient updates after each env step: the agent's own number, else ``finetune.updates_per_step``."""
+    own = agent.updates_per_step
+    return int(cfg["finetune"]["updates_per_step"] if own is None else own)
+
+
 def join_options(*options: str) -> str:
     return ";".join(o for o in options if o)
 
@@ -540,8 +547,7 @@ class Finetune(Job):
         learner = learners.load_learner(self.offline_dir, self.which, self.device)
         self.start_grad_step = int(learner.grad_step)
         self.agent = build_agent(self.cfg, self.env_name, self.method, learner, transitions, rng, self.device)
-        if self.agent.updates_per_step is not None:
-            self.updates_per_step = int(self.agent.updates_per_step)
+        self.updates_per_step = updates_per_step(self.agent, self.cfg)
         del transitions
         self.obs = self.env.reset(seed=self.seed + TRAIN_SEED_OFFSET)[0]
         self.evaluator = self.make_evaluator()
