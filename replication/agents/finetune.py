@@ -71,9 +71,10 @@ ends (terminated, truncated, or cut at the end of the budget), so every online r
 of a finished episode, exactly as for the offline data (Cal-QL's own code also computes Monte-Carlo
 returns of completed online trajectories). Terminated episodes give the exact return, truncated ones
 the discounted sum of their rewards without bootstrap, and sparse-reward environments use the same
-failure rule as offline (:func:`replication.agents.learners.transition_picker`). Without a reward scaler the
-returns are computed once per finished episode (:class:`EpisodeReturnsPicker`, d3rlpy's own sum, so
-the same float32 values); with one, d3rlpy's picker computes them per sample.
+failure rule as offline (:func:`replication.agents.learners.transition_picker`). Without a reward
+scaler the returns are computed once per finished episode
+(:class:`~replication.agents.learners.EpisodeReturnsPicker`, d3rlpy's own sum, so the same float32
+values); with one, d3rlpy's picker computes them per sample.
 
 SAC continuation (the baseline) needs no job: the online SAC run is not stopped at the pause, it
 continues to ``T`` in the same run, so the aggregation takes the online ``curve.csv`` from the
@@ -551,7 +552,7 @@ class Finetune(Job):
         del transitions
         self.obs = self.env.reset(seed=self.seed + TRAIN_SEED_OFFSET)[0]
         self.evaluator = self.make_evaluator()
-        self.key = self.job_key(self.meta.get("sha256"))
+        self.key = self.finetune_key(self.meta.get("sha256"))
         self.offline_episodes = resume.buffer_episodes(self.agent)  # a checkpoint refers to them
         return self.restore_checkpoint()
 
@@ -573,10 +574,11 @@ class Finetune(Job):
 
     CHECKPOINTED = ("agent", "env", "ledger", "rows", "timings", "budget_timings", "resumed_from")
 
-    def job_key(self, dataset_sha: str | None) -> str:
+    def finetune_key(self, dataset_sha: str | None) -> str:
+        """The job key: settings, the offline learner's file and the dataset, extension and options."""
         learnable = self.offline_dir / f"learnable_{self.which}.d3"
         inputs = (sha256_of(learnable), dataset_sha, self.extended_steps, self.variant_options)
-        return super().job_key(self.method, self.which, *inputs)
+        return self.job_key(self.method, self.which, *inputs)
 
     def save_checkpoint(self, phase: str, step: int, last: int, obs: np.ndarray) -> None:
         objects = {name: getattr(self, name) for name in self.CHECKPOINTED}

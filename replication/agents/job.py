@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import logging
 import sys
 import time
 from collections.abc import Iterator
@@ -34,8 +33,6 @@ from replication.io import write_json
 from replication.plan import config
 from replication.plan.variants import OfflineDataset
 from replication.runinfo import configure_torch, run_info
-
-log = logging.getLogger(__name__)
 
 ACTION_RANGE_TOL = 1e-4  # dataset actions may exceed the env's range by this fraction of it (rounding)
 

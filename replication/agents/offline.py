@@ -12,7 +12,8 @@ under its ``out_dir``:
   validate are charged ``offline_fraction x T`` env steps; the steps really spent are recorded too.
 * ``learnable_best.d3``, ``learnable_last.d3``: the whole learner (weights, optimisers, scalers) of
   those two checkpoints, for fine-tuning (``d3rlpy.load_learnable`` restarts the step counter at 0:
-  use :func:`load_learner`, which restores it). Other checkpoints are not kept.
+  use :func:`replication.agents.learners.load_learner`, which restores it). Other checkpoints are
+  not kept.
 * ``policy_best.pt``, ``policy_last.pt``: their deterministic policies as TorchScript (d3rlpy's
   ``save_policy``), acting in the env's own action range; every export is checked against the
   learner's ``predict`` on a batch of dataset observations.
