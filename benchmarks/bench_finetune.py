@@ -128,7 +128,8 @@ def main() -> None:
     torch.set_num_threads(1)
 
     from replication.agents.finetune import Finetune
-    from replication.agents.offline import quiet_d3rlpy, run_offline
+    from replication.agents.learners import quiet_d3rlpy
+    from replication.agents.offline import run_offline
     from replication.agents.online import run_online
     from replication.analysis import tidy
     from replication.io import read_json
@@ -156,8 +157,9 @@ def main() -> None:
 
     rows, frames = [], []
     for method in ("iql", "pex", "calql"):
-        job = Finetune(cfg, env, seed, method, cell / "offline" / FINETUNE_SOURCES[method], data)
-        summary = job.run(cell / "finetune" / method, progress=False)
+        source = cell / "offline" / FINETUNE_SOURCES[method]
+        job = Finetune(cfg, env, seed, method, source, data, cell / "finetune" / method, progress=False)
+        summary = job.run()
         tm = summary["timings"]
         batches = [job.agent.batch() for _ in range(args.bare_batches)]
         bare = bare_updates_per_second(job.agent.update, batches)

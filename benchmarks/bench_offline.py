@@ -4,8 +4,8 @@ On one dataset from a short real online run (HalfCheetah by default: its episode
 full length, the worst case for Cal-QL's returns-to-go), each algorithm is trained by several
 "contenders" on the same data, settings and seed:
 
-* ``replication``: ``replication.agents.offline``'s training (``offline_buffer`` + ``build_learner`` +
-  ``prepare`` + ``train``, exactly what ``run_offline`` runs between its checkpoints);
+* ``replication``: the offline job's training (``replication.agents.learners``: ``offline_buffer`` +
+  ``build_learner`` + ``prepare`` + ``train``), exactly what ``run_offline`` runs between its checkpoints);
 * ``bare fit``: ``learner.fit`` on ``load_dataset``'s d3rlpy dataset with d3rlpy's own picker;
 * CQL / Cal-QL settings that might be faster without changing results: 2 torch threads instead of
   1, and (Cal-QL) returns-to-go per sample (d3rlpy) instead of once per episode.
@@ -98,7 +98,7 @@ class Contender:
 def replication_contender(cfg, env, algo, transitions, seed, precompute: bool):
     import d3rlpy
 
-    from replication.agents.offline import build_learner, offline_buffer, prepare, train
+    from replication.agents.learners import build_learner, offline_buffer, prepare, train
 
     def setup():
         buffer = offline_buffer(cfg, env, algo, transitions, precompute)
@@ -115,7 +115,7 @@ def fit_contender(cfg, env, algo, path, seed):
     import d3rlpy
 
     from replication.agents.datasets import load_dataset
-    from replication.agents.offline import build_learner, transition_picker
+    from replication.agents.learners import build_learner, transition_picker
 
     def setup():
         dataset, _ = load_dataset(path)
@@ -180,7 +180,8 @@ def main() -> None:
     import structlog
 
     from replication.agents.datasets import load_transitions
-    from replication.agents.offline import load_learner, quiet_d3rlpy, run_offline
+    from replication.agents.learners import load_learner, quiet_d3rlpy
+    from replication.agents.offline import run_offline
     from replication.agents.online import run_online
     from replication.plan.variants import OfflineDataset
 

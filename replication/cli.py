@@ -146,18 +146,6 @@ def _cell(args: argparse.Namespace) -> tuple[str, dict, str]:
     return cell_config(_load_config(args.config), args.env)
 
 
-def _tag(out: str, options: str) -> None:
-    """Mark the tidy results an analysis cell wrote with its options."""
-    from pathlib import Path
-
-    from replication.analysis import tidy
-
-    for name in ("curve.csv", "recommend.csv"):
-        path = Path(out) / name
-        if options and path.exists():
-            tidy.tag_options(path, options)
-
-
 def _add_online_arguments(parser: argparse.ArgumentParser) -> None:
     _cell_arguments(parser)
     parser.add_argument("--out", required=True, help="output directory of the online run")
@@ -170,8 +158,7 @@ def _online(args: argparse.Namespace) -> int:
 
     _setup_logging()
     env, cfg, options = _cell(args)
-    summary = run_online(cfg, env, args.seed, args.out, progress=args.progress)
-    _tag(args.out, options)
+    summary = run_online(cfg, env, args.seed, args.out, progress=args.progress, options=options)
     print(f"online {args.env} seed {args.seed}: {summary['timings']['train_steps_per_second']:.0f} env steps/s")
     return 0
 
@@ -210,30 +197,12 @@ def _add_offline_arguments(parser: argparse.ArgumentParser) -> None:
 
 @command("offline", "train offline learners on one dataset, validate, recommend", _add_offline_arguments)
 def _offline(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from replication.agents.offline import finished_learner, job_key, run_offline
-    from replication.analysis import tidy
-    from replication.io import write_json
-    from replication.plan.workflow import parse_dataset_key
+    from replication.agents.offline import run_offline_job
 
     _setup_logging()
     env, cfg, options = _cell(args)
-    dataset = parse_dataset_key(cfg, args.dataset)
     algos = [a for a in args.algo.split(",") if a]
-    unknown = sorted(set(algos) - {"iql", "cql", "calql"})
-    if unknown or not algos:
-        raise ValueError(f"--algo: unknown offline learner(s) {unknown}; valid: iql, cql, calql")
-    out = Path(args.out)
-    summaries = {}
-    for algo in algos:  # a restarted job keeps the learners it had finished
-        finished = finished_learner(out / algo, job_key(cfg, env, args.seed, algo, args.data, dataset))
-        if finished is None:
-            finished = run_offline(cfg, env, args.seed, algo, args.data, args.online, dataset, out / algo)
-        summaries[algo] = finished
-        _tag(str(out / algo), options)
-    tidy.write(tidy.read([out / a / "recommend.csv" for a in algos]), out / "recommend.csv")
-    write_json(out / "offline.json", {"algos": algos, "dataset": args.dataset, "summaries": summaries})
+    run_offline_job(cfg, env, args.seed, algos, args.dataset, args.data, args.online, args.out, options)
     return 0
 
 
@@ -255,10 +224,8 @@ def _finetune(args: argparse.Namespace) -> int:
 
     _setup_logging()
     env, cfg, options = _cell(args)
-    summary = run_finetune(
-        cfg, env, args.seed, args.method, args.offline, args.data, args.out, args.extended_steps, progress=args.progress
-    )
-    _tag(args.out, options)
+    job = (cfg, env, args.seed, args.method, args.offline, args.data, args.out, args.extended_steps)
+    summary = run_finetune(*job, progress=args.progress, options=options)
     timings = summary["timings"]
     print(
         f"finetune {args.method} {args.env} seed {args.seed}: {summary['env_steps']} env steps"

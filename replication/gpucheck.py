@@ -66,13 +66,13 @@ def d3rlpy_start(cfg: dict[str, Any], env: str, algo: str, transitions, folder: 
     """The learner's starting weights, built once on the CPU and saved; and its replay buffer."""
     import d3rlpy
 
-    from replication.agents import offline
+    from replication.agents import learners
 
     d3rlpy.seed(SEED)
     source = "iql" if algo == "pex" else algo
-    learner = offline.build_learner(cfg, env, source, "cpu:0")
-    buffer = offline.offline_buffer(cfg, env, source, transitions)
-    offline.prepare(learner, buffer)
+    learner = learners.build_learner(cfg, env, source, "cpu:0")
+    buffer = learners.offline_buffer(cfg, env, source, transitions)
+    learners.prepare(learner, buffer)
     if algo == "pex":
         from replication.agents.pex import expand_policy
 
@@ -292,7 +292,7 @@ def run(
     from replication.runinfo import resolve_device
 
     import_d3rlpy()
-    from replication.agents.offline import quiet_d3rlpy
+    from replication.agents.learners import quiet_d3rlpy
 
     quiet_d3rlpy()
     try:

@@ -12,8 +12,10 @@ import pytest
 import torch
 
 from replication.agents import finetune as ft
+from replication.agents import job
 from replication.agents.datasets import Transitions, load_transitions
-from replication.agents.offline import load_learner, quiet_d3rlpy, replay_buffer, run_offline
+from replication.agents.learners import load_learner, quiet_d3rlpy, replay_buffer
+from replication.agents.offline import run_offline
 from replication.agents.pex import (
     OFFLINE,
     ONLINE,
@@ -84,9 +86,9 @@ def cell(tmp_path_factory):
 
 def finetune_run(cfg, root, data, method, out, extended_steps=0):
     """``run_finetune`` with the training env's steps counted; returns (summary, env steps taken)."""
-    real_make_env = ft.make_env
+    real_make_env = job.make_env  # the training env: the job frame makes it
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(ft, "make_env", lambda *a, **k: CountSteps(real_make_env(*a, **k)))
+        mp.setattr(job, "make_env", lambda *a, **k: CountSteps(real_make_env(*a, **k)))
         before = len(CountSteps.counts)
         source = ft.FINETUNE_SOURCES[method]
         summary = ft.run_finetune(cfg, "hopper", 0, method, root / source, data, out, extended_steps, progress=False)
@@ -509,3 +511,43 @@ def test_a_killed_finetuning_job_resumes_to_identical_outputs(cell, tmp_path, me
     assert not differing(whole, resumed, outputs)
     for key in ("final_grad_step", "updates", "env_steps", "mixing", "pex", "buffer"):
         assert summary.get(key) == read_json(whole / "finetune.json").get(key), key
+
+
+class _CountingAgent(ft.Agent):
+    """An agent without a learner that counts its updates (acting: zero actions)."""
+
+    method = "iql"
+    updates_per_step = 3
+
+    def __init__(self, action_size: int):
+        self.action_size, self.updates = action_size, 0
+
+    def explore(self, obs):
+        return np.zeros(self.action_size, dtype=np.float32)
+
+    greedy = explore
+
+    def store(self, obs, action, reward) -> None:
+        pass
+
+    def end_episode(self, terminated: bool) -> None:
+        pass
+
+    def batch(self):
+        return None
+
+    def update(self, batch) -> None:
+        self.updates += 1
+
+
+def test_an_agent_sets_its_own_updates_per_env_step(tmp_path):
+    """The loop reads the agent's ``updates_per_step`` where it sets one (else the config's)."""
+    cfg = ft_config()
+    job = ft.Finetune(cfg, "hopper", 0, "iql", tmp_path / "offline", tmp_path / "data.h5", tmp_path / "out")
+    job.env = job.make_env()
+    job.agent = _CountingAgent(job.env.action_space.shape[0])
+    job.updates_per_step = ft.updates_per_step(job.agent, cfg)
+    job.evaluator = job.make_evaluator()
+    job.segment(10, 0, "", charge=False)
+    assert job.agent.updates == 30 and job.timings.updates == 30 and job.timings.env_steps == 10
+    assert ft.updates_per_step(ft.Agent(), cfg) == cfg["finetune"]["updates_per_step"]

@@ -19,12 +19,11 @@ from replication.agents.datasets import (
 )
 from replication.agents.envs import make_env
 from replication.agents.evaluation import EpisodeRecord, Evaluator
-from replication.agents.offline import (
+from replication.agents.job import check_dataset
+from replication.agents.learners import (
     ALGOS,
     ReturnsToGoPicker,
     build_learner,
-    check_dataset,
-    checkpoint_steps,
     export_policy,
     failure_return,
     load_learner,
@@ -33,11 +32,11 @@ from replication.agents.offline import (
     prepare,
     quiet_d3rlpy,
     replay_buffer,
-    run_offline,
     sparse_failure_reward,
     train,
     transition_picker,
 )
+from replication.agents.offline import checkpoint_steps, run_offline
 from replication.agents.policies import load_policy
 from replication.io import read_json, write_json
 from replication.plan import config

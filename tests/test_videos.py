@@ -45,7 +45,7 @@ def run(tmp_path_factory) -> tuple[Path, Path, dict]:
     """A run folder with real (untrained) policies where the workflow puts them, and its tidy table."""
     import d3rlpy
 
-    from replication.agents import offline
+    from replication.agents import learners
     from replication.agents.datasets import collect_transitions
     from replication.agents.online import build_sac
     from replication.agents.policies import export_sac_actor
@@ -67,8 +67,8 @@ def run(tmp_path_factory) -> tuple[Path, Path, dict]:
     # fine-tuned: d3rlpy learners saved as the fine-tuning jobs save them; PEX needs its offline learner
     transitions = collect_transitions("hopper", SEED, lambda obs: np.zeros(3, dtype=np.float32), 200)
     d3rlpy.seed(SEED)
-    learner = offline.build_learner(cfg, "hopper", "iql", "cpu:0")
-    offline.prepare(learner, offline.replay_buffer(transitions))
+    learner = learners.build_learner(cfg, "hopper", "iql", "cpu:0")
+    learners.prepare(learner, learners.replay_buffer(transitions))
     source = cell / "offline" / "buffer-p400" / "iql"
     source.mkdir(parents=True)
     learner.save(str(source / "learnable_best.d3"))
@@ -126,7 +126,7 @@ def test_clips_of_the_final_recommended_and_best_fine_tuned_policies(run, tmp_pa
 
     from replication.agents.envs import make_env
     from replication.agents.evaluation import episode_seeds
-    from replication.agents.offline import offline_policy
+    from replication.agents.learners import offline_policy
 
     root, tidy, cfg = run
     if choose_backend()[0] is None:

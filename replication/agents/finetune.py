@@ -5,7 +5,7 @@ the offline agent of its source algorithm (:data:`replication.plan.workflow.FINE
 ``iql`` and ``pex``, Cal-QL for ``calql``), trained on the configured fine-tuning dataset
 (:func:`replication.plan.workflow.finetune_dataset`, ``buffer`` at ``budget.finetune_pause`` by default).
 The agent is the validated checkpoint (``learnable_best.d3``) when ``finetune.validation`` is true,
-else the last one (``learnable_last.d3``), loaded with :func:`replication.agents.offline.load_learner`
+else the last one (``learnable_last.d3``), loaded with :func:`replication.agents.learners.load_learner`
 (which restores the gradient-step counter that ``d3rlpy.load_learnable`` resets).
 
 Budget. The run spends *exactly* what the cell's ledger has left,
@@ -29,8 +29,9 @@ every ``evaluation.interval`` fine-tuning env steps, and at the end of the budge
 or ``none``), placed at their ledger-true env step: everything the ledger had spent before
 fine-tuning plus the fine-tuning steps so far, so the last row is at ``T``.
 
-Every env step is followed by ``finetune.updates_per_step`` gradient steps (IQL and Cal-QL: no
-warm-up, the buffers already hold the offline dataset). PEX first collects
+Every env step is followed by ``finetune.updates_per_step`` gradient steps (a method may set its
+own: :attr:`Agent.updates_per_step`; IQL and Cal-QL: no warm-up, the buffers already hold the
+offline dataset). PEX first collects
 ``finetune.pex_initial_collection_steps`` env steps with its policy set and no update (its
 reference's ``initial_collection_steps``, 5,000) **(choice)**: the reference value at paper scale,
 scaled down with the budgets of the small configs. Exploration samples from the stochastic policies.
@@ -70,9 +71,10 @@ ends (terminated, truncated, or cut at the end of the budget), so every online r
 of a finished episode, exactly as for the offline data (Cal-QL's own code also computes Monte-Carlo
 returns of completed online trajectories). Terminated episodes give the exact return, truncated ones
 the discounted sum of their rewards without bootstrap, and sparse-reward environments use the same
-failure rule as offline (:func:`replication.agents.offline.transition_picker`). Without a reward scaler the
-returns are computed once per finished episode (:class:`EpisodeReturnsPicker`, d3rlpy's own sum, so
-the same float32 values); with one, d3rlpy's picker computes them per sample.
+failure rule as offline (:func:`replication.agents.learners.transition_picker`). Without a reward
+scaler the returns are computed once per finished episode
+(:class:`~replication.agents.learners.EpisodeReturnsPicker`, d3rlpy's own sum, so the same float32
+values); with one, d3rlpy's picker computes them per sample.
 
 SAC continuation (the baseline) needs no job: the online SAC run is not stopped at the pause, it
 continues to ``T`` in the same run, so the aggregation takes the online ``curve.csv`` from the
@@ -104,7 +106,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -112,19 +113,17 @@ from typing import Any
 import numpy as np
 
 from replication import resume
-from replication.agents import checkpoint
-from replication.agents.datasets import Transitions, load_transitions, sha256_of
-from replication.agents.envs import get_spec, make_env
-from replication.agents.evaluation import Evaluator
-from replication.agents.offline import ReturnsToGoPicker
+from replication.agents import checkpoint, learners
+from replication.agents.datasets import Transitions, sha256_of
+from replication.agents.job import Job, Timings
+from replication.agents.learners import EpisodeReturnsPicker, empty_buffer
 from replication.analysis import tidy
-from replication.io import read_json, write_json
+from replication.io import read_json
 from replication.plan import config
 from replication.plan.ledger import BudgetError, Ledger
 from replication.plan.schema import episode_steps
 from replication.plan.variants import finetune_ledger
 from replication.plan.workflow import FINETUNE_SOURCES, finetune_dataset
-from replication.runinfo import configure_torch, run_info
 
 log = logging.getLogger(__name__)
 
@@ -217,51 +216,13 @@ class MixedSampler:
         }
 
 
-class EpisodeReturnsPicker(ReturnsToGoPicker):
-    """d3rlpy's transition picker, with each finished episode's returns-to-go computed once.
-
-    The values are d3rlpy 2.8.0's: ``_compute_return_to_go(gamma, rewards[i:])`` of the stored
-    episode (and ``SparseRewardTransitionPicker``'s rule when ``failure = (step_reward,
-    failure_return)`` is given), computed the first time one of the episode's transitions is
-    sampled and handed out as a one-step suffix, which d3rlpy's sum returns unchanged. Valid only
-    for episodes that no longer grow (a buffer with ``write_at_termination=True``) and without a
-    reward scaler (d3rlpy would scale the stored sum again).
-    """
-
-    def __call__(self, episode, index: int):
-        entry = self._returns.get(id(episode))
-        if entry is None or entry[0] is not episode:
-            self.precompute([episode])
-        return super().__call__(episode, index)
-
-
-def empty_buffer(like, cache_size: int, picker=None, write_at_termination: bool = False):
-    """An empty d3rlpy replay buffer (unbounded) with the signatures of buffer ``like``."""
-    from d3rlpy.dataset import InfiniteBuffer, ReplayBuffer
-
-    info = like.dataset_info
-    return ReplayBuffer(
-        InfiniteBuffer(),
-        transition_picker=picker,
-        observation_signature=info.observation_signature,
-        action_signature=info.action_signature,
-        reward_signature=info.reward_signature,
-        action_space=info.action_space,
-        action_size=info.action_size,
-        cache_size=cache_size,
-        write_at_termination=write_at_termination,
-    )
-
-
 def calql_online_picker(cfg: dict[str, Any], env_name: str, learner):
     """The transition picker of Cal-QL's online buffer (see the module docstring)."""
-    from replication.agents import offline
-
     if learner.config.reward_scaler is not None:
-        return offline.transition_picker(cfg, env_name, "calql")
+        return learners.transition_picker(cfg, env_name, "calql")
     params = config.offline_params(cfg, env_name, "calql")
-    failure = offline.sparse_failure_reward(cfg, env_name)
-    rule = None if failure is None else (failure, offline.failure_return(params, failure))
+    failure = learners.sparse_failure_reward(cfg, env_name)
+    rule = None if failure is None else (failure, learners.failure_return(params, failure))
     return EpisodeReturnsPicker(float(learner.config.gamma), rule)
 
 
@@ -274,6 +235,7 @@ class Agent:
     method = ""
     learner: Any
     update_start = 0  # fine-tuning env steps collected before the first update
+    updates_per_step: int | None = None  # gradient updates per env step; None: finetune.updates_per_step
 
     def update(self, batch) -> None:
         self.learner.update(batch)
@@ -425,8 +387,6 @@ def build_agent(
     """The fine-tuning agent of ``method`` around the loaded offline ``learner`` and its dataset."""
     import d3rlpy
 
-    from replication.agents import offline
-
     if method not in METHODS:
         raise ValueError(f"unknown fine-tuning method {method!r}; valid: {', '.join(METHODS)}")
     expected = d3rlpy.algos.CalQL if method == "calql" else d3rlpy.algos.IQL
@@ -435,14 +395,14 @@ def build_agent(
     cache = episode_steps(cfg, env_name) + 1
     ft = cfg["finetune"]
     if method == "iql":
-        return IQLAgent(learner, offline.replay_buffer(transitions), cache)
+        return IQLAgent(learner, learners.replay_buffer(transitions), cache)
     if method == "calql":
-        offline_buffer = offline.offline_buffer(cfg, env_name, "calql", transitions)
+        offline_buffer = learners.offline_buffer(cfg, env_name, "calql", transitions)
         online_buffer = empty_buffer(
             offline_buffer, cache, calql_online_picker(cfg, env_name, learner), write_at_termination=True
         )
         return CalQLAgent(learner, offline_buffer, online_buffer, mixing_rule(ft["calql_mixing"]), rng)
-    offline_buffer = offline.replay_buffer(transitions)
+    offline_buffer = learners.replay_buffer(transitions)
     online_buffer = empty_buffer(offline_buffer, cache)
     return PEXAgent(learner, offline_buffer, online_buffer, ft, rng, device)
 
@@ -473,7 +433,7 @@ def check_pex_start(cfg: dict[str, Any], method: str, budget_steps: int) -> None
 
 
 @dataclasses.dataclass
-class Timings:
+class FinetuneTimings(Timings):
     act_seconds: float = 0.0
     env_seconds: float = 0.0
     store_seconds: float = 0.0
@@ -494,12 +454,24 @@ class Timings:
         }
 
 
+def updates_per_step(agent: Agent, cfg: dict[str, Any]) -> int:
+    """Gradient updates after each env step: the agent's own number, else ``finetune.updates_per_step``."""
+    own = agent.updates_per_step
+    return int(cfg["finetune"]["updates_per_step"] if own is None else own)
+
+
 def join_options(*options: str) -> str:
     return ";".join(o for o in options if o)
 
 
-class Finetune:
-    """One fine-tuning job (see the module docstring); :meth:`run` does the work."""
+class Finetune(Job):
+    """One fine-tuning job (see the module docstring); :meth:`run` does the work.
+
+    ``variant_options``: tags of every curve row (the job's own, in its key); ``options``: an
+    analysis cell's, tagged on the written tidy file.
+    """
+
+    stage = "finetune"
 
     def __init__(
         self,
@@ -509,16 +481,17 @@ class Finetune:
         method: str,
         offline_dir: Path | str,
         dataset_path: Path | str,
+        out_dir: Path | str,
         extended_steps: int = 0,
         variant_options: str = "",
+        progress: bool | None = None,
+        options: str = "",
     ):
         if method not in METHODS:
             raise ValueError(f"unknown fine-tuning method {method!r}; valid: {', '.join(METHODS)}")
         if int(extended_steps) != extended_steps or extended_steps < 0:
             raise ValueError(f"extended_steps must be a non-negative integer, got {extended_steps!r}")
-        self.cfg = cfg
-        self.env_name = env_name
-        self.seed = seed
+        super().__init__(cfg, env_name, seed, out_dir, progress, options)
         self.method = method
         self.source = FINETUNE_SOURCES[method]
         self.offline_dir = Path(offline_dir)
@@ -533,7 +506,7 @@ class Finetune:
         self.which = "best" if cfg["finetune"]["validation"] else "last"
         self.interval = int(cfg["evaluation"]["interval"])
         self.updates_per_step = int(cfg["finetune"]["updates_per_step"])
-        self.timings = Timings()
+        self.timings = FinetuneTimings()
         self.rows: list[dict[str, Any]] = []
         self.agent: Agent | None = None
         self.env = None
@@ -559,35 +532,53 @@ class Finetune:
                 )
         return validation
 
-    def base_row(self) -> dict[str, Any]:
-        return {
-            "env": self.env_name,
-            "suite": get_spec(self.env_name).suite,
-            "seed": self.seed,
-            "stage": "finetune",
-            "algo": self.method,
-            "dataset": self.dataset.label,
-            "validation": "full" if self.cfg["finetune"]["validation"] else "none",
-            "selection": "",
-            "pause": self.dataset.pause,
-        }
+    def prepare(self) -> dict[str, Any] | None:
+        """Env, dataset, seeds, the offline learner and its agent, evaluator; a checkpoint restored.
 
-    # ---- the loop
+        Returns the position of the checkpoint to continue from, or ``None``.
+        """
+        import d3rlpy
+
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.validation = self.check_offline_run()
+        self.env = self.make_env()  # first: the dataset check reads its spaces
+        transitions, self.meta = self.load_dataset(self.dataset_path, self.dataset)
+        d3rlpy.seed(self.seed)
+        rng = np.random.default_rng([self.seed, TRAIN_SEED_OFFSET])
+        learner = learners.load_learner(self.offline_dir, self.which, self.device)
+        self.start_grad_step = int(learner.grad_step)
+        self.agent = build_agent(self.cfg, self.env_name, self.method, learner, transitions, rng, self.device)
+        self.updates_per_step = updates_per_step(self.agent, self.cfg)
+        del transitions
+        self.obs = self.env.reset(seed=self.seed + TRAIN_SEED_OFFSET)[0]
+        self.evaluator = self.make_evaluator()
+        self.key = self.finetune_key(self.meta.get("sha256"))
+        self.offline_episodes = resume.buffer_episodes(self.agent)  # a checkpoint refers to them
+        return self.restore_checkpoint()
+
+    def curve_row(self) -> dict[str, Any]:
+        return self.base_row(
+            algo=self.method,
+            dataset=self.dataset.label,
+            validation="full" if self.cfg["finetune"]["validation"] else "none",
+            selection="",
+            pause=self.dataset.pause,
+        )
 
     def evaluate(self, env_step: int, options: str) -> None:
-        start = time.perf_counter()
-        records = self.evaluator(self.agent.greedy)
-        self.timings.eval_seconds += time.perf_counter() - start
-        self.rows += tidy.rows_from_records({**self.base_row(), "variant_options": options}, records, env_step)
+        with self.timings.timed("eval_seconds"):
+            records = self.evaluator(self.agent.greedy)
+        self.rows += tidy.rows_from_records({**self.curve_row(), "variant_options": options}, records, env_step)
 
     # ---- checkpoints (replication.resume)
 
     CHECKPOINTED = ("agent", "env", "ledger", "rows", "timings", "budget_timings", "resumed_from")
 
-    def job_key(self, dataset_sha: str | None) -> str:
+    def finetune_key(self, dataset_sha: str | None) -> str:
+        """The job key: settings, the offline learner's file and the dataset, extension and options."""
         learnable = self.offline_dir / f"learnable_{self.which}.d3"
         inputs = (sha256_of(learnable), dataset_sha, self.extended_steps, self.variant_options)
-        return checkpoint.job_key("finetune", self.cfg, self.env_name, self.seed, self.method, self.which, *inputs)
+        return self.job_key(self.method, self.which, *inputs)
 
     def save_checkpoint(self, phase: str, step: int, last: int, obs: np.ndarray) -> None:
         objects = {name: getattr(self, name) for name in self.CHECKPOINTED}
@@ -624,6 +615,7 @@ class Finetune:
         eval_before = t.eval_seconds
         obs = at["obs"] if at else self.obs if self.obs is not None else env.reset()[0]
         first, last = (at["step"], at["last"]) if at else (0, 0)
+        per_step = self.updates_per_step
         for step in range(first + 1, steps + 1):
             t0 = clock()
             action = agent.explore(obs)
@@ -642,7 +634,7 @@ class Finetune:
             t.act_seconds += t1 - t0
             t.env_seconds += t2 - t1
             t.store_seconds += t3 - t2
-            updates = self.updates_per_step if t.env_steps >= agent.update_start else 0
+            updates = per_step if t.env_steps >= agent.update_start else 0
             for _ in range(updates):
                 t4 = clock()
                 batch = agent.batch()
@@ -669,45 +661,10 @@ class Finetune:
         self.obs = None  # the next segment starts a new episode
         t.loop_seconds += clock() - loop_start - (t.eval_seconds - eval_before)
 
-    def run(self, out_dir: Path | str, progress: bool | None = None) -> dict[str, Any]:
-        start = time.perf_counter()
-        from replication.agents import offline
-
-        device = configure_torch(self.cfg)
-        offline.quiet_d3rlpy()
-        import d3rlpy
-
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        cfg, env_name, seed = self.cfg, self.env_name, self.seed
-        env_opts = config.env_options(cfg, env_name)
-        validation = self.check_offline_run()
-        self.env = make_env(env_name, seed, **env_opts)  # first: the dataset check reads its spaces
-        transitions, meta = load_transitions(self.dataset_path)  # verifies the hash
-        offline.check_dataset(transitions, env_name, cfg, meta, self.dataset)
-
-        d3rlpy.seed(seed)
-        rng = np.random.default_rng([seed, TRAIN_SEED_OFFSET])
-        learner = offline.load_learner(self.offline_dir, self.which, device)
-        start_grad_step = int(learner.grad_step)
-        self.agent = build_agent(cfg, env_name, self.method, learner, transitions, rng, device)
-        del transitions
-        self.obs = self.env.reset(seed=seed + TRAIN_SEED_OFFSET)[0]
-        e = cfg["evaluation"]
-        self.evaluator = Evaluator(env_name, seed, e["episodes"], e["seed_offset"], env_opts)
-        self.key, self.ckpt_dir = self.job_key(meta.get("sha256")), out_dir / resume.CHECKPOINT_DIR
-        self.offline_episodes = resume.buffer_episodes(self.agent)  # a checkpoint refers to them
-        at = self.restore_checkpoint()
-        self.timings.setup_seconds = time.perf_counter() - start
-
-        progress = sys.stderr.isatty() if progress is None else progress
-        bar = None
-        if progress:
-            from tqdm import tqdm
-
-            done = 0 if at is None else at["step"] + (self.budget_steps if at["phase"] == "extended" else 0)
-            total = self.budget_steps + self.extended_steps
-            bar = tqdm(total=total, initial=done, unit="step", desc=f"{self.method} {env_name}")
+    def train(self, at: dict[str, Any] | None) -> dict[str, Any] | None:
+        """Fine-tune for the budget, then the C4 extension (if any); returns the extension's record."""
+        done = 0 if at is None else at["step"] + (self.budget_steps if at["phase"] == "extended" else 0)
+        bar = self.progress_bar(self.budget_steps + self.extended_steps, done, f"{self.method} {self.env_name}")
         if at is None:
             self.evaluate(self.ledger.spent, self.variant_options)  # fine-tuning step 0: the offline agent
         if at is None or at["phase"] == "budget":
@@ -717,14 +674,13 @@ class Finetune:
             if self.ledger.remaining != 0:
                 raise AssertionError(f"fine-tuning left {self.ledger.remaining} env steps of the budget unspent")
             self.budget_timings = self.timings.summary()
-            offline.save_learnable(self.agent.learner, out_dir / "learnable_final.d3")
-        budget_timings = self.budget_timings
+            learners.save_learnable(self.agent.learner, self.out_dir / "learnable_final.d3")
         extension = None
         if self.extended_steps:
             options = join_options(self.variant_options, EXTENDED_OPTION)
             spent = self.ledger.spent
             self.segment(self.extended_steps, spent, options, charge=False, bar=bar, phase="extended", at=at)
-            offline.save_learnable(self.agent.learner, out_dir / "learnable_extended.d3")
+            learners.save_learnable(self.agent.learner, self.out_dir / "learnable_extended.d3")
             extension = {
                 "env_steps": self.extended_steps,
                 "env_step_range": [self.ledger.spent, self.ledger.spent + self.extended_steps],
@@ -737,47 +693,60 @@ class Finetune:
             bar.close()
         self.env.close()
         self.evaluator.close()
+        return extension
 
-        tidy.write(tidy.frame(self.rows), out_dir / "curve.csv")
-        self.ledger.save(out_dir / "ledger.json")
-        summary = {
-            **run_info(cfg, device),
-            "env": env_name,
-            "seed": seed,
-            "method": self.method,
-            "source_algo": self.source,
-            "offline_dir": str(self.offline_dir),
-            "offline_checkpoint": self.which,
-            "offline_checkpoint_step": validation.get(f"{self.which}_step"),
-            "start_grad_step": start_grad_step,
-            "final_grad_step": int(self.agent.learner.grad_step),
-            "dataset": self.dataset.label,
-            "pause": self.dataset.pause,
-            "dataset_file": str(self.dataset_path),
-            "dataset_sha256": meta.get("sha256"),
-            "dataset_transitions": meta.get("transitions"),
-            "initial_buffer_transitions": int(self.agent.initial_transitions),
-            "train_env": {"make_env_seed": seed, "first_reset_seed": seed + TRAIN_SEED_OFFSET},
-            "ledger_before": finetune_ledger(cfg, env_name).to_dict(),
-            "budget_env_steps": self.budget_steps,
-            "env_steps": self.budget_steps,
-            "updates_per_step": self.updates_per_step,
-            "updates": budget_timings["updates"],
-            "extension": extension,
-            "evaluation": {"interval": self.interval, "episodes": e["episodes"], "seed_offset": e["seed_offset"]},
-            "returns_to_go": offline.returns_to_go_rule(cfg, env_name, self.source),
-            **self.agent.stats(),
-            "timings": {**budget_timings, "with_extension": self.timings.summary() if extension else None},
-            "total_seconds": time.perf_counter() - start,
-            "resumed_from": self.resumed_from,
-        }
-        write_json(out_dir / "finetune.json", summary)
+    def write_outputs(self, extension: dict[str, Any] | None, start: float) -> dict[str, Any]:
+        """``curve.csv``, ``ledger.json`` and ``finetune.json`` (written last)."""
+        self.write_tidy(self.rows, "curve.csv")
+        self.ledger.save(self.out_dir / "ledger.json")
+        budget_timings, e = self.budget_timings, self.cfg["evaluation"]
+        return self.write_summary(
+            "finetune.json",
+            {
+                "method": self.method,
+                "source_algo": self.source,
+                "offline_dir": str(self.offline_dir),
+                "offline_checkpoint": self.which,
+                "offline_checkpoint_step": self.validation.get(f"{self.which}_step"),
+                "start_grad_step": self.start_grad_step,
+                "final_grad_step": int(self.agent.learner.grad_step),
+                "dataset": self.dataset.label,
+                "pause": self.dataset.pause,
+                "dataset_file": str(self.dataset_path),
+                "dataset_sha256": self.meta.get("sha256"),
+                "dataset_transitions": self.meta.get("transitions"),
+                "initial_buffer_transitions": int(self.agent.initial_transitions),
+                "train_env": {"make_env_seed": self.seed, "first_reset_seed": self.seed + TRAIN_SEED_OFFSET},
+                "ledger_before": finetune_ledger(self.cfg, self.env_name).to_dict(),
+                "budget_env_steps": self.budget_steps,
+                "env_steps": self.budget_steps,
+                "updates_per_step": self.updates_per_step,
+                "updates": budget_timings["updates"],
+                "extension": extension,
+                "evaluation": {"interval": self.interval, "episodes": e["episodes"], "seed_offset": e["seed_offset"]},
+                "returns_to_go": learners.returns_to_go_rule(self.cfg, self.env_name, self.source),
+                **self.agent.stats(),
+                "timings": {**budget_timings, "with_extension": self.timings.summary() if extension else None},
+                "total_seconds": time.perf_counter() - start,
+                "resumed_from": self.resumed_from,
+            },
+        )
+
+    def run(self) -> dict[str, Any]:
+        """Set up, fine-tune, write the outputs; returns the summary written to ``finetune.json``."""
+        start = time.perf_counter()
+        self.start(d3rlpy=True)
+        at = self.prepare()
+        self.timings.setup_seconds = time.perf_counter() - start
+        extension = self.train(at)
+        summary = self.write_outputs(extension, start)
         checkpoint.remove_checkpoint(self.ckpt_dir)
+        budget_timings = self.budget_timings
         log.info(
             "%s %s seed %d: %d env steps, %.0f env steps/s, %.0f updates/s",
             self.method,
-            env_name,
-            seed,
+            self.env_name,
+            self.seed,
             self.budget_steps,
             budget_timings["env_steps_per_second"],
             budget_timings["updates_per_second"],
@@ -796,13 +765,15 @@ def run_finetune(
     extended_steps: int = 0,
     progress: bool | None = None,
     variant_options: str = "",
+    options: str = "",
 ) -> dict[str, Any]:
     """Fine-tune ``method`` online from the offline agent in ``offline_dir`` for the cell's remaining budget.
 
     ``dataset_path``: the offline dataset the agent was trained on (the fine-tuning buffers start
     from it). ``extended_steps``: analysis C4, env steps beyond the budget (rows tagged
     ``extended=1``, outside the ledger). ``variant_options``: extra tags for every row (e.g.
-    ``reward=binary``). Returns the summary written to ``finetune.json``.
+    ``reward=binary``); ``options``: an analysis cell's, tagged on the written curve. Returns the
+    summary written to ``finetune.json``.
     """
-    job = Finetune(cfg, env_name, seed, method, offline_dir, dataset_path, extended_steps, variant_options)
-    return job.run(out_dir, progress)
+    args = (cfg, env_name, seed, method, offline_dir, dataset_path, out_dir, extended_steps, variant_options)
+    return Finetune(*args, progress=progress, options=options).run()

@@ -30,8 +30,6 @@ import dataclasses
 import io
 import logging
 import shutil
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -39,15 +37,14 @@ import numpy as np
 
 from replication.agents import checkpoint
 from replication.agents.datasets import Transitions, save_dataset
-from replication.agents.envs import get_spec, make_env
-from replication.agents.evaluation import Evaluator
+from replication.agents.envs import make_env
+from replication.agents.job import Job, Timings
 from replication.agents.policies import export_sac_actor, load_policy, sac_policy
 from replication.agents.rngs import isolated_rng
 from replication.analysis import tidy
 from replication.io import atomic_path, write_json
 from replication.plan import config
-from replication.plan.schema import validation_checkpoints, validation_costs
-from replication.runinfo import run_info
+from replication.plan.schema import episode_steps, validation_checkpoints, validation_costs
 
 log = logging.getLogger(__name__)
 
@@ -144,53 +141,50 @@ def select_candidates(snapshots: list[int], pause: int, count: int) -> list[int]
 
 
 @dataclasses.dataclass
+class OnlineTimings(Timings):
+    train_seconds: float = 0.0
+    eval_seconds: float = 0.0
+    validation_seconds: float = 0.0
+    dataset_seconds: float = 0.0
+
+
+@dataclasses.dataclass
 class OnlineState:
     """What the online loop carries between chunks (checkpointed with the model)."""
 
     curve_rows: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     snapshots: list[int] = dataclasses.field(default_factory=list)
-    train_seconds: float = 0.0
-    eval_seconds: float = 0.0
-    validation_seconds: float = 0.0
-    dataset_seconds: float = 0.0
+    timings: OnlineTimings = dataclasses.field(default_factory=OnlineTimings)
     resumed_from: list[int] = dataclasses.field(default_factory=list)
 
 
-class OnlineRun:
+class OnlineRun(Job):
     """The online phase of one (environment, seed) cell, writing under ``out_dir``."""
 
+    stage = "online"
+
     def __init__(
-        self, cfg: dict[str, Any], env_name: str, seed: int, out_dir: Path | str, progress: bool | None = None
+        self,
+        cfg: dict[str, Any],
+        env_name: str,
+        seed: int,
+        out_dir: Path | str,
+        progress: bool | None = None,
+        options: str = "",
     ):
-        self.cfg = cfg
-        self.env_name = env_name
-        self.seed = seed
-        self.out_dir = Path(out_dir)
-        self.spec = get_spec(env_name)
+        super().__init__(cfg, env_name, seed, out_dir, progress, options)
         self.total = cfg["budget"]["total_steps"]
         self.pauses = online_pauses(cfg)
         p = config.online_params(cfg, env_name)
         self.snapshot_interval = p["snapshot_interval"]
         self.checkpoint_interval = p["checkpoint_interval"]
         self.eval_interval = cfg["evaluation"]["interval"]
-        self.progress = sys.stderr.isatty() if progress is None else progress
-        env_opts = config.env_options(cfg, env_name)
-        self.evaluator = Evaluator(
-            env_name, seed, cfg["evaluation"]["episodes"], cfg["evaluation"]["seed_offset"], env_opts
-        )
+        self.evaluator = self.make_evaluator()
+        self.validator = self.make_evaluator("validation", self.evaluator.env)
         v = cfg["validation"]
-        self.validator = Evaluator(env_name, seed, v["episodes"], v["seed_offset"], env_opts, self.evaluator.env)
-        self.val_count = validation_checkpoints(v["online_fraction"], self.total, v["episodes"], self._episode_steps())
+        steps = episode_steps(cfg, env_name)
+        self.val_count = validation_checkpoints(v["online_fraction"], self.total, v["episodes"], steps)
         self.val_charge = validation_costs(cfg, env_name)[0]
-
-    def _episode_steps(self) -> int:
-        from replication.plan.schema import episode_steps
-
-        return episode_steps(self.cfg, self.env_name)
-
-    @property
-    def ckpt_dir(self) -> Path:
-        return self.out_dir / "checkpoint"
 
     def boundaries(self) -> list[int]:
         """Steps at which the loop stops to evaluate, snapshot, pause or checkpoint."""
@@ -230,10 +224,6 @@ class OnlineRun:
         tmp.rename(self.ckpt_dir)
         shutil.rmtree(old, ignore_errors=True)
 
-    def job_key(self) -> str:
-        """What the run's results depend on: a checkpoint of other settings is never resumed."""
-        return checkpoint.job_key("online", self.cfg, self.env_name, self.seed)
-
     def load_checkpoint(self):
         """The model and loop state of the last checkpoint (made with these settings), or ``None``."""
         found = checkpoint.find_checkpoint(self.ckpt_dir, self.job_key())  # also one cut short mid-swap
@@ -270,11 +260,9 @@ class OnlineRun:
         return self.out_dir / "snapshots" / f"step_{step}.pt"
 
     def evaluate_curve(self, model, state: OnlineState) -> None:
-        start = time.perf_counter()
-        records = self.evaluator(sac_policy(model))
-        state.eval_seconds += time.perf_counter() - start
-        base = {"env": self.env_name, "suite": self.spec.suite, "seed": self.seed, "stage": "online", "algo": "sac"}
-        state.curve_rows += tidy.rows_from_records(base, records, model.num_timesteps)
+        with state.timings.timed("eval_seconds"):
+            records = self.evaluator(sac_policy(model))
+        state.curve_rows += tidy.rows_from_records(self.base_row(algo="sac"), records, model.num_timesteps)
 
     def pause(self, model, state: OnlineState, step: int) -> None:
         """Validation, dataset and policies at pause ``step`` (skipped if already written)."""
@@ -282,7 +270,23 @@ class OnlineRun:
         if (out / "done.json").exists():
             return
         out.mkdir(parents=True, exist_ok=True)
-        start = time.perf_counter()
+        with state.timings.timed("validation_seconds"):
+            self.validate(out, state, step)
+        with state.timings.timed("dataset_seconds"):
+            save_dataset(
+                buffer_transitions(model, step),
+                out / "dataset_buffer.h5",
+                env=self.env_name,
+                seed=self.seed,
+                pause=step,
+                strategy="buffer",
+                collector="online-sac",
+                env_options=self.env_options,
+            )
+        write_json(out / "done.json", {"pause": step})
+
+    def validate(self, out: Path, state: OnlineState, step: int) -> None:
+        """Validation of the snapshots up to pause ``step``: the best and last policies, their records."""
         candidates = select_candidates(state.snapshots, step, self.val_count)
         scores, actual = [], 0
         for s in candidates:
@@ -309,46 +313,32 @@ class OnlineRun:
                 "actual_env_steps": actual,
             },
         )
-        state.validation_seconds += time.perf_counter() - start
-        start = time.perf_counter()
-        save_dataset(
-            buffer_transitions(model, step),
-            out / "dataset_buffer.h5",
-            env=self.env_name,
-            seed=self.seed,
-            pause=step,
-            strategy="buffer",
-            collector="online-sac",
-            env_options=config.env_options(self.cfg, self.env_name),
-        )
-        state.dataset_seconds += time.perf_counter() - start
-        write_json(out / "done.json", {"pause": step})
 
     # ---- the loop ---------------------------------------------------------------------------
 
-    def run(self, device: str = "cpu") -> dict[str, Any]:
+    def run(self, device: str | None = None) -> dict[str, Any]:
+        """Run (or resume) the phase on ``device`` (default: the config's, set up here)."""
+        if device is None:
+            device = self.start()
+        self.device = device
         self.out_dir.mkdir(parents=True, exist_ok=True)
         restored = self.load_checkpoint()
         model, state = restored if restored else (build_sac(self.cfg, self.env_name, self.seed, device), OnlineState())
-        bar = None
-        if self.progress:
-            from tqdm import tqdm
-
-            bar = tqdm(total=self.total, initial=model.num_timesteps, unit="step", desc=f"online {self.env_name}")
+        bar = self.progress_bar(self.total, model.num_timesteps, f"online {self.env_name}")
+        t = state.timings
         for boundary in self.boundaries():
             if boundary <= model.num_timesteps:
                 continue
-            start = time.perf_counter()
-            model.learn(boundary - model.num_timesteps, reset_num_timesteps=False, log_interval=None)
-            state.train_seconds += time.perf_counter() - start
+            with t.timed("train_seconds"):
+                model.learn(boundary - model.num_timesteps, reset_num_timesteps=False, log_interval=None)
             if bar is not None:
                 bar.update(boundary - bar.n)
-                bar.set_postfix(steps_per_s=f"{model.num_timesteps / max(state.train_seconds, 1e-9):.0f}")
+                bar.set_postfix(steps_per_s=f"{model.num_timesteps / max(t.train_seconds, 1e-9):.0f}")
             with isolated_rng():  # SAC must not notice its pauses: see replication.agents.rngs
                 self.at_boundary(model, state, boundary)
         if bar is not None:
             bar.close()
-        return self.finish(model, state, device)
+        return self.finish(model, state)
 
     def at_boundary(self, model, state: OnlineState, boundary: int) -> None:
         """Snapshot, evaluation, pause and checkpoint work due at ``boundary``."""
@@ -362,45 +352,48 @@ class OnlineRun:
                 self.env_name,
                 self.seed,
                 boundary,
-                model.num_timesteps / max(state.train_seconds, 1e-9),
+                model.num_timesteps / max(state.timings.train_seconds, 1e-9),
             )
         if boundary in self.pauses:
             self.pause(model, state, boundary)
         if boundary % self.checkpoint_interval == 0 and boundary < self.total:
             self.save_checkpoint(model, state)
 
-    def finish(self, model, state: OnlineState, device: str) -> dict[str, Any]:
-        tidy.write(tidy.frame(state.curve_rows), self.out_dir / "curve.csv")
+    def finish(self, model, state: OnlineState) -> dict[str, Any]:
+        self.write_tidy(state.curve_rows, "curve.csv")
         buffer = io.BytesIO()
         model.save(buffer)
         with atomic_path(self.out_dir / "model.zip") as tmp:
             tmp.write_bytes(buffer.getvalue())
-        summary = {
-            **run_info(self.cfg, device),
-            "env": self.env_name,
-            "seed": self.seed,
-            "total_steps": self.total,
-            "pauses": self.pauses,
-            "snapshots": state.snapshots,
-            "resumed_from": state.resumed_from,
-            "timings": {
-                "train_seconds": state.train_seconds,
-                "train_steps_per_second": self.total / max(state.train_seconds, 1e-9),
-                "eval_seconds": state.eval_seconds,
-                "validation_seconds": state.validation_seconds,
-                "dataset_seconds": state.dataset_seconds,
+        t = state.timings
+        summary = self.write_summary(
+            "online.json",
+            {
+                "total_steps": self.total,
+                "pauses": self.pauses,
+                "snapshots": state.snapshots,
+                "resumed_from": state.resumed_from,
+                "timings": {
+                    "train_seconds": t.train_seconds,
+                    "train_steps_per_second": self.total / max(t.train_seconds, 1e-9),
+                    "eval_seconds": t.eval_seconds,
+                    "validation_seconds": t.validation_seconds,
+                    "dataset_seconds": t.dataset_seconds,
+                },
             },
-        }
-        write_json(self.out_dir / "online.json", summary)
+        )
         shutil.rmtree(self.ckpt_dir, ignore_errors=True)
         return summary
 
 
 def run_online(
-    cfg: dict[str, Any], env_name: str, seed: int, out_dir: Path | str, progress: bool | None = None
-) -> dict:
-    """Run (or resume) the online phase of one cell; returns its summary."""
-    from replication.runinfo import configure_torch
-
-    device = configure_torch(cfg)
-    return OnlineRun(cfg, env_name, seed, out_dir, progress).run(device)
+    cfg: dict[str, Any],
+    env_name: str,
+    seed: int,
+    out_dir: Path | str,
+    progress: bool | None = None,
+    options: str = "",
+) -> dict[str, Any]:
+    """Run (or resume) the online phase of one cell; ``options``: an analysis cell's, tagged on its
+    tidy rows. Returns its summary."""
+    return OnlineRun(cfg, env_name, seed, out_dir, progress, options).run()

@@ -90,7 +90,7 @@ def _main_rows(tidy: Any, env: str, seed: int, stage: str) -> Any:
 
 def recommended_choice(tidy: Any, cell: Path, env: str, seed: int) -> Choice | None:
     """The best-scoring offline recommendation of the buffer dataset at the last pause point."""
-    from replication.agents.offline import offline_policy
+    from replication.agents.learners import offline_policy
 
     rows = _main_rows(tidy, env, seed, "recommend")
     rows = rows[(rows.dataset == "buffer") & (rows.selection == "offline")]
@@ -132,7 +132,7 @@ def finetuned_policy(folder: Path, method: str, pex_beta: float) -> Policy:
     learner = d3rlpy.load_learnable(str(folder / "learnable_final.d3"), device="cpu:0")
     if method != "pex":
         return lambda obs: learner.predict(np.asarray(obs, dtype=np.float32)[None])[0]
-    from replication.agents.offline import load_learner
+    from replication.agents.learners import load_learner
     from replication.agents.pex import PolicyExpansion
 
     summary = read_json(folder / "finetune.json")
