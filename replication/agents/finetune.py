@@ -128,7 +128,7 @@ from replication.runinfo import configure_torch, run_info
 
 log = logging.getLogger(__name__)
 
-METHODS = ("iql", "pex", "calql")
+METHODS = ("iql", "pex", "calql", "wsrl")  # wsrl: replication.agents.wsrl
 TRAIN_SEED_OFFSET = 40_000  # (choice) the training env's first reset: seed + 40000
 EXTENDED_OPTION = "extended=1"
 
@@ -429,6 +429,10 @@ def build_agent(
 
     if method not in METHODS:
         raise ValueError(f"unknown fine-tuning method {method!r}; valid: {', '.join(METHODS)}")
+    if method == "wsrl":  # its own source check (CQL or Cal-QL) and buffers: replication.agents.wsrl
+        from replication.agents.wsrl import build_wsrl_agent
+
+        return build_wsrl_agent(cfg, env_name, learner, transitions, rng, device)
     expected = d3rlpy.algos.CalQL if method == "calql" else d3rlpy.algos.IQL
     if type(learner) is not expected:
         raise TypeError(f"{method} fine-tuning starts from a {expected.__name__} agent, got {type(learner).__name__}")
@@ -512,6 +516,8 @@ class Finetune:
         extended_steps: int = 0,
         variant_options: str = "",
     ):
+        from replication.agents import wsrl  # here: wsrl builds on this module
+
         if method not in METHODS:
             raise ValueError(f"unknown fine-tuning method {method!r}; valid: {', '.join(METHODS)}")
         if int(extended_steps) != extended_steps or extended_steps < 0:
@@ -520,13 +526,14 @@ class Finetune:
         self.env_name = env_name
         self.seed = seed
         self.method = method
-        self.source = FINETUNE_SOURCES[method]
+        self.source = wsrl.source_algo(cfg) if method == "wsrl" else FINETUNE_SOURCES[method]
         self.offline_dir = Path(offline_dir)
         self.dataset_path = Path(dataset_path)
         self.extended_steps = int(extended_steps)
         self.variant_options = variant_options
         self.ledger = budget_ledger(cfg, env_name)  # fails fast, before anything is loaded
         check_pex_start(cfg, method, self.ledger.remaining)
+        wsrl.check_start(cfg, method, self.ledger.remaining)
         self.start_spent = self.ledger.spent
         self.budget_steps = self.ledger.remaining
         self.dataset = finetune_dataset(cfg)
@@ -624,6 +631,7 @@ class Finetune:
         eval_before = t.eval_seconds
         obs = at["obs"] if at else self.obs if self.obs is not None else env.reset()[0]
         first, last = (at["step"], at["last"]) if at else (0, 0)
+        per_step = getattr(agent, "updates_per_step", self.updates_per_step)  # WSRL: its own
         for step in range(first + 1, steps + 1):
             t0 = clock()
             action = agent.explore(obs)
@@ -642,7 +650,7 @@ class Finetune:
             t.act_seconds += t1 - t0
             t.env_seconds += t2 - t1
             t.store_seconds += t3 - t2
-            updates = self.updates_per_step if t.env_steps >= agent.update_start else 0
+            updates = per_step if t.env_steps >= agent.update_start else 0
             for _ in range(updates):
                 t4 = clock()
                 batch = agent.batch()
@@ -761,7 +769,7 @@ class Finetune:
             "ledger_before": finetune_ledger(cfg, env_name).to_dict(),
             "budget_env_steps": self.budget_steps,
             "env_steps": self.budget_steps,
-            "updates_per_step": self.updates_per_step,
+            "updates_per_step": getattr(self.agent, "updates_per_step", self.updates_per_step),
             "updates": budget_timings["updates"],
             "extension": extension,
             "evaluation": {"interval": self.interval, "episodes": e["episodes"], "seed_offset": e["seed_offset"]},

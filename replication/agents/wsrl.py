@@ -1,0 +1,282 @@
+"""WSRL fine-tuning (Zhou et al., ICLR 2025, "Efficient Online RL Fine-Tuning Need Not Retain Offline Data").
+
+WSRL starts online SAC from the offline agent's actor and critic, collects a short warm-up with the
+offline policy, then trains on online data only, with no pessimism and several updates per env step.
+
+Source. The offline CQL or Cal-QL agent of the cell (``finetune.wsrl.source``, default ``calql``
+**(choice)**: the reference pre-trains Cal-QL for Kitchen and CQL for locomotion; one source for
+every environment keeps the method one cell of the grid). Both are d3rlpy SAC-style learners
+(squashed Gaussian actor, an ensemble of continuous Q-functions, a learned temperature), so their
+networks fit a d3rlpy ``SAC`` as they are. IQL does not: its actor is a Gaussian with a state-
+independent deviation trained by advantage-weighted regression, and its critic comes with a separate
+value function; WSRL from IQL is refused.
+
+Transfer (:func:`transfer`). A d3rlpy ``SAC`` is created with every one of its config fields taken
+from the source's config (encoder factories, hidden sizes, Q-function factory, ``n_critics``,
+``gamma``, ``tau``, learning rates, optimiser factories, observation / action / reward scalers,
+initial temperature), except the batch size, and built for the source's observation shape and
+action size. Copied tensor by tensor (fresh tensors, nothing shared):
+
+* the actor (``copy_policy_from``), the Q-functions (``copy_q_function_from``) and the target
+  Q-functions (the source's own targets, which lag its Q-functions: a fresh SAC would start its
+  targets from its Q-functions instead);
+* the temperature ``log_temp`` **(choice)**: the offline agent's learned entropy temperature, so the
+  online actor loss starts where the offline actor loss ended (a fresh SAC starts at
+  ``initial_temperature``, 1.0, whose entropy bonus would pull the copied actor away from the offline
+  policy); the reference continues its pre-trained agent's whole state, temperature included;
+* the Adam states of the actor, critic and temperature optimisers **(choice)**: training continues
+  as if the offline agent kept training without its conservative term (the reference restores the
+  pre-trained agent's train state). CQL's ``log_alpha`` (its Lagrange multiplier) has no SAC
+  counterpart and is dropped: no pessimism online.
+
+:func:`check_transfer` then compares every tensor of the SAC's policy, Q-functions, target
+Q-functions and temperature with the source's and raises if one differs; the report is kept in
+``finetune.json`` (``wsrl.transfer``).
+
+Fine-tuning (the loop of :mod:`replication.agents.finetune`):
+
+* **Warm-up.** The first ``finetune.wsrl.warmup_steps`` fine-tuning env steps (the reference's
+  5,000) are collected with the copied SAC's stochastic policy, which is the offline policy then,
+  and no update (``update_start``). They are fine-tuning env steps, charged to the budget like every
+  other; a warm-up that leaves no update in the budget is refused before anything loads
+  (:func:`check_start`).
+* **Updates.** ``finetune.wsrl.updates_per_step`` SAC gradient steps per env step after the warm-up
+  (the reference's UTD of 4), batches of ``finetune.wsrl.batch_size`` (null: the source's batch
+  size, as the other methods; the reference uses 1024). The temperature's target entropy is
+  ``finetune.wsrl.target_entropy`` (null: ``-action_dim``, SAC's and d3rlpy's default).
+* **Data.** ``finetune.wsrl.keep_offline_data: false`` (WSRL): batches from a fresh buffer of the
+  online transitions only, warm-up included; the offline dataset is not retained. ``true`` (the
+  RLPD-style baseline of the WSRL paper): 50/50 batches of offline dataset and online buffer
+  (:class:`~replication.agents.finetune.MixedSampler` with rule 0.5).
+
+Differences from the reference, documented rather than changed here: the reference's networks have
+LayerNorm in actor and critic and 10 critics with the minimum over a random 2 (REDQ-style), and its
+offline agent pre-trains for the reference's own number of steps; here the architecture, ensemble
+size and pre-training length are those of the package's offline learner (``offline.cql`` /
+``offline.calql``), since they belong to the offline phase that every method of a cell shares.
+d3rlpy's SAC takes the minimum over all its ``n_critics`` Q-functions.
+
+Checkpoints: the agent holds only the SAC learner (saved by d3rlpy's ``save_model``, optimisers
+included), its buffers and its sampler; the source learner is not kept after the transfer.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import types
+from typing import Any
+
+import numpy as np
+import torch
+
+from replication.agents.finetune import Agent, MixedSampler, empty_buffer
+from replication.plan.schema import episode_steps
+
+SOURCES = ("calql", "cql")
+RLPD_OFFLINE_FRACTION = 0.5  # keep_offline_data: half of every batch from the offline dataset
+
+
+def settings(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The ``finetune.wsrl`` section of a resolved config."""
+    return cfg["finetune"]["wsrl"]
+
+
+def source_algo(cfg: dict[str, Any]) -> str:
+    """The offline algorithm WSRL starts from (``finetune.wsrl.source``)."""
+    source = settings(cfg)["source"]
+    if source not in SOURCES:
+        raise ValueError(f"config key finetune.wsrl.source: {source!r}; WSRL starts from one of {', '.join(SOURCES)}")
+    return source
+
+
+def check_start(cfg: dict[str, Any], method: str, budget_steps: int) -> None:
+    """WSRL's warm-up must leave at least one update in the fine-tuning budget: else a clear error."""
+    if method != "wsrl":
+        return
+    warmup = int(settings(cfg)["warmup_steps"])
+    if warmup >= budget_steps:
+        raise ValueError(
+            f"finetune.wsrl.warmup_steps={warmup} leaves WSRL no update in its fine-tuning budget of "
+            f"{budget_steps} env steps; lower it below the budget"
+        )
+
+
+def check_source(learner, source: str) -> None:
+    """``learner`` must be the configured CQL / Cal-QL agent; IQL (or anything else) is refused."""
+    import d3rlpy
+
+    expected = {"cql": d3rlpy.algos.CQL, "calql": d3rlpy.algos.CalQL}[source]
+    if type(learner) is not expected:
+        raise TypeError(
+            f"WSRL starts from an offline CQL or Cal-QL agent (finetune.wsrl.source: {' or '.join(SOURCES)}; "
+            f"configured: {source}, a {expected.__name__}), got {type(learner).__name__}: only CQL and Cal-QL have "
+            "the SAC actor and Q-functions that WSRL copies (IQL's actor and value function have no SAC counterpart)"
+        )
+    if learner.impl is None:
+        raise ValueError("WSRL: the offline learner is not built")
+
+
+# ---- the transfer ----------------------------------------------------------------------------------
+
+
+def _pairs(source, sac) -> dict[str, tuple[Any, Any]]:
+    a, b = source.impl.modules, sac.impl.modules
+    return {
+        "policy": (a.policy, b.policy),
+        "q_funcs": (a.q_funcs, b.q_funcs),
+        "targ_q_funcs": (a.targ_q_funcs, b.targ_q_funcs),
+        "log_temp": (a.log_temp, b.log_temp),
+    }
+
+
+def check_transfer(source, sac) -> dict[str, Any]:
+    """Verify that ``sac`` holds the source's actor, Q-functions, target Q-functions and temperature.
+
+    Returns, per module, the number of tensors compared and whether all are equal; raises
+    ``RuntimeError`` naming the first tensor that differs or that is shared rather than copied.
+    """
+    report: dict[str, Any] = {}
+    for name, (src, dst) in _pairs(source, sac).items():
+        src_state, dst_state = src.state_dict(), dst.state_dict()
+        if list(src_state) != list(dst_state):
+            raise RuntimeError(f"WSRL: the SAC {name} has other tensors than the offline agent's")
+        for key, value in src_state.items():
+            if value.shape != dst_state[key].shape or not torch.equal(value, dst_state[key]):
+                raise RuntimeError(f"WSRL: SAC {name}.{key} differs from the offline agent's: the transfer failed")
+            if value.data_ptr() == dst_state[key].data_ptr():
+                raise RuntimeError(f"WSRL: SAC {name}.{key} shares the offline agent's tensor instead of a copy")
+        report[name] = {"tensors": len(src_state), "equal": True}
+    return report
+
+
+def _copy_optimizer(dst, src) -> None:
+    """Adam state of ``src`` into ``dst`` (same parameter layout); a deep copy, as Adam updates in place."""
+    state = copy.deepcopy(src.optim.state_dict()["state"])
+    dst.optim.load_state_dict({"state": state, "param_groups": dst.optim.state_dict()["param_groups"]})
+
+
+def sac_config(source, batch_size: int | None):
+    """A d3rlpy ``SACConfig`` with every field taken from ``source``'s config, but the batch size."""
+    import d3rlpy
+
+    fields = {f.name: getattr(source.config, f.name) for f in dataclasses.fields(d3rlpy.algos.SACConfig)}
+    fields = copy.deepcopy(fields)  # scalers and factories of its own
+    if batch_size is not None:
+        fields["batch_size"] = int(batch_size)
+    return d3rlpy.algos.SACConfig(**fields)
+
+
+def transfer(source, batch_size: int | None = None, device: str | bool = False):
+    """The online SAC of WSRL built from the offline CQL / Cal-QL ``source`` (see the module docstring)."""
+    impl = source.impl
+    sac = sac_config(source, batch_size).create(device=device)
+    sac.create_impl(impl.observation_shape, impl.action_size)
+    sac.copy_policy_from(source)
+    sac.copy_q_function_from(source)
+    a, b = source.impl.modules, sac.impl.modules
+    with torch.no_grad():
+        b.targ_q_funcs.load_state_dict(a.targ_q_funcs.state_dict())
+        b.log_temp.load_state_dict(a.log_temp.state_dict())
+    for name in ("actor_optim", "critic_optim", "temp_optim"):
+        if getattr(a, name) is not None and getattr(b, name) is not None:
+            _copy_optimizer(getattr(b, name), getattr(a, name))
+    sac.set_grad_step(0)
+    check_transfer(source, sac)
+    return sac
+
+
+def set_target_entropy(sac, target_entropy: float | None) -> None:
+    """Temperature updates towards ``target_entropy`` (``None``: d3rlpy's ``-action_size``, left as is)."""
+    if target_entropy is None:
+        return
+    from d3rlpy.models.torch.parameters import get_parameter
+
+    target = float(target_entropy)
+
+    def update_temp(impl, log_prob: torch.Tensor) -> torch.Tensor:
+        # d3rlpy's SACImpl.update_temp with its `- action_size` replaced by `+ target_entropy`
+        impl._modules.temp_optim.zero_grad()
+        with torch.no_grad():
+            targ_temp = log_prob + target
+        loss = -(get_parameter(impl._modules.log_temp).exp() * targ_temp).mean()
+        loss.backward()
+        impl._modules.temp_optim.step()
+        return loss
+
+    sac.impl.update_temp = types.MethodType(update_temp, sac.impl)
+
+
+# ---- the agent -------------------------------------------------------------------------------------
+
+
+class WSRLAgent(Agent):
+    """WSRL: the transferred SAC, a warm-up without updates, then SAC on online data (or 50/50 batches)."""
+
+    method = "wsrl"
+
+    def __init__(
+        self, source, offline_buffer, cache_size: int, options: dict[str, Any], rng: np.random.Generator, device
+    ):
+        source_name = source_algo({"finetune": {"wsrl": options}})
+        check_source(source, source_name)
+        self.learner = transfer(source, options["batch_size"], device)
+        self.transfer = check_transfer(source, self.learner)
+        set_target_entropy(self.learner, options["target_entropy"])
+        self.source = source_name
+        self.update_start = int(options["warmup_steps"])
+        self.updates_per_step = int(options["updates_per_step"])
+        self.target_entropy = options["target_entropy"]
+        self.keep_offline_data = bool(options["keep_offline_data"])
+        self.online_buffer = empty_buffer(offline_buffer, cache_size)
+        self.sampler = None
+        self.initial_transitions = 0
+        if self.keep_offline_data:  # only then is the dataset kept (and in the checkpoints' references)
+            self.offline_buffer = offline_buffer
+            self.sampler = MixedSampler(offline_buffer, self.online_buffer, RLPD_OFFLINE_FRACTION, rng)
+            self.initial_transitions = offline_buffer.transition_count
+
+    def store(self, obs, action, reward) -> None:
+        self.online_buffer.append(obs, action, reward)
+
+    def end_episode(self, terminated: bool) -> None:
+        self.online_buffer.clip_episode(terminated)
+
+    def batch(self):
+        size = self.learner.config.batch_size
+        if self.sampler is not None:
+            return self.sampler.sample(size)
+        return self.online_buffer.sample_transition_batch(size)
+
+    def stats(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "wsrl": {
+                "source": self.source,
+                "warmup_steps": self.update_start,
+                "updates_per_step": self.updates_per_step,
+                "batch_size": int(self.learner.config.batch_size),
+                "n_critics": int(self.learner.config.n_critics),
+                "target_entropy": self.target_entropy,
+                "keep_offline_data": self.keep_offline_data,
+                "transfer": self.transfer,
+            },
+            "buffer": {
+                "initial_transitions": int(self.initial_transitions),
+                "online_transitions": int(self.online_buffer.transition_count),
+            },
+        }
+        if self.sampler is not None:
+            out["mixing"] = self.sampler.stats()
+        return out
+
+
+def build_wsrl_agent(
+    cfg: dict[str, Any], env_name: str, learner, transitions, rng: np.random.Generator, device: str = "cpu"
+) -> WSRLAgent:
+    """The WSRL agent of ``finetune.build_agent`` from the loaded offline ``learner`` and its dataset."""
+    from replication.agents import offline
+
+    check_source(learner, source_algo(cfg))
+    offline_buffer = offline.replay_buffer(transitions)  # SAC needs no returns-to-go: d3rlpy's plain picker
+    cache = episode_steps(cfg, env_name) + 1
+    return WSRLAgent(learner, offline_buffer, cache, settings(cfg), rng, device)
