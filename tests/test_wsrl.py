@@ -238,12 +238,28 @@ def test_keep_offline_data_gives_half_offline_batches(runs):
 # --- resuming after a kill ------------------------------------------------------------------------
 
 
-def test_a_killed_wsrl_job_resumes_to_identical_outputs(cell, tmp_path):
+@pytest.mark.parametrize("keep", [False, True])
+def test_a_checkpoint_holds_the_sac_alone_and_refers_to_offline_episodes(cell, keep):
+    from replication import resume
+
+    cfg, root, data = cell
+    cfg = wsrl_config(keep_offline_data=keep)
+    transitions, _ = load_transitions(data)
+    agent = ft.build_agent(cfg, "hopper", "wsrl", learner_of(root, "calql"), transitions, np.random.default_rng(0))
+    assert resume.agent_learners(agent) == [agent.learner]  # the offline source is not kept
+    episodes = resume.buffer_episodes(agent)
+    assert len(episodes) == (len(agent.offline_buffer.episodes) if keep else 0)
+    assert agent.online_buffer.transition_count == 0 and agent.update_start == WARMUP
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_a_killed_wsrl_job_resumes_to_identical_outputs(cell, tmp_path, keep):
     """SIGKILL mid-run after a checkpoint past the warm-up; the same command resumes to the same outputs."""
     from tests.resume_helpers import checkpointed, command, differing, kill_after, run, write_config
 
     cfg, root, data = cell
-    cfg = config.resolve(config.deep_merge(cfg, {"finetune": {"checkpoint_interval": 70}}))
+    overrides = {"finetune": {"checkpoint_interval": 70, "wsrl": {"keep_offline_data": keep}}}
+    cfg = config.resolve(config.deep_merge(cfg, overrides))
     args = ["--config", str(write_config(cfg, tmp_path / "config.yaml")), "--env", "hopper", "--seed", "0"]
     args += ["--method", "wsrl", "--offline", str(root / "calql"), "--data", str(data), "--no-progress"]
     whole, resumed = tmp_path / "whole", tmp_path / "resumed"
@@ -258,5 +274,5 @@ def test_a_killed_wsrl_job_resumes_to_identical_outputs(cell, tmp_path):
     summary = read_json(resumed / "finetune.json")
     assert summary["resumed_from"] and not (resumed / "checkpoint").exists()
     assert not differing(whole, resumed, ["curve.csv", "ledger.json", "learnable_final.d3"])
-    for key in ("final_grad_step", "updates", "env_steps", "buffer", "wsrl"):
+    for key in ("final_grad_step", "updates", "env_steps", "buffer", "wsrl", "mixing"):
         assert summary.get(key) == read_json(whole / "finetune.json").get(key), key

@@ -218,12 +218,11 @@ class WSRLAgent(Agent):
     def __init__(
         self, source, offline_buffer, cache_size: int, options: dict[str, Any], rng: np.random.Generator, device
     ):
-        source_name = source_algo({"finetune": {"wsrl": options}})
-        check_source(source, source_name)
-        self.learner = transfer(source, options["batch_size"], device)
+        self.source = options["source"]
+        check_source(source, self.source)
+        self.learner = transfer(source, options["batch_size"], device)  # the source itself is not kept
         self.transfer = check_transfer(source, self.learner)
         set_target_entropy(self.learner, options["target_entropy"])
-        self.source = source_name
         self.update_start = int(options["warmup_steps"])
         self.updates_per_step = int(options["updates_per_step"])
         self.target_entropy = options["target_entropy"]
@@ -276,7 +275,7 @@ def build_wsrl_agent(
     """The WSRL agent of ``finetune.build_agent`` from the loaded offline ``learner`` and its dataset."""
     from replication.agents import offline
 
-    check_source(learner, source_algo(cfg))
+    check_source(learner, source_algo(cfg))  # before the buffers are built
     offline_buffer = offline.replay_buffer(transitions)  # SAC needs no returns-to-go: d3rlpy's plain picker
     cache = episode_steps(cfg, env_name) + 1
     return WSRLAgent(learner, offline_buffer, cache, settings(cfg), rng, device)
