@@ -146,7 +146,15 @@ def test_a_warmup_without_updates_is_refused_early(cell, tmp_path):
 
 @pytest.mark.parametrize(
     ("key", "value"),
-    [("source", "iql"), ("warmup_steps", -1), ("updates_per_step", 0), ("batch_size", 0), ("target_entropy", "x")],
+    [
+        ("source", "iql"),
+        ("warmup_steps", -1),
+        ("updates_per_step", 0),
+        ("actor_updates", "twice"),
+        ("batch_size", 0),
+        ("target_entropy", "x"),
+        ("backup_entropy", "no"),
+    ],
 )
 def test_bad_settings_are_config_errors(key, value):
     with pytest.raises(ConfigError, match=f"finetune.wsrl.{key}"):
@@ -159,8 +167,10 @@ def test_defaults():
         "source": "calql",
         "warmup_steps": 5000,
         "updates_per_step": 4,
+        "actor_updates": "once",
         "batch_size": None,
         "target_entropy": None,
+        "backup_entropy": False,
         "keep_offline_data": False,
     }
     assert "wsrl" not in config.resolve({})["finetune"]["methods"]
@@ -180,6 +190,72 @@ def test_target_entropy_option(cell):
         assert not torch.equal(get_parameter(sac.impl.modules.log_temp).detach().exp(), temp)
 
 
+def test_backup_entropy_option(cell):
+    from d3rlpy.algos.qlearning.torch.sac_impl import SACImpl
+    from d3rlpy.models.torch import build_squashed_gaussian_distribution
+    from d3rlpy.models.torch.parameters import get_parameter
+
+    from replication.agents import offline as offline_module
+
+    learner = learner_of(cell[1], "calql")
+    buffer = offline_module.replay_buffer(load_transitions(cell[2])[0])
+    sac = wsrl.transfer(learner, device="cpu")
+    batch = wsrl.torch_batch(sac, buffer.sample_transition_batch(16))
+    impl = sac.impl
+
+    def drawn(seed):  # the next action and its log-prob that a target computed after manual_seed(seed) draws
+        torch.manual_seed(seed)
+        with torch.no_grad():
+            dist = build_squashed_gaussian_distribution(impl.modules.policy(batch.next_observations))
+            action, log_prob = dist.sample_with_log_prob()
+            return impl._targ_q_func_forwarder.compute_target(batch.next_observations, action, "min"), log_prob
+
+    min_q, log_prob = drawn(0)
+    temp = get_parameter(impl.modules.log_temp).detach().exp()
+    torch.manual_seed(0)
+    d3rlpy_target = SACImpl.compute_target(impl, batch)
+    torch.testing.assert_close(d3rlpy_target, min_q - temp * log_prob)
+    wsrl.set_backup_entropy(sac, True)  # d3rlpy's target, left as is
+    torch.manual_seed(0)
+    torch.testing.assert_close(impl.compute_target(batch), d3rlpy_target)
+    wsrl.set_backup_entropy(sac, False)  # the reference's: the min target Q at the sampled next action
+    torch.manual_seed(0)
+    target = impl.compute_target(batch)
+    torch.testing.assert_close(target, min_q)
+    assert not torch.allclose(target, d3rlpy_target)
+
+
+def test_one_env_step_is_utd_critic_updates_and_one_actor_update_on_their_union(cell):
+    cfg, root, data = cell
+    transitions, _ = load_transitions(data)
+    agent = ft.build_agent(cfg, "hopper", "wsrl", learner_of(root, "calql"), transitions, np.random.default_rng(0))
+    rows = transitions.observations
+    for i in range(40):
+        agent.store(rows[i], np.zeros(3, dtype=np.float32), 0.0)
+    agent.end_episode(False)
+    impl, calls = agent.learner.impl, []
+    for name in ("update_critic", "update_critic_target", "update_actor"):
+        method = getattr(impl, name)
+
+        def record(*args, _name=name, _method=method):
+            calls.append((_name, args[0].observations.clone() if args else None))
+            return _method(*args)
+
+        setattr(impl, name, record)
+    policy = [p.detach().clone() for p in impl.modules.policy.parameters()]
+    for _ in range(3):
+        agent.update(agent.batch())
+    assert all(torch.equal(a, b) for a, b in zip(policy, impl.modules.policy.parameters(), strict=True))
+    agent.update(agent.batch())
+    assert not all(torch.equal(a, b) for a, b in zip(policy, impl.modules.policy.parameters(), strict=True))
+    assert [name for name, _ in calls] == ["update_critic", "update_critic_target"] * 4 + ["update_actor"]
+    minibatches = [obs for name, obs in calls if name == "update_critic"]
+    assert all(len(obs) == 32 for obs in minibatches)
+    torch.testing.assert_close(calls[-1][1], torch.cat(minibatches))  # the actor batch: 4 x 32 rows
+    assert agent.counts == {"critic": 4, "actor": 1} and agent.learner.grad_step == 4 and not agent.pending
+    assert agent.stats()["wsrl"]["actor_batch_size"] == 128
+
+
 # --- fine-tuning runs -----------------------------------------------------------------------------
 
 
@@ -188,7 +264,7 @@ def runs(cell, tmp_path_factory):
     cfg, root, data = cell
     out = tmp_path_factory.mktemp("wsrl")
     rlpd = wsrl_config(keep_offline_data=True)
-    cql = wsrl_config(source="cql", updates_per_step=2, batch_size=16)
+    cql = wsrl_config(source="cql", updates_per_step=2, batch_size=16, actor_updates="every")
     return {
         "wsrl": (out / "wsrl", *wsrl_run(cfg, root, data, out / "wsrl")),
         "rlpd": (out / "rlpd", *wsrl_run(rlpd, root, data, out / "rlpd")),
@@ -206,10 +282,16 @@ def test_wsrl_spends_exactly_the_remaining_budget_with_its_warmup(runs, cell, ru
     assert ledger.by_category()["finetune"] == REMAINING
     assert env_steps == recorder.steps == summary["env_steps"] == REMAINING
     per_step = 2 if run == "cql" else 4
-    # no update during the warm-up, then updates_per_step after every env step
+    # no update during the warm-up, then updates_per_step minibatches (critic updates) after every env step
     assert all(step > WARMUP for step in recorder.updates)
     assert recorder.updates == dict.fromkeys(range(WARMUP + 1, REMAINING + 1), per_step)
-    assert summary["updates"] == (REMAINING - WARMUP) * per_step == summary["final_grad_step"]
+    critic = (REMAINING - WARMUP) * per_step
+    assert summary["updates"] == critic == summary["final_grad_step"]
+    # one actor update per env step on the union of its minibatches ("cql": every, one per minibatch)
+    actor = critic if run == "cql" else REMAINING - WARMUP
+    assert summary["wsrl"]["updates"] == {"critic": critic, "actor": actor}
+    assert summary["wsrl"]["actor_batch_size"] == (16 if run == "cql" else 4 * 32)
+    assert summary["wsrl"]["backup_entropy"] is False
     assert summary["updates_per_step"] == per_step
     stats = summary["wsrl"]
     assert stats["warmup_steps"] == WARMUP and stats["source"] == ("cql" if run == "cql" else "calql")

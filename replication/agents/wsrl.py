@@ -20,14 +20,16 @@ action size. Copied tensor by tensor (fresh tensors, nothing shared):
 * the actor (``copy_policy_from``), the Q-functions (``copy_q_function_from``) and the target
   Q-functions (the source's own targets, which lag its Q-functions: a fresh SAC would start its
   targets from its Q-functions instead);
-* the temperature ``log_temp`` **(choice)**: the offline agent's learned entropy temperature, so the
-  online actor loss starts where the offline actor loss ended (a fresh SAC starts at
-  ``initial_temperature``, 1.0, whose entropy bonus would pull the copied actor away from the offline
-  policy); the reference continues its pre-trained agent's whole state, temperature included;
-* the Adam states of the actor, critic and temperature optimisers **(choice)**: training continues
-  as if the offline agent kept training without its conservative term (the reference restores the
-  pre-trained agent's train state). CQL's ``log_alpha`` (its Lagrange multiplier) has no SAC
-  counterpart and is dropped: no pessimism online.
+* the temperature ``log_temp``: the offline agent's learned entropy temperature, so the online actor
+  loss starts where the offline actor loss ended (a fresh SAC would start at ``initial_temperature``);
+* the Adam states of the actor, critic and temperature optimisers: training continues as if the
+  offline agent kept training without its conservative term. CQL's ``log_alpha`` (its Lagrange
+  multiplier) has no SAC counterpart and is dropped: no pessimism online.
+
+This is what the reference does: its ``finetune.py`` restores the whole pre-trained train state into
+the SAC agent (``checkpoints.restore_checkpoint(FLAGS.resume_path, target=agent)``: parameters,
+target parameters, optimiser states, temperature and step). d3rlpy's step counter alone restarts at 0
+(here it counts the fine-tuning critic updates; no SAC schedule reads it).
 
 :func:`check_transfer` then compares every tensor of the SAC's policy, Q-functions, target
 Q-functions and temperature with the source's and raises if one differs; the report is kept in
@@ -40,24 +42,43 @@ Fine-tuning (the loop of :mod:`replication.agents.finetune`):
   and no update (``update_start``). They are fine-tuning env steps, charged to the budget like every
   other; a warm-up that leaves no update in the budget is refused before anything loads
   (:func:`check_start`).
-* **Updates.** ``finetune.wsrl.updates_per_step`` SAC gradient steps per env step after the warm-up
-  (the reference's UTD of 4), batches of ``finetune.wsrl.batch_size`` (null: the source's batch
-  size, as the other methods; the reference uses 1024). The temperature's target entropy is
-  ``finetune.wsrl.target_entropy`` (null: ``-action_dim``, SAC's and d3rlpy's default).
-* **Data.** ``finetune.wsrl.keep_offline_data: false`` (WSRL): batches from a fresh buffer of the
+* **Updates (high UTD, as the reference's ``SACAgent.update_high_utd``).** After the warm-up, every
+  env step has ``finetune.wsrl.updates_per_step`` (the reference's UTD of 4) critic updates, each on
+  a minibatch of its own followed by a soft target update, then **one** actor and temperature
+  update on the union of those minibatches (``finetune.wsrl.actor_updates: once``; ``every``: d3rlpy's
+  SAC update on each minibatch instead). The minibatch size is ``finetune.wsrl.batch_size`` (null:
+  the source's batch size, as the other methods), so at the paper's 256 and a UTD of 4 the actor
+  batch has the reference's 1,024 transitions and each critic minibatch its 256. The fine-tuning
+  loop calls :meth:`WSRLAgent.update` once per minibatch: the summary's ``updates`` (and the SAC's
+  ``grad_step``) count critic updates; ``wsrl.updates`` has the critic and actor counts apart.
+* **Critic target.** ``finetune.wsrl.backup_entropy: false`` (the reference's ``backup_entropy``):
+  the target is the minimum target Q at a next action sampled from the policy, without d3rlpy's
+  ``- temperature * log_prob`` (:func:`set_backup_entropy`); ``true``: d3rlpy's SAC target.
+* **Temperature.** Its target entropy is ``finetune.wsrl.target_entropy`` (null: ``-action_dim``,
+  d3rlpy's default). The reference's config says ``target_entropy = 0.0``, but its ``SACAgent.create``
+  replaces any value ``>= 0`` by ``-action_dim``: null is what it runs.
+* **Data.** ``finetune.wsrl.keep_offline_data: false`` (WSRL): minibatches from a fresh buffer of the
   online transitions only, warm-up included; the offline dataset is not retained. ``true`` (the
-  RLPD-style baseline of the WSRL paper): 50/50 batches of offline dataset and online buffer
+  RLPD-style baseline of the WSRL paper): 50/50 minibatches of offline dataset and online buffer
   (:class:`~replication.agents.finetune.MixedSampler` with rule 0.5).
 
-Differences from the reference, documented rather than changed here: the reference's networks have
-LayerNorm in actor and critic and 10 critics with the minimum over a random 2 (REDQ-style), and its
-offline agent pre-trains for the reference's own number of steps; here the architecture, ensemble
-size and pre-training length are those of the package's offline learner (``offline.cql`` /
-``offline.calql``), since they belong to the offline phase that every method of a cell shares.
-d3rlpy's SAC takes the minimum over all its ``n_critics`` Q-functions.
+Differences from the reference, documented rather than changed here:
+
+* its networks have LayerNorm in actor and critic, and 10 critics with the minimum over a random 2
+  (REDQ-style); here there is no LayerNorm and d3rlpy's SAC takes the minimum over all its
+  ``n_critics`` Q-functions (d3rlpy's default 2): architecture, ensemble size and pre-training length are those of
+  the package's offline learner (``offline.cql`` / ``offline.calql``), since they belong to the
+  offline phase that every method of a cell shares;
+* its warm-up condition is ``step <= max(warmup_steps, min_steps_to_update)`` with ``step`` the online
+  step index from 0, checked after that step's env step: ``warmup_steps + 1`` env steps without
+  update (and at least ``batch_size * (1 - offline_data_ratio)``, below 5,000 at its settings); here
+  exactly ``warmup_steps``;
+* with offline data it concatenates an online and an offline half and splits the result in order,
+  so its critic minibatches are each online-only or offline-only; here every minibatch is 50/50.
 
 Checkpoints: the agent holds only the SAC learner (saved by d3rlpy's ``save_model``, optimisers
-included), its buffers and its sampler; the source learner is not kept after the transfer.
+included), its buffers, its sampler and its update counts; the source learner is not kept after the
+transfer. Checkpoints fall between env steps, when no minibatch waits for its actor update.
 """
 
 from __future__ import annotations
@@ -74,7 +95,8 @@ from replication.agents.finetune import Agent, MixedSampler, empty_buffer
 from replication.plan.schema import episode_steps
 
 SOURCES = ("calql", "cql")
-RLPD_OFFLINE_FRACTION = 0.5  # keep_offline_data: half of every batch from the offline dataset
+RLPD_OFFLINE_FRACTION = 0.5  # keep_offline_data: half of every minibatch from the offline dataset
+ACTOR_UPDATES = ("once", "every")  # per env step: once on the union of its minibatches, or per minibatch
 
 
 def settings(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -207,6 +229,52 @@ def set_target_entropy(sac, target_entropy: float | None) -> None:
     sac.impl.update_temp = types.MethodType(update_temp, sac.impl)
 
 
+def set_backup_entropy(sac, backup_entropy: bool) -> None:
+    """Critic targets without the entropy term (``False``, the reference's) or d3rlpy's (``True``, left as is)."""
+    if backup_entropy:
+        return
+    from d3rlpy.models.torch import build_squashed_gaussian_distribution
+
+    def compute_target(impl, batch) -> torch.Tensor:
+        # d3rlpy's SACImpl.compute_target without its `- temp * log_prob`; the same draw of the next action
+        with torch.no_grad():
+            dist = build_squashed_gaussian_distribution(impl._modules.policy(batch.next_observations))
+            action, _ = dist.sample_with_log_prob()
+            return impl._targ_q_func_forwarder.compute_target(batch.next_observations, action, reduction="min")
+
+    sac.impl.compute_target = types.MethodType(compute_target, sac.impl)
+
+
+def torch_batch(learner, batch) -> Any:
+    """``batch`` (a d3rlpy ``TransitionMiniBatch``) as tensors, scaled, as d3rlpy's ``update`` converts it."""
+    from d3rlpy.torch_utility import TorchMiniBatch
+
+    config = learner.config
+    return TorchMiniBatch.from_batch(
+        batch=batch,
+        gamma=config.gamma,
+        compute_returns_to_go=learner.need_returns_to_go,
+        device=learner.impl.device,
+        observation_scaler=config.observation_scaler,
+        action_scaler=config.action_scaler,
+        reward_scaler=config.reward_scaler,
+    )
+
+
+def union(batches: list[Any]) -> Any:
+    """The ``TorchMiniBatch`` of all rows of ``batches``, in order."""
+
+    def cat(values: list[Any]) -> Any:
+        if isinstance(values[0], torch.Tensor):
+            return torch.cat(values)
+        if isinstance(values[0], (tuple, list)):  # tuple observations
+            return type(values[0])(torch.cat(parts) for parts in zip(*values, strict=True))
+        return values[0]
+
+    fields = {f.name: cat([getattr(b, f.name) for b in batches]) for f in dataclasses.fields(batches[0])}
+    return dataclasses.replace(batches[0], **{**fields, "numpy_batch": None})
+
+
 # ---- the agent -------------------------------------------------------------------------------------
 
 
@@ -223,9 +291,16 @@ class WSRLAgent(Agent):
         self.learner = transfer(source, options["batch_size"], device)  # the source itself is not kept
         self.transfer = check_transfer(source, self.learner)
         set_target_entropy(self.learner, options["target_entropy"])
+        set_backup_entropy(self.learner, bool(options["backup_entropy"]))
         self.update_start = int(options["warmup_steps"])
-        self.updates_per_step = int(options["updates_per_step"])
+        self.updates_per_step = int(options["updates_per_step"])  # critic updates (minibatches) per env step
+        self.actor_updates = str(options["actor_updates"])
+        if self.actor_updates not in ACTOR_UPDATES:
+            raise ValueError(f"finetune.wsrl.actor_updates: {self.actor_updates!r}; one of {', '.join(ACTOR_UPDATES)}")
         self.target_entropy = options["target_entropy"]
+        self.backup_entropy = bool(options["backup_entropy"])
+        self.counts = {"critic": 0, "actor": 0}  # updates done
+        self.pending: list[Any] = []  # this env step's minibatches, waiting for the actor update
         self.keep_offline_data = bool(options["keep_offline_data"])
         self.online_buffer = empty_buffer(offline_buffer, cache_size)
         self.sampler = None
@@ -242,10 +317,38 @@ class WSRLAgent(Agent):
         self.online_buffer.clip_episode(terminated)
 
     def batch(self):
+        """One minibatch (of the SAC's batch size) for one critic update."""
         size = self.learner.config.batch_size
         if self.sampler is not None:
             return self.sampler.sample(size)
         return self.online_buffer.sample_transition_batch(size)
+
+    def update(self, batch) -> None:
+        """One critic update and soft target update on ``batch``; after the env step's last minibatch, the
+        actor and temperature update on the union of its minibatches (the reference's ``update_high_utd``)."""
+        learner = self.learner
+        if self.actor_updates == "every":
+            learner.update(batch)  # d3rlpy's SAC update: critic, actor and temperature, target
+            self.counts["critic"] += 1
+            self.counts["actor"] += 1
+            return
+        impl = learner.impl
+        minibatch = torch_batch(learner, batch)
+        impl.modules.set_train()  # as d3rlpy's update (its actor update leaves the critics in eval mode)
+        impl.update_critic(minibatch)
+        impl.update_critic_target()
+        learner.set_grad_step(learner.grad_step + 1)  # grad_step counts critic updates
+        self.counts["critic"] += 1
+        self.pending.append(minibatch)
+        if len(self.pending) == self.updates_per_step:
+            impl.update_actor(union(self.pending))  # the temperature update is inside (d3rlpy's SAC actor loss)
+            self.counts["actor"] += 1
+            self.pending = []
+
+    def __getstate__(self) -> dict[str, Any]:
+        if self.pending:
+            raise RuntimeError("WSRL: a checkpoint between the minibatches of one env step")
+        return self.__dict__
 
     def stats(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -253,9 +356,14 @@ class WSRLAgent(Agent):
                 "source": self.source,
                 "warmup_steps": self.update_start,
                 "updates_per_step": self.updates_per_step,
-                "batch_size": int(self.learner.config.batch_size),
+                "actor_updates": self.actor_updates,
+                "batch_size": int(self.learner.config.batch_size),  # of a critic minibatch
+                "actor_batch_size": int(self.learner.config.batch_size)
+                * (self.updates_per_step if self.actor_updates == "once" else 1),
+                "updates": dict(self.counts),  # critic (= the summary's updates) and actor updates done
                 "n_critics": int(self.learner.config.n_critics),
                 "target_entropy": self.target_entropy,
+                "backup_entropy": self.backup_entropy,
                 "keep_offline_data": self.keep_offline_data,
                 "transfer": self.transfer,
             },
