@@ -208,7 +208,7 @@ def _offline(args: argparse.Namespace) -> int:
 
 def _add_finetune_arguments(parser: argparse.ArgumentParser) -> None:
     _cell_arguments(parser)
-    parser.add_argument("--method", required=True, choices=("iql", "pex", "calql"))
+    parser.add_argument("--method", required=True, choices=("iql", "pex", "calql", "wsrl"))
     parser.add_argument("--offline", required=True, help="offline run directory of the method's source algorithm")
     parser.add_argument("--data", required=True, help="the dataset file that offline agent was trained on")
     parser.add_argument("--out", required=True, help="output directory")

@@ -35,6 +35,7 @@ PAUSE = 1000
 T = 2000
 REMAINING = 300  # T - 1000 online - 0.35 x 2000 offline validation
 EXTENDED = 100
+METHODS = ("iql", "pex", "calql")  # the grid's methods; WSRL: tests/test_wsrl.py
 
 
 def ft_config(**overrides):
@@ -45,7 +46,7 @@ def ft_config(**overrides):
         "evaluation": {"interval": 100},
         "validation": {"offline_fraction": 0.35},
         "offline": {algo: dict(TINY) for algo in ("iql", "cql", "calql")},
-        "finetune": {"methods": list(ft.METHODS)},
+        "finetune": {"methods": list(METHODS)},
     }
     from replication.plan import config
 
@@ -101,7 +102,7 @@ def finetune_run(cfg, root, data, method, out, extended_steps=0):
 def runs(cell, tmp_path_factory):
     cfg, root, data = cell
     out = tmp_path_factory.mktemp("finetune")
-    return {m: (out / m, *finetune_run(cfg, root, data, m, out / m, EXTENDED if m == "iql" else 0)) for m in ft.METHODS}
+    return {m: (out / m, *finetune_run(cfg, root, data, m, out / m, EXTENDED if m == "iql" else 0)) for m in METHODS}
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +114,7 @@ def iql_learner(cell):
 # --- budget ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("method", ft.METHODS)
+@pytest.mark.parametrize("method", METHODS)
 def test_every_method_spends_exactly_the_remaining_budget(runs, cell, method):
     cfg = cell[0]
     out, summary, env_steps = runs[method]
@@ -480,7 +481,7 @@ def test_calql_batches_offline_share_at_start_and_end_is_recorded_and_reported(r
 # --- resuming after a kill ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("method", ft.METHODS)
+@pytest.mark.parametrize("method", METHODS)
 def test_a_killed_finetuning_job_resumes_to_identical_outputs(cell, tmp_path, method):
     """SIGKILL the job mid-run after a checkpoint (agent, buffers, env mid-episode, ledger, RNGs); the
     same command resumes it and ends with the uninterrupted job's outputs. IQL runs its C4 extension

@@ -127,7 +127,7 @@ from replication.plan.workflow import FINETUNE_SOURCES, finetune_dataset
 
 log = logging.getLogger(__name__)
 
-METHODS = ("iql", "pex", "calql")
+METHODS = ("iql", "pex", "calql", "wsrl")  # wsrl: replication.agents.wsrl
 TRAIN_SEED_OFFSET = 40_000  # (choice) the training env's first reset: seed + 40000
 EXTENDED_OPTION = "extended=1"
 
@@ -389,6 +389,10 @@ def build_agent(
 
     if method not in METHODS:
         raise ValueError(f"unknown fine-tuning method {method!r}; valid: {', '.join(METHODS)}")
+    if method == "wsrl":  # its own source check (CQL or Cal-QL) and buffers: replication.agents.wsrl
+        from replication.agents.wsrl import build_wsrl_agent
+
+        return build_wsrl_agent(cfg, env_name, learner, transitions, rng, device)
     expected = d3rlpy.algos.CalQL if method == "calql" else d3rlpy.algos.IQL
     if type(learner) is not expected:
         raise TypeError(f"{method} fine-tuning starts from a {expected.__name__} agent, got {type(learner).__name__}")
@@ -487,19 +491,22 @@ class Finetune(Job):
         progress: bool | None = None,
         options: str = "",
     ):
+        from replication.agents import wsrl  # here: wsrl builds on this module
+
         if method not in METHODS:
             raise ValueError(f"unknown fine-tuning method {method!r}; valid: {', '.join(METHODS)}")
         if int(extended_steps) != extended_steps or extended_steps < 0:
             raise ValueError(f"extended_steps must be a non-negative integer, got {extended_steps!r}")
         super().__init__(cfg, env_name, seed, out_dir, progress, options)
         self.method = method
-        self.source = FINETUNE_SOURCES[method]
+        self.source = wsrl.source_algo(cfg) if method == "wsrl" else FINETUNE_SOURCES[method]
         self.offline_dir = Path(offline_dir)
         self.dataset_path = Path(dataset_path)
         self.extended_steps = int(extended_steps)
         self.variant_options = variant_options
         self.ledger = budget_ledger(cfg, env_name)  # fails fast, before anything is loaded
         check_pex_start(cfg, method, self.ledger.remaining)
+        wsrl.check_start(cfg, method, self.ledger.remaining)
         self.start_spent = self.ledger.spent
         self.budget_steps = self.ledger.remaining
         self.dataset = finetune_dataset(cfg)
