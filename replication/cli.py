@@ -193,8 +193,7 @@ def _newdata(args: argparse.Namespace) -> int:
     dataset = parse_dataset_key(cfg, args.dataset)
     if not dataset.is_newdata:
         raise ValueError(f"{args.dataset} is not a newdata dataset")
-    eps = float(dataset.label.removeprefix("newdata-eps")) if dataset.label != "newdata" else 0.0
-    meta = build_newdata(cfg, env, args.seed, args.online, dataset.collector, eps, args.out)
+    meta = build_newdata(cfg, env, args.seed, args.online, dataset.collector, dataset.epsilon, args.out)
     print(f"newdata {args.env} seed {args.seed}: {meta['transitions']} transitions, {meta['episodes']} episodes")
     return 0
 

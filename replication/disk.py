@@ -103,7 +103,7 @@ def job_disk(cfg: dict[str, Any], job: Job) -> JobDisk:
     ep = episode_steps(cfg, env)
     total = cfg["budget"]["total_steps"]
     if job.rule == "online":
-        from replication.agents.online import online_pauses
+        from replication.plan.vocabulary import online_pauses
 
         p = config.online_params(cfg, env)
         sac = sac_sizes(cfg, env)

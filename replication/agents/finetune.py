@@ -123,12 +123,13 @@ from replication.plan import config
 from replication.plan.ledger import BudgetError, Ledger
 from replication.plan.schema import episode_steps
 from replication.plan.variants import finetune_ledger
+from replication.plan.vocabulary import FINETUNE_METHODS
 from replication.plan.workflow import FINETUNE_SOURCES, finetune_dataset
 from replication.runinfo import configure_torch, run_info
 
 log = logging.getLogger(__name__)
 
-METHODS = ("iql", "pex", "calql")
+METHODS = tuple(FINETUNE_METHODS)
 TRAIN_SEED_OFFSET = 40_000  # (choice) the training env's first reset: seed + 40000
 EXTENDED_OPTION = "extended=1"
 

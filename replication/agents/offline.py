@@ -109,11 +109,12 @@ from replication.plan import config
 from replication.plan.ledger import BudgetError, Ledger
 from replication.plan.schema import episode_steps, validation_checkpoints, validation_costs
 from replication.plan.variants import OfflineDataset, recommendation_ledger
+from replication.plan.vocabulary import OFFLINE_ALGOS
 from replication.runinfo import configure_torch, run_info
 
 log = logging.getLogger(__name__)
 
-ALGOS = ("iql", "cql", "calql")
+ALGOS = OFFLINE_ALGOS
 SPARSE_FAILURE_REWARD = {("kitchen", "binary"): 0.0}  # (suite, reward mode) -> raw reward of a failed step
 EXPORT_ATOL = 1e-5  # exported TorchScript policy vs the learner's predict
 ACTION_RANGE_TOL = 1e-4  # dataset actions may exceed the env's range by this fraction of it (rounding)

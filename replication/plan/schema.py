@@ -16,6 +16,7 @@ import yaml
 
 from replication.agents.envs import REWARD_MODES, specs
 from replication.io import PROJECT_ROOT
+from replication.plan.vocabulary import newdata_pause_step
 
 SCHEMA_FILE = PROJECT_ROOT / "config" / "schema.yaml"
 
@@ -117,7 +118,7 @@ def _check_budget(cfg: dict[str, Any]) -> None:
                     "or raise budget.total_steps"
                 )
     uses_newdata = "newdata" in cfg["offline"]["datasets"]
-    newdata_pause = round(cfg["newdata"]["pause"] * total)
+    newdata_pause = newdata_pause_step(cfg)
     for env in cfg["envs"]:
         online_val, offline_val = validation_costs(cfg, env)
         collected = newdata_pause + online_val + cfg["newdata"]["size"] + offline_val

@@ -19,6 +19,7 @@ from typing import Any
 from replication.plan import config
 from replication.plan.ledger import Ledger
 from replication.plan.schema import validation_costs
+from replication.plan.vocabulary import NEWDATA_COLLECTORS, dataset_name, newdata_pause_step
 
 VALIDATIONS = ("full", "none")
 SELECTIONS = ("offline", "best-of")
@@ -31,6 +32,7 @@ class OfflineDataset:
     label: str  # buffer | newdata | newdata-eps0.1 ...
     pause: int
     collector: str | None = None  # newdata only: best | last
+    epsilon: float = 0.0  # newdata only: the collector's exploration noise
 
     @property
     def is_newdata(self) -> bool:
@@ -51,15 +53,13 @@ class OfflineDataset:
 
 def offline_datasets(cfg: dict[str, Any]) -> list[OfflineDataset]:
     """Every dataset the offline learners train on, for one cell."""
-    from replication.agents.datasets import dataset_name
-
     out = []
     if "buffer" in cfg["offline"]["datasets"]:
         out += [OfflineDataset("buffer", p) for p in config.pause_steps(cfg)]
     if "newdata" in cfg["offline"]["datasets"]:
-        pause = round(cfg["newdata"]["pause"] * cfg["budget"]["total_steps"])
+        pause = newdata_pause_step(cfg)
         for eps in cfg["newdata"]["epsilon"]:
-            out += [OfflineDataset(dataset_name(eps), pause, c) for c in ("best", "last")]
+            out += [OfflineDataset(dataset_name(eps), pause, c, float(eps)) for c in NEWDATA_COLLECTORS]
     return out
 
 
@@ -88,6 +88,5 @@ def finetune_ledger(cfg: dict[str, Any], env: str) -> Ledger:
     if ft["dataset"] == "buffer":
         dataset = OfflineDataset("buffer", config.finetune_pause_step(cfg))
     else:
-        pause = round(cfg["newdata"]["pause"] * cfg["budget"]["total_steps"])
-        dataset = OfflineDataset("newdata", pause, "best" if ft["validation"] else "last")
+        dataset = OfflineDataset("newdata", newdata_pause_step(cfg), "best" if ft["validation"] else "last")
     return recommendation_ledger(cfg, env, dataset, "full" if ft["validation"] else "none", "offline")
