@@ -82,11 +82,15 @@ def recommendation_ledger(
     return ledger
 
 
-def finetune_ledger(cfg: dict[str, Any], env: str) -> Ledger:
-    """Env steps spent before fine-tuning starts: the offline agent it starts from."""
+def finetune_dataset(cfg: dict[str, Any]) -> OfflineDataset:
+    """The dataset of the offline agent fine-tuning starts from."""
     ft = cfg["finetune"]
     if ft["dataset"] == "buffer":
-        dataset = OfflineDataset("buffer", config.finetune_pause_step(cfg))
-    else:
-        dataset = OfflineDataset("newdata", newdata_pause_step(cfg), "best" if ft["validation"] else "last")
-    return recommendation_ledger(cfg, env, dataset, "full" if ft["validation"] else "none", "offline")
+        return OfflineDataset("buffer", config.finetune_pause_step(cfg))
+    return OfflineDataset(dataset_name(0.0), newdata_pause_step(cfg), "best" if ft["validation"] else "last", 0.0)
+
+
+def finetune_ledger(cfg: dict[str, Any], env: str) -> Ledger:
+    """Env steps spent before fine-tuning starts: the offline agent it starts from."""
+    validation = "full" if cfg["finetune"]["validation"] else "none"
+    return recommendation_ledger(cfg, env, finetune_dataset(cfg), validation, "offline")

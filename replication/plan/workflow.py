@@ -23,8 +23,8 @@ from typing import Any
 
 from replication.plan import config
 from replication.plan.layout import Layout
-from replication.plan.variants import OfflineDataset, finetune_ledger, offline_datasets
-from replication.plan.vocabulary import FINETUNE_METHODS, OFFLINE_ALGOS, dataset_name, newdata_pause_step
+from replication.plan.variants import OfflineDataset, finetune_dataset, finetune_ledger, offline_datasets
+from replication.plan.vocabulary import FINETUNE_METHODS, OFFLINE_ALGOS
 
 RESULTS_ROOT = Path("results")
 FINETUNE_SOURCES = FINETUNE_METHODS  # offline agent each method starts from
@@ -140,13 +140,6 @@ class Job:
         """The Snakemake benchmark file of the job that runs this one (wall time, memory, CPU time)."""
         variant = "cell" if self.batched(cfg) else self.variant
         return Path(layout(cfg).benchmark(self.rule, self.env, self.seed, variant))
-
-
-def finetune_dataset(cfg: dict[str, Any]) -> OfflineDataset:
-    ft = cfg["finetune"]
-    if ft["dataset"] == "buffer":
-        return OfflineDataset("buffer", config.finetune_pause_step(cfg))
-    return OfflineDataset(dataset_name(0.0), newdata_pause_step(cfg), "best" if ft["validation"] else "last", 0.0)
 
 
 def jobs(cfg: dict[str, Any]) -> list[Job]:
