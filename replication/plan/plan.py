@@ -28,7 +28,7 @@ class PlannedJob:
 
     job: workflow.Job
     argv: tuple[str, ...]  # the arguments of `replication`, subcommand first
-    outputs: Paths
+    outputs: Paths = dataclasses.field(hash=False)
     log: str  # of the job that runs it: its cell's batch job when batched
     benchmark: str  # likewise
     batched: bool = False
@@ -53,7 +53,7 @@ class Plan:
     newdata_pause: int
     datasets: tuple[OfflineDataset, ...]
     finetune_dataset: OfflineDataset
-    batches: Mapping[str, tuple[str, ...]]  # batch_jobs: each batched rule's variants per main cell
+    batches: Mapping[str, tuple[str, ...]] = dataclasses.field(hash=False)  # batch_jobs: variants per main cell
     batch_envs: tuple[str, ...]  # the cells whose variants run in batch jobs
     jobs: tuple[PlannedJob, ...]
 
