@@ -4,8 +4,9 @@
 #   snakemake --cores all --configfile config/paper.yaml    # the full study
 #   snakemake --profile profiles/slurm --configfile config/paper.yaml
 #
-# The grid is defined once, in replication.plan.workflow; rules are thin calls of the `replication`
-# command line. The run's config (config/defaults.yaml + your file) is validated before any job.
+# The run is planned once (replication.plan.plan.Plan: every job with its command line and paths);
+# rules are thin calls of the `replication` command line the plan gives them. The run's config
+# (config/defaults.yaml + your file) is validated before any job.
 
 import re
 import shlex
@@ -14,6 +15,8 @@ import yaml
 from replication.plan import config as rconfig
 from replication import disk, runlock
 from replication.plan import workflow as wf
+from replication.plan.plan import Plan
+from replication.plan.vocabulary import FINETUNE_METHODS, OFFLINE_ALGOS
 from replication.io import write_text
 from snakemake.logging import logger
 from snakemake.utils import min_version
@@ -28,8 +31,9 @@ try:
 except ValueError as error:
     raise WorkflowError(f"invalid config: {error}") from None
 
-OUT = str(wf.results_dir(CFG))
-CONFIG_FILE = f"{OUT}/config.yaml"
+PLAN = Plan.build(CFG)
+OUT = PLAN.layout.results
+CONFIG_FILE = PLAN.layout.config_file
 
 # One live run per results directory: a kernel lock (flock) that dies with its holder, however it
 # dies, so the same command resumes after any kill (replication.runlock; the profiles turn
@@ -48,7 +52,6 @@ _may_write = RUN_LOCK is None or RUN_LOCK.held
 if _may_write and (not os.path.exists(CONFIG_FILE) or open(CONFIG_FILE).read() != _resolved):
     write_text(CONFIG_FILE, _resolved)
 
-CELL = f"{OUT}/cells/{{env}}/seed{{seed}}"
 # Jobs call the package's command line as `replication`: the interpreter running Snakemake (the
 # project's .venv), or the job's own `python` when Snakemake deploys the software (--sdm conda,
 # environment.yml). A shell function rather than a param, so moving the project reruns nothing.
@@ -59,7 +62,7 @@ ENVIRONMENT = "../environment.yml"  # the conda environment of every rule (paths
 wildcard_constraints:
     env=r"[a-z0-9-]+(\+[a-z_]+=[a-z0-9.]+(,[a-z_]+=[a-z0-9.]+)*)?",
     seed=r"\d+",
-    algo="iql|cql|calql|pex",
+    algo="|".join(dict.fromkeys((*OFFLINE_ALGOS, *FINETUNE_METHODS))),
     dataset=r"[a-z0-9.-]+",
 
 

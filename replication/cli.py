@@ -23,6 +23,8 @@ import dataclasses
 import sys
 from collections.abc import Callable, Sequence
 
+from replication.plan.vocabulary import FINETUNE_METHODS
+
 AddArguments = Callable[[argparse.ArgumentParser], None]
 Run = Callable[[argparse.Namespace], int]
 
@@ -180,8 +182,7 @@ def _newdata(args: argparse.Namespace) -> int:
     dataset = parse_dataset_key(cfg, args.dataset)
     if not dataset.is_newdata:
         raise ValueError(f"{args.dataset} is not a newdata dataset")
-    eps = float(dataset.label.removeprefix("newdata-eps")) if dataset.label != "newdata" else 0.0
-    meta = build_newdata(cfg, env, args.seed, args.online, dataset.collector, eps, args.out)
+    meta = build_newdata(cfg, env, args.seed, args.online, dataset.collector, dataset.epsilon, args.out)
     print(f"newdata {args.env} seed {args.seed}: {meta['transitions']} transitions, {meta['episodes']} episodes")
     return 0
 
@@ -208,7 +209,7 @@ def _offline(args: argparse.Namespace) -> int:
 
 def _add_finetune_arguments(parser: argparse.ArgumentParser) -> None:
     _cell_arguments(parser)
-    parser.add_argument("--method", required=True, choices=("iql", "pex", "calql", "wsrl"))
+    parser.add_argument("--method", required=True, choices=tuple(FINETUNE_METHODS))
     parser.add_argument("--offline", required=True, help="offline run directory of the method's source algorithm")
     parser.add_argument("--data", required=True, help="the dataset file that offline agent was trained on")
     parser.add_argument("--out", required=True, help="output directory")

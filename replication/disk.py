@@ -23,7 +23,8 @@ from typing import Any
 from replication.plan import config
 from replication.plan.schema import episode_steps
 from replication.plan.variants import finetune_ledger
-from replication.plan.workflow import FINETUNE_SOURCES, Job, extended_steps, jobs, parse_cell
+from replication.plan.vocabulary import finetune_source
+from replication.plan.workflow import Job, extended_steps, jobs, parse_cell
 
 FLOAT = 4
 # (observation, action) dimensions of make_env's spaces (tests/test_estimate.py checks them)
@@ -103,7 +104,7 @@ def job_disk(cfg: dict[str, Any], job: Job) -> JobDisk:
     ep = episode_steps(cfg, env)
     total = cfg["budget"]["total_steps"]
     if job.rule == "online":
-        from replication.agents.online import online_pauses
+        from replication.plan.vocabulary import online_pauses
 
         p = config.online_params(cfg, env)
         sac = sac_sizes(cfg, env)
@@ -126,7 +127,7 @@ def job_disk(cfg: dict[str, Any], job: Job) -> JobDisk:
                 largest = max(largest, 2 * s["learnable"] + s["policy"])  # learner, best learner and policy
         return JobDisk(job, final, largest)
     if job.rule == "finetune":
-        s = learner_sizes(cfg, env, FINETUNE_SOURCES[job.algo])
+        s = learner_sizes(cfg, env, finetune_source(cfg, job.algo))
         extra = extended_steps(cfg, job)
         steps = finetune_ledger(cfg, env).remaining + extra
         final = SMALL_FILES["finetune"] + s["learnable"] * (2 if extra else 1)

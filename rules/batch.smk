@@ -4,8 +4,8 @@
 # per variant, with the start-up (interpreter, imports, environments) paid once. These rules win
 # over the per-variant ones for those cells (ruleorder); analysis cells keep one job per variant.
 
-BATCH = wf.cell_batches(CFG)
-MAIN_CELLS = "|".join(re.escape(env) for env in CFG["envs"])
+BATCH = PLAN.batches
+MAIN_CELLS = "|".join(re.escape(env) for env in PLAN.batch_envs)
 
 
 if BATCH["newdata"]:
@@ -14,19 +14,18 @@ if BATCH["newdata"]:
 
     rule newdata_cell:
         input:
-            online=f"{CELL}/online/online.json",
+            online=ONLINE_SUMMARY,
         output:
-            data=expand(f"{CELL}/newdata/{{dataset}}.h5", dataset=BATCH["newdata"], allow_missing=True),
-            meta=expand(f"{CELL}/newdata/{{dataset}}.h5.json", dataset=BATCH["newdata"], allow_missing=True),
+            **PLAN.layout.batch_outputs("newdata", "{env}", "{seed}", BATCH["newdata"]),
         wildcard_constraints:
             env=MAIN_CELLS,
         params:
             settings=settings("budget", "newdata", "seeds"),
-            commands=batch_commands("newdata"),
+            commands=cell_commands("newdata"),
         log:
-            f"{CELL}/logs/newdata-cell.log",
+            PLAN.layout.log("newdata", "{env}", "{seed}", "cell"),
         benchmark:
-            f"{CELL}/benchmarks/newdata-cell.tsv"
+            PLAN.layout.benchmark("newdata", "{env}", "{seed}", "cell")
         threads: 1
         resources:
             mem_mb=4000,
@@ -43,19 +42,18 @@ if BATCH["offline"]:
     rule offline_cell:
         input:
             data=batch_offline_data,
-            online=f"{CELL}/online/online.json",
+            online=ONLINE_SUMMARY,
         output:
-            recommend=expand(f"{CELL}/offline/{{dataset}}/recommend.csv", dataset=BATCH["offline"], allow_missing=True),
-            summary=expand(f"{CELL}/offline/{{dataset}}/offline.json", dataset=BATCH["offline"], allow_missing=True),
+            **PLAN.layout.batch_outputs("offline", "{env}", "{seed}", BATCH["offline"]),
         wildcard_constraints:
             env=MAIN_CELLS,
         params:
             settings=settings("budget", "offline", "evaluation", "validation", "newdata"),
-            commands=batch_commands("offline"),
+            commands=cell_commands("offline"),
         log:
-            f"{CELL}/logs/offline-cell.log",
+            PLAN.layout.log("offline", "{env}", "{seed}", "cell"),
         benchmark:
-            f"{CELL}/benchmarks/offline-cell.tsv"
+            PLAN.layout.benchmark("offline", "{env}", "{seed}", "cell")
         threads: 1
         resources:
             mem_mb=6000,
@@ -73,17 +71,16 @@ if BATCH["finetune"]:
         input:
             unpack(finetune_inputs),
         output:
-            curve=expand(f"{CELL}/finetune/{{algo}}/curve.csv", algo=BATCH["finetune"], allow_missing=True),
-            summary=expand(f"{CELL}/finetune/{{algo}}/finetune.json", algo=BATCH["finetune"], allow_missing=True),
+            **PLAN.layout.batch_outputs("finetune", "{env}", "{seed}", BATCH["finetune"]),
         wildcard_constraints:
             env=MAIN_CELLS,
         params:
             settings=settings("budget", "finetune", "offline", "evaluation", "validation", "newdata", "analysis"),
-            commands=batch_commands("finetune"),
+            commands=cell_commands("finetune"),
         log:
-            f"{CELL}/logs/finetune-cell.log",
+            PLAN.layout.log("finetune", "{env}", "{seed}", "cell"),
         benchmark:
-            f"{CELL}/benchmarks/finetune-cell.tsv"
+            PLAN.layout.benchmark("finetune", "{env}", "{seed}", "cell")
         threads: 1
         resources:
             mem_mb=6000,

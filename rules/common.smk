@@ -1,8 +1,10 @@
 # Input and param functions shared by the rules (kept apart from the rules, as Snakemake's lint asks).
+# Command lines and paths come from the run's Plan (PLAN, replication.plan.plan), built once.
 
 
 # Settings that change no result (how often a job checkpoints): editing them reruns nothing.
 NO_RESULT = {"offline": ("checkpoint_interval",), "finetune": ("checkpoint_interval",)}
+ONLINE_SUMMARY = PLAN.layout.outputs("online", "{env}", "{seed}")["summary"]
 
 
 def settings(*sections):
@@ -21,19 +23,40 @@ def drop(section, keys):
     return {k: v for k, v in section.items() if k not in keys} if isinstance(section, dict) else section
 
 
+def variant(wildcards):
+    """The variant of a per-variant job: its dataset key or fine-tuning method ("" for online)."""
+    return getattr(wildcards, "dataset", "") or getattr(wildcards, "algo", "")
+
+
+def job_arguments(rule):
+    """A param: the job's `replication` arguments, from the plan (the batch rules run the same)."""
+    return lambda w: PLAN.job_for(rule, w.env, w.seed, variant(w)).command_line()
+
+
+def cell_commands(rule):
+    """A param: the quoted command lines of the cell's variants of ``rule``, for `replication batch`."""
+    return lambda w: " ".join(shlex.quote(job.command_line()) for job in PLAN.cell_jobs(rule, w.env, w.seed))
+
+
 def offline_data(wildcards):
     """The dataset file an offline job trains on."""
-    dataset = wf.parse_dataset_key(CFG, wildcards.dataset)
-    return str(wf.dataset_file(CFG, wildcards.env, int(wildcards.seed), dataset))
+    return PLAN.dataset_file(wildcards.env, wildcards.seed, PLAN.dataset(wildcards.dataset))
 
 
 def finetune_inputs(wildcards):
     """The offline summary (its learners) and the dataset a fine-tuning job starts from."""
-    cell = f"{OUT}/cells/{wildcards.env}/seed{wildcards.seed}"
+    env, seed = wildcards.env, wildcards.seed
     return {
-        "offline": f"{cell}/offline/{wf.dataset_key(wf.finetune_dataset(CFG))}/offline.json",
-        "data": str(wf.dataset_file(CFG, wildcards.env, int(wildcards.seed), wf.finetune_dataset(CFG))),
+        "offline": PLAN.layout.outputs("offline", env, seed, PLAN.finetune_key)["summary"],
+        "data": PLAN.dataset_file(env, seed, PLAN.finetune_dataset),
     }
+
+
+def batch_offline_data(wildcards):
+    """Every dataset file the offline job of a cell trains on."""
+    return [
+        PLAN.dataset_file(wildcards.env, wildcards.seed, PLAN.dataset(key)) for key in PLAN.batches["offline"]
+    ]
 
 
 def parent(name):
@@ -44,76 +67,6 @@ def parent(name):
         return os.path.dirname(getattr({"input": input, "output": output}[kind], key))
 
     return get
-
-
-# --- batch_jobs: the command lines one job of a cell runs, one per variant (mirroring the rules' shells)
-
-
-def _cell_path(wildcards):
-    return f"{OUT}/cells/{wildcards.env}/seed{wildcards.seed}"
-
-
-def _batch_line(name, wildcards, **options):
-    args = [name, "--config", CONFIG_FILE, "--env", wildcards.env, "--seed", wildcards.seed]
-    for key, value in options.items():
-        args += [f"--{key.replace('_', '-')}", str(value)]
-    return shlex.quote(shlex.join(args))
-
-
-def batch_commands(stage):
-    """A param: the quoted command lines of the cell's variants of ``stage``, for `replication batch`."""
-
-    def get(wildcards):
-        cell, seed = _cell_path(wildcards), int(wildcards.seed)
-        lines = []
-        for key in BATCH[stage]:  # rules/batch.smk
-            if stage == "newdata":
-                lines.append(
-                    _batch_line(
-                        "newdata", wildcards, online=f"{cell}/online", dataset=key, out=f"{cell}/newdata/{key}.h5"
-                    )
-                )
-            elif stage == "offline":
-                data = wf.dataset_file(CFG, wildcards.env, seed, wf.parse_dataset_key(CFG, key))
-                algos = wf.offline_algos(CFG, wildcards.env, seed, key)
-                lines.append(
-                    _batch_line(
-                        "offline",
-                        wildcards,
-                        algo=algos,
-                        dataset=key,
-                        data=data,
-                        online=f"{cell}/online",
-                        out=f"{cell}/offline/{key}",
-                    )
-                )
-            else:
-                inputs = finetune_inputs(wildcards)
-                offline = os.path.join(os.path.dirname(inputs["offline"]), wf.FINETUNE_SOURCES[key])
-                extended = wf.extended_steps(CFG, wf.Job("finetune", wildcards.env, seed, key))
-                lines.append(
-                    _batch_line(
-                        "finetune",
-                        wildcards,
-                        method=key,
-                        offline=offline,
-                        data=inputs["data"],
-                        extended_steps=extended,
-                        out=f"{cell}/finetune/{key}",
-                    )
-                )
-        return " ".join(lines)
-
-    return get
-
-
-def batch_offline_data(wildcards):
-    """Every dataset file the offline job of a cell trains on."""
-    seed = int(wildcards.seed)
-    return [
-        str(wf.dataset_file(CFG, wildcards.env, seed, wf.parse_dataset_key(CFG, key)))
-        for key in BATCH["offline"]
-    ]
 
 
 def parallel_jobs():

@@ -5,26 +5,20 @@
 rule offline:
     input:
         data=offline_data,
-        online=f"{CELL}/online/online.json",
+        online=ONLINE_SUMMARY,
     output:
-        recommend=f"{CELL}/offline/{{dataset}}/recommend.csv",
-        summary=f"{CELL}/offline/{{dataset}}/offline.json",
+        **PLAN.layout.outputs("offline", "{env}", "{seed}", "{dataset}"),
     params:
         settings=settings("budget", "offline", "evaluation", "validation", "newdata"),
-        config=CONFIG_FILE,
-        algos=lambda w: wf.offline_algos(CFG, w.env, int(w.seed), w.dataset),
-        online=parent("input.online"),
-        out=parent("output.summary"),
+        arguments=job_arguments("offline"),
     log:
-        f"{CELL}/logs/offline-{{dataset}}.log",
+        PLAN.layout.log("offline", "{env}", "{seed}", "{dataset}"),
     benchmark:
-        f"{CELL}/benchmarks/offline-{{dataset}}.tsv"
+        PLAN.layout.benchmark("offline", "{env}", "{seed}", "{dataset}")
     threads: 1
     resources:
         mem_mb=6000,
     conda:
         ENVIRONMENT
     shell:
-        "replication offline --config {params.config} --env {wildcards.env} --seed {wildcards.seed}"
-        " --algo {params.algos} --dataset {wildcards.dataset} --data {input.data}"
-        " --online {params.online} --out {params.out} > {log} 2>&1"
+        "replication {params.arguments} > {log} 2>&1"

@@ -1,51 +1,41 @@
 # Online SAC, once per cell; every variant branches from its pause points.
 
-ONLINE_PAUSES = __import__("replication.agents.online", fromlist=["online_pauses"]).online_pauses(CFG)
-
 
 rule online:
     output:
-        curve=f"{CELL}/online/curve.csv",
-        summary=f"{CELL}/online/online.json",
-        datasets=expand(f"{CELL}/online/pause_{{pause}}/dataset_buffer.h5", pause=ONLINE_PAUSES, allow_missing=True),
-        validation=expand(f"{CELL}/online/pause_{{pause}}/validation.json", pause=ONLINE_PAUSES, allow_missing=True),
+        **PLAN.layout.outputs("online", "{env}", "{seed}", pauses=PLAN.online_pauses),
     params:
         settings=settings("budget", "online", "evaluation", "validation", "newdata", "seeds"),
-        config=CONFIG_FILE,
-        out=parent("output.summary"),
+        arguments=job_arguments("online"),
     log:
-        f"{CELL}/logs/online.log",
+        PLAN.layout.log("online", "{env}", "{seed}"),
     benchmark:
-        f"{CELL}/benchmarks/online.tsv"
+        PLAN.layout.benchmark("online", "{env}", "{seed}")
     threads: 1
     resources:
         mem_mb=4000,
     conda:
         ENVIRONMENT
     shell:
-        "replication online --config {params.config} --env {wildcards.env} --seed {wildcards.seed}"
-        " --out {params.out} --no-progress > {log} 2>&1"
+        "replication {params.arguments} > {log} 2>&1"
 
 
 rule newdata:
     input:
-        online=f"{CELL}/online/online.json",
+        online=ONLINE_SUMMARY,
     output:
-        data=f"{CELL}/newdata/{{dataset}}.h5",
-        meta=f"{CELL}/newdata/{{dataset}}.h5.json",
+        **PLAN.layout.outputs("newdata", "{env}", "{seed}", "{dataset}"),
     params:
         settings=settings("budget", "newdata", "seeds"),
-        config=CONFIG_FILE,
-        online=parent("input.online"),
+        arguments=job_arguments("newdata"),
     log:
-        f"{CELL}/logs/newdata-{{dataset}}.log",
+        PLAN.layout.log("newdata", "{env}", "{seed}", "{dataset}"),
     benchmark:
-        f"{CELL}/benchmarks/newdata-{{dataset}}.tsv"
+        PLAN.layout.benchmark("newdata", "{env}", "{seed}", "{dataset}")
     threads: 1
     resources:
         mem_mb=4000,
     conda:
         ENVIRONMENT
     shell:
-        "replication newdata --config {params.config} --env {wildcards.env} --seed {wildcards.seed}"
-        " --online {params.online} --dataset {wildcards.dataset} --out {output.data} > {log} 2>&1"
+        "replication {params.arguments} > {log} 2>&1"

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from replication.agents import finetune as ft
-from replication.agents import wsrl
+from replication.agents import job, wsrl
 from replication.agents.datasets import load_transitions
 from replication.agents.learners import build_learner, load_learner, quiet_d3rlpy
 from replication.agents.offline import run_offline
@@ -77,9 +77,9 @@ class Recorder:
 
 def wsrl_run(cfg, root, data, out):
     """``run_finetune`` of WSRL with its env steps, updates and batches recorded."""
-    real_make_env = ft.make_env
+    real_make_env = job.make_env  # the training env: the job frame makes it
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(ft, "make_env", lambda *a, **k: CountSteps(real_make_env(*a, **k)))
+        mp.setattr(job, "make_env", lambda *a, **k: CountSteps(real_make_env(*a, **k)))
         recorder = Recorder(mp)
         before = len(CountSteps.counts)
         source = wsrl.source_algo(cfg)
@@ -196,10 +196,10 @@ def test_backup_entropy_option(cell):
     from d3rlpy.models.torch import build_squashed_gaussian_distribution
     from d3rlpy.models.torch.parameters import get_parameter
 
-    from replication.agents import offline as offline_module
+    from replication.agents import learners
 
     learner = learner_of(cell[1], "calql")
-    buffer = offline_module.replay_buffer(load_transitions(cell[2])[0])
+    buffer = learners.replay_buffer(load_transitions(cell[2])[0])
     sac = wsrl.transfer(learner, device="cpu")
     batch = wsrl.torch_batch(sac, buffer.sample_transition_batch(16))
     impl = sac.impl

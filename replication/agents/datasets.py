@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from replication.io import atomic_path, write_json
+from replication.plan.vocabulary import dataset_name
 
 
 class DatasetError(ValueError):
@@ -265,11 +266,6 @@ def collect_transitions(
     return Transitions(observations, actions, rewards, terminals, timeouts)
 
 
-def dataset_name(epsilon: float) -> str:
-    """The dataset label of a newdata variant: ``newdata`` for epsilon 0, else ``newdata-eps<e>``."""
-    return "newdata" if epsilon == 0 else f"newdata-eps{epsilon:g}"
-
-
 def build_newdata(
     cfg: dict[str, Any],
     env_name: str,
@@ -290,7 +286,7 @@ def build_newdata(
 
     if collector not in ("best", "last"):
         raise ValueError(f"collector must be 'best' or 'last', got {collector!r}")
-    pause = round(cfg["newdata"]["pause"] * cfg["budget"]["total_steps"])
+    pause = config.newdata_pause_step(cfg)
     policy_file = Path(online_dir) / f"pause_{pause}" / f"policy_{collector}.pt"
     size = cfg["newdata"]["size"]
     transitions = collect_transitions(

@@ -123,11 +123,12 @@ from replication.plan import config
 from replication.plan.ledger import BudgetError, Ledger
 from replication.plan.schema import episode_steps
 from replication.plan.variants import finetune_ledger
-from replication.plan.workflow import FINETUNE_SOURCES, finetune_dataset
+from replication.plan.vocabulary import FINETUNE_METHODS, finetune_source
+from replication.plan.workflow import finetune_dataset
 
 log = logging.getLogger(__name__)
 
-METHODS = ("iql", "pex", "calql", "wsrl")  # wsrl: replication.agents.wsrl
+METHODS = tuple(FINETUNE_METHODS)
 TRAIN_SEED_OFFSET = 40_000  # (choice) the training env's first reset: seed + 40000
 EXTENDED_OPTION = "extended=1"
 
@@ -499,7 +500,7 @@ class Finetune(Job):
             raise ValueError(f"extended_steps must be a non-negative integer, got {extended_steps!r}")
         super().__init__(cfg, env_name, seed, out_dir, progress, options)
         self.method = method
-        self.source = wsrl.source_algo(cfg) if method == "wsrl" else FINETUNE_SOURCES[method]
+        self.source = wsrl.source_algo(cfg) if method == "wsrl" else finetune_source(cfg, method)
         self.offline_dir = Path(offline_dir)
         self.dataset_path = Path(dataset_path)
         self.extended_steps = int(extended_steps)

@@ -61,8 +61,9 @@ from replication.agents.envs import env_spaces, resolve_spec
 from replication.agents.policies import TorchScriptPolicy, load_policy
 from replication.io import atomic_path, read_json
 from replication.plan import config
+from replication.plan.vocabulary import OFFLINE_ALGOS
 
-ALGOS = ("iql", "cql", "calql")
+ALGOS = OFFLINE_ALGOS
 SPARSE_FAILURE_REWARD = {("kitchen", "binary"): 0.0}  # (suite, reward mode) -> raw reward of a failed step
 EXPORT_ATOL = 1e-5  # exported TorchScript policy vs the learner's predict
 

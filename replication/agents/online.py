@@ -45,19 +45,13 @@ from replication.analysis import tidy
 from replication.io import atomic_path, write_json
 from replication.plan import config
 from replication.plan.schema import episode_steps, validation_checkpoints, validation_costs
+from replication.plan.vocabulary import online_pauses
 
 log = logging.getLogger(__name__)
 
 
 def pause_dir(out_dir: Path, step: int) -> Path:
     return Path(out_dir) / f"pause_{step}"
-
-
-def online_pauses(cfg: dict[str, Any]) -> list[int]:
-    """Every pause at which the online run keeps state: recommendation, fine-tuning, newdata."""
-    total = cfg["budget"]["total_steps"]
-    extra = [config.finetune_pause_step(cfg), round(cfg["newdata"]["pause"] * total)]
-    return sorted(set(config.pause_steps(cfg)) | set(extra))
 
 
 def build_sac(cfg: dict[str, Any], env_name: str, seed: int, device: str = "cpu"):

@@ -94,8 +94,9 @@ import torch
 from replication.agents.finetune import Agent, MixedSampler
 from replication.agents.learners import empty_buffer
 from replication.plan.schema import episode_steps
+from replication.plan.vocabulary import WSRL_SOURCES, finetune_source
 
-SOURCES = ("calql", "cql")
+SOURCES = WSRL_SOURCES
 RLPD_OFFLINE_FRACTION = 0.5  # keep_offline_data: half of every minibatch from the offline dataset
 ACTOR_UPDATES = ("once", "every")  # per env step: once on the union of its minibatches, or per minibatch
 
@@ -107,7 +108,7 @@ def settings(cfg: dict[str, Any]) -> dict[str, Any]:
 
 def source_algo(cfg: dict[str, Any]) -> str:
     """The offline algorithm WSRL starts from (``finetune.wsrl.source``)."""
-    source = settings(cfg)["source"]
+    source = finetune_source(cfg, "wsrl")
     if source not in SOURCES:
         raise ValueError(f"config key finetune.wsrl.source: {source!r}; WSRL starts from one of {', '.join(SOURCES)}")
     return source

@@ -31,6 +31,7 @@ from replication.analysis import scorecard
 from replication.analysis import selection as sel
 from replication.analysis.selection import NORMALIZED, Expected
 from replication.plan.config import CONFIG_DIR
+from replication.plan.vocabulary import newdata_pause_step
 
 SCENARIOS = ("null", "effect")
 VERDICT_KEYS = {
@@ -88,7 +89,7 @@ class Shape:
             total=total,
             interval=int(cfg["evaluation"]["interval"]),
             pauses=tuple(round(f * total) for f in cfg["budget"]["pause_fractions"]),
-            newdata_pause=round(cfg["newdata"]["pause"] * total),
+            newdata_pause=newdata_pause_step(cfg),
             newdata_size=int(cfg["newdata"]["size"]),
             validation_cost=round((val["online_fraction"] + val["offline_fraction"]) * total),
             finetune_pause=expected.finetune_pause,

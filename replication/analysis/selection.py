@@ -27,10 +27,11 @@ import pandas as pd
 
 from replication.agents import normalize
 from replication.analysis import tidy
+from replication.plan import vocabulary
 
 NORMALIZED = normalize.NORMALIZED
-OFFLINE_ALGOS = ("iql", "cql", "calql")
-FINETUNE_METHODS = ("iql", "pex", "calql")
+OFFLINE_ALGOS = vocabulary.OFFLINE_ALGOS
+FINETUNE_METHODS = tuple(vocabulary.FINETUNE_METHODS)
 VARIANT_FILTERS = ("algo", "dataset", "validation", "selection")  # the columns that name a variant
 
 
@@ -68,12 +69,11 @@ class Expected:
     @classmethod
     def from_config(cls, cfg: dict[str, Any]) -> Expected:
         """What the resolved configuration ``cfg`` makes the workflow produce."""
-        from replication.plan.config import finetune_pause_step
-
         total = int(cfg["budget"]["total_steps"])
         envs = tuple(cfg["envs"])
         ft = cfg["finetune"]
-        ft_pause = round(cfg["newdata"]["pause"] * total) if ft["dataset"] == "newdata" else finetune_pause_step(cfg)
+        newdata = ft["dataset"] == "newdata"
+        ft_pause = vocabulary.newdata_pause_step(cfg) if newdata else vocabulary.finetune_pause_step(cfg)
         c4, c5, gran = (cfg["analysis"][k] for k in ("c4", "c5", "reward_granularity"))
         return cls(
             envs=envs,
@@ -101,8 +101,7 @@ def dataset_names(cfg: dict[str, Any]) -> tuple[str, ...]:
     names: list[str] = []
     for d in cfg["offline"]["datasets"]:
         if d == "newdata":
-            for eps in cfg["newdata"]["epsilon"]:
-                names.append("newdata" if float(eps) == 0 else f"newdata-eps{float(eps):g}")
+            names += [vocabulary.dataset_name(eps) for eps in cfg["newdata"]["epsilon"]]
         else:
             names.append(str(d))
     return tuple(names)

@@ -9,6 +9,9 @@ from typing import Any
 import yaml
 
 from replication.io import PROJECT_ROOT
+from replication.plan.vocabulary import finetune_pause_step, newdata_pause_step, pause_steps
+
+__all__ = ["finetune_pause_step", "newdata_pause_step", "pause_steps"]  # the pauses: replication.plan.vocabulary
 
 CONFIG_DIR = PROJECT_ROOT / "config"
 DEFAULTS_FILE = CONFIG_DIR / "defaults.yaml"
@@ -66,13 +69,3 @@ def offline_params(cfg: dict[str, Any], env: str, algo: str) -> dict[str, Any]:
 def env_options(cfg: dict[str, Any], env: str) -> dict[str, Any]:
     """Options for ``make_env`` of ``env`` (reward mode, delay, episode length)."""
     return copy.deepcopy((cfg.get("env_options") or {}).get(env, {}))
-
-
-def pause_steps(cfg: dict[str, Any]) -> list[int]:
-    """The pause points in env steps."""
-    total = cfg["budget"]["total_steps"]
-    return [round(f * total) for f in cfg["budget"]["pause_fractions"]]
-
-
-def finetune_pause_step(cfg: dict[str, Any]) -> int:
-    return round(cfg["budget"]["finetune_pause"] * cfg["budget"]["total_steps"])

@@ -17,7 +17,8 @@ from typing import Any
 from replication.plan import config
 from replication.plan.schema import episode_steps, validation_checkpoints, validation_costs
 from replication.plan.variants import finetune_ledger
-from replication.plan.workflow import FINETUNE_SOURCES, Job, cell_dir, extended_steps, jobs, parse_cell
+from replication.plan.vocabulary import finetune_source
+from replication.plan.workflow import Job, cell_dir, extended_steps, jobs, parse_cell
 
 # Built-in throughput at 256x256, batch 256, one CPU thread (stack.md; protocol.md section 3).
 GRADIENT_STEPS_PER_SECOND = {"sac": 103.0, "iql": 69.4, "cql": 13.7, "calql": 14.3, "pex": 55.0}
@@ -154,7 +155,7 @@ def job_costs(cfg: dict[str, Any]) -> tuple[list[JobCost], str]:
                 updates.append((algo, p["gradient_steps"], p["batch_size"], p["hidden_units"]))
         elif job.rule == "finetune":
             steps = finetune_ledger(cfg, env).remaining + extended_steps(cfg, job)
-            p = config.offline_params(cfg, env, FINETUNE_SOURCES[job.algo])
+            p = config.offline_params(cfg, env, finetune_source(cfg, job.algo))
             env_steps = steps + (steps // ev["interval"] + 1) * report_steps
             updates.append((job.algo, steps * cfg["finetune"]["updates_per_step"], p["batch_size"], p["hidden_units"]))
         else:

@@ -16,6 +16,7 @@ import yaml
 
 from replication.agents.envs import REWARD_MODES, specs
 from replication.io import PROJECT_ROOT
+from replication.plan.vocabulary import finetune_pause_step, newdata_pause_step
 
 SCHEMA_FILE = PROJECT_ROOT / "config" / "schema.yaml"
 
@@ -117,7 +118,7 @@ def _check_budget(cfg: dict[str, Any]) -> None:
                     "or raise budget.total_steps"
                 )
     uses_newdata = "newdata" in cfg["offline"]["datasets"]
-    newdata_pause = round(cfg["newdata"]["pause"] * total)
+    newdata_pause = newdata_pause_step(cfg)
     for env in cfg["envs"]:
         online_val, offline_val = validation_costs(cfg, env)
         collected = newdata_pause + online_val + cfg["newdata"]["size"] + offline_val
@@ -132,7 +133,7 @@ def _check_budget(cfg: dict[str, Any]) -> None:
         if cfg["finetune"]["dataset"] == "newdata":
             pause, newdata = newdata_pause, cfg["newdata"]["size"]
         else:
-            pause, newdata = round(cfg["budget"]["finetune_pause"] * total), 0
+            pause, newdata = finetune_pause_step(cfg), 0
         spent = pause + online_val + newdata + offline_val
         if spent >= total:
             raise ConfigError(
@@ -141,11 +142,25 @@ def _check_budget(cfg: dict[str, Any]) -> None:
                 f"budget.total_steps={total}, leaving no fine-tuning budget; pause earlier, or lower newdata.size "
                 "or the validation fractions"
             )
+        _check_warmups(cfg, env, total - spent)
     if cfg["finetune"]["dataset"] not in cfg["offline"]["datasets"] and cfg["finetune"]["methods"]:
         raise ConfigError(
             f"config key finetune.dataset: {cfg['finetune']['dataset']!r} is not in offline.datasets "
             f"{cfg['offline']['datasets']}; fine-tuning starts from an offline agent trained on it"
         )
+
+
+def _check_warmups(cfg: dict[str, Any], env: str, budget: int) -> None:
+    """PEX's initial collection and WSRL's warm-up must each leave updates in the fine-tuning budget."""
+    ft = cfg["finetune"]
+    keys = {"pex": ("pex_initial_collection_steps", ft["pex_initial_collection_steps"])}
+    keys["wsrl"] = ("wsrl.warmup_steps", ft["wsrl"]["warmup_steps"])
+    for method, (key, steps) in keys.items():
+        if method in ft["methods"] and steps >= budget:
+            raise ConfigError(
+                f"config key finetune.{key}: {steps} env steps without updates leave {method} no update in the "
+                f"fine-tuning budget of {env} ({budget} env steps); lower it below {budget}"
+            )
 
 
 def validate(cfg: dict[str, Any]) -> None:

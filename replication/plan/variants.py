@@ -19,6 +19,7 @@ from typing import Any
 from replication.plan import config
 from replication.plan.ledger import Ledger
 from replication.plan.schema import validation_costs
+from replication.plan.vocabulary import NEWDATA_COLLECTORS, dataset_name, newdata_pause_step
 
 VALIDATIONS = ("full", "none")
 SELECTIONS = ("offline", "best-of")
@@ -31,6 +32,7 @@ class OfflineDataset:
     label: str  # buffer | newdata | newdata-eps0.1 ...
     pause: int
     collector: str | None = None  # newdata only: best | last
+    epsilon: float = 0.0  # newdata only: the collector's exploration noise
 
     @property
     def is_newdata(self) -> bool:
@@ -51,15 +53,13 @@ class OfflineDataset:
 
 def offline_datasets(cfg: dict[str, Any]) -> list[OfflineDataset]:
     """Every dataset the offline learners train on, for one cell."""
-    from replication.agents.datasets import dataset_name
-
     out = []
     if "buffer" in cfg["offline"]["datasets"]:
         out += [OfflineDataset("buffer", p) for p in config.pause_steps(cfg)]
     if "newdata" in cfg["offline"]["datasets"]:
-        pause = round(cfg["newdata"]["pause"] * cfg["budget"]["total_steps"])
+        pause = newdata_pause_step(cfg)
         for eps in cfg["newdata"]["epsilon"]:
-            out += [OfflineDataset(dataset_name(eps), pause, c) for c in ("best", "last")]
+            out += [OfflineDataset(dataset_name(eps), pause, c, float(eps)) for c in NEWDATA_COLLECTORS]
     return out
 
 
@@ -82,12 +82,15 @@ def recommendation_ledger(
     return ledger
 
 
-def finetune_ledger(cfg: dict[str, Any], env: str) -> Ledger:
-    """Env steps spent before fine-tuning starts: the offline agent it starts from."""
+def finetune_dataset(cfg: dict[str, Any]) -> OfflineDataset:
+    """The dataset of the offline agent fine-tuning starts from."""
     ft = cfg["finetune"]
     if ft["dataset"] == "buffer":
-        dataset = OfflineDataset("buffer", config.finetune_pause_step(cfg))
-    else:
-        pause = round(cfg["newdata"]["pause"] * cfg["budget"]["total_steps"])
-        dataset = OfflineDataset("newdata", pause, "best" if ft["validation"] else "last")
-    return recommendation_ledger(cfg, env, dataset, "full" if ft["validation"] else "none", "offline")
+        return OfflineDataset("buffer", config.finetune_pause_step(cfg))
+    return OfflineDataset(dataset_name(0.0), newdata_pause_step(cfg), "best" if ft["validation"] else "last", 0.0)
+
+
+def finetune_ledger(cfg: dict[str, Any], env: str) -> Ledger:
+    """Env steps spent before fine-tuning starts: the offline agent it starts from."""
+    validation = "full" if cfg["finetune"]["validation"] else "none"
+    return recommendation_ledger(cfg, env, finetune_dataset(cfg), validation, "offline")

@@ -1,7 +1,8 @@
 """The grid of a run: every job the workflow runs, and where its outputs go.
 
-The Snakefile asks this module for its targets, so the grid has one definition that the
-workflow, the cost estimate and the tests share. Layout under ``results/<name>/``::
+The grid has one definition that the workflow (through :class:`replication.plan.plan.Plan`),
+the cost estimate and the tests share. Layout under ``results/<name>/``
+(:class:`replication.plan.layout.Layout`)::
 
     cells/<cell>/seed<k>/online/                  online SAC (shared by every variant of the cell)
     cells/<cell>/seed<k>/newdata/<label>-<collector>.h5
@@ -21,10 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from replication.plan import config
-from replication.plan.variants import OfflineDataset, finetune_ledger, offline_datasets
+from replication.plan.layout import Layout
+from replication.plan.variants import OfflineDataset, finetune_dataset, finetune_ledger, offline_datasets
+from replication.plan.vocabulary import FINETUNE_METHODS, OFFLINE_ALGOS, finetune_source
 
 RESULTS_ROOT = Path("results")
-FINETUNE_SOURCES = {"iql": "iql", "pex": "iql", "calql": "calql"}  # offline agent each method starts from
+FINETUNE_SOURCES = FINETUNE_METHODS  # offline agent each method starts from
 
 
 CELL_OPTIONS = {"reward": "reward", "delay": "reward_delay"}  # cell option -> make_env option
@@ -73,8 +76,12 @@ def results_dir(cfg: dict[str, Any]) -> Path:
     return RESULTS_ROOT / cfg["name"]
 
 
+def layout(cfg: dict[str, Any]) -> Layout:
+    return Layout(str(results_dir(cfg)))
+
+
 def cell_dir(cfg: dict[str, Any], env: str, seed: int) -> Path:
-    return results_dir(cfg) / "cells" / env / f"seed{seed}"
+    return Path(layout(cfg).cell(env, seed))
 
 
 def dataset_key(dataset: OfflineDataset) -> str:
@@ -90,10 +97,10 @@ def parse_dataset_key(cfg: dict[str, Any], key: str) -> OfflineDataset:
 
 
 def dataset_file(cfg: dict[str, Any], env: str, seed: int, dataset: OfflineDataset) -> Path:
-    cell = cell_dir(cfg, env, seed)
+    paths = layout(cfg)
     if dataset.is_newdata:
-        return cell / "newdata" / f"{dataset_key(dataset)}.h5"
-    return cell / "online" / f"pause_{dataset.pause}" / "dataset_buffer.h5"
+        return Path(paths.newdata_file(env, seed, dataset_key(dataset)))
+    return Path(paths.buffer_file(env, seed, dataset.pause))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,17 +121,16 @@ class Job:
     def algos(self) -> list[str]:
         return self.algo.split(",") if self.algo else []
 
+    @property
+    def variant(self) -> str:
+        """What tells the job from the cell's other jobs of its rule: method or dataset key."""
+        return self.algo if self.rule == "finetune" else self.dataset
+
     def output(self, cfg: dict[str, Any]) -> Path:
-        cell = cell_dir(cfg, self.env, self.seed)
-        if self.rule == "online":
-            return cell / "online" / "curve.csv"
-        if self.rule == "newdata":
-            return cell / "newdata" / f"{self.dataset}.h5"
-        if self.rule == "offline":
-            return cell / "offline" / self.dataset / "recommend.csv"
-        if self.rule == "finetune":
-            return cell / "finetune" / self.algo / "curve.csv"
-        raise ValueError(f"unknown rule {self.rule!r}")
+        """The job's first output (a tidy CSV, or the newdata dataset)."""
+        if self.rule not in ("online", "newdata", "offline", "finetune"):
+            raise ValueError(f"unknown rule {self.rule!r}")
+        return Path(next(iter(layout(cfg).outputs(self.rule, self.env, self.seed, self.variant).values())))
 
     def batched(self, cfg: dict[str, Any]) -> bool:
         """Whether this job runs inside its cell's batch job (``batch_jobs``; see :func:`cell_batches`)."""
@@ -132,19 +138,8 @@ class Job:
 
     def benchmark(self, cfg: dict[str, Any]) -> Path:
         """The Snakemake benchmark file of the job that runs this one (wall time, memory, CPU time)."""
-        name = {"online": "online", "newdata": f"newdata-{self.dataset}", "offline": f"offline-{self.dataset}"}
-        stem = f"{self.rule}-cell" if self.batched(cfg) else name.get(self.rule, f"{self.rule}-{self.algo}")
-        return cell_dir(cfg, self.env, self.seed) / "benchmarks" / f"{stem}.tsv"
-
-
-def finetune_dataset(cfg: dict[str, Any]) -> OfflineDataset:
-    ft = cfg["finetune"]
-    if ft["dataset"] == "buffer":
-        return OfflineDataset("buffer", config.finetune_pause_step(cfg))
-    from replication.agents.datasets import dataset_name
-
-    pause = round(cfg["newdata"]["pause"] * cfg["budget"]["total_steps"])
-    return OfflineDataset(dataset_name(0.0), pause, "best" if ft["validation"] else "last")
+        variant = "cell" if self.batched(cfg) else self.variant
+        return Path(layout(cfg).benchmark(self.rule, self.env, self.seed, variant))
 
 
 def jobs(cfg: dict[str, Any]) -> list[Job]:
@@ -160,17 +155,9 @@ def jobs(cfg: dict[str, Any]) -> list[Job]:
             out.append(job)
         elif (key := (job.env, job.seed, job.dataset)) not in grouped:
             grouped.add(key)
-            algos = sorted(set(learners[key]), key=["iql", "cql", "calql"].index)
+            algos = sorted(set(learners[key]), key=OFFLINE_ALGOS.index)
             out.append(Job("offline", job.env, job.seed, ",".join(algos), job.dataset))
     return out
-
-
-def offline_algos(cfg: dict[str, Any], env: str, seed: int, dataset: str) -> str:
-    """The learners (comma-separated) the offline job of a cell's dataset trains."""
-    for job in jobs(cfg):
-        if job.rule == "offline" and (job.env, job.seed, job.dataset) == (env, seed, dataset):
-            return job.algo
-    raise ValueError(f"no offline job for {env} seed {seed} dataset {dataset}")
 
 
 def _units(cfg: dict[str, Any]) -> list[Job]:
@@ -179,7 +166,7 @@ def _units(cfg: dict[str, Any]) -> list[Job]:
     datasets = offline_datasets(cfg)
     methods = cfg["finetune"]["methods"]
     ft_key = dataset_key(finetune_dataset(cfg))
-    needed_algos = set(cfg["offline"]["algos"]) | {FINETUNE_SOURCES[m] for m in methods}
+    needed_algos = set(cfg["offline"]["algos"]) | {finetune_source(cfg, m) for m in methods}
     analysis = cfg["analysis"]
     for seed in cfg["seeds"]:
         for env in cfg["envs"]:

@@ -1,0 +1,163 @@
+"""The study plan: the resolved config turned, once, into every job with its command line and paths.
+
+The Snakefile builds one :class:`Plan` and its rules read from it: the per-variant rules the
+command line of their job, the batch rules (``batch_jobs``) the command lines of their cell's
+variants, so both run the same ``replication <subcommand> ...`` arguments. The pauses, the offline
+datasets and the variants come from the same object (``replication.plan.vocabulary`` holds the
+names of the learners and the pause arithmetic).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import shlex
+from collections.abc import Mapping
+from typing import Any
+
+from replication.plan import vocabulary, workflow
+from replication.plan.layout import Layout, Paths
+from replication.plan.variants import OfflineDataset, offline_datasets
+
+JobKey = tuple[str, str, int, str]  # rule, cell, seed, variant (dataset key or method; "" for online)
+
+
+@dataclasses.dataclass(frozen=True)
+class PlannedJob:
+    """One job of the plan: what it is, the command it runs and where it writes."""
+
+    job: workflow.Job
+    argv: tuple[str, ...]  # the arguments of `replication`, subcommand first
+    outputs: Paths = dataclasses.field(hash=False)
+    log: str  # of the job that runs it: its cell's batch job when batched
+    benchmark: str  # likewise
+    batched: bool = False
+
+    @property
+    def key(self) -> JobKey:
+        return self.job.rule, self.job.env, self.job.seed, self.job.variant
+
+    def command_line(self) -> str:
+        """The arguments as one shell-quoted string (what follows ``replication``)."""
+        return shlex.join(self.argv)
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """Everything a run does, derived once from its resolved config."""
+
+    layout: Layout
+    pauses: tuple[int, ...]  # of the recommendation variants
+    online_pauses: tuple[int, ...]  # every pause the online run keeps state at
+    finetune_pause: int
+    newdata_pause: int
+    datasets: tuple[OfflineDataset, ...]
+    finetune_dataset: OfflineDataset
+    batches: Mapping[str, tuple[str, ...]] = dataclasses.field(hash=False)  # batch_jobs: variants per main cell
+    batch_envs: tuple[str, ...]  # the cells whose variants run in batch jobs
+    jobs: tuple[PlannedJob, ...]
+
+    @classmethod
+    def build(cls, cfg: dict[str, Any]) -> Plan:
+        layout = Layout(str(workflow.results_dir(cfg)))
+        datasets = tuple(offline_datasets(cfg))
+        batches = workflow.cell_batches(cfg) if cfg["batch_jobs"] else {}
+        plan = cls(
+            layout=layout,
+            pauses=tuple(vocabulary.pause_steps(cfg)),
+            online_pauses=tuple(vocabulary.online_pauses(cfg)),
+            finetune_pause=vocabulary.finetune_pause_step(cfg),
+            newdata_pause=vocabulary.newdata_pause_step(cfg),
+            datasets=datasets,
+            finetune_dataset=workflow.finetune_dataset(cfg),
+            batches={rule: tuple(variants) for rule, variants in batches.items()},
+            batch_envs=tuple(cfg["envs"]) if cfg["batch_jobs"] else (),
+            jobs=(),
+        )
+        jobs = tuple(plan._planned(cfg, job) for job in workflow.jobs(cfg))
+        return dataclasses.replace(plan, jobs=jobs)
+
+    # --- datasets
+
+    @property
+    def finetune_key(self) -> str:
+        """The key of the dataset fine-tuning starts from."""
+        return workflow.dataset_key(self.finetune_dataset)
+
+    def dataset(self, key: str) -> OfflineDataset:
+        """The offline dataset of key ``key`` (``buffer-p<pause>`` or ``<label>-<collector>``)."""
+        for dataset in self.datasets:
+            if workflow.dataset_key(dataset) == key:
+                return dataset
+        if key == self.finetune_key:
+            return self.finetune_dataset
+        keys = ", ".join(workflow.dataset_key(d) for d in self.datasets)
+        raise ValueError(f"unknown dataset {key!r}; this config has: {keys}")
+
+    def dataset_file(self, env: str, seed: int | str, dataset: OfflineDataset) -> str:
+        if dataset.is_newdata:
+            return self.layout.newdata_file(env, seed, workflow.dataset_key(dataset))
+        return self.layout.buffer_file(env, seed, dataset.pause)
+
+    # --- jobs
+
+    @functools.cached_property
+    def _index(self) -> dict[JobKey, PlannedJob]:
+        return {job.key: job for job in self.jobs}
+
+    def job_for(self, rule: str, env: str, seed: int | str, variant: str = "") -> PlannedJob:
+        """The job of ``rule`` for a cell, seed and variant (dataset key or method)."""
+        try:
+            return self._index[rule, env, int(seed), variant]
+        except KeyError:
+            raise ValueError(f"no {rule} job for {env} seed {seed} {variant}".rstrip()) from None
+
+    def cell_jobs(self, rule: str, env: str, seed: int | str) -> list[PlannedJob]:
+        """The jobs one batch job of a cell runs, in order (``batch_jobs``)."""
+        return [self.job_for(rule, env, seed, variant) for variant in self.batches.get(rule, ())]
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for job in self.jobs:
+            out[job.job.rule] = out.get(job.job.rule, 0) + 1
+        return out
+
+    def _planned(self, cfg: dict[str, Any], job: workflow.Job) -> PlannedJob:
+        batched = job.rule in self.batches and job.env in self.batch_envs
+        runner = "cell" if batched else job.variant
+        pauses = self.online_pauses if job.rule == "online" else ()
+        return PlannedJob(
+            job=job,
+            argv=self._argv(cfg, job),
+            outputs=self.layout.outputs(job.rule, job.env, job.seed, job.variant, pauses),
+            log=self.layout.log(job.rule, job.env, job.seed, runner),
+            benchmark=self.layout.benchmark(job.rule, job.env, job.seed, runner),
+            batched=batched,
+        )
+
+    def _argv(self, cfg: dict[str, Any], job: workflow.Job) -> tuple[str, ...]:
+        """The `replication` command line of ``job`` (flags as ``replication/cli.py`` defines them)."""
+        env, seed, lay = job.env, job.seed, self.layout
+        head = [job.rule, "--config", lay.config_file, "--env", env, "--seed", str(seed)]
+        online = lay.online_dir(env, seed)
+        if job.rule == "online":
+            tail = ["--out", online, "--no-progress"]
+        elif job.rule == "newdata":
+            tail = ["--online", online, "--dataset", job.dataset, "--out", lay.newdata_file(env, seed, job.dataset)]
+        elif job.rule == "offline":
+            data = self.dataset_file(env, seed, self.dataset(job.dataset))
+            out = lay.job_dir("offline", env, seed, job.dataset)
+            tail = ["--algo", job.algo, "--dataset", job.dataset, "--data", data, "--online", online, "--out", out]
+        elif job.rule == "finetune":
+            source = (
+                f"{lay.job_dir('offline', env, seed, self.finetune_key)}/{vocabulary.finetune_source(cfg, job.algo)}"
+            )
+            tail = [
+                *("--method", job.algo, "--offline", source),
+                *("--data", self.dataset_file(env, seed, self.finetune_dataset)),
+                *("--extended-steps", str(workflow.extended_steps(cfg, job))),
+                *("--out", lay.job_dir("finetune", env, seed, job.algo)),
+            ]
+        else:
+            raise ValueError(f"unknown rule {job.rule!r}")
+        return (*head, *tail)

@@ -1,0 +1,50 @@
+"""The study's names, defined once: learners, fine-tuning methods, dataset labels and pauses.
+
+Everything that lists the offline algorithms or the fine-tuning methods (config checks, the
+command line, the workflow's wildcard constraints, the aggregation) reads them from here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+OFFLINE_ALGOS = ("iql", "cql", "calql")
+# fine-tuning method -> the offline algorithm whose agent it starts from (WSRL: the default of
+# finetune.wsrl.source; use finetune_source for a config's own)
+FINETUNE_METHODS = {"iql": "iql", "pex": "iql", "calql": "calql", "wsrl": "calql"}
+WSRL_SOURCES = ("calql", "cql")  # offline agents with a SAC-shaped actor and critic
+NEWDATA_COLLECTORS = ("best", "last")
+NEWDATA_PREFIX = "newdata-eps"
+
+
+def finetune_source(cfg: dict[str, Any], method: str) -> str:
+    """The offline algorithm whose agent fine-tuning ``method`` starts from under config ``cfg``."""
+    if method not in FINETUNE_METHODS:
+        raise ValueError(f"unknown fine-tuning method {method!r}; valid: {', '.join(FINETUNE_METHODS)}")
+    return str(cfg["finetune"]["wsrl"]["source"]) if method == "wsrl" else FINETUNE_METHODS[method]
+
+
+def dataset_name(epsilon: float) -> str:
+    """The dataset label of a newdata variant: ``newdata`` for epsilon 0, else ``newdata-eps<e>``."""
+    return "newdata" if float(epsilon) == 0 else f"{NEWDATA_PREFIX}{float(epsilon):g}"
+
+
+def pause_steps(cfg: dict[str, Any]) -> list[int]:
+    """The pause points of the recommendation variants, in env steps."""
+    total = cfg["budget"]["total_steps"]
+    return [round(f * total) for f in cfg["budget"]["pause_fractions"]]
+
+
+def finetune_pause_step(cfg: dict[str, Any]) -> int:
+    """The pause of the buffer dataset fine-tuning starts from, in env steps."""
+    return round(cfg["budget"]["finetune_pause"] * cfg["budget"]["total_steps"])
+
+
+def newdata_pause_step(cfg: dict[str, Any]) -> int:
+    """The pause at which the newdata datasets are collected, in env steps."""
+    return round(cfg["newdata"]["pause"] * cfg["budget"]["total_steps"])
+
+
+def online_pauses(cfg: dict[str, Any]) -> list[int]:
+    """Every pause at which the online run keeps state: recommendation, fine-tuning, newdata."""
+    return sorted(set(pause_steps(cfg)) | {finetune_pause_step(cfg), newdata_pause_step(cfg)})
