@@ -22,6 +22,9 @@ from replication.plan.workflow import Job, cell_dir, extended_steps, jobs, parse
 
 # Built-in throughput at 256x256, batch 256, one CPU thread (stack.md; protocol.md section 3).
 GRADIENT_STEPS_PER_SECOND = {"sac": 103.0, "iql": 69.4, "cql": 13.7, "calql": 14.3, "pex": 55.0}
+# WSRL counts critic updates (each env step: finetune.wsrl.updates_per_step of them and one actor update);
+# assumed at SAC's rate until a finished run's jobs measure it
+GRADIENT_STEPS_PER_SECOND["wsrl"] = GRADIENT_STEPS_PER_SECOND["sac"]
 ENV_STEPS_PER_SECOND = {  # with a policy in the loop, per environment
     "hopper": 4000.0,
     "halfcheetah": 5000.0,
@@ -41,7 +44,7 @@ ENV_STEPS_PER_SECOND = {  # with a policy in the loop, per environment
 # PyTorch. Small networks leave such a GPU mostly idle: an update is bound by Python and kernel
 # launches, a few times faster than one CPU core, not hundreds. Replace them with measured ones:
 # `replication estimate` on a config whose jobs ran on GPUs reads their own summaries.
-GPU_GRADIENT_STEPS_PER_SECOND = {"sac": 300.0, "iql": 500.0, "cql": 200.0, "calql": 200.0, "pex": 400.0}
+GPU_GRADIENT_STEPS_PER_SECOND = {"sac": 300.0, "iql": 500.0, "cql": 200.0, "calql": 200.0, "pex": 400.0, "wsrl": 300.0}
 # Fitted from the default run on a 2-core CPU machine (benchmarks/bench_estimate.py: mean of measured
 # job wall time minus the model's work), once with one job per variant and once with batch_jobs;
 # machines of the same kind have differed by 2x. Per job: interpreter, imports (torch and its
@@ -157,7 +160,7 @@ def job_costs(cfg: dict[str, Any]) -> tuple[list[JobCost], str]:
             steps = finetune_ledger(cfg, env).remaining + extended_steps(cfg, job)
             p = config.offline_params(cfg, env, finetune_source(cfg, job.algo))
             env_steps = steps + (steps // ev["interval"] + 1) * report_steps
-            updates.append((job.algo, steps * cfg["finetune"]["updates_per_step"], p["batch_size"], p["hidden_units"]))
+            updates.append((job.algo, finetune_updates(cfg, job.algo, steps), p["batch_size"], p["hidden_units"]))
         else:
             continue
         fixed = (env_steps if timed_steps is None else timed_steps) / ENV_STEPS_PER_SECOND[env]
@@ -179,6 +182,14 @@ def job_costs(cfg: dict[str, Any]) -> tuple[list[JobCost], str]:
     names = sorted({f"{rule} {algo}" for rule, algo in measured})
     source = "measured by this config's finished jobs: " + ", ".join(names) if measured else "built-in"
     return out, source
+
+
+def finetune_updates(cfg: dict[str, Any], method: str, steps: int) -> int:
+    """Gradient updates of ``steps`` fine-tuning env steps of ``method`` (WSRL: none in its warm-up)."""
+    ft = cfg["finetune"]
+    if method == "wsrl":
+        return max(steps - ft["wsrl"]["warmup_steps"], 0) * ft["wsrl"]["updates_per_step"]
+    return steps * ft["updates_per_step"]
 
 
 def estimate(cfg: dict[str, Any]) -> tuple[dict[str, StageCost], str]:
