@@ -28,6 +28,7 @@ from replication.agents.pex import (
 from replication.io import read_json
 from replication.plan.ledger import BudgetError, Ledger
 from replication.plan.variants import OfflineDataset, finetune_ledger
+from replication.plan.workflow import FINETUNE_SOURCES
 from tests.conftest import tiny_config
 
 TINY = {"gradient_steps": 60, "hidden_units": [32, 32], "batch_size": 32}
@@ -68,21 +69,26 @@ class CountSteps(gym.Wrapper):
         return self.env.step(action)
 
 
-@pytest.fixture(scope="module")
-def cell(tmp_path_factory):
-    """An online run and offline IQL and Cal-QL agents on its buffer at the pause (as offline.py makes them)."""
+def make_cell(tmp_path_factory, cfg: dict, algos: tuple[str, ...]):
+    """An online run of ``cfg`` and offline agents ``algos`` on its buffer at the pause (as offline.py
+    makes them); returns (cfg, the cell's directory, the dataset file)."""
     from replication.agents.online import run_online
 
     torch.set_num_threads(1)
-    cfg = ft_config()
     root = tmp_path_factory.mktemp("cell")
     run_online(cfg, "hopper", 0, root / "online", progress=False)
     data = root / "online" / f"pause_{PAUSE}" / "dataset_buffer.h5"
-    for algo in ("iql", "calql"):
+    for algo in algos:
         run_offline(
             cfg, "hopper", 0, algo, data, root / "online", OfflineDataset("buffer", PAUSE), root / algo, progress=False
         )
     return cfg, root, data
+
+
+@pytest.fixture(scope="module")
+def cell(tmp_path_factory):
+    """An online run and offline IQL and Cal-QL agents on its buffer at the pause."""
+    return make_cell(tmp_path_factory, ft_config(), ("iql", "calql"))
 
 
 def finetune_run(cfg, root, data, method, out, extended_steps=0):
@@ -91,7 +97,7 @@ def finetune_run(cfg, root, data, method, out, extended_steps=0):
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(job, "make_env", lambda *a, **k: CountSteps(real_make_env(*a, **k)))
         before = len(CountSteps.counts)
-        source = ft.FINETUNE_SOURCES[method]
+        source = FINETUNE_SOURCES[method]
         summary = ft.run_finetune(cfg, "hopper", 0, method, root / source, data, out, extended_steps, progress=False)
         steps = CountSteps.counts[before:]
     assert len(steps) == 1, "one training env per run"
@@ -140,7 +146,7 @@ def test_every_method_spends_exactly_the_remaining_budget(runs, cell, method):
     assert set(plain["pause"]) == {PAUSE} and set(plain["selection"]) == {""}
     assert {"score", "return"} <= set(plain["metric"])
     fj = read_json(out / "finetune.json")
-    assert fj["method"] == method and fj["source_algo"] == ft.FINETUNE_SOURCES[method] and fj["device"] == "cpu"
+    assert fj["method"] == method and fj["source_algo"] == FINETUNE_SOURCES[method] and fj["device"] == "cpu"
     assert fj["timings"]["env_steps_per_second"] > 0 and fj["timings"]["updates_per_second"] > 0
     assert fj["timings"]["eval_seconds"] > 0
     assert (out / "learnable_final.d3").exists()
@@ -420,7 +426,7 @@ def test_iql_buffer_starts_with_the_dataset(cell, runs):
     learner = load_learner(root / "iql", "best", "cpu")
     agent = ft.build_agent(cfg, "hopper", "iql", learner, transitions, np.random.default_rng(0))
     expected = len(transitions) - int(transitions.timeouts.sum())  # d3rlpy: a timeout's last step has no next step
-    assert agent.buffer.transition_count == expected == replay_buffer(transitions).transition_count
+    assert agent.online_buffer.transition_count == expected == replay_buffer(transitions).transition_count
     assert runs["iql"][1]["initial_buffer_transitions"] == expected
     buf = runs["iql"][1]["buffer"]
     assert buf["initial_transitions"] == expected
@@ -493,7 +499,7 @@ def test_a_killed_finetuning_job_resumes_to_identical_outputs(cell, tmp_path, me
     cfg = config.resolve(config.deep_merge(cfg, {"finetune": {"checkpoint_interval": 70}}))
     extended = 300 if method == "iql" else 0
     args = ["--config", str(write_config(cfg, tmp_path / "config.yaml")), "--env", "hopper", "--seed", "0"]
-    args += ["--method", method, "--offline", str(root / ft.FINETUNE_SOURCES[method]), "--data", str(data)]
+    args += ["--method", method, "--offline", str(root / FINETUNE_SOURCES[method]), "--data", str(data)]
     args += ["--extended-steps", str(extended), "--no-progress"]
     whole, resumed = tmp_path / "whole", tmp_path / "resumed"
     run(command("finetune", *args, "--out", str(whole)))

@@ -12,13 +12,12 @@ from replication.agents import finetune as ft
 from replication.agents import job, wsrl
 from replication.agents.datasets import load_transitions
 from replication.agents.learners import build_learner, load_learner, quiet_d3rlpy
-from replication.agents.offline import run_offline
 from replication.io import read_json
 from replication.plan import config
 from replication.plan.ledger import Ledger
 from replication.plan.schema import ConfigError
-from replication.plan.variants import OfflineDataset, finetune_ledger
-from tests.test_finetune import PAUSE, REMAINING, CountSteps, T, ft_config
+from replication.plan.variants import finetune_ledger
+from tests.test_finetune import REMAINING, CountSteps, T, ft_config, make_cell
 
 WARMUP = 100  # of the REMAINING = 300 fine-tuning env steps
 
@@ -30,18 +29,7 @@ def wsrl_config(**options):
 @pytest.fixture(scope="module")
 def cell(tmp_path_factory):
     """An online run and offline CQL and Cal-QL agents on its buffer at the pause."""
-    from replication.agents.online import run_online
-
-    torch.set_num_threads(1)
-    cfg = wsrl_config()
-    root = tmp_path_factory.mktemp("cell")
-    run_online(cfg, "hopper", 0, root / "online", progress=False)
-    data = root / "online" / f"pause_{PAUSE}" / "dataset_buffer.h5"
-    for algo in wsrl.SOURCES:
-        run_offline(
-            cfg, "hopper", 0, algo, data, root / "online", OfflineDataset("buffer", PAUSE), root / algo, progress=False
-        )
-    return cfg, root, data
+    return make_cell(tmp_path_factory, wsrl_config(), tuple(wsrl.SOURCES))
 
 
 def learner_of(root, algo):

@@ -115,7 +115,7 @@ import numpy as np
 from replication import resume
 from replication.agents import checkpoint, learners
 from replication.agents.datasets import Transitions, sha256_of
-from replication.agents.job import Job, Timings
+from replication.agents.job import Job, Timings, runner
 from replication.agents.learners import EpisodeReturnsPicker, empty_buffer
 from replication.analysis import tidy
 from replication.io import read_json
@@ -237,6 +237,8 @@ class Agent:
     learner: Any
     update_start = 0  # fine-tuning env steps collected before the first update
     updates_per_step: int | None = None  # gradient updates per env step; None: finetune.updates_per_step
+    online_buffer: Any  # the replay buffer the online steps go to (IQL's holds the dataset too)
+    sampler: MixedSampler | None = None  # batches mixing the dataset and the online buffer; None: the buffer's own
 
     def update(self, batch) -> None:
         self.learner.update(batch)
@@ -248,13 +250,17 @@ class Agent:
         return self.learner.predict(obs[None])[0]
 
     def store(self, obs: np.ndarray, action: np.ndarray, reward: float) -> None:
-        raise NotImplementedError
+        self.online_buffer.append(obs, action, reward)
 
     def end_episode(self, terminated: bool) -> None:
-        raise NotImplementedError
+        self.online_buffer.clip_episode(terminated)
 
     def batch(self):
-        raise NotImplementedError
+        """One minibatch of the learner's batch size."""
+        size = self.learner.config.batch_size
+        if self.sampler is not None:
+            return self.sampler.sample(size)
+        return self.online_buffer.sample_transition_batch(size)
 
     def stats(self) -> dict[str, Any]:
         return {}
@@ -270,30 +276,22 @@ class IQLAgent(Agent):
 
         self.learner = learner
         info = offline_buffer.dataset_info
-        self.buffer = ReplayBuffer(
+        self.online_buffer = ReplayBuffer(
             InfiniteBuffer(),
             episodes=offline_buffer.episodes,
             action_space=info.action_space,
             action_size=info.action_size,
             cache_size=cache_size,
         )
-        self.initial_transitions = self.buffer.transition_count
-
-    def store(self, obs, action, reward) -> None:
-        self.buffer.append(obs, action, reward)
-
-    def end_episode(self, terminated: bool) -> None:
-        self.buffer.clip_episode(terminated)
-
-    def batch(self):
-        return self.buffer.sample_transition_batch(self.learner.config.batch_size)
+        self.initial_transitions = self.online_buffer.transition_count
 
     def stats(self) -> dict[str, Any]:
+        final = self.online_buffer.transition_count
         return {
             "buffer": {
                 "initial_transitions": int(self.initial_transitions),
-                "final_transitions": int(self.buffer.transition_count),
-                "online_transitions": int(self.buffer.transition_count - self.initial_transitions),
+                "final_transitions": int(final),
+                "online_transitions": int(final - self.initial_transitions),
             }
         }
 
@@ -307,15 +305,6 @@ class MixedAgent(Agent):
         self.online_buffer = online_buffer
         self.sampler = MixedSampler(offline_buffer, online_buffer, rule, rng)
         self.initial_transitions = offline_buffer.transition_count
-
-    def store(self, obs, action, reward) -> None:
-        self.online_buffer.append(obs, action, reward)
-
-    def end_episode(self, terminated: bool) -> None:
-        self.online_buffer.clip_episode(terminated)
-
-    def batch(self):
-        return self.sampler.sample(self.learner.config.batch_size)
 
     def stats(self) -> dict[str, Any]:
         return {"mixing": self.sampler.stats()}
@@ -488,8 +477,8 @@ class Finetune(Job):
         dataset_path: Path | str,
         out_dir: Path | str,
         extended_steps: int = 0,
-        variant_options: str = "",
         progress: bool | None = None,
+        variant_options: str = "",
         options: str = "",
     ):
         from replication.agents import wsrl  # here: wsrl builds on this module
@@ -762,19 +751,8 @@ class Finetune(Job):
         return summary
 
 
-def run_finetune(
-    cfg: dict[str, Any],
-    env_name: str,
-    seed: int,
-    method: str,
-    offline_dir: Path | str,
-    dataset_path: Path | str,
-    out_dir: Path | str,
-    extended_steps: int = 0,
-    progress: bool | None = None,
-    variant_options: str = "",
-    options: str = "",
-) -> dict[str, Any]:
+run_finetune = runner(
+    Finetune,
     """Fine-tune ``method`` online from the offline agent in ``offline_dir`` for the cell's remaining budget.
 
     ``dataset_path``: the offline dataset the agent was trained on (the fine-tuning buffers start
@@ -782,6 +760,5 @@ def run_finetune(
     ``extended=1``, outside the ledger). ``variant_options``: extra tags for every row (e.g.
     ``reward=binary``); ``options``: an analysis cell's, tagged on the written curve. Returns the
     summary written to ``finetune.json``.
-    """
-    args = (cfg, env_name, seed, method, offline_dir, dataset_path, out_dir, extended_steps, variant_options)
-    return Finetune(*args, progress=progress, options=options).run()
+    """,
+)

@@ -17,9 +17,9 @@ import contextlib
 import dataclasses
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec
 
 import numpy as np
 
@@ -35,6 +35,8 @@ from replication.plan.variants import OfflineDataset
 from replication.runinfo import configure_torch, run_info
 
 ACTION_RANGE_TOL = 1e-4  # dataset actions may exceed the env's range by this fraction of it (rounding)
+
+P = ParamSpec("P")
 
 
 @dataclasses.dataclass
@@ -81,6 +83,15 @@ class Job:
         self.env_options = config.env_options(cfg, env_name)
         self.spec = get_spec(env_name)
         self.device = "cpu"
+        self.configure()
+
+    def configure(self) -> None:
+        """The job's own settings, derived from the frame's attributes; a subclass without other
+        arguments than the frame's sets them here rather than in its own constructor."""
+
+    def run(self) -> dict[str, Any]:
+        """Do the job (or resume it); returns its summary."""
+        raise NotImplementedError
 
     # ---- set-up
 
@@ -144,6 +155,18 @@ class Job:
         summary = {**run_info(self.cfg, self.device), "env": self.env_name, "seed": self.seed, **fields}
         write_json(self.out_dir / name, summary)
         return summary
+
+
+def runner(job: Callable[P, Job], doc: str) -> Callable[P, dict[str, Any]]:
+    """A function of ``job``'s arguments that builds the job and runs it (its summary returned); ``doc``:
+    its docstring."""
+
+    def run(*args: P.args, **kwargs: P.kwargs) -> dict[str, Any]:
+        return job(*args, **kwargs).run()
+
+    run.__doc__ = doc
+    run.__name__ = run.__qualname__ = f"run_{getattr(job, 'stage', 'job')}"
+    return run
 
 
 def check_dataset(

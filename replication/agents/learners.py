@@ -220,6 +220,44 @@ def empty_buffer(like, cache_size: int, picker=None, write_at_termination: bool 
     )
 
 
+def torch_batch(learner, batch) -> Any:
+    """``batch`` (a d3rlpy ``TransitionMiniBatch``) as tensors, scaled, as d3rlpy's ``update`` converts it."""
+    from d3rlpy.torch_utility import TorchMiniBatch
+
+    config = learner.config
+    return TorchMiniBatch.from_batch(
+        batch=batch,
+        gamma=config.gamma,
+        compute_returns_to_go=learner.need_returns_to_go,
+        device=learner.impl.device,
+        observation_scaler=config.observation_scaler,
+        action_scaler=config.action_scaler,
+        reward_scaler=config.reward_scaler,
+    )
+
+
+def compare_modules(source, copy, names: tuple[str, ...], what: str) -> tuple[dict[str, Any], dict[str, list[str]]]:
+    """Compare modules ``names`` of built learner ``copy`` with ``source``'s, tensor by tensor.
+
+    Returns the report (per module: the number of tensors compared and whether all are equal) and,
+    per module, the tensors that differ. Raises ``RuntimeError`` (``what``: who says it) where a
+    module of ``copy`` has other tensors than the source's or shares one of them instead of a copy.
+    """
+    report: dict[str, Any] = {}
+    differing: dict[str, list[str]] = {}
+    for name in names:
+        src = getattr(source.impl.modules, name).state_dict()
+        dst = getattr(copy.impl.modules, name).state_dict()
+        if list(src) != list(dst):
+            raise RuntimeError(f"{what}: the {name} has other tensors than the source's")
+        for key, value in src.items():
+            if value.data_ptr() == dst[key].data_ptr():
+                raise RuntimeError(f"{what}: {name}.{key} shares the source's tensor instead of a copy")
+        differing[name] = [key for key, value in src.items() if not torch.equal(value, dst[key])]
+        report[name] = {"tensors": len(src), "equal": not differing[name]}
+    return report, differing
+
+
 def build_learner(cfg: dict[str, Any], env_name: str, algo: str, device: str):
     """A d3rlpy ``IQL``, ``CQL`` or ``CalQL`` with the config's settings for ``env_name`` (not yet built)."""
     import d3rlpy

@@ -62,7 +62,7 @@ from replication import resume
 from replication.agents import checkpoint, learners
 from replication.agents.datasets import DatasetError, read_metadata
 from replication.agents.evaluation import EpisodeRecord
-from replication.agents.job import Job, Timings
+from replication.agents.job import Job, Timings, runner
 from replication.agents.policies import load_policy
 from replication.analysis import tidy
 from replication.io import read_json, write_json
@@ -413,19 +413,8 @@ class OfflineJob(Job):
         return summary
 
 
-def run_offline(
-    cfg: dict[str, Any],
-    env_name: str,
-    seed: int,
-    algo: str,
-    dataset_path: Path | str,
-    online_dir: Path | str,
-    dataset: OfflineDataset,
-    out_dir: Path | str,
-    progress: bool | None = None,
-    precompute_returns: bool = True,
-    options: str = "",
-) -> dict[str, Any]:
+run_offline = runner(
+    OfflineJob,
     """Train ``algo`` on ``dataset_path``, validate its checkpoints, evaluate the recommendations.
 
     ``online_dir`` is the cell's online run (``pause_<dataset.pause>/validation.json`` and
@@ -433,11 +422,8 @@ def run_offline(
     per episode (:class:`~replication.agents.learners.ReturnsToGoPicker`; the same values, faster).
     ``options``: an analysis cell's, tagged on the tidy rows. Returns the summary written to
     ``offline.json``.
-    """
-    job = OfflineJob(
-        cfg, env_name, seed, algo, dataset_path, online_dir, dataset, out_dir, progress, precompute_returns, options
-    )
-    return job.run()
+    """,
+)
 
 
 def run_offline_job(

@@ -38,7 +38,7 @@ import numpy as np
 from replication.agents import checkpoint
 from replication.agents.datasets import Transitions, save_dataset
 from replication.agents.envs import make_env
-from replication.agents.job import Job, Timings
+from replication.agents.job import Job, Timings, runner
 from replication.agents.policies import export_sac_actor, load_policy, sac_policy
 from replication.agents.rngs import isolated_rng
 from replication.analysis import tidy
@@ -157,16 +157,9 @@ class OnlineRun(Job):
 
     stage = "online"
 
-    def __init__(
-        self,
-        cfg: dict[str, Any],
-        env_name: str,
-        seed: int,
-        out_dir: Path | str,
-        progress: bool | None = None,
-        options: str = "",
-    ):
-        super().__init__(cfg, env_name, seed, out_dir, progress, options)
+    def configure(self) -> None:
+        """The budget, pauses, intervals, evaluators and validation schedule of the run."""
+        cfg, env_name = self.cfg, self.env_name
         self.total = cfg["budget"]["total_steps"]
         self.pauses = online_pauses(cfg)
         p = config.online_params(cfg, env_name)
@@ -380,14 +373,8 @@ class OnlineRun(Job):
         return summary
 
 
-def run_online(
-    cfg: dict[str, Any],
-    env_name: str,
-    seed: int,
-    out_dir: Path | str,
-    progress: bool | None = None,
-    options: str = "",
-) -> dict[str, Any]:
+run_online = runner(
+    OnlineRun,
     """Run (or resume) the online phase of one cell; ``options``: an analysis cell's, tagged on its
-    tidy rows. Returns its summary."""
-    return OnlineRun(cfg, env_name, seed, out_dir, progress, options).run()
+    tidy rows. Returns its summary.""",
+)

@@ -50,6 +50,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from replication.agents.learners import compare_modules, torch_batch
+
 OFFLINE, ONLINE = 0, 1
 
 
@@ -61,31 +63,17 @@ def choice_probabilities(q_values: np.ndarray, beta: float) -> np.ndarray:
     return weights / weights.sum()
 
 
-def _module_pairs(offline, online) -> dict[str, tuple[torch.nn.Module, torch.nn.Module]]:
-    a, b = offline.impl.modules, online.impl.modules
-    return {
-        "q_funcs": (a.q_funcs, b.q_funcs),
-        "targ_q_funcs": (a.targ_q_funcs, b.targ_q_funcs),
-        "value_func": (a.value_func, b.value_func),
-        "policy": (a.policy, b.policy),
-    }
-
-
 def check_transfer(offline, online) -> dict[str, Any]:
     """Verify that ``online`` holds the offline critic, target critic and value function, but a new actor.
 
     Returns, per module, the number of parameter tensors compared and whether they are all equal;
-    raises ``RuntimeError`` naming the first parameter that breaks the rule.
+    raises ``RuntimeError`` naming the first parameter that breaks the rule (or is shared, not copied).
     """
-    report: dict[str, Any] = {}
-    for name, (src, dst) in _module_pairs(offline, online).items():
-        src_state, dst_state = src.state_dict(), dst.state_dict()
-        if list(src_state) != list(dst_state):
-            raise RuntimeError(f"PEX: the online {name} has other parameters than the offline one")
-        equal = {k: bool(torch.equal(src_state[k], dst_state[k])) for k in src_state}
-        report[name] = {"tensors": len(equal), "equal": all(equal.values())}
-        if name != "policy" and not all(equal.values()):
-            first = next(k for k, v in equal.items() if not v)
+    names = ("q_funcs", "targ_q_funcs", "value_func", "policy")
+    report, differing = compare_modules(offline, online, names, "PEX")
+    for name in names[:-1]:
+        if differing[name]:
+            first = differing[name][0]
             raise RuntimeError(f"PEX: online {name}.{first} differs from the offline one: the transfer failed")
     if report["policy"]["equal"]:
         raise RuntimeError("PEX: the online actor equals the offline actor; it must be freshly initialised")
@@ -168,22 +156,12 @@ def pex_update(learner, offline_policy: torch.nn.Module, batch, beta: float) -> 
     :func:`actor_update` (PEX's order); the learner's gradient-step counter advances as in
     ``learner.update``. The batch is converted exactly as d3rlpy's ``update`` converts it.
     """
-    from d3rlpy.torch_utility import TorchMiniBatch
-
-    impl, config = learner.impl, learner.config
-    torch_batch = TorchMiniBatch.from_batch(
-        batch=batch,
-        gamma=config.gamma,
-        compute_returns_to_go=learner.need_returns_to_go,
-        device=impl.device,
-        observation_scaler=config.observation_scaler,
-        action_scaler=config.action_scaler,
-        reward_scaler=config.reward_scaler,
-    )
+    impl = learner.impl
+    minibatch = torch_batch(learner, batch)
     impl.modules.set_train()
-    metrics = impl.update_critic(torch_batch)
+    metrics = impl.update_critic(minibatch)
     impl.update_critic_target()
-    metrics["actor_loss"] = actor_update(impl, offline_policy, torch_batch.observations, beta)
+    metrics["actor_loss"] = actor_update(impl, offline_policy, minibatch.observations, beta)
     learner.set_grad_step(learner.grad_step + 1)
     return metrics
 

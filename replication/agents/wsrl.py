@@ -92,7 +92,7 @@ import numpy as np
 import torch
 
 from replication.agents.finetune import Agent, MixedSampler
-from replication.agents.learners import empty_buffer
+from replication.agents.learners import compare_modules, empty_buffer, torch_batch
 from replication.plan.schema import episode_steps
 from replication.plan.vocabulary import WSRL_SOURCES, finetune_source
 
@@ -144,33 +144,16 @@ def check_source(learner, source: str) -> None:
 # ---- the transfer ----------------------------------------------------------------------------------
 
 
-def _pairs(source, sac) -> dict[str, tuple[Any, Any]]:
-    a, b = source.impl.modules, sac.impl.modules
-    return {
-        "policy": (a.policy, b.policy),
-        "q_funcs": (a.q_funcs, b.q_funcs),
-        "targ_q_funcs": (a.targ_q_funcs, b.targ_q_funcs),
-        "log_temp": (a.log_temp, b.log_temp),
-    }
-
-
 def check_transfer(source, sac) -> dict[str, Any]:
     """Verify that ``sac`` holds the source's actor, Q-functions, target Q-functions and temperature.
 
     Returns, per module, the number of tensors compared and whether all are equal; raises
     ``RuntimeError`` naming the first tensor that differs or that is shared rather than copied.
     """
-    report: dict[str, Any] = {}
-    for name, (src, dst) in _pairs(source, sac).items():
-        src_state, dst_state = src.state_dict(), dst.state_dict()
-        if list(src_state) != list(dst_state):
-            raise RuntimeError(f"WSRL: the SAC {name} has other tensors than the offline agent's")
-        for key, value in src_state.items():
-            if value.shape != dst_state[key].shape or not torch.equal(value, dst_state[key]):
-                raise RuntimeError(f"WSRL: SAC {name}.{key} differs from the offline agent's: the transfer failed")
-            if value.data_ptr() == dst_state[key].data_ptr():
-                raise RuntimeError(f"WSRL: SAC {name}.{key} shares the offline agent's tensor instead of a copy")
-        report[name] = {"tensors": len(src_state), "equal": True}
+    report, differing = compare_modules(source, sac, ("policy", "q_funcs", "targ_q_funcs", "log_temp"), "WSRL")
+    for name, keys in differing.items():
+        if keys:
+            raise RuntimeError(f"WSRL: SAC {name}.{keys[0]} differs from the offline agent's: the transfer failed")
     return report
 
 
@@ -247,22 +230,6 @@ def set_backup_entropy(sac, backup_entropy: bool) -> None:
     sac.impl.compute_target = types.MethodType(compute_target, sac.impl)
 
 
-def torch_batch(learner, batch) -> Any:
-    """``batch`` (a d3rlpy ``TransitionMiniBatch``) as tensors, scaled, as d3rlpy's ``update`` converts it."""
-    from d3rlpy.torch_utility import TorchMiniBatch
-
-    config = learner.config
-    return TorchMiniBatch.from_batch(
-        batch=batch,
-        gamma=config.gamma,
-        compute_returns_to_go=learner.need_returns_to_go,
-        device=learner.impl.device,
-        observation_scaler=config.observation_scaler,
-        action_scaler=config.action_scaler,
-        reward_scaler=config.reward_scaler,
-    )
-
-
 def union(batches: list[Any]) -> Any:
     """The ``TorchMiniBatch`` of all rows of ``batches``, in order."""
 
@@ -311,19 +278,6 @@ class WSRLAgent(Agent):
             self.offline_buffer = offline_buffer
             self.sampler = MixedSampler(offline_buffer, self.online_buffer, RLPD_OFFLINE_FRACTION, rng)
             self.initial_transitions = offline_buffer.transition_count
-
-    def store(self, obs, action, reward) -> None:
-        self.online_buffer.append(obs, action, reward)
-
-    def end_episode(self, terminated: bool) -> None:
-        self.online_buffer.clip_episode(terminated)
-
-    def batch(self):
-        """One minibatch (of the SAC's batch size) for one critic update."""
-        size = self.learner.config.batch_size
-        if self.sampler is not None:
-            return self.sampler.sample(size)
-        return self.online_buffer.sample_transition_batch(size)
 
     def update(self, batch) -> None:
         """One critic update and soft target update on ``batch``; after the env step's last minibatch, the
