@@ -14,6 +14,7 @@ import argparse
 import csv
 import json
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -49,6 +50,21 @@ def count_records(path: Path) -> int:
     return len(episode_records(json.loads(path.read_text())))
 
 
+def add(r: dict[str, float], **parts: float) -> None:
+    """Add ``parts`` (jobs, wall, train, eval, setup, episodes) to a stage's row."""
+    for part, value in parts.items():
+        r[part] += value
+
+
+def stage_jobs(rows: dict[str, dict[str, float]], bench: Path, stage: str) -> Iterator[tuple[dict[str, float], str]]:
+    """Each of a cell's ``stage`` jobs, counted in ``rows[stage]`` (jobs, wall) from its benchmark file:
+    the row and the variants the job ran (``*``: a batch job, every one)."""
+    for b in bench.glob(f"{stage}-*.tsv"):
+        r = rows[stage]
+        add(r, jobs=1, wall=wall(b))
+        yield r, "*" if b.stem == f"{stage}-cell" else b.stem.removeprefix(f"{stage}-")
+
+
 def stage_rows(run: Path) -> dict[str, dict[str, float]]:
     rows: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     for cell in sorted(run.glob("cells/*/seed*")):
@@ -56,44 +72,42 @@ def stage_rows(run: Path) -> dict[str, dict[str, float]]:
         online = cell / "online"
         if (bench / "online.tsv").exists() and (online / "online.json").exists():
             t = json.loads((online / "online.json").read_text())["timings"]
-            r = rows["online"]
-            r["jobs"] += 1
-            r["wall"] += wall(bench / "online.tsv")
-            r["train"] += t["train_seconds"]
-            r["eval"] += t["eval_seconds"] + t["validation_seconds"]
-            r["setup"] += t.get("dataset_seconds", 0.0)
-            r["episodes"] += curve_episodes(online / "curve.csv") + sum(
-                count_records(p) for p in online.glob("pause_*/*.json") if p.name != "done.json"
+            add(
+                rows["online"],
+                jobs=1,
+                wall=wall(bench / "online.tsv"),
+                train=t["train_seconds"],
+                eval=t["eval_seconds"] + t["validation_seconds"],
+                setup=t.get("dataset_seconds", 0.0),
+                episodes=curve_episodes(online / "curve.csv")
+                + sum(count_records(p) for p in online.glob("pause_*/*.json") if p.name != "done.json"),
             )
-        for b in bench.glob("newdata-*.tsv"):
-            rows["newdata"]["jobs"] += 1
-            rows["newdata"]["wall"] += wall(b)
-        for b in bench.glob("offline-*.tsv"):
-            r = rows["offline"]
-            r["jobs"] += 1
-            r["wall"] += wall(b)
-            variant = "*" if b.stem == "offline-cell" else b.stem.removeprefix("offline-")  # batch: every dataset
+        for _ in stage_jobs(rows, bench, "newdata"):
+            pass  # wall time only
+        for r, variant in stage_jobs(rows, bench, "offline"):
             for summary in (cell / "offline").glob(f"{variant}/*/offline.json"):
                 t = json.loads(summary.read_text())["timings"]
-                r["train"] += t["train_seconds"]
-                r["eval"] += t["evaluation_seconds"] + t["validation_seconds"]
-                r["setup"] += t["setup_seconds"]
-                r["episodes"] += sum(count_records(summary.parent / n) for n in ("records.json", "validation.json"))
-        for b in bench.glob("finetune-*.tsv"):
-            r = rows["finetune"]
-            r["jobs"] += 1
-            r["wall"] += wall(b)
-            variant = "*" if b.stem == "finetune-cell" else b.stem.removeprefix("finetune-")  # batch: every method
+                records = sum(count_records(summary.parent / n) for n in ("records.json", "validation.json"))
+                add(
+                    r,
+                    train=t["train_seconds"],
+                    eval=t["evaluation_seconds"] + t["validation_seconds"],
+                    setup=t["setup_seconds"],
+                    episodes=records,
+                )
+        for r, variant in stage_jobs(rows, bench, "finetune"):
             for summary in (cell / "finetune").glob(f"{variant}/finetune.json"):
                 t = json.loads(summary.read_text())["timings"]
                 t = t.get("with_extension") or t
-                r["train"] += t["loop_seconds"] - t["eval_seconds"]
-                r["eval"] += t["eval_seconds"]
-                r["setup"] += t["setup_seconds"]
-                r["episodes"] += curve_episodes(summary.parent / "curve.csv")
+                add(
+                    r,
+                    train=t["loop_seconds"] - t["eval_seconds"],
+                    eval=t["eval_seconds"],
+                    setup=t["setup_seconds"],
+                    episodes=curve_episodes(summary.parent / "curve.csv"),
+                )
     for b in sorted(run.glob("benchmarks/*.tsv")):
-        rows["aggregation"]["jobs"] += 1
-        rows["aggregation"]["wall"] += wall(b)
+        add(rows["aggregation"], jobs=1, wall=wall(b))
     return rows
 
 

@@ -1,12 +1,18 @@
-"""Shared fixtures: tiny configurations that run the real pipeline in seconds."""
+"""Shared fixtures: tiny configurations that run the real pipeline in seconds, and the synthetic
+results of ``tests/synthetic_results.py`` (one per test module)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from replication.plan import config
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from replication.analysis.selection import Expected
 
 
 def tiny_config(envs: list[str], total_steps: int = 2000, **overrides: Any) -> dict[str, Any]:
@@ -45,3 +51,29 @@ def one_torch_thread():
 @pytest.fixture
 def make_tiny_config():
     return tiny_config
+
+
+@pytest.fixture(scope="module")
+def raw() -> pd.DataFrame:
+    """The synthetic results, as tidy rows."""
+    from synthetic_results import make_results
+
+    return make_results()
+
+
+@pytest.fixture(scope="module")
+def prepared(raw: pd.DataFrame) -> pd.DataFrame:
+    """The synthetic results, prepared for analysis."""
+    from replication.analysis import selection
+
+    return selection.prepare(raw)
+
+
+@pytest.fixture(scope="module")
+def expected() -> Expected:
+    """The variants the synthetic results' config expects."""
+    from synthetic_results import config as synthetic_config
+
+    from replication.analysis import selection
+
+    return selection.Expected.from_config(synthetic_config())

@@ -180,14 +180,21 @@ class KitchenDriver:
         return float(reward), bool(terminated), info["subtasks_completed"], info["episode_success"]
 
 
-def test_kitchen_subtask_pays_once_per_subtask() -> None:
-    k = KitchenDriver("subtask")
+def complete_three_subtasks(k: KitchenDriver, reward: float) -> set[str]:
+    """Put the first three subtasks at their goals one by one: the step after each pays ``reward``,
+    the next one nothing (still at the goal). Returns the completed subtasks."""
     done: set[str] = set()
     for task in KITCHEN_TASKS[:3]:
         k.put(task)
         done.add(task)
-        assert k.step(done) == (1.0, False, len(done), False)
-        assert k.step(done) == (0.0, False, len(done), False)  # still at the goal: nothing more to pay
+        assert k.step(done) == (reward, False, len(done), False)
+        assert k.step(done) == (0.0, False, len(done), False)
+    return done
+
+
+def test_kitchen_subtask_pays_once_per_subtask() -> None:
+    k = KitchenDriver("subtask")
+    done = complete_three_subtasks(k, 1.0)
     # Undo and redo the microwave: it was completed already, so it pays nothing again.
     k.put("microwave", at_goal=False)
     assert k.step(done - {"microwave"}) == (0.0, False, 3, False)
@@ -207,12 +214,7 @@ def test_kitchen_two_subtasks_on_one_step_pay_two() -> None:
 
 def test_kitchen_binary_pays_only_when_all_four_are_done() -> None:
     k = KitchenDriver("binary")
-    done: set[str] = set()
-    for task in KITCHEN_TASKS[:3]:
-        k.put(task)
-        done.add(task)
-        assert k.step(done) == (0.0, False, len(done), False)
-        assert k.step(done) == (0.0, False, len(done), False)
+    complete_three_subtasks(k, 0.0)
     k.put("slide cabinet")
     assert k.step(set(KITCHEN_TASKS)) == (1.0, True, 4, True)
 

@@ -155,25 +155,31 @@ def test_exported_policy_gives_the_learners_actions(runs):
     assert np.all(expected >= space.low - 1e-6) and np.all(expected <= space.high + 1e-6)
 
 
+def plain_fit(cfg: dict, algo: str, dataset, seed: int, n_steps: int, steps_per_epoch: int):
+    """A fresh Hopper learner ``algo`` trained by d3rlpy's own ``fit`` on ``dataset``, after ``d3rlpy.seed(seed)``."""
+    import d3rlpy
+
+    d3rlpy.seed(seed)
+    learner = build_learner(cfg, "hopper", algo, "cpu")
+    learner.fit(
+        dataset,
+        n_steps=n_steps,
+        n_steps_per_epoch=steps_per_epoch,
+        logger_adapter=d3rlpy.logging.NoopAdapterFactory(),
+        show_progress=False,
+    )
+    return learner
+
+
 def test_a_run_with_checkpoints_trains_exactly_like_a_plain_fit(runs):
     """Validation between checkpoints does not touch training: the last learner is a plain fit's."""
     quiet_d3rlpy()
-    import d3rlpy
 
     out, _ = runs["iql"]
     saved = read_json(out / "offline.json")
     dataset, _ = load_dataset(saved["dataset_file"])
     obs = load_transitions(saved["dataset_file"])[0].observations[:128]
-    cfg = offline_config(["hopper"])
-    d3rlpy.seed(0)
-    learner = build_learner(cfg, "hopper", "iql", "cpu")
-    learner.fit(
-        dataset,
-        n_steps=60,
-        n_steps_per_epoch=60,
-        logger_adapter=d3rlpy.logging.NoopAdapterFactory(),
-        show_progress=False,
-    )
+    learner = plain_fit(offline_config(["hopper"]), "iql", dataset, seed=0, n_steps=60, steps_per_epoch=60)
     np.testing.assert_array_equal(load_learner(out, "last").predict(obs), learner.predict(obs))
 
 
@@ -495,15 +501,7 @@ def test_precomputed_returns_train_exactly_like_d3rlpy(online):
         return learner.predict(obs)
 
     buffer, _ = load_dataset(online_dir / f"pause_{PAUSE}" / "dataset_buffer.h5")  # d3rlpy's own picker
-    d3rlpy.seed(3)
-    learner = build_learner(cfg, "hopper", "calql", "cpu")
-    learner.fit(
-        buffer,
-        n_steps=20,
-        n_steps_per_epoch=10,
-        logger_adapter=d3rlpy.logging.NoopAdapterFactory(),
-        show_progress=False,
-    )
+    learner = plain_fit(cfg, "calql", buffer, seed=3, n_steps=20, steps_per_epoch=10)
     np.testing.assert_array_equal(ours(True), ours(False))
     np.testing.assert_array_equal(ours(True), learner.predict(obs))
 

@@ -12,16 +12,6 @@ from replication.analysis import selection as sel
 from replication.analysis.selection import Expected, MissingResultsError
 
 
-@pytest.fixture(scope="module")
-def raw() -> pd.DataFrame:
-    return make_results()
-
-
-@pytest.fixture(scope="module")
-def expected() -> Expected:
-    return Expected.from_config(config())
-
-
 def test_build_figures_writes_every_figure(tmp_path) -> None:
     from replication.analysis import statistics
 

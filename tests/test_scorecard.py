@@ -20,21 +20,6 @@ def _verdicts(table: pd.DataFrame) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def expected() -> Expected:
-    return Expected.from_config(config())
-
-
-@pytest.fixture(scope="module")
-def raw() -> pd.DataFrame:
-    return make_results()
-
-
-@pytest.fixture(scope="module")
-def prepared(raw: pd.DataFrame) -> pd.DataFrame:
-    return sel.prepare(raw)
-
-
-@pytest.fixture(scope="module")
 def clear_case(prepared: pd.DataFrame, expected: Expected) -> pd.DataFrame:
     """Every effect the claims state, clearly present."""
     return scorecard.evaluate_claims(prepared, expected, reps=REPS)

@@ -89,11 +89,6 @@ def test_bad_score_matrices_are_refused() -> None:
         stats.bootstrap_interval(np.array([[1.0, np.nan]]), np.mean, reps=10)
 
 
-@pytest.fixture(scope="module")
-def prepared() -> pd.DataFrame:
-    return sel.prepare(make_results())
-
-
 def test_aggregate_table_on_synthetic_results(prepared: pd.DataFrame) -> None:
     expected = Expected.from_config(config())
     assert stats.comparison_pause(prepared, expected) == 60_000  # the newdata pause: every variant exists there

@@ -6,28 +6,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from synthetic_results import FT_PAUSE, TOTAL, config, config_file_overrides, make_results
+from synthetic_results import FT_PAUSE, TOTAL, config, config_file_overrides
 
 from replication import cli
 from replication.agents import normalize
 from replication.analysis import selection as sel
 from replication.analysis import tables, tidy
 from replication.analysis.selection import Expected, MissingResultsError
-
-
-@pytest.fixture(scope="module")
-def raw() -> pd.DataFrame:
-    return make_results()
-
-
-@pytest.fixture(scope="module")
-def prepared(raw: pd.DataFrame) -> pd.DataFrame:
-    return sel.prepare(raw)
-
-
-@pytest.fixture(scope="module")
-def expected() -> Expected:
-    return Expected.from_config(config())
 
 
 def _rows(df: pd.DataFrame, **filters: object) -> pd.DataFrame:
