@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import inspect
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -166,6 +167,7 @@ def runner(job: Callable[P, Job], doc: str) -> Callable[P, dict[str, Any]]:
 
     run.__doc__ = doc
     run.__name__ = run.__qualname__ = f"run_{getattr(job, 'stage', 'job')}"
+    run.__signature__ = inspect.signature(job).replace(return_annotation="dict[str, Any]")  # type: ignore[attr-defined]
     return run
 
 
