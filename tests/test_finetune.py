@@ -28,7 +28,7 @@ from replication.agents.pex import (
 from replication.io import read_json
 from replication.plan.ledger import BudgetError, Ledger
 from replication.plan.variants import OfflineDataset, finetune_ledger
-from replication.plan.workflow import FINETUNE_SOURCES
+from replication.plan.vocabulary import FINETUNE_METHODS
 from tests.conftest import tiny_config
 
 TINY = {"gradient_steps": 60, "hidden_units": [32, 32], "batch_size": 32}
@@ -97,7 +97,7 @@ def finetune_run(cfg, root, data, method, out, extended_steps=0):
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(job, "make_env", lambda *a, **k: CountSteps(real_make_env(*a, **k)))
         before = len(CountSteps.counts)
-        source = FINETUNE_SOURCES[method]
+        source = FINETUNE_METHODS[method]
         summary = ft.run_finetune(cfg, "hopper", 0, method, root / source, data, out, extended_steps, progress=False)
         steps = CountSteps.counts[before:]
     assert len(steps) == 1, "one training env per run"
@@ -146,7 +146,7 @@ def test_every_method_spends_exactly_the_remaining_budget(runs, cell, method):
     assert set(plain["pause"]) == {PAUSE} and set(plain["selection"]) == {""}
     assert {"score", "return"} <= set(plain["metric"])
     fj = read_json(out / "finetune.json")
-    assert fj["method"] == method and fj["source_algo"] == FINETUNE_SOURCES[method] and fj["device"] == "cpu"
+    assert fj["method"] == method and fj["source_algo"] == FINETUNE_METHODS[method] and fj["device"] == "cpu"
     assert fj["timings"]["env_steps_per_second"] > 0 and fj["timings"]["updates_per_second"] > 0
     assert fj["timings"]["eval_seconds"] > 0
     assert (out / "learnable_final.d3").exists()
@@ -499,7 +499,7 @@ def test_a_killed_finetuning_job_resumes_to_identical_outputs(cell, tmp_path, me
     cfg = config.resolve(config.deep_merge(cfg, {"finetune": {"checkpoint_interval": 70}}))
     extended = 300 if method == "iql" else 0
     args = ["--config", str(write_config(cfg, tmp_path / "config.yaml")), "--env", "hopper", "--seed", "0"]
-    args += ["--method", method, "--offline", str(root / FINETUNE_SOURCES[method]), "--data", str(data)]
+    args += ["--method", method, "--offline", str(root / FINETUNE_METHODS[method]), "--data", str(data)]
     args += ["--extended-steps", str(extended), "--no-progress"]
     whole, resumed = tmp_path / "whole", tmp_path / "resumed"
     run(command("finetune", *args, "--out", str(whole)))
