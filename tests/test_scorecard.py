@@ -208,7 +208,7 @@ def test_build_scorecard_writes_csv_and_markdown(built: dict) -> None:
     assert list(table.columns) == list(scorecard.COLUMNS)
     assert set(table["claim"]) == {"C1", "C2", "C3", "C4", "C5", "C6"}
     md = md_path.read_text()
-    assert "| beyond the study " in md  # C6's scope, in the summary
+    assert "| beyond the study " in md and "| C6.1 (beyond the study) " in md  # C6's scope, in both tables
     assert "Claims of the study (C1, C2, C3, C4, C5): 5 reproduced. Beyond the study" in md
     assert "| C2      | reproduced" in md and "greater (null 0.5, margin 0.05)" in md
     assert "| 5 x 3 " in md and "| 5 x 1 " in md  # seeds x environments behind each test
@@ -396,3 +396,11 @@ def test_claims_file_rejects_a_beyond_study_that_is_not_a_boolean(tmp_path) -> N
     bad.write_text("claims:\n  C9:\n    beyond_study: maybe\n    tests: []\n")
     with pytest.raises(ValueError, match="beyond_study must be true or false"):
         scorecard.load_claims(bad)
+
+
+def test_report_names_wsrl_where_it_names_the_fine_tuning_methods() -> None:
+    cfg = _wsrl_config()
+    assert report.figure_captions(cfg)["F2"].startswith("Fine-tuning curves: IQL, PEX, Cal-QL and WSRL fine-tuning")
+    assert "WSRL (offline data kept) fine-tuning" in report.finetune_methods_text(_wsrl_config(keep_offline_data=True))
+    assert "C6 is not one of the paper's" in report._methods_line(cfg)
+    assert "WSRL" not in report._methods_line(config())

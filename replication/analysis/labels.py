@@ -20,7 +20,7 @@ ENV_NAMES = {
     "sawyer-lift": "Sawyer Lift",
     "sawyer-drape": "Sawyer Drape",
 }
-ALGO_NAMES = {"sac": "Online SAC", "iql": "IQL", "cql": "CQL", "calql": "Cal-QL", "pex": "PEX"}
+ALGO_NAMES = {"sac": "Online SAC", "iql": "IQL", "cql": "CQL", "calql": "Cal-QL", "pex": "PEX", "wsrl": "WSRL"}
 FINETUNE_NAMES = {"sac": "SAC continuation", "iql": "IQL FT", "pex": "PEX", "calql": "Cal-QL FT", "wsrl": "WSRL"}
 WSRL_KEPT_NAME = "WSRL (offline data kept)"  # finetune.wsrl.keep_offline_data: the RLPD-style ablation
 METRIC_NAMES = {"return": "return", "subtasks": "subtasks", "success": "success", NORMALIZED: "normalized"}

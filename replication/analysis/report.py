@@ -388,6 +388,7 @@ def _header(cfg: Mapping[str, Any], scorecard: Path | str | None) -> list[str]:
         f"- seeds: {', '.join(map(str, cfg.get('seeds', [])))}",
         f"- total budget T: {budget.get('total_steps', '?')} env steps per environment; pause points "
         f"{budget.get('pause_fractions', '?')} x T; fine-tuning from {budget.get('finetune_pause', '?')} x T",
+        _methods_line(cfg),
         "",
         "## Claims scorecard (S1)",
         "",
@@ -406,6 +407,15 @@ def finetune_methods_text(cfg: Mapping[str, Any]) -> str:
     names = [finetune_name(m, keep).removesuffix(" FT") for m in methods]
     listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
     return f"{listed} fine-tuning"
+
+
+def _methods_line(cfg: Mapping[str, Any]) -> str:
+    """The report header's line on the run's fine-tuning methods."""
+    methods = cfg.get("finetune", {}).get("methods") or []
+    if not methods:
+        return "- fine-tuning: none (finetune.methods is empty)"
+    beyond = " (WSRL is beyond the study: its claim C6 is not one of the paper's)" if "wsrl" in methods else ""
+    return f"- fine-tuning: {finetune_methods_text(cfg)}, against SAC continuation{beyond}"
 
 
 def figure_captions(cfg: Mapping[str, Any]) -> dict[str, str]:

@@ -793,7 +793,7 @@ def scorecard_markdown(table: pd.DataFrame, claims: dict[str, Any]) -> str:
             value = _number(r["estimate"])
         tests.append(
             {
-                "Test": r["test"],
+                "Test": r["test"] + (" (beyond the study)" if r.get("scope") == BEYOND_STUDY else ""),
                 "Role": r["role"],
                 "Statement": r["statement"],
                 "Statistic": r["statistic"],
