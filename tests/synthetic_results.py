@@ -34,7 +34,8 @@ VALIDATION_COST = 3_000  # online + offline validation, charged to validated var
 INTERVAL = 5_000
 EXTENDED = 100_000
 ALGOS = ("iql", "cql", "calql")
-METHODS = ("iql", "pex", "calql")
+METHODS = ("iql", "pex", "calql")  # the default configuration's; WSRL: make_results(methods=WITH_WSRL)
+WITH_WSRL = (*METHODS, "wsrl")
 
 
 def config_file_overrides() -> dict[str, Any]:
@@ -94,42 +95,18 @@ def _piecewise(progress: np.ndarray, points: Sequence[tuple[float, float]]) -> n
     return np.interp(progress, xs, ys)
 
 
-def make_results(
-    *,
-    envs: Sequence[str] = ENVS,
-    seeds: Sequence[int] = SEEDS,
-    rec_effect: dict[str, float] | None = None,
-    validation_gain: float = 0.15,
-    ft_gain: dict[str, dict[str, float]] | None = None,
-    iql_drop: float = 0.2,
-    extended_recovery: float = 0.1,
-    c5_gap: float = 0.3,
-    granularity: bool = True,
-    noise: float = 0.01,
-    rng_seed: int = 0,
-) -> pd.DataFrame:
-    """Synthetic tidy rows (``score`` metric) of every variant the report modules use.
+class _Rows:
+    """Tidy rows (``score`` metric) with seeded noise, in the order they are added."""
 
-    * recommendation: offline value = online at the pause + ``rec_effect[env]``; the unvalidated
-      (``validation=none``) recommendation is ``validation_gain`` lower; ``best-of`` is the better of
-      the offline value and online;
-    * fine-tuning: each method ends at SAC continuation's final value + ``ft_gain[method][env]``; IQL
-      first drops by ``iql_drop`` within the first 10 % of the fine-tuning budget;
-    * C4: IQL with ``extended=1`` drops, is still below its start at ``TOTAL``, and ends
-      ``extended_recovery`` above its start after ``EXTENDED`` more steps;
-    * C5: Cal-QL on Kitchen ends ``c5_gap`` higher with ``reward=accumulated`` than ``reward=binary``.
-    """
-    rng = np.random.default_rng(rng_seed)
-    rec_effect = {"hopper": -0.05, "kitchen": 0.3, "sawyer-push": 0.0, **(rec_effect or {})}
-    gains = {"iql": {}, "pex": {"kitchen": 0.2}, "calql": {"hopper": -0.15, "kitchen": 0.2}}
-    for method, per_env in (ft_gain or {}).items():
-        gains.setdefault(method, {}).update(per_env)
-    rows: list[dict[str, Any]] = []
+    def __init__(self, noise: float, rng_seed: int) -> None:
+        self.rng = np.random.default_rng(rng_seed)
+        self.noise = noise
+        self.rows: list[dict[str, Any]] = []
 
-    def add(env: str, seed: int, steps: Sequence[int], u: np.ndarray, **variant: Any) -> None:
-        u = np.asarray(u, dtype=float) + rng.normal(0.0, noise, size=len(steps))
+    def add(self, env: str, seed: int, steps: Sequence[int], u: np.ndarray, **variant: Any) -> None:
+        u = np.asarray(u, dtype=float) + self.rng.normal(0.0, self.noise, size=len(steps))
         for step, value in zip(steps, to_score(env, u), strict=True):
-            rows.append(
+            self.rows.append(
                 {
                     "env": env,
                     "suite": suite_of(env),
@@ -143,123 +120,117 @@ def make_results(
                 }
             )
 
+
+FT_START = FT_PAUSE + VALIDATION_COST
+FT_STEPS = np.array([FT_START, *range(FT_PAUSE + INTERVAL, TOTAL + 1, INTERVAL)])
+FT_VARIANT = {"stage": "finetune", "dataset": "buffer", "validation": "full", "pause": FT_PAUSE}
+
+
+def make_results(
+    *,
+    envs: Sequence[str] = ENVS,
+    seeds: Sequence[int] = SEEDS,
+    rec_effect: dict[str, float] | None = None,
+    validation_gain: float = 0.15,
+    ft_gain: dict[str, dict[str, float]] | None = None,
+    iql_drop: float = 0.2,
+    extended_recovery: float = 0.1,
+    c5_gap: float = 0.3,
+    methods: Sequence[str] = METHODS,
+    wsrl_drop: float = 0.0,
+    granularity: bool = True,
+    noise: float = 0.01,
+    rng_seed: int = 0,
+) -> pd.DataFrame:
+    """Synthetic tidy rows (``score`` metric) of every variant the report modules use.
+
+    * recommendation: offline value = online at the pause + ``rec_effect[env]``; the unvalidated
+      (``validation=none``) recommendation is ``validation_gain`` lower; ``best-of`` is the better of
+      the offline value and online;
+    * fine-tuning (each of ``methods``): each method ends at SAC continuation's final value +
+      ``ft_gain[method][env]``; IQL first drops by ``iql_drop`` within the first 10 % of the fine-tuning
+      budget, WSRL (from the offline Cal-QL agent) by ``wsrl_drop``;
+    * C4: IQL with ``extended=1`` drops, is still below its start at ``TOTAL``, and ends
+      ``extended_recovery`` above its start after ``EXTENDED`` more steps;
+    * C5: Cal-QL on Kitchen ends ``c5_gap`` higher with ``reward=accumulated`` than ``reward=binary``.
+    """
+    rows = _Rows(noise, rng_seed)
+    rec_effect = {"hopper": -0.05, "kitchen": 0.3, "sawyer-push": 0.0, **(rec_effect or {})}
+    gains = {"iql": {}, "pex": {"kitchen": 0.2}, "calql": {"hopper": -0.15, "kitchen": 0.2}}
+    for method, per_env in (ft_gain or {}).items():
+        gains.setdefault(method, {}).update(per_env)
+    drops = {"iql": iql_drop, "wsrl": wsrl_drop}
     online_steps = np.arange(0, TOTAL + 1, INTERVAL)
-    ft_start = FT_PAUSE + VALIDATION_COST
-    ft_steps = np.array([ft_start, *range(FT_PAUSE + INTERVAL, TOTAL + 1, INTERVAL)])
     for env in envs:
+        rec = rec_effect.get(env, 0.0)
         for seed in seeds:
-            add(env, seed, online_steps, online_u(seed, online_steps), stage="online", algo="sac")
-            for algo_i, algo in enumerate(ALGOS):
-                for dataset, pauses in (("buffer", PAUSES), ("newdata", (NEWDATA_PAUSE,))):
-                    for pause in pauses:
-                        base = float(online_u(seed, np.array([pause]))[0])
-                        off = base + rec_effect.get(env, 0.0) + 0.01 * algo_i
-                        extra = NEWDATA_SIZE if dataset == "newdata" else 0
-                        common = {"stage": "recommend", "algo": algo, "dataset": dataset, "pause": pause}
-                        step = [pause + extra + VALIDATION_COST]
-                        add(env, seed, step, [off], validation="full", selection="offline", **common)
-                        add(env, seed, step, [max(off, base)], validation="full", selection="best-of", **common)
-                        add(
-                            env,
-                            seed,
-                            [pause + extra],
-                            [off - validation_gain],
-                            validation="none",
-                            selection="offline",
-                            **common,
-                        )
-            sac_final = float(online_u(seed, np.array([TOTAL]))[0])
-            progress = (ft_steps - ft_start) / (TOTAL - ft_start)
-            for method in METHODS:
-                start_algo = "iql" if method == "pex" else method
-                switch = float(online_u(seed, np.array([FT_PAUSE]))[0]) + rec_effect.get(env, 0.0)
-                switch += 0.01 * ALGOS.index(start_algo)
-                final = sac_final + gains.get(method, {}).get(env, 0.0)
-                drop = iql_drop if method == "iql" else 0.0
-                u = _piecewise(progress, [(0, switch), (0.1, switch - drop), (1, final)])
-                add(
-                    env,
-                    seed,
-                    ft_steps,
-                    u,
-                    stage="finetune",
-                    algo=method,
-                    dataset="buffer",
-                    validation="full",
-                    pause=FT_PAUSE,
-                )
+            rows.add(env, seed, online_steps, online_u(seed, online_steps), stage="online", algo="sac")
+            _recommendations(rows, env, seed, rec, validation_gain)
+            for method in methods:
+                _finetune(rows, env, seed, method, rec, gains.get(method, {}).get(env, 0.0), drops.get(method, 0.0))
             if env == "hopper":
-                ext_steps = np.array([ft_start, *range(FT_PAUSE + INTERVAL, TOTAL + EXTENDED + 1, INTERVAL)])
-                switch = float(online_u(seed, np.array([FT_PAUSE]))[0]) + rec_effect.get(env, 0.0)
-                p = (ext_steps - ft_start) / (TOTAL + EXTENDED - ft_start)
-                at_total = (TOTAL - ft_start) / (TOTAL + EXTENDED - ft_start)
-                u = _piecewise(
-                    p,
-                    [
-                        (0, switch),
-                        (0.05, switch - iql_drop),
-                        (at_total, switch - iql_drop / 2),
-                        (1, switch + extended_recovery),
-                    ],
-                )
-                add(
-                    env,
-                    seed,
-                    ext_steps,
-                    u,
-                    stage="finetune",
-                    algo="iql",
-                    dataset="buffer",
-                    validation="full",
-                    pause=FT_PAUSE,
-                    variant_options="extended=1",
-                )
+                _extended_iql(rows, env, seed, rec, iql_drop, extended_recovery)
             if env == "kitchen":
-                switch = float(online_u(seed, np.array([FT_PAUSE]))[0])
-                for reward, end in (("binary", 0.2), ("accumulated", 0.2 + c5_gap)):
-                    u = _piecewise(progress, [(0, switch), (1, end)])
-                    add(
-                        env,
-                        seed,
-                        ft_steps,
-                        u,
-                        stage="finetune",
-                        algo="calql",
-                        dataset="buffer",
-                        validation="full",
-                        pause=FT_PAUSE,
-                        variant_options=f"reward={reward}",
-                    )
+                _calql_rewards(rows, env, seed, c5_gap)
             if granularity and env == "hopper":
-                for delay in (1, 10, 50):
-                    opts = f"delay={delay}"
-                    slow = 1.0 - delay / 100
-                    add(
-                        env,
-                        seed,
-                        online_steps,
-                        online_u(seed, online_steps) * slow,
-                        stage="online",
-                        algo="sac",
-                        variant_options=opts,
-                    )
-                    for algo in ALGOS:
-                        for pause in PAUSES:
-                            base = float(online_u(seed, np.array([pause]))[0]) * slow
-                            add(
-                                env,
-                                seed,
-                                [pause + VALIDATION_COST],
-                                [base + 0.001 * delay],
-                                stage="recommend",
-                                algo=algo,
-                                dataset="buffer",
-                                validation="full",
-                                selection="offline",
-                                pause=pause,
-                                variant_options=opts,
-                            )
-    return tidy.frame(rows)
+                _granularity(rows, env, seed, online_steps)
+    return tidy.frame(rows.rows)
+
+
+def _recommendations(rows: _Rows, env: str, seed: int, rec: float, validation_gain: float) -> None:
+    for algo_i, algo in enumerate(ALGOS):
+        for dataset, pauses in (("buffer", PAUSES), ("newdata", (NEWDATA_PAUSE,))):
+            for pause in pauses:
+                base = float(online_u(seed, np.array([pause]))[0])
+                off = base + rec + 0.01 * algo_i
+                extra = NEWDATA_SIZE if dataset == "newdata" else 0
+                common = {"stage": "recommend", "algo": algo, "dataset": dataset, "pause": pause}
+                step = [pause + extra + VALIDATION_COST]
+                rows.add(env, seed, step, [off], validation="full", selection="offline", **common)
+                rows.add(env, seed, step, [max(off, base)], validation="full", selection="best-of", **common)
+                rows.add(env, seed, [pause + extra], [off - validation_gain], validation="none", selection="offline",
+                         **common)  # fmt: skip
+
+
+def _finetune(rows: _Rows, env: str, seed: int, method: str, rec: float, gain: float, drop: float) -> None:
+    """A fine-tuning curve from the offline agent's level at the switch to SAC's final value + ``gain``."""
+    start_algo = {"pex": "iql", "wsrl": "calql"}.get(method, method)
+    switch = float(online_u(seed, np.array([FT_PAUSE]))[0]) + rec + 0.01 * ALGOS.index(start_algo)
+    final = float(online_u(seed, np.array([TOTAL]))[0]) + gain
+    progress = (FT_STEPS - FT_START) / (TOTAL - FT_START)
+    u = _piecewise(progress, [(0, switch), (0.1, switch - drop), (1, final)])
+    rows.add(env, seed, FT_STEPS, u, algo=method, **FT_VARIANT)
+
+
+def _extended_iql(rows: _Rows, env: str, seed: int, rec: float, iql_drop: float, recovery: float) -> None:
+    ext_steps = np.array([FT_START, *range(FT_PAUSE + INTERVAL, TOTAL + EXTENDED + 1, INTERVAL)])
+    switch = float(online_u(seed, np.array([FT_PAUSE]))[0]) + rec
+    p = (ext_steps - FT_START) / (TOTAL + EXTENDED - FT_START)
+    at_total = (TOTAL - FT_START) / (TOTAL + EXTENDED - FT_START)
+    points = [(0, switch), (0.05, switch - iql_drop), (at_total, switch - iql_drop / 2), (1, switch + recovery)]
+    rows.add(env, seed, ext_steps, _piecewise(p, points), algo="iql", variant_options="extended=1", **FT_VARIANT)
+
+
+def _calql_rewards(rows: _Rows, env: str, seed: int, c5_gap: float) -> None:
+    switch = float(online_u(seed, np.array([FT_PAUSE]))[0])
+    progress = (FT_STEPS - FT_START) / (TOTAL - FT_START)
+    for reward, end in (("binary", 0.2), ("accumulated", 0.2 + c5_gap)):
+        u = _piecewise(progress, [(0, switch), (1, end)])
+        rows.add(env, seed, FT_STEPS, u, algo="calql", variant_options=f"reward={reward}", **FT_VARIANT)
+
+
+def _granularity(rows: _Rows, env: str, seed: int, online_steps: np.ndarray) -> None:
+    for delay in (1, 10, 50):
+        opts = f"delay={delay}"
+        slow = 1.0 - delay / 100
+        rows.add(env, seed, online_steps, online_u(seed, online_steps) * slow, stage="online", algo="sac",
+                 variant_options=opts)  # fmt: skip
+        for algo in ALGOS:
+            for pause in PAUSES:
+                base = float(online_u(seed, np.array([pause]))[0]) * slow
+                rows.add(env, seed, [pause + VALIDATION_COST], [base + 0.001 * delay], stage="recommend", algo=algo,
+                         dataset="buffer", validation="full", selection="offline", pause=pause,
+                         variant_options=opts)  # fmt: skip
 
 
 def main(argv: Sequence[str]) -> int:

@@ -53,10 +53,10 @@ def test_dataset_keys_round_trip():
 
 
 def test_one_vocabulary_of_learners():
-    from replication.agents import finetune, offline
+    from replication.agents import finetune, learners
     from replication.analysis import selection as aggregate
 
-    assert offline.ALGOS == aggregate.OFFLINE_ALGOS == vocabulary.OFFLINE_ALGOS
+    assert learners.ALGOS == aggregate.OFFLINE_ALGOS == vocabulary.OFFLINE_ALGOS
     assert finetune.METHODS == aggregate.FINETUNE_METHODS == tuple(vocabulary.FINETUNE_METHODS)
     assert workflow.FINETUNE_SOURCES is vocabulary.FINETUNE_METHODS
     assert set(vocabulary.FINETUNE_METHODS.values()) <= set(vocabulary.OFFLINE_ALGOS)

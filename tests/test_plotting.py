@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from synthetic_results import config, make_results
+from synthetic_results import WITH_WSRL, config, make_results
 
 from replication.analysis import plotting, tidy
 from replication.analysis import selection as sel
@@ -86,3 +86,24 @@ def test_mean_curve_aligns_seeds_with_different_steps() -> None:
     assert list(m["env_step"]) == [5, 10, 15, 20]  # within the range both seeds cover
     np.testing.assert_allclose(m["mean"], [0.5, 1.0, 1.5, 2.0])
     assert (m["n"] == 2).all()
+
+
+def _legend_texts(fig: plotting.plt.Figure) -> list[str]:
+    return [t.get_text() for legend in fig.legends for t in legend.get_texts()]
+
+
+def test_f2_shows_wsrl_only_when_configured() -> None:
+    df = sel.prepare(make_results(envs=("hopper", "kitchen"), methods=WITH_WSRL, granularity=False))
+    names = {}
+    for key, ft in (
+        ("plain", {}),
+        ("wsrl", {"methods": list(WITH_WSRL)}),
+        ("kept", {"methods": list(WITH_WSRL), "wsrl": {"keep_offline_data": True}}),
+    ):
+        fig = plotting.fig_finetune_curves(df, Expected.from_config(config(envs=["hopper", "kitchen"], finetune=ft)))
+        names[key] = _legend_texts(fig)
+        plotting.plt.close(fig)
+    assert "WSRL" not in " ".join(names["plain"])
+    assert names["wsrl"][:5] == ["SAC continuation", "IQL FT", "PEX", "Cal-QL FT", "WSRL"]
+    assert "WSRL (offline data kept)" in names["kept"]
+    assert plotting.COLORS["wsrl"] not in [plotting.COLORS[m] for m in ("sac", "iql", "pex", "calql")]

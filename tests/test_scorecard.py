@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from synthetic_results import config, make_results
+from synthetic_results import WITH_WSRL, config, make_results
 
 from replication.analysis import inference, report, scorecard, tables, tidy
 from replication.analysis import selection as sel
@@ -95,8 +95,14 @@ def test_clearly_better_case_is_reproduced(clear_case: pd.DataFrame) -> None:
     for test in ("C1.1", "C1.2", "C2.1", "C2.2", "C3.1", "C3.2", "C3.3", "C4.1", "C4.2", "C4.3", "C5.1"):
         assert v[test] == REPRODUCED, test
     assert v["C5.2"] == NOT_EVALUATED  # optional: no offline Cal-QL rows per reward mode
-    claims = clear_case.drop_duplicates("claim").set_index("claim")["claim_verdict"]
-    assert (claims == REPRODUCED).all()
+    claims = clear_case.drop_duplicates("claim").set_index("claim")
+    assert (claims.loc[["C1", "C2", "C3", "C4", "C5"], "claim_verdict"] == REPRODUCED).all()
+    assert (claims.loc[["C1", "C2", "C3", "C4", "C5"], "scope"] == scorecard.STUDY).all()
+    # C6 (beyond the study) needs WSRL, which this run's finetune.methods lacks
+    c6 = clear_case[clear_case["claim"] == "C6"]
+    assert (c6["verdict"] == NOT_EVALUATED).all() and (c6["claim_verdict"] == NOT_EVALUATED).all()
+    assert (c6["details"] == "fine-tuning method wsrl is not in finetune.methods of the configuration").all()
+    assert (c6["scope"] == scorecard.BEYOND_STUDY).all()
     c2 = clear_case.set_index("test").loc["C2.1"]
     assert c2["ci_lo"] > 0.5 and c2["null"] == 0.5
     c5 = clear_case.set_index("test").loc["C5.1"]
@@ -145,10 +151,16 @@ def test_missing_results_of_a_switched_on_analysis_fail(raw: pd.DataFrame, expec
 
 def test_claims_file_is_complete() -> None:
     claims = scorecard.load_claims()
-    assert list(claims["claims"]) == ["C1", "C2", "C3", "C4", "C5"]
+    assert list(claims["claims"]) == ["C1", "C2", "C3", "C4", "C5", "C6"]
     for claim in claims["claims"].values():
         assert any(t["role"] == "decisive" for t in claim["tests"])
         assert claim["statement"]
+    beyond = [cid for cid, claim in claims["claims"].items() if claim.get("beyond_study")]
+    assert beyond == ["C6"] and "Beyond the study" in claims["claims"]["C6"]["statement"]
+    c6 = {t["id"]: t for t in claims["claims"]["C6"]["tests"]}
+    c31 = claims["claims"]["C3"]["tests"][0]
+    assert c6["C6.1"]["statistic"] == c31["statistic"] and c6["C6.1"]["window_fraction"] == c31["window_fraction"]
+    assert {t["rule"] for t in c6.values()} == {"at_least"} and {t["method"] for t in c6.values()} == {"wsrl"}
 
 
 def test_claims_file_errors_name_the_problem(tmp_path) -> None:
@@ -179,8 +191,10 @@ def test_build_scorecard_writes_csv_and_markdown(built: dict) -> None:
     csv_path, md_path = built["s1"]
     table = pd.read_csv(csv_path)
     assert list(table.columns) == list(scorecard.COLUMNS)
-    assert set(table["claim"]) == {"C1", "C2", "C3", "C4", "C5"}
+    assert set(table["claim"]) == {"C1", "C2", "C3", "C4", "C5", "C6"}
     md = md_path.read_text()
+    assert "| beyond the study " in md and "| C6.1 (beyond the study) " in md  # C6's scope, in both tables
+    assert "Claims of the study (C1, C2, C3, C4, C5): 5 reproduced. Beyond the study" in md
     assert "| C2      | reproduced" in md and "greater (null 0.5, margin 0.05)" in md
     assert "| 5 x 3 " in md and "| 5 x 1 " in md  # seeds x environments behind each test
 
@@ -202,6 +216,9 @@ def test_report_embeds_results_and_lists_choices(built: dict) -> None:
     assert "![F1](figures/F1.png)" in text
     assert "**T1. Final-policy recommendation" in text and "[CSV](tables/T1.csv)" in text
     assert "| C1      |" in text
+    assert "Claims of the study (C1, C2, C3, C4, C5): 5 reproduced." in text  # C6 is not counted with them
+    assert "IQL, PEX and Cal-QL fine-tuning" in report.figure_captions(built["cfg"])["F2"]
+    assert "| finetune.wsrl.source " in text  # the choices table has WSRL's choices
     # every (choice) key of config/defaults.yaml appears with its value in this run
     for choice in report.marked_choices(report.DEFAULTS_FILE):
         assert f"| {choice['key']} " in text
@@ -307,3 +324,68 @@ def test_two_seeds_show_numbers_without_a_verdict(raw: pd.DataFrame) -> None:
     c5 = table.set_index("test").loc["C5.1"]
     assert c5["verdict"] == INCONCLUSIVE and c5["details"].startswith("too few seeds: 2")
     assert c5["ci_lo"] < c5["estimate"] < c5["ci_hi"]  # computed, shown, not decided
+
+
+# --------------------------------------------------------------------------------------------
+# C6 (WSRL, beyond the study)
+
+
+def _wsrl_config(**wsrl: object) -> dict:
+    return config(finetune={"methods": list(WITH_WSRL), "wsrl": wsrl})
+
+
+def _c6(df: pd.DataFrame, cfg: dict) -> pd.DataFrame:
+    return scorecard.evaluate_claims(sel.prepare(df), Expected.from_config(cfg), _only("C3", "C6"), reps=REPS)
+
+
+def test_c6_finds_wsrl_that_neither_drops_nor_falls_behind() -> None:
+    gain = {env: 0.1 for env in ("hopper", "kitchen", "sawyer-push")}
+    table = _c6(make_results(methods=WITH_WSRL, ft_gain={"wsrl": gain}), _wsrl_config()).set_index("test")
+    assert table.loc["C6.1", "verdict"] == REPRODUCED and table.loc["C6.2", "verdict"] == REPRODUCED
+    assert table.loc["C6.1", "claim_verdict"] == REPRODUCED and table.loc["C6.1", "scope"] == scorecard.BEYOND_STUDY
+    assert table.loc["C6.2", "estimate"] == pytest.approx(0.1, abs=0.02)
+    assert "switch level from recommend" in table.loc["C6.1", "details"]  # the offline Cal-QL agent's row
+    assert table.loc["C3.1", "verdict"] == REPRODUCED  # IQL's drop is untouched by WSRL's rows
+
+
+def test_c6_is_not_reproduced_when_wsrl_drops_and_ends_behind() -> None:
+    loss = {env: -0.2 for env in ("hopper", "kitchen", "sawyer-push")}
+    df = make_results(methods=WITH_WSRL, wsrl_drop=0.3, ft_gain={"wsrl": loss})
+    table = _c6(df, _wsrl_config()).set_index("test")
+    assert table.loc["C6.1", "verdict"] == NOT_REPRODUCED and table.loc["C6.2", "verdict"] == NOT_REPRODUCED
+    assert table.loc["C6.1", "ci_hi"] < 0 and table.loc["C6.2", "ci_hi"] < 0
+
+
+def test_c6_names_the_ablation_that_keeps_offline_data() -> None:
+    table = _c6(make_results(methods=WITH_WSRL), _wsrl_config(keep_offline_data=True)).set_index("test")
+    for test in ("C6.1", "C6.2"):
+        assert table.loc[test, "details"].startswith("WSRL (offline data kept) (finetune.wsrl.keep_offline_data")
+
+
+def test_beyond_study_claims_are_not_counted_with_the_study() -> None:
+    rows = [
+        {"claim": c, "claim_verdict": v, "scope": s}
+        for c, v, s in (
+            ("C1", REPRODUCED, scorecard.STUDY),
+            ("C2", INCONCLUSIVE, scorecard.STUDY),
+            ("C6", REPRODUCED, scorecard.BEYOND_STUDY),
+        )
+    ]
+    line = scorecard.summary_line(pd.DataFrame(rows))
+    assert line.startswith("Claims of the study (C1, C2): 1 reproduced, 1 inconclusive.")
+    assert "Beyond the study (not claims of the paper, not counted above): C6 reproduced." in line
+
+
+def test_claims_file_rejects_a_beyond_study_that_is_not_a_boolean(tmp_path) -> None:
+    bad = tmp_path / "claims.yaml"
+    bad.write_text("claims:\n  C9:\n    beyond_study: maybe\n    tests: []\n")
+    with pytest.raises(ValueError, match="beyond_study must be true or false"):
+        scorecard.load_claims(bad)
+
+
+def test_report_names_wsrl_where_it_names_the_fine_tuning_methods() -> None:
+    cfg = _wsrl_config()
+    assert report.figure_captions(cfg)["F2"].startswith("Fine-tuning curves: IQL, PEX, Cal-QL and WSRL fine-tuning")
+    assert "WSRL (offline data kept) fine-tuning" in report.finetune_methods_text(_wsrl_config(keep_offline_data=True))
+    assert "C6 is not one of the paper's" in report._methods_line(cfg)
+    assert "WSRL" not in report._methods_line(config())

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from synthetic_results import FT_PAUSE, TOTAL, config, config_file_overrides
+from synthetic_results import FT_PAUSE, TOTAL, WITH_WSRL, config, config_file_overrides, make_results
 
 from replication import cli
 from replication.agents import normalize
@@ -179,3 +179,20 @@ def test_cli_reads_a_config_file(raw: pd.DataFrame, tmp_path) -> None:
     assert cli.main(["tables", "--results", str(path), "--out", str(tmp_path / "cli"), "--config", str(cfg_file),
                      "--tables", "T3"]) == 0  # fmt: skip
     assert (tmp_path / "cli" / "T3.md").exists()
+
+
+def test_t3_shows_wsrl_only_when_configured(tmp_path) -> None:
+    path = tmp_path / "tidy.csv"
+    tidy.write(make_results(methods=WITH_WSRL, ft_gain={"wsrl": {"hopper": 0.1}}), path)
+    plain = tables.build_tables([path], tmp_path / "plain", config(), tables=["T3"])["T3"]
+    assert "WSRL" not in plain[1].read_text()  # not in finetune.methods: not shown, though the results hold it
+    cfg = config(finetune={"methods": list(WITH_WSRL)})
+    t3 = tables.finetune_table(sel.load_results([path]), Expected.from_config(cfg))
+    assert list(t3[t3["env"] == "hopper"]["method"]) == ["sac", "iql", "pex", "calql", "wsrl"]
+    wsrl = t3[(t3["env"] == "hopper") & (t3["method"] == "wsrl")].iloc[0]
+    assert wsrl["diff_vs_sac_mean"] > 0
+    md = tables.build_tables([path], tmp_path / "wsrl", cfg, tables=["T3"])["T3"][1].read_text()
+    assert "| WSRL " in md and "Δ WSRL" in md and "offline data kept" not in md
+    kept = config(finetune={"methods": list(WITH_WSRL), "wsrl": {"keep_offline_data": True}})
+    md = tables.build_tables([path], tmp_path / "kept", kept, tables=["T3"])["T3"][1].read_text()
+    assert "Δ WSRL (offline data kept)" in md

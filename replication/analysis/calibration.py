@@ -10,9 +10,14 @@ test, the share of each verdict over ``sims`` simulations:
   ``sigma``. No claim's effect is present, so a decisive test that says "reproduced" errs. One
   exception makes that true of C4.3 too: its statement ("with the extended budget it recovers at
   least the level it started from") holds when nothing changes, so under ``null`` the extended IQL
-  run ends ``margin`` below its start, the boundary of that non-inferiority test.
+  run ends ``margin`` below its start, the boundary of that non-inferiority test. C6 (WSRL, beyond
+  the study) likewise: under ``null`` WSRL fine-tuning sits ``margin`` below its start from the switch
+  on, so it drops by exactly the margin (C6.1's boundary) and ends ``margin`` below SAC continuation
+  (C6.2's boundary).
 * ``effect``: the same, with the effects each claim states planted (:data:`EFFECTS`); the share of
   "reproduced" is the test's power at that effect size.
+
+The grid is the paper profile's with ``wsrl`` added to ``finetune.methods``, so that C6 is calibrated too.
 
 Seeded: the same arguments give the same numbers.
 """
@@ -51,12 +56,13 @@ EFFECTS: dict[str, float] = {
     "c4_at_budget": -0.1,  # C4.2: extended IQL is still this far below its start at the budget T
     "c4_at_end": 0.1,  # C4.3: and this far above it at the end of the extended run
     "c5_gap": 0.2,  # C5.1: Cal-QL in Kitchen ends this much higher with accumulated than binary reward
+    "wsrl_gain": 0.1,  # C6: WSRL fine-tuning does not drop and ends this much above SAC continuation
 }
 LEVEL = 0.5  # online SAC's true normalised level (every environment)
 
 
 def calibration_config(envs: Sequence[str] | None, seeds: int) -> dict[str, Any]:
-    """The paper profile with ``envs`` (default: its twelve) and ``seeds`` seeds."""
+    """The paper profile with ``envs`` (default: its twelve), ``seeds`` seeds, and WSRL fine-tuning."""
     cfg = sel.load_config(CONFIG_DIR / "paper.yaml")
     if envs:
         unknown = sorted(set(envs) - set(cfg["envs"]))
@@ -64,6 +70,8 @@ def calibration_config(envs: Sequence[str] | None, seeds: int) -> dict[str, Any]
             raise ValueError(f"unknown environments {unknown}; valid: {', '.join(cfg['envs'])}")
         cfg["envs"] = list(envs)
     cfg["seeds"] = list(range(seeds))
+    if "wsrl" not in cfg["finetune"]["methods"]:
+        cfg["finetune"]["methods"] = [*cfg["finetune"]["methods"], "wsrl"]
     if cfg["analysis"]["c5"]["env"] not in cfg["envs"]:
         cfg["analysis"]["c5"]["enabled"] = False
     return cfg
@@ -160,6 +168,7 @@ def synthetic_results(
     expected = Expected.from_config(cfg)
     shape = Shape.of(cfg, expected)
     fx = EFFECTS if scenario == "effect" else {**dict.fromkeys(EFFECTS, 0.0), "c4_at_end": -margin}
+    wsrl_null = -margin if scenario == "null" else 0.0  # C6's boundary: a drop of the margin, kept to the end
     where = _effect_envs(expected.envs)
     rows = _Rows()
     t, ft = shape.total, shape.finetune_pause
@@ -178,6 +187,7 @@ def synthetic_results(
                 "iql": -fx["iql_drop"] * np.interp(progress, [0, 0.05, 0.25, 0.3, 1], [0, 1, 1, 0, 0]),
                 "pex": fx["pex_gain"] * progress * (env in where["pex_helps"]),
                 "calql": fx["calql_gain"] * progress * ((env in where["calql_helps"]) - (env in where["calql_hurts"])),
+                "wsrl": wsrl_null + fx["wsrl_gain"] * progress,
             }
             for method in expected.finetune_methods:
                 values = noisy(fade + gains[method], len(steps))

@@ -20,13 +20,21 @@ ENV_NAMES = {
     "sawyer-lift": "Sawyer Lift",
     "sawyer-drape": "Sawyer Drape",
 }
-ALGO_NAMES = {"sac": "Online SAC", "iql": "IQL", "cql": "CQL", "calql": "Cal-QL", "pex": "PEX"}
-FINETUNE_NAMES = {"sac": "SAC continuation", "iql": "IQL FT", "pex": "PEX", "calql": "Cal-QL FT"}
+ALGO_NAMES = {"sac": "Online SAC", "iql": "IQL", "cql": "CQL", "calql": "Cal-QL", "pex": "PEX", "wsrl": "WSRL"}
+FINETUNE_NAMES = {"sac": "SAC continuation", "iql": "IQL FT", "pex": "PEX", "calql": "Cal-QL FT", "wsrl": "WSRL"}
+WSRL_KEPT_NAME = "WSRL (offline data kept)"  # finetune.wsrl.keep_offline_data: the RLPD-style ablation
 METRIC_NAMES = {"return": "return", "subtasks": "subtasks", "success": "success", NORMALIZED: "normalized"}
 
 
 def env_name(env: str) -> str:
     return ENV_NAMES.get(env, env.replace("-", " ").title())
+
+
+def finetune_name(method: str, keep_offline_data: bool = False) -> str:
+    """Display name of a fine-tuning method; WSRL with ``keep_offline_data`` is the ablation that keeps them."""
+    if method == "wsrl" and keep_offline_data:
+        return WSRL_KEPT_NAME
+    return FINETUNE_NAMES.get(method, method)
 
 
 def format_steps(steps: float) -> str:

@@ -2,7 +2,8 @@
 
 * F1: recommendation curve: online SAC learning curve and the validated recommendation of every
   offline algorithm at each pause point, one panel per environment;
-* F2: fine-tuning curves of IQL, PEX and Cal-QL fine-tuning vs SAC continuation after the pause;
+* F2: fine-tuning curves of IQL, PEX, Cal-QL and WSRL fine-tuning (those in ``finetune.methods``) vs SAC
+  continuation after the pause;
 * F3: analysis C4: IQL fine-tuning with the extended budget (the drop and the recovery);
 * F4: analysis C5: Cal-QL fine-tuning in Kitchen with binary vs accumulated reward;
 * F5: aggregate IQM with 95% intervals per variant and probability of improvement (rliable);
@@ -45,6 +46,7 @@ COLORS = {
     "cql": _COLORS[1],
     "calql": _COLORS[2],
     "pex": _COLORS[4],
+    "wsrl": _COLORS[6],
     "binary": _COLORS[3],
     "accumulated": _COLORS[2],
 }
@@ -267,7 +269,7 @@ def fig_finetune_curves(df: pd.DataFrame, expected: Expected, *, metric: str = S
             _steps_axis(ax)
             ax.set_xlabel("env steps" if ax.get_subplotspec().is_last_row() else "")
         handles = [_line(COLORS["sac"], labels.FINETUNE_NAMES["sac"])]
-        handles += [_line(COLORS.get(m), labels.FINETUNE_NAMES.get(m, m)) for m in methods]
+        handles += [_line(COLORS.get(m), expected.finetune_name(m)) for m in methods]
         handles.append(_line("0.5", "pause (switch)", ls="--", lw=0.8))
         _legend(fig, handles, len(envs))
     return fig

@@ -38,7 +38,7 @@ FIGURE_CAPTIONS = {
     "F1": "Recommendation curve: online SAC (line: mean over seeds, band: +- 1 std) and the validated "
     "recommendation of each offline algorithm at every pause point (filled: offline policy; open: best of the "
     "online and offline policies), at the env step each recommendation really spent.",
-    "F2": "Fine-tuning curves: IQL, PEX and Cal-QL fine-tuning against SAC continuation after the pause "
+    "F2": "Fine-tuning curves: {methods} against SAC continuation after the pause "
     "(dashed line); curves start at the env step the offline phase left them.",
     "F3": "Analysis C4: IQL fine-tuning with the extended budget; dotted: the level at the switch, dashed: the end "
     "of the regular budget T.",
@@ -47,6 +47,8 @@ FIGURE_CAPTIONS = {
     "improvement over the group's baseline (right), with 95% stratified-bootstrap intervals (rliable).",
     "F6": "Reward granularity: score at one pause point against the reward delay K (mean +- std over seeds).",
 }
+# The fine-tuning methods a caption names when the configuration does not say (the study's three and WSRL).
+DEFAULT_FINETUNE_METHODS = ("iql", "pex", "calql", "wsrl")
 _KEY = re.compile(r"^(\s*)(?:-\s+)?([A-Za-z0-9_\-]+)\s*:(.*)$")
 _ID = re.compile(r"^\s*-\s+id:\s*(\S+)")
 
@@ -386,6 +388,7 @@ def _header(cfg: Mapping[str, Any], scorecard: Path | str | None) -> list[str]:
         f"- seeds: {', '.join(map(str, cfg.get('seeds', [])))}",
         f"- total budget T: {budget.get('total_steps', '?')} env steps per environment; pause points "
         f"{budget.get('pause_fractions', '?')} x T; fine-tuning from {budget.get('finetune_pause', '?')} x T",
+        _methods_line(cfg),
         "",
         "## Claims scorecard (S1)",
         "",
@@ -394,11 +397,40 @@ def _header(cfg: Mapping[str, Any], scorecard: Path | str | None) -> list[str]:
     ]
 
 
-def figures_section(figures: Sequence[Path | str], base: Path, made_by: str = "") -> list[str]:
+def finetune_methods_text(cfg: Mapping[str, Any]) -> str:
+    """The run's fine-tuning methods in words: ``IQL, PEX, Cal-QL and WSRL fine-tuning``."""
+    from replication.analysis.labels import finetune_name
+
+    ft = cfg.get("finetune", {})
+    methods = ft.get("methods", DEFAULT_FINETUNE_METHODS) or DEFAULT_FINETUNE_METHODS
+    keep = bool((ft.get("wsrl") or {}).get("keep_offline_data", False))
+    names = [finetune_name(m, keep).removesuffix(" FT") for m in methods]
+    listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+    return f"{listed} fine-tuning"
+
+
+def _methods_line(cfg: Mapping[str, Any]) -> str:
+    """The report header's line on the run's fine-tuning methods."""
+    methods = cfg.get("finetune", {}).get("methods") or []
+    if not methods:
+        return "- fine-tuning: none (finetune.methods is empty)"
+    beyond = " (WSRL is beyond the study: its claim C6 is not one of the paper's)" if "wsrl" in methods else ""
+    return f"- fine-tuning: {finetune_methods_text(cfg)}, against SAC continuation{beyond}"
+
+
+def figure_captions(cfg: Mapping[str, Any]) -> dict[str, str]:
+    """:data:`FIGURE_CAPTIONS` with the run's fine-tuning methods named."""
+    return {k: v.format(methods=finetune_methods_text(cfg)) for k, v in FIGURE_CAPTIONS.items()}
+
+
+def figures_section(
+    figures: Sequence[Path | str], base: Path, made_by: str = "", captions: Mapping[str, str] | None = None
+) -> list[str]:
     """Each figure's PNG with its caption (stamped with ``made_by``) and links to its other formats."""
+    captions = captions if captions is not None else figure_captions({})
     lines = ["## Figures", ""]
     for stem, files in _by_stem(figures).items():
-        caption = FIGURE_CAPTIONS.get(stem, "")
+        caption = captions.get(stem, "")
         lines.append(f"### {stem}. {FIGURE_TITLES[stem]}" if stem in FIGURE_TITLES else f"### {stem}")
         lines.append("")
         if "png" in files:
@@ -500,7 +532,7 @@ def write_report(
     made_by = f" {prov.stamp(record)}" if record else ""
     lines = [
         *_header(cfg, scorecard),
-        *figures_section(figures, base, made_by),
+        *figures_section(figures, base, made_by, figure_captions(cfg)),
         *videos_section(videos, base, made_by, enabled=bool(cfg.get("videos", {}).get("enabled"))),
         *tables_section(tables, base),
         "## Aggregate numbers (F5)",

@@ -5,6 +5,10 @@ with a seeded stratified-bootstrap interval (:mod:`replication.analysis.statisti
 three-way decision rule the YAML file names (its header defines them): ``reproduced``,
 ``not reproduced`` or ``inconclusive``; a test of an analysis that the configuration switches off is
 ``not evaluated``. The claim's verdict combines its decisive tests.
+
+A claim marked ``beyond_study: true`` (C6, WSRL) is not a claim of the study: it is tested by the same
+rules, and S1 shows its scope (column ``scope``, a marker in the summary) and keeps it out of the
+count of the study's claims.
 """
 
 from __future__ import annotations
@@ -48,7 +52,9 @@ COLUMNS = (
     "n_seeds",
     "n_envs",
     "claim_verdict",
+    "scope",
 )
+STUDY, BEYOND_STUDY = "study", "beyond the study"  # the scope of a claim (its beyond_study key)
 # The fewest environments on which each statistic can decide (a test's min_envs overrides it).
 MIN_ENVS = {
     "recommendation_effect_by_env": 2,  # a difference between environments
@@ -56,6 +62,8 @@ MIN_ENVS = {
     "recommendation_effect_rank_correlation": 5,  # Spearman's one-sided p >= 1/n! cannot reach 0.05 below 5
     "finetune_vs_sac_by_env": 3,  # "a few" (at most a third) needs three
 }
+# A fine-tuning method that a run's finetune.methods lacks: its tests are not evaluated.
+NOT_CONFIGURED = "fine-tuning method {} is not in finetune.methods of the configuration"
 TOO_FEW_SEEDS = "too few seeds"
 
 
@@ -456,17 +464,32 @@ NO_ENVS = "no environments (analysis switched off in the configuration)"
 
 
 def _curve_and_switch(ctx: Context, test: dict[str, Any]) -> tuple[tuple[str, ...], pd.DataFrame, pd.DataFrame] | None:
-    """The test's environments, fine-tuning curve and switch levels; ``None`` without environments."""
+    """The test's environments, fine-tuning curve and switch levels; ``None`` without environments or
+    when the run does not fine-tune with the test's method."""
     envs = _envs(ctx, test.get("envs"))
-    if not envs:
+    if not envs or test["method"] not in ctx.expected.finetune_methods:
         return None
     curve = _finetune_curve(ctx, test, envs)
     return envs, curve, sel.switch_levels(ctx.df, NORMALIZED, ctx.expected, test["method"], curve)
 
 
+def _not_evaluated(ctx: Context, test: dict[str, Any]) -> Result:
+    """Why a fine-tuning test has no inputs: its method is not configured, or it has no environments."""
+    if test["method"] not in ctx.expected.finetune_methods:
+        return Result(details=NOT_CONFIGURED.format(test["method"]))
+    return Result(details=NO_ENVS)
+
+
+def _method_note(ctx: Context, method: str) -> str:
+    """A prefix for a test's details when the method is not the plain one (WSRL keeping offline data)."""
+    if method == "wsrl" and ctx.expected.wsrl_keep_offline_data:
+        return f"{ctx.expected.finetune_name(method)} (finetune.wsrl.keep_offline_data: true); "
+    return ""
+
+
 def _stat_finetune_early_change(ctx: Context, test: dict[str, Any]) -> Result:
     if not (inputs := _curve_and_switch(ctx, test)):
-        return Result(details=NO_ENVS)
+        return _not_evaluated(ctx, test)
     envs, curve, switch = inputs
     window = float(test["window_fraction"]) * (ctx.expected.total_steps - ctx.expected.finetune_pause)
     merged = curve.merge(switch, on=["env", "seed"])
@@ -485,17 +508,15 @@ def _stat_finetune_early_change(ctx: Context, test: dict[str, Any]) -> Result:
     result = ctx.mean_test(d, test)
     per_env = ", ".join(f"{e} {d[:, i].mean():+.3f}" for i, e in enumerate(envs))
     sources = ", ".join(sorted(set(switch["source"])))
-    result.details = (
+    result.details = _method_note(ctx, test["method"]) + (
         f"window {labels.format_steps(window)} env steps; switch level from {sources}; per-env change: {per_env}"
     )
     return result
 
 
-def _stat_finetune_vs_sac_by_env(ctx: Context, test: dict[str, Any]) -> Result:
-    envs = _envs(ctx, test.get("envs"))
+def _finetune_vs_sac(ctx: Context, test: dict[str, Any], envs: Sequence[str]) -> np.ndarray:
+    """Per (seed, env): the test's method's final score minus SAC continuation's (the end of the budget)."""
     method = test["method"]
-    if method not in ctx.expected.finetune_methods:
-        return Result(details=f"fine-tuning method {method} is not in finetune.methods of the configuration")
     curve = _finetune_curve(ctx, test, envs)
     final = sel.final_values(curve, ctx.expected.total_steps, f"claim test {test['id']} ({method})")
     sac = sel.final_values(
@@ -503,7 +524,14 @@ def _stat_finetune_vs_sac_by_env(ctx: Context, test: dict[str, Any]) -> Result:
     )
     merged = final.merge(sac, on=["env", "seed"], suffixes=("", "_sac"))
     merged["value"] = merged["final"] - merged["final_sac"]
-    d = stats.score_matrix(merged, envs, ctx.expected.seeds, f"claim test {test['id']}")
+    return stats.score_matrix(merged, envs, ctx.expected.seeds, f"claim test {test['id']}")
+
+
+def _stat_finetune_vs_sac_by_env(ctx: Context, test: dict[str, Any]) -> Result:
+    envs = _envs(ctx, test.get("envs"))
+    if test["method"] not in ctx.expected.finetune_methods:
+        return Result(details=NOT_CONFIGURED.format(test["method"]))
+    d = _finetune_vs_sac(ctx, test, envs)
     effects = ctx.env_effects(d, envs, ctx.margin)
     if test["rule"] == "few":
         verdict = rule_few(effects, float(test.get("max_fraction", 1 / 3)))
@@ -517,6 +545,18 @@ def _stat_finetune_vs_sac_by_env(ctx: Context, test: dict[str, Any]) -> Result:
         verdict=verdict,
         details=f"helps in {helps}, hurts in {hurts} of {len(effects)}; " + "; ".join(e.label() for e in effects),
     )
+
+
+def _stat_finetune_vs_sac_mean(ctx: Context, test: dict[str, Any]) -> Result:
+    """The mean over environments of the final paired difference (method - SAC continuation)."""
+    envs = _envs(ctx, test.get("envs"))
+    if not envs or test["method"] not in ctx.expected.finetune_methods:
+        return _not_evaluated(ctx, test)
+    d = _finetune_vs_sac(ctx, test, envs)
+    result = ctx.mean_test(d, test)
+    per_env = ", ".join(f"{e} {d[:, i].mean():+.3f}" for i, e in enumerate(envs))
+    result.details = _method_note(ctx, test["method"]) + f"per-env final difference to SAC continuation: {per_env}"
+    return result
 
 
 def _recovery_step(curve: pd.DataFrame, switch: pd.DataFrame) -> str:
@@ -534,7 +574,7 @@ def _recovery_step(curve: pd.DataFrame, switch: pd.DataFrame) -> str:
 
 def _stat_finetune_level_vs_switch(ctx: Context, test: dict[str, Any]) -> Result:
     if not (inputs := _curve_and_switch(ctx, test)):
-        return Result(details=NO_ENVS)
+        return _not_evaluated(ctx, test)
     envs, curve, switch = inputs
     if test["at"] == "budget_end":
         level = sel.final_values(curve, ctx.expected.total_steps, f"claim test {test['id']}")
@@ -602,6 +642,7 @@ STATISTICS: dict[str, Callable[[Context, dict[str, Any]], Result]] = {
     "validation_mean_difference": _stat_validation_mean_difference,
     "finetune_early_change": _stat_finetune_early_change,
     "finetune_vs_sac_by_env": _stat_finetune_vs_sac_by_env,
+    "finetune_vs_sac_mean": _stat_finetune_vs_sac_mean,
     "finetune_level_vs_switch": _stat_finetune_level_vs_switch,
     "reward_mode_difference": _stat_reward_mode_difference,
 }
@@ -609,13 +650,17 @@ ANALYSIS_SWITCHES = {
     "c4": lambda e: bool(e.c4_envs),
     "c5": lambda e: e.c5_env is not None,
     "finetune": lambda e: bool(e.finetune_methods),
+    "wsrl": lambda e: "wsrl" in e.finetune_methods,
 }
+SWITCH_REASONS = {"wsrl": NOT_CONFIGURED.format("wsrl")}  # else "<switch> is switched off in the configuration"
 
 
 def load_claims(path: Path | str = CLAIMS_FILE) -> dict[str, Any]:
     """Read and check ``paper/claims.yaml``."""
     claims = yaml.safe_load(Path(path).read_text())
     for cid, claim in claims.get("claims", {}).items():
+        if not isinstance(claim.get("beyond_study", False), bool):
+            raise ValueError(f"{path}: {cid}: beyond_study must be true or false")
         for test in claim.get("tests", []):
             if test.get("statistic") not in STATISTICS:
                 raise ValueError(
@@ -664,7 +709,7 @@ def evaluate_claims(
         for test in claim["tests"]:
             n_envs = len(envs_of_test(ctx, test))
             if not enabled:
-                result = Result(details=f"{switch} is switched off in the configuration")
+                result = Result(details=SWITCH_REASONS.get(switch, f"{switch} is switched off in the configuration"))
             elif gap := evidence_gap(len(expected.seeds), n_envs, test, min_seeds):
                 result = _without_verdict(ctx, test, gap)
             else:
@@ -690,8 +735,28 @@ def evaluate_claims(
                 }
             )
         verdict = combine([r["verdict"] for r in claim_rows if r["role"] == "decisive"])
-        rows += [{**r, "claim_verdict": verdict} for r in claim_rows]
+        rows += [{**r, "claim_verdict": verdict, "scope": scope_of(claim)} for r in claim_rows]
     return pd.DataFrame(rows, columns=list(COLUMNS))
+
+
+def scope_of(claim: dict[str, Any]) -> str:
+    """:data:`BEYOND_STUDY` for a claim marked ``beyond_study: true``, else :data:`STUDY`."""
+    return BEYOND_STUDY if claim.get("beyond_study") else STUDY
+
+
+def summary_line(table: pd.DataFrame) -> str:
+    """One sentence: the verdicts of the study's claims, counted, then those beyond the study apart."""
+    claims = table.drop_duplicates("claim")
+    scope = claims["scope"] if "scope" in claims else pd.Series(STUDY, index=claims.index)
+    study, beyond = claims[scope == STUDY], claims[scope == BEYOND_STUDY]
+    counts = study["claim_verdict"].value_counts()
+    order = (REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE, NOT_EVALUATED)
+    counted = ", ".join(f"{int(counts[v])} {v}" for v in order if v in counts)
+    line = f"Claims of the study ({', '.join(study['claim'])}): {counted or 'none'}."
+    if len(beyond):
+        shown = ", ".join(f"{c} {v}" for c, v in zip(beyond["claim"], beyond["claim_verdict"], strict=True))
+        line += f" Beyond the study (not claims of the paper, not counted above): {shown}."
+    return line
 
 
 def _number(x: float) -> str:
@@ -704,8 +769,15 @@ def scorecard_markdown(table: pd.DataFrame, claims: dict[str, Any]) -> str:
     for cid, g in table.groupby("claim", sort=False):
         tests = ", ".join(f"{r['test']}: {r['verdict']}" for _, r in g.iterrows() if r["role"] == "decisive")
         statement = " ".join(str(claims["claims"][cid]["statement"]).split())
+        beyond = scope_of(claims["claims"][cid]) == BEYOND_STUDY
         summary.append(
-            {"Claim": cid, "Verdict": g["claim_verdict"].iloc[0], "Decisive tests": tests, "Statement": statement}
+            {
+                "Claim": cid,
+                "Verdict": g["claim_verdict"].iloc[0],
+                "Decisive tests": tests,
+                "Statement": statement,
+                "Scope": BEYOND_STUDY if beyond else "claim of the study",
+            }
         )
     tests = []
     for _, r in table.iterrows():
@@ -721,7 +793,7 @@ def scorecard_markdown(table: pd.DataFrame, claims: dict[str, Any]) -> str:
             value = _number(r["estimate"])
         tests.append(
             {
-                "Test": r["test"],
+                "Test": r["test"] + (" (beyond the study)" if r.get("scope") == BEYOND_STUDY else ""),
                 "Role": r["role"],
                 "Statement": r["statement"],
                 "Statistic": r["statistic"],
@@ -739,6 +811,8 @@ def scorecard_markdown(table: pd.DataFrame, claims: dict[str, Any]) -> str:
             "S1. Claims scorecard: verdict per claim (decision rules in paper/claims.yaml).", pd.DataFrame(summary)
         )
         + "\n"
+        + summary_line(table)
+        + "\n\n"
         + labels.markdown("S1 (tests). Every test with its statistic and interval.", pd.DataFrame(tests))
     )
 

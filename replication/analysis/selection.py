@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from replication.agents import normalize
-from replication.analysis import tidy
+from replication.analysis import labels, tidy
 from replication.plan import vocabulary
 
 NORMALIZED = normalize.NORMALIZED
@@ -61,10 +61,24 @@ class Expected:
     c5_rewards: tuple[str, ...] = ()
     granularity_envs: tuple[str, ...] = ()
     granularity_delays: tuple[int, ...] = ()
+    wsrl_source: str = vocabulary.FINETUNE_METHODS["wsrl"]
+    wsrl_keep_offline_data: bool = False
 
     def finetune_source(self) -> dict[str, str]:
         """The ``dataset`` and ``validation`` of the offline agents that fine-tuning starts from."""
         return {"dataset": self.finetune_dataset, "validation": self.finetune_validation}
+
+    def start_algo(self, method: str) -> str:
+        """The offline algorithm whose agent fine-tuning ``method`` starts from."""
+        return self.wsrl_source if method == "wsrl" else vocabulary.FINETUNE_METHODS.get(method, method)
+
+    def finetune_name(self, method: str) -> str:
+        """The display name of fine-tuning ``method`` in this run (WSRL says whether it kept offline data)."""
+        return labels.finetune_name(method, keep_offline_data=self.wsrl_keep_offline_data)
+
+    def finetune_names(self) -> dict[str, str]:
+        """Display names of SAC continuation and of every configured fine-tuning method."""
+        return {m: self.finetune_name(m) for m in ("sac", *self.finetune_methods)}
 
     @classmethod
     def from_config(cls, cfg: dict[str, Any]) -> Expected:
@@ -75,6 +89,7 @@ class Expected:
         newdata = ft["dataset"] == "newdata"
         ft_pause = vocabulary.newdata_pause_step(cfg) if newdata else vocabulary.finetune_pause_step(cfg)
         c4, c5, gran = (cfg["analysis"][k] for k in ("c4", "c5", "reward_granularity"))
+        wsrl = ft.get("wsrl") or {}
         return cls(
             envs=envs,
             seeds=tuple(int(s) for s in cfg["seeds"]),
@@ -90,6 +105,8 @@ class Expected:
             c5_rewards=tuple(c5["rewards"]) if c5.get("enabled") else (),
             granularity_envs=tuple(gran["envs"]) if gran.get("enabled") else (),
             granularity_delays=tuple(int(d) for d in gran["delays"]) if gran.get("enabled") else (),
+            wsrl_source=str(wsrl.get("source", vocabulary.FINETUNE_METHODS["wsrl"])),
+            wsrl_keep_offline_data=bool(wsrl.get("keep_offline_data", False)),
         )
 
 
@@ -339,9 +356,10 @@ def switch_levels(df: pd.DataFrame, metric: str, expected: Expected, method: str
 
     That is the validated offline policy's recommendation row (``selection=offline``) at the
     fine-tuning pause when the results hold it (``source=recommend``), else the fine-tuning
-    curve's first evaluation (``source=first evaluation``). PEX starts from the offline IQL agent.
+    curve's first evaluation (``source=first evaluation``). PEX starts from the offline IQL agent, WSRL
+    from its ``finetune.wsrl.source`` (CQL or Cal-QL).
     """
-    start_algo = "iql" if method == "pex" else method
+    start_algo = expected.start_algo(method)
     rec = select(df, metric, stage="recommend", algo=start_algo, selection="offline", **expected.finetune_source())
     rec = rec[rec["pause"] == expected.finetune_pause][["env", "seed", "env_step", "value"]]
     first = (

@@ -285,7 +285,7 @@ def aggregate_scores(df: pd.DataFrame, expected: Expected, pause: int | None = N
         baseline = labels.FINETUNE_NAMES["sac"]
         ft_group = {baseline: score_matrix(sac.rename(columns={"final": "value"}), envs, seeds, baseline)}
         for method in expected.finetune_methods:
-            label = labels.FINETUNE_NAMES.get(method, method)
+            label = expected.finetune_name(method)
             curves = sel.finetune_curves(df, metric, expected, method)
             if curves.empty:
                 raise MissingResultsError(

@@ -4,8 +4,8 @@
   the policy recommended from IQL / CQL / Cal-QL (validated), mean +- std over seeds, and the
   paired difference to online;
 * T2, validation ablation: validation ``full`` vs ``none``, ``buffer`` vs ``newdata`` datasets;
-* T3, fine-tuning: final performance per environment and method, with SAC continuation (the online
-  run past the fine-tuning pause) as the baseline.
+* T3, fine-tuning: final performance per environment and method (IQL, PEX, Cal-QL, WSRL: those in
+  ``finetune.methods``), with SAC continuation (the online run past the fine-tuning pause) as the baseline.
 
 Rows are selected with :mod:`replication.analysis.selection`; standard deviations are sample
 standard deviations over seeds (ddof=1).
@@ -13,7 +13,7 @@ standard deviations over seeds (ddof=1).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -259,14 +259,17 @@ def _cell(mean: float, std: float, decimals: int, signed: bool = False) -> str:
     return f"{m} ± {std:.{decimals}f}" if np.isfinite(std) else f"{m} (1 seed)"
 
 
-def display_tables(name: str, table: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
-    """Human-readable versions of a table (title, frame of strings)."""
+def display_tables(
+    name: str, table: pd.DataFrame, names: Mapping[str, str] | None = None
+) -> list[tuple[str, pd.DataFrame]]:
+    """Human-readable versions of a table (title, frame of strings); ``names``: display names of the
+    fine-tuning methods (default :data:`~replication.analysis.labels.FINETUNE_NAMES`)."""
     if name == "T1":
         return _display_t1(table)
     if name == "T2":
         return _display_t2(table)
     if name == "T3":
-        return _display_t3(table)
+        return _display_t3(table, names or FINETUNE_NAMES)
     raise ValueError(f"unknown table {name!r}")
 
 
@@ -325,13 +328,13 @@ def _display_t2(table: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     return [(title, pd.DataFrame(rows))]
 
 
-def _display_t3(table: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+def _display_t3(table: pd.DataFrame, names: Mapping[str, str]) -> list[tuple[str, pd.DataFrame]]:
     rows = []
     for env, g in table.groupby("env", sort=False):
         d = _decimals(abs(g["final_mean"]).max())
         row = {"Environment": env_name(env)}
         for _, r in g.iterrows():
-            label = FINETUNE_NAMES.get(r["method"], r["method"])
+            label = names.get(r["method"], FINETUNE_NAMES.get(r["method"], r["method"]))
             row[label] = _cell(r["final_mean"], r["final_std"], d)
             if r["method"] != "sac":
                 row[f"Δ {label}"] = _cell(r["diff_vs_sac_mean"], r["diff_vs_sac_std"], d, signed=True)
@@ -391,12 +394,15 @@ def latex(title: str, frame: pd.DataFrame, label: str) -> str:
     return "\n".join(lines)
 
 
-def write_table(name: str, table: pd.DataFrame, out_dir: Path | str) -> list[Path]:
-    """Write ``name``.csv (numbers), ``name``.md and ``name``.tex (display) under ``out_dir``."""
+def write_table(
+    name: str, table: pd.DataFrame, out_dir: Path | str, names: Mapping[str, str] | None = None
+) -> list[Path]:
+    """Write ``name``.csv (numbers), ``name``.md and ``name``.tex (display) under ``out_dir``; ``names``:
+    display names of the fine-tuning methods (see :func:`display_tables`)."""
     out_dir = Path(out_dir)
     csv_path, md_path, tex_path = (out_dir / f"{name}.{ext}" for ext in ("csv", "md", "tex"))
     write_text(csv_path, table.to_csv(index=False))
-    shown = display_tables(name, table)
+    shown = display_tables(name, table, names)
     write_text(md_path, "\n".join(markdown(title, frame) for title, frame in shown))
     write_text(
         tex_path,
@@ -427,5 +433,5 @@ def build_tables(
     for name in tables:
         if name not in TABLES:
             raise ValueError(f"unknown table {name!r}; valid: {', '.join(TABLES)}")
-        written[name] = write_table(name, TABLES[name](df, expected, metric), out_dir)
+        written[name] = write_table(name, TABLES[name](df, expected, metric), out_dir, expected.finetune_names())
     return written

@@ -9,7 +9,7 @@ Columns:
 * ``stage``: ``online`` (SAC learning curve), ``recommend`` (final-policy recommendation at a
   pause point) or ``finetune`` (fine-tuning learning curve);
 * ``algo``: ``sac`` for the online run, else the offline algorithm or fine-tuning method
-  (``iql``, ``cql``, ``calql``, ``pex``);
+  (``iql``, ``cql``, ``calql``, ``pex``, ``wsrl``);
 * ``dataset``: ``buffer``, ``newdata`` or ``newdata-eps0.1`` etc. (empty for online rows);
 * ``validation``: ``full`` (validated collector and checkpoint), ``none`` (last checkpoints, no
   validation charged), empty for online rows;
