@@ -2,8 +2,9 @@
 # Command lines and paths come from the run's Plan (PLAN, replication.plan.plan), built once.
 
 
-# Settings that change no result (how often a job checkpoints): editing them reruns nothing.
-NO_RESULT = {"offline": ("checkpoint_interval",), "finetune": ("checkpoint_interval",)}
+# Settings that change no result of a job (how often it checkpoints; which other fine-tuning methods
+# the run has): editing them reruns nothing.
+NO_RESULT = {"offline": ("checkpoint_interval",), "finetune": ("checkpoint_interval", "methods")}
 ONLINE_SUMMARY = PLAN.layout.outputs("online", "{env}", "{seed}")["summary"]
 
 
