@@ -62,7 +62,7 @@ def test_batch_jobs_pay_the_start_up_once_per_job(tmp_path, monkeypatch):
     batched, _ = estimate.estimate(default)
     single, _ = estimate.estimate({**default, "batch_jobs": False})
     assert {k: s.jobs for k, s in batched.items()} == {"online": 14, "newdata": 12, "offline": 14, "finetune": 14}
-    assert {k: s.jobs for k, s in single.items()} == {"online": 14, "newdata": 24, "offline": 50, "finetune": 38}
+    assert {k: s.jobs for k, s in single.items()} == {"online": 14, "newdata": 24, "offline": 50, "finetune": 50}
     for stage in ("newdata", "offline", "finetune"):
         assert batched[stage].gradient_steps == single[stage].gradient_steps
         saved = single[stage].seconds - batched[stage].seconds
