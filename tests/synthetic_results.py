@@ -34,7 +34,7 @@ VALIDATION_COST = 3_000  # online + offline validation, charged to validated var
 INTERVAL = 5_000
 EXTENDED = 100_000
 ALGOS = ("iql", "cql", "calql")
-METHODS = ("iql", "pex", "calql")  # the default configuration's; WSRL: make_results(methods=WITH_WSRL)
+METHODS = ("iql", "pex", "calql")  # the synthetic grid's; WSRL: make_results(methods=WITH_WSRL)
 WITH_WSRL = (*METHODS, "wsrl")
 
 
@@ -57,6 +57,7 @@ def config_overrides() -> dict[str, Any]:
         "seeds": list(SEEDS),
         "budget": {"total_steps": TOTAL, "pause_fractions": [p / TOTAL for p in PAUSES], "finetune_pause": 0.8},
         "newdata": {"pause": NEWDATA_PAUSE / TOTAL, "size": NEWDATA_SIZE, "epsilon": [0.0]},
+        "finetune": {"methods": list(METHODS)},  # make_results' own; WSRL: config(finetune={"methods": WITH_WSRL})
         "analysis": {
             "c4": {"enabled": True, "envs": ["hopper"], "finetune_steps": TOTAL - FT_PAUSE + EXTENDED},
             "c5": {"enabled": True, "env": "kitchen", "rewards": ["binary", "accumulated"]},
