@@ -80,7 +80,7 @@ def test_paper_dry_run_enumerates_the_full_grid(tmp_path):
     assert counts["newdata"] == cells * newdata
     # one offline job per dataset trains the three learners (IQL, CQL, Cal-QL); C5 cells train Cal-QL once
     assert counts["offline"] == cells * (pauses + newdata) + c5_cells
-    assert counts["finetune"] == cells * 3 + c5_cells  # IQL, PEX, Cal-QL; C5: Cal-QL
+    assert counts["finetune"] == cells * 4 + c5_cells  # IQL, PEX, Cal-QL, WSRL; C5: Cal-QL
 
 
 def test_bad_config_stops_before_any_job(tmp_path):
