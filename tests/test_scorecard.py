@@ -326,6 +326,15 @@ def test_two_seeds_show_numbers_without_a_verdict(raw: pd.DataFrame) -> None:
     assert c5["ci_lo"] < c5["estimate"] < c5["ci_hi"]  # computed, shown, not decided
 
 
+def test_two_seeds_of_one_environment_leave_tests_that_need_more_without_numbers(raw: pd.DataFrame) -> None:
+    cfg = config(seeds=[0, 1], envs=["hopper"])
+    df = sel.prepare(raw[(raw["seed"] < 2) & (raw["env"].str.startswith("hopper"))])
+    table = scorecard.evaluate_claims(df, Expected.from_config(cfg), _only("C1"), reps=REPS).set_index("test")
+    c11 = table.loc["C1.1"]  # the heterogeneity test needs two environments: no numbers, no crash
+    assert c11["verdict"] == INCONCLUSIVE and "too few environments: 1 (this test needs 2)" in c11["details"]
+    assert c11["details"].startswith("too few seeds: 2") and np.isnan(c11["estimate"])
+
+
 # --------------------------------------------------------------------------------------------
 # C6 (WSRL, beyond the study)
 

@@ -249,10 +249,12 @@ def evidence_gap(n_seeds: int, n_envs: int, test: dict[str, Any], min_seeds: int
     return ""
 
 
-def _without_verdict(ctx: Context, test: dict[str, Any], gap: str) -> Result:
+def _without_verdict(ctx: Context, test: dict[str, Any], gap: str, n_envs: int) -> Result:
     """An inconclusive result for lack of evidence; its numbers are still shown where two or more seeds
-    allow computing them (they describe the run, they are not evidence)."""
-    if not gap.startswith(TOO_FEW_SEEDS) or len(ctx.expected.seeds) < 2:
+    and the test's environments allow computing them (they describe the run, they are not evidence)."""
+    if env_gap := evidence_gap(len(ctx.expected.seeds), n_envs, test, min_seeds=0):
+        gap = gap if gap == env_gap else f"{gap}; {env_gap}"
+    if not gap.startswith(TOO_FEW_SEEDS) or len(ctx.expected.seeds) < 2 or env_gap:
         return Result(verdict=INCONCLUSIVE, details=gap)
     result = STATISTICS[test["statistic"]](ctx, test)
     if result.verdict != NOT_EVALUATED:
@@ -711,7 +713,7 @@ def evaluate_claims(
             if not enabled:
                 result = Result(details=SWITCH_REASONS.get(switch, f"{switch} is switched off in the configuration"))
             elif gap := evidence_gap(len(expected.seeds), n_envs, test, min_seeds):
-                result = _without_verdict(ctx, test, gap)
+                result = _without_verdict(ctx, test, gap, n_envs)
             else:
                 result = STATISTICS[test["statistic"]](ctx, test)
             margin = ctx.margin_of(test)
