@@ -51,6 +51,15 @@ COLOURS = {"sac": "black", "iql": "tab:blue", "calql": "tab:green", "pex": "tab:
 COLOURS[ABLATION] = "tab:orange"
 
 
+def finished(cfg: dict) -> list[Path]:
+    """The run's tidy files that exist (cwd: the project); the missing ones are named in the output."""
+    return [p for p in workflow.tidy_inputs(cfg) if p.exists()]
+
+
+def missing(cfg: dict) -> list[Path]:
+    return [p for p in workflow.tidy_inputs(cfg) if not p.exists()]
+
+
 def run_ablation(run: Path, cfg: dict) -> list[Path]:
     """The RLPD-style WSRL job of every seed (skipped where finished); the tidy files it wrote."""
     ablation_cfg = copy.deepcopy(cfg)
@@ -76,7 +85,7 @@ def run_ablation(run: Path, cfg: dict) -> list[Path]:
 def curves(run: Path, cfg: dict, ablation: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame, selection.Expected]:
     """``(curves, switch)``: every method's fine-tuning curve after the switch with SAC continuation,
     and per (method, env, seed) the score the run starts from at the switch."""
-    df = selection.load_results(workflow.tidy_inputs(cfg))  # the run's own tidy files (cwd: the project)
+    df = selection.load_results(finished(cfg))
     expected = selection.Expected.from_config(cfg)
     rows, switch = [], []
     for method in [*cfg["finetune"]["methods"], ABLATION]:
@@ -111,14 +120,15 @@ def drops(curves: pd.DataFrame, switch: pd.DataFrame, pause: int, budget_end: in
         start_value = float(start.iloc[0]) if len(start) else np.nan
         early = c[c["env_step"] <= horizon]["value"].mean()
         within = c[c["env_step"] <= budget_end]
+        after = c[c["env_step"] > c["env_step"].iloc[0]] if method != "sac" else c  # the first row: the start
         out.append(
             {
                 "method": method,
                 "env": env,
                 "seed": int(seed),
                 "switch": start_value,
-                "first": float(c["value"].iloc[0]),
-                "first_step": int(c["env_step"].iloc[0]),
+                "first": float(after["value"].iloc[0]),
+                "first_step": int(after["env_step"].iloc[0]),
                 "early_change": float(early) - start_value,
                 "last": float(within["value"].iloc[-1]),
                 "last_step": int(within["env_step"].iloc[-1]),
@@ -168,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"{args.run}: its finetune.methods has no wsrl")
     ablation = [] if args.no_ablation else run_ablation(args.run, cfg)
     ft, switch, expected = curves(args.run, cfg, ablation)
-    online = selection.online_curve(selection.load_results(workflow.tidy_inputs(cfg)), METRIC, envs=expected.envs)
+    online = selection.online_curve(selection.load_results(finished(cfg)), METRIC, envs=expected.envs)
     out = args.out or args.run / "wsrl"
     budget_end = int(cfg["budget"]["total_steps"])
     table = drops(ft, switch, expected.finetune_pause, budget_end, args.window)
@@ -176,10 +186,12 @@ def main(argv: list[str] | None = None) -> int:
     table.to_csv(out / "drop.csv", index=False)
     figure(ft, online, expected.finetune_pause, out / "wsrl-hopper.png")
     summary = table.groupby("method")[["switch", "first", "early_change", "last"]].mean()
+    summary["seeds"] = table.groupby("method")["seed"].apply(lambda s: ", ".join(map(str, sorted(s))))
     summary = summary.reindex([m for m in NAMES if m in summary.index])
     shown = pd.DataFrame(
         {
             "method": [NAMES[m] for m in summary.index],
+            "seeds": summary["seeds"],
             "return at the switch": summary["switch"].round(0),
             "first evaluation after it": summary["first"].round(0),
             f"early change (C3.1, first {args.window:g})": summary["early_change"].round(0),
@@ -187,10 +199,15 @@ def main(argv: list[str] | None = None) -> int:
         }
     )
     seeds = sorted(table["seed"].unique())
+    per_seed = table.assign(method=table["method"].map(NAMES)).round(0)
     text = (
-        f"Return, mean over seeds {', '.join(map(str, seeds))} ({len(seeds)} seeds); early change: mean over the "
-        f"first {args.window:g} of the fine-tuning budget minus the score at the switch.\n\n" + markdown_table(shown)
+        f"Return, mean over the seeds shown (of {', '.join(map(str, seeds))}); early change: mean over the "
+        f"first {args.window:g} of the fine-tuning budget minus the score at the switch (the offline agent's "
+        "recommendation; SAC's own score for SAC continuation); first evaluation: the first after fine-tuning "
+        "began.\n\n" + markdown_table(shown) + "\n\nPer seed:\n\n" + markdown_table(per_seed)
     )
+    if gone := missing(cfg):
+        text += "\n\nNot in this table (their jobs did not finish): " + ", ".join(f"`{p}`" for p in gone)
     write_text(out / "drop.md", text + "\n")
     print(text)
     return 0
