@@ -207,7 +207,8 @@ def main(argv: list[str] | None = None) -> int:
         "began.\n\n" + markdown_table(shown) + "\n\nPer seed:\n\n" + markdown_table(per_seed)
     )
     if gone := missing(cfg):
-        text += "\n\nNot in this table (their jobs did not finish): " + ", ".join(f"`{p}`" for p in gone)
+        why = "missing: a job that has not finished, or whose outputs were removed"
+        text += f"\n\nNot in this table ({why}): " + ", ".join(f"`{p}`" for p in gone)
     write_text(out / "drop.md", text + "\n")
     print(text)
     return 0
