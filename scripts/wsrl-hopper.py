@@ -35,7 +35,6 @@ from replication.io import write_text
 from replication.plan import config as rconfig
 from replication.plan import workflow
 from replication.plan.plan import Plan
-from replication.plan.vocabulary import finetune_source
 
 METRIC = "score"
 ABLATION = "wsrl-offline"  # the ablation's name in the figure and the tables
@@ -82,9 +81,10 @@ def run_ablation(run: Path, cfg: dict) -> list[Path]:
     return out
 
 
-def curves(run: Path, cfg: dict, ablation: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame, selection.Expected]:
-    """``(curves, switch)``: every method's fine-tuning curve after the switch with SAC continuation,
-    and per (method, env, seed) the score the run starts from at the switch."""
+def curves(cfg: dict, ablation: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, selection.Expected]:
+    """``(curves, switch, online, expected)``: every method's fine-tuning curve after the switch with SAC
+    continuation, per (method, env, seed) the score it starts from at the switch (the offline agent's,
+    :func:`selection.switch_levels`), and the online curve."""
     df = selection.load_results(finished(cfg))
     expected = selection.Expected.from_config(cfg)
     rows, switch = [], []
@@ -96,18 +96,14 @@ def curves(run: Path, cfg: dict, ablation: list[Path]) -> tuple[pd.DataFrame, pd
             ft = ft[(ft["metric"] == METRIC) & (ft["stage"] == "finetune")][["env", "seed", "env_step", "value"]]
         else:
             ft = selection.finetune_curves(df, METRIC, expected, method)[["env", "seed", "env_step", "value"]]
-        source = finetune_source(cfg, "wsrl" if method == ABLATION else method)
-        rec = selection.select(
-            df, METRIC, stage="recommend", algo=source, selection="offline", **expected.finetune_source()
-        )
-        rec = rec[rec["pause"] == expected.finetune_pause][["env", "seed", "value"]]
+        start = selection.switch_levels(df, METRIC, expected, "wsrl" if method == ABLATION else method, ft)
         rows.append(ft.assign(method=method))
-        switch.append(rec.assign(method=method))
+        switch.append(start.rename(columns={"switch": "value"})[["env", "seed", "value"]].assign(method=method))
     online = selection.online_curve(df, METRIC, envs=expected.envs)[["env", "seed", "env_step", "value"]]
     at_pause = online[online["env_step"] == expected.finetune_pause][["env", "seed", "value"]]
     rows.append(online[online["env_step"] > expected.finetune_pause].assign(method="sac"))
     switch.append(at_pause.assign(method="sac"))
-    return pd.concat(rows, ignore_index=True), pd.concat(switch, ignore_index=True), expected
+    return pd.concat(rows, ignore_index=True), pd.concat(switch, ignore_index=True), online, expected
 
 
 def drops(curves: pd.DataFrame, switch: pd.DataFrame, pause: int, budget_end: int, window: float) -> pd.DataFrame:
@@ -177,8 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     if "wsrl" not in cfg["finetune"]["methods"]:
         parser.error(f"{args.run}: its finetune.methods has no wsrl")
     ablation = [] if args.no_ablation else run_ablation(args.run, cfg)
-    ft, switch, expected = curves(args.run, cfg, ablation)
-    online = selection.online_curve(selection.load_results(finished(cfg)), METRIC, envs=expected.envs)
+    ft, switch, online, expected = curves(cfg, ablation)
     out = args.out or args.run / "wsrl"
     budget_end = int(cfg["budget"]["total_steps"])
     table = drops(ft, switch, expected.finetune_pause, budget_end, args.window)

@@ -1,7 +1,7 @@
 """Online fine-tuning from the offline agent: IQL fine-tuning, PEX and Cal-QL fine-tuning.
 
 One job fine-tunes one method (``iql``, ``pex`` or ``calql``) of one cell (environment x seed) from
-the offline agent of its source algorithm (:data:`replication.plan.workflow.FINETUNE_SOURCES`: IQL for
+the offline agent of its source algorithm (:func:`replication.plan.vocabulary.finetune_source`: IQL for
 ``iql`` and ``pex``, Cal-QL for ``calql``), trained on the configured fine-tuning dataset
 (:func:`replication.plan.workflow.finetune_dataset`, ``buffer`` at ``budget.finetune_pause`` by default).
 The agent is the validated checkpoint (``learnable_best.d3``) when ``finetune.validation`` is true,
@@ -489,7 +489,7 @@ class Finetune(Job):
             raise ValueError(f"extended_steps must be a non-negative integer, got {extended_steps!r}")
         super().__init__(cfg, env_name, seed, out_dir, progress, options)
         self.method = method
-        self.source = wsrl.source_algo(cfg) if method == "wsrl" else finetune_source(cfg, method)
+        self.source = finetune_source(cfg, method)
         self.offline_dir = Path(offline_dir)
         self.dataset_path = Path(dataset_path)
         self.extended_steps = int(extended_steps)
