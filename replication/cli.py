@@ -253,7 +253,7 @@ def _collect(args: argparse.Namespace) -> int:
 
 # --- analysis and run records (each a call into one module; the Snakefile runs these) -----------
 
-TABLES = ("T1", "T2", "T3")  # replication.analysis.tables.TABLES
+TABLES = ("T1", "T2", "T3", "L1")  # replication.analysis.tables.TABLES
 FIGURES = ("F1", "F2", "F3", "F4", "F5", "F6")  # replication.analysis.plotting.FIGURES
 LEARNERS = ("sac", "iql", "cql", "calql", "pex")  # replication.gpucheck.LEARNERS
 
@@ -271,7 +271,7 @@ def _add_tables_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tables", nargs="+", default=list(TABLES), choices=list(TABLES))
 
 
-@command("tables", "tables T1-T3 (CSV, Markdown, LaTeX) from tidy results", _add_tables_arguments)
+@command("tables", "tables T1-T3 and L1 (CSV, Markdown, LaTeX) from tidy results", _add_tables_arguments)
 def _tables(args: argparse.Namespace) -> int:
     from replication.analysis.selection import load_config
     from replication.analysis.tables import build_tables
@@ -462,6 +462,18 @@ def _add_reference_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run", help="the run's results directory (default: from --config)")
     parser.add_argument("--reference", help="the reference directory (default: results/reference/<name>)")
     parser.add_argument("--diff", help="where a mismatch report goes (default: <run>/reference-diff)")
+    parser.add_argument(
+        "--files",
+        nargs="+",
+        help="check: compare these files (glob patterns under both directories) instead of the tables and "
+        "figures, e.g. 'cells/hopper/seed0/**/*.csv' for one cell's tidy results",
+    )
+    parser.add_argument(
+        "--documents",
+        action="store_true",
+        help="refresh: also the report, tidy.csv and the tables' and figures' other formats (a study's "
+        "committed results; check compares the tables and figures only)",
+    )
 
 
 @command(
@@ -477,11 +489,11 @@ def _reference(args: argparse.Namespace) -> int:
     _setup_logging()
     run_dir, reference_dir = reference.directories(args.config, args.run, args.reference)
     if args.action == "refresh":
-        files = reference.refresh(run_dir, reference_dir)
+        files = reference.refresh(run_dir, reference_dir, documents=args.documents)
         print(f"reference: {len(files)} files from {run_dir} written to {reference_dir}")
         return 0
     diff_dir = Path(args.diff) if args.diff else run_dir / "reference-diff"
-    report = reference.check(run_dir, reference_dir, diff_dir)
+    report = reference.check(run_dir, reference_dir, diff_dir, tuple(args.files or reference.PATTERNS))
     if report.ok:
         print(f"reference: all {len(report.compared)} files of {run_dir} match {reference_dir}")
         return 0

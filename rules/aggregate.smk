@@ -7,7 +7,7 @@ from replication.analysis.plotting import default_figures
 
 FIGURES = default_figures(Expected.from_config(CFG))
 BOOTSTRAP = yaml.safe_dump({"statistics": CFG["statistics"]})  # a param: a new setting reruns the intervals
-TABLES = ["T1", "T2"] + (["T3"] if CFG["finetune"]["methods"] else [])
+TABLES = ["T1", "T2"] + (["T3"] if CFG["finetune"]["methods"] else []) + ["L1"]
 FIGURE_CAPTION = os.path.abspath(f"{OUT}/captions/figures.rst")  # captions/figures.rst + the run's commit (provenance.smk)
 
 

@@ -59,3 +59,51 @@ def test_finetune_against_bare_updates(tmp_path):
 def test_dag_against_rerunning_sac_per_variant():
     out = benchmark("bench_dag.py", "--configfile", "config/paper.yaml")
     assert "online phase: naive / DAG = 14.8x env steps, 14.7x gradient steps" in out
+
+
+def _tiny_study(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny.yaml"
+    path.write_text(
+        "name: tiny\nenvs: [hopper]\nseeds: [0]\nenv_options: {hopper: {max_episode_steps: 50}}\n"
+        "budget: {total_steps: 600, pause_fractions: [0.5, 1.0], finetune_pause: 0.5}\n"
+        "online: {learning_starts: 200, net_arch: [16, 16], batch_size: 16, snapshot_interval: 100,"
+        " checkpoint_interval: 100000}\n"
+        "evaluation: {interval: 200, episodes: 1}\n"
+        "validation: {episodes: 1, online_fraction: 0.1, offline_fraction: 0.1}\n"
+        "newdata: {size: 50, pause: 0.5}\n"
+        "finetune: {pex_initial_collection_steps: 10, wsrl: {warmup_steps: 10}}\n"
+        "analysis: {c4: {enabled: false}, c5: {enabled: false}}\n"
+    )
+    return path
+
+
+def test_learning_parity_with_bare_sac(tmp_path):
+    """The package's online stage and a bare SAC.learn of one seed give the same curve and weights."""
+    cfg = _tiny_study(tmp_path)
+    out = benchmark("bench_learning.py", "--config", str(cfg), "--seeds", "0", "--out", str(tmp_path / "out"))
+    assert "| 0 |" in out and "| yes | yes (3) |" in out
+    curves = pd.read_csv(tmp_path / "out" / "parity.csv")
+    wide = curves.pivot_table(index="env_step", columns="loop", values="return")
+    assert list(wide.index) == [200, 300, 400, 600]  # the package also evaluates at its pause (300)
+    wide = wide.dropna()
+    assert (wide["replication online"] == wide["bare SB3 SAC.learn"]).all()
+    assert (tmp_path / "out" / "parity.png").stat().st_size > 10_000
+
+
+def test_learning_parity_tells_apart_other_weights(tmp_path):
+    """The parity check can fail: a bare run of another seed differs from the package's run in weights."""
+    import importlib.util
+
+    from replication.plan import config
+
+    spec = importlib.util.spec_from_file_location("bench_learning", ROOT / "benchmarks" / "bench_learning.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    cfg_file = _tiny_study(tmp_path)
+    online = bench.run_package(cfg_file, "hopper", 0, tmp_path / "online")
+    cfg = config.load(cfg_file)
+    _, same = bench.run_bare(cfg, "hopper", 0)
+    _, other = bench.run_bare(cfg, "hopper", 1)
+    assert bench.same_weights(online, same) == (3, [])
+    compared, differ = bench.same_weights(online, other)
+    assert compared == 3 and differ == [200, 400, 600]

@@ -38,6 +38,42 @@ def test_identical_run_passes_and_refresh_copies_every_file(tmp_path):
     assert not (tmp_path / "diff").exists()
 
 
+def test_refresh_with_documents_keeps_the_report_and_tidy_results(tmp_path):
+    run = make_run(tmp_path / "run")
+    (run / "report.md").write_text("# report")
+    (run / "tidy.csv").write_text("env\nhopper\n")
+    (run / "tables" / "T1.md").write_text("| T1 |")
+    (run / "cells").mkdir()
+    (run / "cells" / "dataset.h5").write_bytes(b"0")  # datasets, checkpoints and policies stay out
+    assert reference.refresh(run, tmp_path / "plain") == ["figures/F1.png", "tables/T1.csv"]
+    written = reference.refresh(run, tmp_path / "ref", documents=True)
+    assert written == ["figures/F1.png", "tables/T1.csv", "report.md", "tables/T1.md", "tidy.csv"]
+    assert (tmp_path / "ref" / "report.md").read_text() == "# report"
+    report = reference.check(run, tmp_path / "ref", tmp_path / "diff")  # compares the tables and figures only
+    assert report.ok and report.compared == ["figures/F1.png", "tables/T1.csv"]
+
+
+def test_check_compares_chosen_files_of_two_runs(tmp_path, capsys):
+    """Two runs' cell results, compared file by file within the tolerance (a rerun of one cell)."""
+    for name, value in (("a", 0.5), ("b", 0.5 * (1 + 1e-6))):
+        cell = tmp_path / name / "cells" / "hopper" / "seed0" / "online"
+        cell.mkdir(parents=True)
+        pd.DataFrame({"env_step": [1000], "value": [value]}).to_csv(cell / "curve.csv", index=False)
+    make_run(tmp_path / "a")  # tables and figures not asked for are not compared
+    pattern = "cells/hopper/seed0/**/*.csv"
+    report = reference.check(tmp_path / "b", tmp_path / "a", tmp_path / "diff", (pattern,))
+    assert report.ok and report.compared == ["cells/hopper/seed0/online/curve.csv"]
+    args = ["reference", "check", "--run", str(tmp_path / "b"), "--reference", str(tmp_path / "a"), "--files", pattern]
+    assert cli.main(args) == 0
+    assert "all 1 files" in capsys.readouterr().out
+    pd.DataFrame({"env_step": [1000], "value": [0.6]}).to_csv(
+        tmp_path / "b" / "cells" / "hopper" / "seed0" / "online" / "curve.csv", index=False
+    )
+    assert cli.main(args) == 1
+    with pytest.raises(FileNotFoundError, match="no files matching"):
+        reference.check(tmp_path / "b", tmp_path / "a", tmp_path / "diff", ("cells/walker2d/**/*.csv",))
+
+
 def test_numbers_within_tolerance_pass_and_beyond_it_fail(tmp_path):
     run = make_run(tmp_path / "run")
     reference.refresh(run, tmp_path / "ref")

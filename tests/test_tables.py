@@ -1,4 +1,4 @@
-"""Tables T1-T3 and normalisation, checked against direct pandas computations on synthetic results."""
+"""Tables T1-T3, L1 and normalisation, checked against direct pandas computations on synthetic results."""
 
 from __future__ import annotations
 
@@ -133,6 +133,32 @@ def test_t3_equals_a_direct_computation(raw: pd.DataFrame, prepared: pd.DataFram
     assert t3["final_step_mean"].max() == TOTAL
 
 
+def test_l1_equals_a_direct_computation(raw: pd.DataFrame, prepared: pd.DataFrame, expected: Expected) -> None:
+    l1 = tables.learning_table(prepared, expected)
+    assert not l1.duplicated(["env", "dataset", "pause", "algo"]).any()
+    common = {"env": "hopper", "stage": "recommend", "algo": "calql", "dataset": "newdata", "validation": "none"}
+    learner = _rows(raw, pause=60_000, **common).set_index("seed")["value"]
+    online = _rows(raw, env="hopper", stage="online", env_step=60_000, variant_options="").set_index("seed")["value"]
+    row = l1[(l1["env"] == "hopper") & (l1["dataset"] == "newdata") & (l1["algo"] == "calql")].iloc[0]
+    assert row["pause"] == 60_000 and row["n_seeds"] == 5
+    assert row["learner_mean"] == pytest.approx(learner.mean())
+    assert row["behaviour_mean"] == pytest.approx(online.mean())
+    assert row["diff_mean"] == pytest.approx((learner - online).mean())
+    assert row["diff_std"] == pytest.approx((learner - online).std())
+    assert row["reading"] == tables.learning_reading(row["diff_mean"], row["behaviour_mean"])
+    shown = tables.display_tables("L1", l1)[0][1]
+    assert {"Behaviour: SAC @ pause", "IQL", "Δ Cal-QL"} <= set(shown.columns)
+
+
+@pytest.mark.parametrize(
+    ("diff", "behaviour", "reading"),
+    [(50.0, 400.0, "exceeded"), (-39.0, 400.0, "recovered"), (-41.0, 400.0, "lost"), (0.05, 0.0, "recovered"),
+     (0.2, 0.0, "exceeded"), (-0.2, -1500.0, "recovered")],
+)  # fmt: skip
+def test_l1_reads_the_difference_against_the_behaviour_level(diff: float, behaviour: float, reading: str) -> None:
+    assert tables.learning_reading(diff, behaviour) == reading
+
+
 def test_a_missing_variant_is_a_clear_error(raw: pd.DataFrame, expected: Expected) -> None:
     no_cql = sel.prepare(raw[~((raw["stage"] == "recommend") & (raw["algo"] == "cql"))])
     with pytest.raises(MissingResultsError, match=r"algo=cql"):
@@ -159,7 +185,7 @@ def test_build_tables_writes_csv_markdown_and_latex(raw: pd.DataFrame, tmp_path)
     path = tmp_path / "tidy.csv"
     tidy.write(raw, path)
     written = tables.build_tables([path], tmp_path / "tables", config())
-    assert sorted(written) == ["T1", "T2", "T3"]
+    assert sorted(written) == ["L1", "T1", "T2", "T3"]
     for paths in written.values():
         assert [p.suffix for p in paths] == [".csv", ".md", ".tex"]
         assert all(p.stat().st_size > 100 for p in paths)

@@ -36,6 +36,18 @@ import numpy as np
 import pandas as pd
 
 PATTERNS = ("tables/*.csv", "statistics/aggregate.csv", "scorecard/S1.csv", "figures/*.png")
+# What a study's committed results add (``refresh --documents``): read by people, not compared
+DOCUMENTS = (
+    "report.md",
+    "tidy.csv",
+    "config.yaml",
+    "provenance.json",
+    "tables/*.md",
+    "tables/*.tex",
+    "statistics/aggregate.md",
+    "scorecard/S1.md",
+    "figures/*.pdf",
+)
 ATOL = 1e-9
 RTOL = 1e-4  # cross-machine float32 rounding: up to 1e-6 seen (see above)
 IMAGE_RMS = 1.0  # pixel-value RMS (0-255): anti-aliasing noise is well below 1, a moved line far above
@@ -64,9 +76,9 @@ class Report:
         return not self.mismatches
 
 
-def reference_files(root: Path) -> list[str]:
-    """The files under ``root`` that the check compares, relative to it, sorted."""
-    return sorted(str(p.relative_to(root)) for pattern in PATTERNS for p in root.glob(pattern))
+def reference_files(root: Path, patterns: tuple[str, ...] = PATTERNS) -> list[str]:
+    """The files under ``root`` that the check compares (``patterns``), relative to it, sorted."""
+    return sorted(str(p.relative_to(root)) for pattern in patterns for p in root.glob(pattern))
 
 
 def close(a: float, b: float) -> bool:
@@ -170,10 +182,17 @@ def _side_by_side(ref: np.ndarray, run: np.ndarray, out: Path) -> None:
     Image.fromarray(row.astype(np.uint8), "RGBA").save(out)
 
 
-def check(run_dir: Path | str, reference_dir: Path | str, diff_dir: Path | str) -> Report:
-    """Compare every reference file with the run's; write ``diff_dir/index.html`` on a mismatch."""
+def check(
+    run_dir: Path | str, reference_dir: Path | str, diff_dir: Path | str, patterns: tuple[str, ...] = PATTERNS
+) -> Report:
+    """Compare every reference file with the run's; write ``diff_dir/index.html`` on a mismatch.
+
+    ``patterns``: the files compared (default: the tables and figures); e.g. ``cells/hopper/seed0/**/*.csv``
+    compares one cell's tidy results of two runs."""
     run_dir, reference_dir, diff_dir = Path(run_dir), Path(reference_dir), Path(diff_dir)
-    expected = reference_files(reference_dir)
+    expected = reference_files(reference_dir, patterns)
+    if not expected and patterns != PATTERNS:
+        raise FileNotFoundError(f"no files matching {', '.join(patterns)} under {reference_dir}")
     if not expected:
         raise FileNotFoundError(
             f"no references under {reference_dir}; create them with: "
@@ -191,19 +210,22 @@ def check(run_dir: Path | str, reference_dir: Path | str, diff_dir: Path | str) 
         mismatch = compare_table(run, ref, name) if name.endswith(".csv") else compare_image(run, ref, name, diff_dir)
         if mismatch:
             report.mismatches.append(mismatch)
-    for name in sorted(set(reference_files(run_dir)) - set(expected)):
+    for name in sorted(set(reference_files(run_dir, patterns)) - set(expected)):
         report.mismatches.append(Mismatch(name, "made by the run but has no reference"))
     if not report.ok:
         write_html(report, run_dir, reference_dir, diff_dir / "index.html")
     return report
 
 
-def refresh(run_dir: Path | str, reference_dir: Path | str) -> list[str]:
-    """Replace the references with the run's files; returns what was written."""
+def refresh(run_dir: Path | str, reference_dir: Path | str, documents: bool = False) -> list[str]:
+    """Replace the references with the run's files; returns what was written. ``documents``: also the
+    report, the tidy results and the other formats of the tables and figures (:data:`DOCUMENTS`)."""
     run_dir, reference_dir = Path(run_dir), Path(reference_dir)
     files = reference_files(run_dir)
     if not files:
         raise FileNotFoundError(f"{run_dir} has no tables or figures to take as references: run the workflow first")
+    if documents:
+        files += sorted(str(p.relative_to(run_dir)) for pattern in DOCUMENTS for p in run_dir.glob(pattern))
     if reference_dir.exists():
         shutil.rmtree(reference_dir)
     for name in files:

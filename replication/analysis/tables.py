@@ -5,7 +5,10 @@
   paired difference to online;
 * T2, validation ablation: validation ``full`` vs ``none``, ``buffer`` vs ``newdata`` datasets;
 * T3, fine-tuning: final performance per environment and method (IQL, PEX, Cal-QL, WSRL: those in
-  ``finetune.methods``), with SAC continuation (the online run past the fine-tuning pause) as the baseline.
+  ``finetune.methods``), with SAC continuation (the online run past the fine-tuning pause) as the baseline;
+* L1, learning sanity: per environment, dataset and pause, the behaviour policy (online SAC at the
+  pause) next to each offline learner trained on its data, without validation: did offline RL on the
+  agent's own data recover, exceed or lose the level of the policy that collected it?
 
 Rows are selected with :mod:`replication.analysis.selection`; standard deviations are sample
 standard deviations over seeds (ddof=1).
@@ -221,6 +224,39 @@ def finetune_table(df: pd.DataFrame, expected: Expected, metric: str = "score") 
     return _ordered(pd.DataFrame(out), expected, ["env", "method"], method_order=("sac", *expected.finetune_methods))
 
 
+LEARNING_BAND = 0.1  # (choice) L1 reads a learner within 10% of the behaviour policy as "recovered"
+
+
+def learning_reading(diff: float, behaviour: float, band: float = LEARNING_BAND) -> str:
+    """``exceeded``, ``recovered`` or ``lost``: the learner's mean against the behaviour policy's, within
+    ``band`` x its magnitude (at least 1, so that a level near zero is not read from noise)."""
+    margin = band * max(abs(behaviour), 1.0)
+    return "exceeded" if diff > margin else "lost" if diff < -margin else "recovered"
+
+
+def learning_table(df: pd.DataFrame, expected: Expected, metric: str = "score") -> pd.DataFrame:
+    """L1: every offline learner without validation (its last checkpoint; for newdata, data collected by
+    the last online policy) next to the behaviour policy, online SAC at the same pause; paired over seeds."""
+    pairs = recommendation_pairs(
+        df, metric, algo=expected.algos, dataset=expected.datasets, validation="none", envs=expected.envs
+    )
+    if pairs["selection"].nunique() > 1:
+        pairs = pairs[pairs["selection"] == "offline"]
+    check_complete(
+        pairs,
+        "L1 (recommend, validation=none)",
+        {"env": expected.envs, "seed": expected.seeds, "algo": expected.algos, "dataset": expected.datasets},
+    )
+    out = []
+    for (env, ds, pause, algo), g in pairs.groupby(["env", "dataset", "pause", "algo"], sort=False):
+        g = g.groupby("seed").mean(numeric_only=True)
+        row = {"env": env, "dataset": ds, "pause": int(pause), "algo": algo, "n_seeds": len(g)}
+        row.update(_mean_std_columns(g, behaviour="online_value", learner="value", diff="diff"))
+        row["reading"] = learning_reading(row["diff_mean"], row["behaviour_mean"])
+        out.append({**row, "metric": metric})
+    return _ordered(pd.DataFrame(out), expected, ["env", "dataset", "pause", "algo"])
+
+
 def _ordered(
     table: pd.DataFrame, expected: Expected, by: list[str], method_order: Sequence[str] | None = None
 ) -> pd.DataFrame:
@@ -270,6 +306,8 @@ def display_tables(
         return _display_t2(table)
     if name == "T3":
         return _display_t3(table, names or FINETUNE_NAMES)
+    if name == "L1":
+        return _display_l1(table)
     raise ValueError(f"unknown table {name!r}")
 
 
@@ -346,6 +384,28 @@ def _display_t3(table: pd.DataFrame, names: Mapping[str, str]) -> list[tuple[str
     return [(title, pd.DataFrame(rows))]
 
 
+def _display_l1(table: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    rows = []
+    for (env, ds, pause), g in table.groupby(["env", "dataset", "pause"], sort=False):
+        d = _decimals(max(abs(g["behaviour_mean"]).max(), abs(g["learner_mean"]).max()))
+        first = g.iloc[0]
+        row = {"Environment": env_name(env), "Dataset": ds, "Pause": format_steps(pause)}
+        row["Behaviour: SAC @ pause"] = _cell(first["behaviour_mean"], first["behaviour_std"], d)
+        for _, r in g.iterrows():
+            label = ALGO_NAMES.get(r["algo"], r["algo"])
+            row[label] = _cell(r["learner_mean"], r["learner_std"], d)
+            row[f"Δ {label}"] = f"{_cell(r['diff_mean'], r['diff_std'], d, signed=True)} ({r['reading']})"
+        rows.append(row)
+    title = (
+        f"L1. Learning sanity: {_metric_note(table)}, mean ± std over {int(table['n_seeds'].min())} seeds, of "
+        "the behaviour policy (online SAC evaluated at the pause: the latest policy in the data) and of each "
+        "offline learner trained on that data, without validation (its last checkpoint). Δ: paired difference "
+        f"learner - behaviour, read as recovered within ±{LEARNING_BAND:.0%} of the behaviour's level (at least "
+        "1), exceeded above, lost below."
+    )
+    return [(title, pd.DataFrame(rows))]
+
+
 def _metric_note(table: pd.DataFrame) -> str:
     metric = str(table["metric"].iloc[0]) if len(table) else "score"
     if metric == "score":
@@ -411,7 +471,7 @@ def write_table(
     return [csv_path, md_path, tex_path]
 
 
-TABLES = {"T1": final_policy_table, "T2": validation_table, "T3": finetune_table}
+TABLES = {"T1": final_policy_table, "T2": validation_table, "T3": finetune_table, "L1": learning_table}
 
 
 def build_tables(
@@ -420,7 +480,7 @@ def build_tables(
     cfg: dict[str, Any] | None = None,
     *,
     metric: str = "score",
-    tables: Sequence[str] = ("T1", "T2", "T3"),
+    tables: Sequence[str] = ("T1", "T2", "T3", "L1"),
 ) -> dict[str, list[Path]]:
     """Build tables ``tables`` from tidy CSV files; write CSV, Markdown and LaTeX under ``out_dir``.
 
