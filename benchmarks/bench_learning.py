@@ -242,8 +242,9 @@ def main() -> None:
         for seed in args.seeds:
             if args.from_run:
                 online_dir = Path(args.from_run) / "cells" / args.env / f"seed{seed}" / "online"
-                if config.read_yaml(Path(args.from_run) / "config.yaml")["online"] != cfg["online"]:
-                    raise SystemExit(f"{args.from_run} ran other SAC settings than {args.config}")
+                ran = config.read_yaml(Path(args.from_run) / "config.yaml")
+                if any(ran[k] != cfg[k] for k in ("online", "budget", "evaluation", "env_options")):
+                    raise SystemExit(f"{args.from_run} ran other SAC, budget or evaluation settings than {args.config}")
             else:
                 online_dir = run_package(cfg_file, args.env, seed, Path(tmp) / f"seed{seed}")
             bare, weights = run_bare(cfg, args.env, seed)

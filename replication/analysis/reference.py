@@ -78,7 +78,7 @@ class Report:
 
 def reference_files(root: Path, patterns: tuple[str, ...] = PATTERNS) -> list[str]:
     """The files under ``root`` that the check compares (``patterns``), relative to it, sorted."""
-    return sorted(str(p.relative_to(root)) for pattern in patterns for p in root.glob(pattern))
+    return sorted({str(p.relative_to(root)) for pattern in patterns for p in root.glob(pattern)})
 
 
 def close(a: float, b: float) -> bool:
