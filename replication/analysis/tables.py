@@ -400,8 +400,8 @@ def _display_l1(table: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
         f"L1. Learning sanity: {_metric_note(table)}, mean ± std over {int(table['n_seeds'].min())} seeds, of "
         "the behaviour policy (online SAC evaluated at the pause: the latest policy in the data) and of each "
         "offline learner trained on that data, without validation (its last checkpoint). Δ: paired difference "
-        f"learner - behaviour, read as recovered within ±{LEARNING_BAND:.0%} of the behaviour's level (at least "
-        "1), exceeded above, lost below."
+        f"learner - behaviour, read as recovered within ±{LEARNING_BAND:.0%} of the behaviour's level (of 1 where the "
+        "level is below 1), exceeded above, lost below."
     )
     return [(title, pd.DataFrame(rows))]
 
