@@ -113,10 +113,9 @@ def run_bare(cfg: dict[str, Any], env_name: str, seed: int) -> tuple[pd.DataFram
 
 def run_package(cfg_file: Path, env_name: str, seed: int, out: Path) -> Path:
     """The real ``replication online`` command line for one cell; returns its output directory."""
-    cmd = ["replication", "online", "--config", str(cfg_file), "--env", env_name, "--seed", str(seed)]
-    cmd += ["--out", str(out), "--no-progress"]
-    exe = Path(sys.executable).with_name("replication")
-    subprocess.run([str(exe), *cmd[1:]], check=True)
+    exe = Path(sys.executable).with_name("replication")  # the environment's own entry point
+    args = ["online", "--config", str(cfg_file), "--env", env_name, "--seed", str(seed), "--out", str(out)]
+    subprocess.run([str(exe), *args, "--no-progress"], check=True)
     return out
 
 
@@ -235,6 +234,10 @@ def main() -> None:
     total = cfg["budget"]["total_steps"]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.from_run:
+        ran = config.read_yaml(Path(args.from_run) / "config.yaml")
+        if any(ran[k] != cfg[k] for k in ("online", "budget", "evaluation", "env_options")):
+            raise SystemExit(f"{args.from_run} ran other SAC, budget or evaluation settings than {args.config}")
     curves, checks = [], {}
     with tempfile.TemporaryDirectory() as tmp:
         cfg_file = Path(tmp) / "config.yaml"
@@ -242,9 +245,6 @@ def main() -> None:
         for seed in args.seeds:
             if args.from_run:
                 online_dir = Path(args.from_run) / "cells" / args.env / f"seed{seed}" / "online"
-                ran = config.read_yaml(Path(args.from_run) / "config.yaml")
-                if any(ran[k] != cfg[k] for k in ("online", "budget", "evaluation", "env_options")):
-                    raise SystemExit(f"{args.from_run} ran other SAC, budget or evaluation settings than {args.config}")
             else:
                 online_dir = run_package(cfg_file, args.env, seed, Path(tmp) / f"seed{seed}")
             bare, weights = run_bare(cfg, args.env, seed)

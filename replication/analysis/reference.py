@@ -225,7 +225,7 @@ def refresh(run_dir: Path | str, reference_dir: Path | str, documents: bool = Fa
     if not files:
         raise FileNotFoundError(f"{run_dir} has no tables or figures to take as references: run the workflow first")
     if documents:
-        files += sorted(str(p.relative_to(run_dir)) for pattern in DOCUMENTS for p in run_dir.glob(pattern))
+        files += reference_files(run_dir, DOCUMENTS)
     if reference_dir.exists():
         shutil.rmtree(reference_dir)
     for name in files:

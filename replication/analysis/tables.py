@@ -238,10 +238,14 @@ def learning_table(df: pd.DataFrame, expected: Expected, metric: str = "score") 
     """L1: every offline learner without validation (its last checkpoint; for newdata, data collected by
     the last online policy) next to the behaviour policy, online SAC at the same pause; paired over seeds."""
     pairs = recommendation_pairs(
-        df, metric, algo=expected.algos, dataset=expected.datasets, validation="none", envs=expected.envs
+        df,
+        metric,
+        algo=expected.algos,
+        dataset=expected.datasets,
+        validation="none",
+        selection="offline",  # the only selection without validation scores
+        envs=expected.envs,
     )
-    if pairs["selection"].nunique() > 1:
-        pairs = pairs[pairs["selection"] == "offline"]
     check_complete(
         pairs,
         "L1 (recommend, validation=none)",
