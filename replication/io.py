@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,6 +29,39 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def fsync_path(path: Path | str) -> None:
+    """Flush ``path`` (a file or a directory entry list) to disk: what a checkpoint relies on survives
+    a lost node, not only a killed process."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def remove_tree(path: Path | str) -> None:
+    """Remove directory ``path`` so that a kill at any moment leaves it whole or gone: it is renamed
+    to ``<path>.del`` (one atomic step) before being deleted; a leftover ``.del`` is removed first."""
+    path = Path(path)
+    trash = path.with_name(path.name + ".del")
+    shutil.rmtree(trash, ignore_errors=True)
+    with contextlib.suppress(FileNotFoundError):
+        os.rename(path, trash)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def link_or_copy(source: Path | str, target: Path | str) -> None:
+    """Make ``target`` hold ``source``'s bytes, atomically: a hard link where the filesystem allows
+    one (no second copy on disk), a copy otherwise. ``source`` stays."""
+    target = Path(target)
+    with atomic_path(target) as tmp:
+        os.unlink(tmp)
+        try:
+            os.link(source, tmp)
+        except OSError:
+            shutil.copyfile(source, tmp)
 
 
 def _umask() -> int:

@@ -1,5 +1,5 @@
-"""Mid-run checkpoints of the offline and fine-tuning jobs (the online phase has its own, in
-:mod:`replication.agents.online`).
+"""Mid-run checkpoints of the offline and fine-tuning jobs (the online phase keeps its own, in
+:mod:`replication.agents.online`), and the stage where the online phase keeps its pause files.
 
 An offline job saves, every ``offline.checkpoint_interval`` gradient steps, its learner (networks,
 target networks, optimisers, step counter), the validation results so far, the best checkpoint's
@@ -12,6 +12,15 @@ the checkpoint of the same settings and inputs (:func:`replication.agents.checkp
 continues from it; on the CPU it ends with the same outputs as an uninterrupted one. Checkpoints
 are written atomically (:func:`replication.agents.checkpoint.write_checkpoint`) and removed when the job
 finishes.
+
+No job trusts a file that Snakemake may delete. Snakemake deletes the declared outputs of a job that
+did not finish (killed, crashed, out of disk) before it runs the job again, and a resumed job does
+not pass again the points where it wrote them. So a job writes its declared outputs only when it
+ends, from what it kept outside them: the offline and fine-tuning jobs from their loop state in the
+checkpoint; the online phase from its *stage* (``<online>/stage/pause_<T_k>/``), where each pause's
+files (dataset, validation, policies) are sealed, durably and with the job's key, before the
+checkpoint that follows the pause is written. When the run ends they are published into
+``pause_<T_k>/`` (hard links: no second copy on disk), and the stage goes with the checkpoint.
 """
 
 from __future__ import annotations
@@ -23,10 +32,13 @@ from pathlib import Path
 from typing import Any
 
 from replication.agents import checkpoint
+from replication.io import fsync_path, link_or_copy, read_json, remove_tree, write_json
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = "checkpoint"
+STAGE_DIR = "stage"
+SEAL = "sealed.json"  # written last into a staged pause: the job's key
 OFFLINE_KEPT = ("learnable_best.d3", "policy_best.pt")  # written mid-run, restored with the checkpoint
 
 
@@ -44,6 +56,45 @@ def due(step: int, interval: int, total: int) -> bool:
 
 def log_saved(what: str, step: int, meta: dict[str, Any]) -> None:
     log.info("%s checkpoint at step %d: %.1f MB in %.2f s", what, step, meta["bytes"] / 1e6, meta["seconds"])
+
+
+# ---- the online phase's stage --------------------------------------------------------------------
+
+
+def staged_pause(out_dir: Path | str, step: int) -> Path:
+    """Where the online run in ``out_dir`` stages the files of pause ``step``."""
+    return Path(out_dir) / STAGE_DIR / f"pause_{step}"
+
+
+def seal_stage(tmp: Path, staged: Path, key: str) -> None:
+    """Make the files written into ``tmp`` the staged pause ``staged`` of the job with ``key``: sealed,
+    flushed to disk, then renamed into place (a kill leaves the old stage or the new, never a part)."""
+    write_json(tmp / SEAL, {"key": key})
+    for f in tmp.iterdir():
+        fsync_path(f)
+    fsync_path(tmp)
+    remove_tree(staged)
+    tmp.rename(staged)
+    fsync_path(staged.parent)
+
+
+def publish_stage(out_dir: Path | str, step: int, target: Path, key: str) -> None:
+    """Publish the staged files of pause ``step`` into ``target`` (each atomically)."""
+    staged = staged_pause(out_dir, step)
+    seal = staged / SEAL
+    if not seal.exists() or read_json(seal).get("key") != key:
+        raise RuntimeError(
+            f"the files of pause {step} are not staged in {staged} (removed by hand?): remove "
+            f"{Path(out_dir) / CHECKPOINT_DIR} and run the job again; it will start from step 0"
+        )
+    target.mkdir(parents=True, exist_ok=True)
+    for f in sorted(staged.iterdir()):
+        if f.name != SEAL:
+            link_or_copy(f, target / f.name)
+
+
+def clear_stage(out_dir: Path | str) -> None:
+    remove_tree(Path(out_dir) / STAGE_DIR)
 
 
 # ---- offline jobs --------------------------------------------------------------------------------

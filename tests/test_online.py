@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 import json
 
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from replication.agents.datasets import build_newdata, load_transitions, save_dataset
 from replication.agents.envs import make_env
@@ -160,6 +162,41 @@ def test_resume_gives_identical_results(hopper_run, tmp_path):
         va = json.loads((reference / f"pause_{pause}" / "validation.json").read_text())
         vb = json.loads((tmp_path / "run" / f"pause_{pause}" / "validation.json").read_text())
         assert va == vb
+
+
+def test_resume_past_a_pause_after_its_outputs_were_deleted(hopper_run, tmp_path):
+    """Killed right after the checkpoint at a pause point (where evaluation and validation ran too),
+    its declared pause outputs deleted as Snakemake does before rerunning an unfinished job: the
+    rerun, which resumes past that pause, writes them again, and everything equals the uninterrupted run."""
+    cfg, reference, _ = hopper_run
+    cfg = copy.deepcopy(cfg)
+    pause = 1000
+    cfg["online"]["checkpoint_interval"] = pause  # the first checkpoint falls on the first pause
+    original = OnlineRun.save_checkpoint
+
+    def save_then_crash(self, model, state):
+        original(self, model, state)
+        raise KeyboardInterrupt("simulated kill after the checkpoint at the pause")
+
+    OnlineRun.save_checkpoint = save_then_crash
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_online(cfg, "hopper", 0, tmp_path / "run", progress=False)
+    finally:
+        OnlineRun.save_checkpoint = original
+    run = tmp_path / "run"
+    for name in ("dataset_buffer.h5", "validation.json"):  # the rule's outputs of that pause
+        (run / f"pause_{pause}" / name).unlink(missing_ok=True)
+    summary = run_online(cfg, "hopper", 0, run, progress=False)
+    assert summary["resumed_from"] == [pause]
+    assert (run / "curve.csv").read_bytes() == (reference / "curve.csv").read_bytes()
+    for p in (1000, 2000):
+        for name in ("dataset_buffer.h5", "validation.json", "eval_best.json"):
+            assert (run / f"pause_{p}" / name).read_bytes() == (reference / f"pause_{p}" / name).read_bytes(), (p, name)
+        for name in ("policy_best.pt", "policy_last.pt"):  # TorchScript archives name their temp file: compare weights
+            a, b = (torch.jit.load(str(d / f"pause_{p}" / name)).state_dict() for d in (run, reference))
+            assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), (p, name)
+    assert not (run / "stage").exists() and not (run / "checkpoint").exists()
 
 
 def test_a_checkpoint_of_other_settings_is_not_resumed(hopper_run, tmp_path):

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import random
 import re
 import signal
 import subprocess
@@ -320,6 +322,55 @@ def test_same_command_resumes_after_sigkill(tiny_run, tmp_path):
     assert len(files) > 50 and files == result_files(resumed)
     differ = [str(f) for f in files if (reference / f).read_bytes() != (resumed / f).read_bytes()]
     assert not differ, differ
+
+
+def online_checkpointed_past_a_pause(results: Path, pause: int) -> bool:
+    """Some online job has a checkpoint at or after step ``pause`` (so it will not pass that pause again)."""
+    for meta in results.glob("cells/*/seed*/online/checkpoint/meta.json"):
+        with contextlib.suppress(OSError, ValueError):
+            if json.loads(meta.read_text()).get("num_timesteps", 0) >= pause:
+                return True
+    return False
+
+
+def start_and_kill(workdir: Path, configfile: Path, log: Path, ready) -> None:
+    """Start the README's command in ``workdir``; SIGKILL its process group once ``ready()`` (bounded)."""
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            readme_command(workdir, configfile), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    deadline = time.monotonic() + 600
+    while not ready() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, f"the run ended before its kill:\n{log.read_text()[-3000:]}"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=60)
+    wait_until_gone(proc.pid)
+
+
+def test_kills_at_random_moments_then_the_same_command(tiny_run, tmp_path):
+    """Any kill, same command: the whole workflow SIGKILLed as a process group several times in a row
+    (first once an online job has checkpointed past its first pause point, so that Snakemake deletes
+    that job's declared pause outputs before rerunning it; then at seeded random moments), the README's
+    command run again after each kill; the finished run equals the uninterrupted one byte for byte."""
+    workdir, configfile, seconds = tiny_run
+    results = tmp_path / "results" / "tiny"
+    first_pause = int(TINY["budget"]["total_steps"] * TINY["budget"]["pause_fractions"][0])
+    start_and_kill(
+        tmp_path, configfile, tmp_path / "kill-0.log", lambda: online_checkpointed_past_a_pause(results, first_pause)
+    )
+    rng = random.Random(int(os.environ.get("KILL_SEED", "0")))
+    for i in (1, 2):
+        at = time.monotonic() + rng.uniform(5, max(10, seconds / 3))
+        start_and_kill(tmp_path, configfile, tmp_path / f"kill-{i}.log", lambda at=at: time.monotonic() >= at)
+    rerun = subprocess.run(readme_command(tmp_path, configfile), capture_output=True, text=True, timeout=900)
+    assert rerun.returncode == 0, f"rerun failed:\n{(rerun.stdout + rerun.stderr)[-4000:]}"
+    reference = workdir / "results" / "tiny"
+    files = result_files(reference)
+    assert len(files) > 50 and files == result_files(results)
+    differ = [str(f) for f in files if (reference / f).read_bytes() != (results / f).read_bytes()]
+    assert not differ, differ
+    assert not list(results.glob("cells/*/seed*/*/stage")), "the online stage was not removed at the end"
 
 
 def test_disk_estimate_of_the_tiny_run_is_close(tiny_run):

@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import pickle
 import random
 import shutil
@@ -27,6 +26,8 @@ import mujoco
 import numpy as np
 import torch
 from gymnasium.utils import EzPickle
+
+from replication.io import fsync_path, remove_tree
 
 _MJDATA_FIELDS = ("qpos", "qvel", "act", "ctrl", "mocap_pos", "mocap_quat", "qacc_warmstart")
 
@@ -141,14 +142,6 @@ def job_key(*parts: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def write_checkpoint(directory: Path | str, key: str, fill: Callable[[Path], dict[str, Any]]) -> dict[str, Any]:
     """Atomically replace ``directory`` by a new checkpoint; ``fill(tmp)`` writes its files into ``tmp``.
 
@@ -164,17 +157,19 @@ def write_checkpoint(directory: Path | str, key: str, fill: Callable[[Path], dic
     files = [f for f in tmp.iterdir() if f.is_file()]
     meta["bytes"] = sum(f.stat().st_size for f in files)
     for f in files:
-        _fsync(f)
+        fsync_path(f)
     meta["seconds"] = time.perf_counter() - start
     (tmp / META).write_text(json.dumps(meta, default=str))
-    _fsync(tmp / META)
+    fsync_path(tmp / META)
+    fsync_path(tmp)
     if (directory / META).exists():
-        shutil.rmtree(old, ignore_errors=True)
+        remove_tree(old)
         directory.rename(old)
     else:
-        shutil.rmtree(directory, ignore_errors=True)
+        remove_tree(directory)
     tmp.rename(directory)
-    shutil.rmtree(old, ignore_errors=True)
+    fsync_path(directory.parent)
+    remove_tree(old)
     return meta
 
 
@@ -192,7 +187,8 @@ def find_checkpoint(directory: Path | str, key: str) -> tuple[Path, dict[str, An
 
 
 def remove_checkpoint(directory: Path | str) -> None:
-    """Remove a job's checkpoint (and any half-written or previous one)."""
+    """Remove a job's checkpoint (and any half-written or previous one). Each goes whole: a kill
+    midway never leaves a checkpoint with its ``meta.json`` but without some of its files."""
     directory = Path(directory)
-    for suffix in ("", ".tmp", ".old"):
-        shutil.rmtree(directory.with_name(directory.name + suffix), ignore_errors=True)
+    for suffix in ("", ".old", ".tmp"):
+        remove_tree(directory.with_name(directory.name + suffix))

@@ -14,8 +14,12 @@ measure, they do not train. Validation episodes are charged, but only to the var
 validation (their ledgers); SAC itself never sees them.
 
 The run is resumable: every ``online.checkpoint_interval`` steps it writes the model, the
-replay buffer, the environments' simulator states and the RNG states; a restarted run continues
-from there and ends with the same numbers as an uninterrupted one (on CPU).
+replay buffer, the environments' simulator states and the RNG states (those SAC goes on with, taken
+after the evaluation and pause work of that step); a restarted run continues from there and ends
+with the same numbers as an uninterrupted one (on CPU). A pause's files are staged first (sealed
+under ``stage/`` before the next checkpoint) and published into ``pause_<T_k>/`` when the run ends,
+so a rerun after Snakemake deleted them, from a checkpoint past the pause, still writes them
+(:mod:`replication.resume`).
 
 SAC does not notice its pauses: everything done between two ``learn`` calls (snapshots,
 evaluation, validation, datasets, checkpoints) runs in :func:`replication.agents.rngs.isolated_rng`,
@@ -35,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from replication import resume
 from replication.agents import checkpoint
 from replication.agents.datasets import Transitions, save_dataset
 from replication.agents.envs import make_env
@@ -42,7 +47,7 @@ from replication.agents.job import Job, Timings, runner
 from replication.agents.policies import export_sac_actor, load_policy, sac_policy
 from replication.agents.rngs import isolated_rng
 from replication.analysis import tidy
-from replication.io import atomic_path, write_json
+from replication.io import atomic_path, remove_tree, write_json
 from replication.plan import config
 from replication.plan.schema import episode_steps, validation_checkpoints, validation_costs
 from replication.plan.vocabulary import online_pauses
@@ -185,31 +190,27 @@ class OnlineRun(Job):
     def save_checkpoint(self, model, state: OnlineState) -> None:
         rb = model.replay_buffer
         n = stored_steps(rb)
-        tmp = self.ckpt_dir.with_name(self.ckpt_dir.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        np.savez(
-            tmp / "buffer.npz",
-            observations=rb.observations[:n],
-            next_observations=rb.next_observations[:n],
-            actions=rb.actions[:n],
-            rewards=rb.rewards[:n],
-            dones=rb.dones[:n],
-            timeouts=rb.timeouts[:n],
-        )
-        model.replay_buffer = None
-        try:
-            payload = checkpoint.dumps({"model": model, "state": state, "rng": checkpoint.rng_states()})
-        finally:
-            model.replay_buffer = rb
-        (tmp / "state.pkl").write_bytes(payload)
-        write_json(tmp / "meta.json", {"num_timesteps": model.num_timesteps, "buffer_pos": n, "key": self.job_key()})
-        old = self.ckpt_dir.with_name(self.ckpt_dir.name + ".old")
-        shutil.rmtree(old, ignore_errors=True)
-        if self.ckpt_dir.exists():
-            self.ckpt_dir.rename(old)
-        tmp.rename(self.ckpt_dir)
-        shutil.rmtree(old, ignore_errors=True)
+
+        def fill(tmp: Path) -> dict[str, Any]:
+            np.savez(
+                tmp / "buffer.npz",
+                observations=rb.observations[:n],
+                next_observations=rb.next_observations[:n],
+                actions=rb.actions[:n],
+                rewards=rb.rewards[:n],
+                dones=rb.dones[:n],
+                timeouts=rb.timeouts[:n],
+            )
+            model.replay_buffer = None
+            try:
+                payload = checkpoint.dumps({"model": model, "state": state, "rng": checkpoint.rng_states()})
+            finally:
+                model.replay_buffer = rb
+            (tmp / "state.pkl").write_bytes(payload)
+            return {"num_timesteps": model.num_timesteps, "buffer_pos": n}
+
+        meta = checkpoint.write_checkpoint(self.ckpt_dir, self.job_key(), fill)
+        resume.log_saved("online", model.num_timesteps, meta)
 
     def load_checkpoint(self):
         """The model and loop state of the last checkpoint (made with these settings), or ``None``."""
@@ -252,17 +253,17 @@ class OnlineRun(Job):
         state.curve_rows += tidy.rows_from_records(self.base_row(algo="sac"), records, model.num_timesteps)
 
     def pause(self, model, state: OnlineState, step: int) -> None:
-        """Validation, dataset and policies at pause ``step`` (skipped if already written)."""
-        out = pause_dir(self.out_dir, step)
-        if (out / "done.json").exists():
-            return
-        out.mkdir(parents=True, exist_ok=True)
+        """Validation, dataset and policies at pause ``step``, staged (:mod:`replication.resume`)."""
+        staged = resume.staged_pause(self.out_dir, step)
+        tmp = staged.with_name(staged.name + ".tmp")
+        remove_tree(tmp)
+        tmp.mkdir(parents=True)
         with state.timings.timed("validation_seconds"):
-            self.validate(out, state, step)
+            self.validate(tmp, state, step)
         with state.timings.timed("dataset_seconds"):
             save_dataset(
                 buffer_transitions(model, step),
-                out / "dataset_buffer.h5",
+                tmp / "dataset_buffer.h5",
                 env=self.env_name,
                 seed=self.seed,
                 pause=step,
@@ -270,7 +271,7 @@ class OnlineRun(Job):
                 collector="online-sac",
                 env_options=self.env_options,
             )
-        write_json(out / "done.json", {"pause": step})
+        resume.seal_stage(tmp, staged, self.job_key())
 
     def validate(self, out: Path, state: OnlineState, step: int) -> None:
         """Validation of the snapshots up to pause ``step``: the best and last policies, their records."""
@@ -310,6 +311,8 @@ class OnlineRun(Job):
         self.device = device
         self.out_dir.mkdir(parents=True, exist_ok=True)
         restored = self.load_checkpoint()
+        if restored is None:  # a fresh start: nothing staged by an earlier run counts
+            resume.clear_stage(self.out_dir)
         model, state = restored if restored else (build_sac(self.cfg, self.env_name, self.seed, device), OnlineState())
         bar = self.progress_bar(self.total, model.num_timesteps, f"online {self.env_name}")
         t = state.timings
@@ -323,12 +326,16 @@ class OnlineRun(Job):
                 bar.set_postfix(steps_per_s=f"{model.num_timesteps / max(t.train_seconds, 1e-9):.0f}")
             with isolated_rng():  # SAC must not notice its pauses: see replication.agents.rngs
                 self.at_boundary(model, state, boundary)
+            if boundary % self.checkpoint_interval == 0 and boundary < self.total:
+                # after the side work: the checkpoint keeps the RNG states SAC goes on with
+                with isolated_rng():
+                    self.save_checkpoint(model, state)
         if bar is not None:
             bar.close()
         return self.finish(model, state)
 
     def at_boundary(self, model, state: OnlineState, boundary: int) -> None:
-        """Snapshot, evaluation, pause and checkpoint work due at ``boundary``."""
+        """Snapshot, evaluation and pause work due at ``boundary`` (the checkpoint follows, in :meth:`run`)."""
         if boundary % self.snapshot_interval == 0 or boundary in self.pauses:
             export_sac_actor(model, self.snapshot_path(boundary))
             state.snapshots.append(boundary)
@@ -343,11 +350,12 @@ class OnlineRun(Job):
             )
         if boundary in self.pauses:
             self.pause(model, state, boundary)
-        if boundary % self.checkpoint_interval == 0 and boundary < self.total:
-            self.save_checkpoint(model, state)
 
     def finish(self, model, state: OnlineState) -> dict[str, Any]:
+        """The curve, the model and every pause's files (published from the stage), then the summary."""
         self.write_tidy(state.curve_rows, "curve.csv")
+        for step in self.pauses:
+            resume.publish_stage(self.out_dir, step, pause_dir(self.out_dir, step), self.job_key())
         buffer = io.BytesIO()
         model.save(buffer)
         with atomic_path(self.out_dir / "model.zip") as tmp:
@@ -369,7 +377,8 @@ class OnlineRun(Job):
                 },
             },
         )
-        shutil.rmtree(self.ckpt_dir, ignore_errors=True)
+        checkpoint.remove_checkpoint(self.ckpt_dir)
+        resume.clear_stage(self.out_dir)
         return summary
 
 
