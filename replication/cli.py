@@ -663,6 +663,11 @@ def main(argv: list[str] | None = None) -> int:
 
         import_d3rlpy()  # before anything else imports it: skips scikit-learn (see replication.imports)
     try:
+        if args.command in TRAINING_COMMANDS:  # one live instance per job (replication.runlock.job_lock)
+            from replication.runlock import job_lock
+
+            with job_lock(args.out):
+                return int(args._run(args) or 0)
         return int(args._run(args) or 0)
     except ValueError as error:  # the package's own errors (config, dataset, budget) are ValueErrors
         if args.debug:

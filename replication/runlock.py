@@ -19,6 +19,7 @@ side in one checkout.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import fcntl
@@ -27,6 +28,7 @@ import os
 import socket
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -123,3 +125,51 @@ def clear_stale_snakemake_locks(lock: RunLock, lock_dir: Path | str = ".snakemak
     for path in removed:
         path.unlink(missing_ok=True)
     return removed
+
+
+# ---- one live instance of a job -------------------------------------------------------------------
+#
+# On a cluster, a workflow that dies (its node lost, its login session killed) leaves its jobs running
+# under the scheduler; the same command started again submits them anew, and for a while two instances
+# of a job would write the same directory. Each training job therefore holds a kernel lock on
+# ``<out>.job.lock`` while it runs: a second instance waits until the first has ended (however it ends),
+# then resumes from what the first left (its checkpoint, or from the start if it had finished).
+
+JOB_LOCK_SUFFIX = ".job.lock"
+
+
+@contextlib.contextmanager
+def job_lock(out: Path | str, poll_seconds: float = 5.0) -> Iterator[None]:
+    """Hold the lock of the job writing ``out`` (a directory or a file) for the block; waits, saying for
+    whom, while another live instance of the same job holds it."""
+    out = Path(out)
+    path = out.with_name(out.name + JOB_LOCK_SUFFIX)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        said = False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as err:
+                if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    raise OSError(
+                        err.errno, f"cannot lock {path} ({err.strerror}): the results filesystem must support flock"
+                    ) from err
+                if not said:
+                    h = _read_holder(path)
+                    print(
+                        f"waiting for another instance of this job to end (pid {h.get('pid', '?')} on "
+                        f"{h.get('host', '?')}, started {h.get('started', '?')}): {path}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                    said = True
+                time.sleep(poll_seconds)
+        holder = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(holder).encode(), 0)
+        yield
+    finally:
+        os.close(fd)

@@ -106,6 +106,32 @@ class SlurmRun:
                 assert state == "COMPLETED", f"SLURM job {jobid} (rule {rule}) ended as {state}"
 
 
+def slurm_command(
+    snakefile: Path,
+    configfile: Path | None,
+    targets: Sequence[str],
+    workdir: Path,
+    profile: Path = TEST_PROFILE,
+    timeout_s: int = 900,
+    extra_args: Sequence[str] = (),
+) -> tuple[list[str], dict[str, str]]:
+    """The command line and environment of a `snakemake --profile <profile>` run in ``workdir``."""
+    cmd = [
+        "timeout", "-k", "10", str(timeout_s),
+        sys.executable, "-m", "snakemake",
+        *targets,  # before the options: --configfile takes every word that follows it
+        "--snakefile", str(Path(snakefile).resolve()),
+        "--directory", str(workdir),
+        "--profile", str(Path(profile).resolve()),
+        "--nocolor",
+        *(["--configfile", str(Path(configfile).resolve())] if configfile else []),
+        *extra_args,
+    ]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    env["PYTHONUNBUFFERED"] = "1"
+    return cmd, env
+
+
 def run_workflow_on_slurm(
     snakefile: Path,
     configfile: Path | None,
@@ -126,19 +152,7 @@ def run_workflow_on_slurm(
     workdir.mkdir(parents=True, exist_ok=True)
     logdir = workdir / ".snakemake" / "slurm_logs"
     logs_before = set(logdir.rglob("*.log")) if logdir.exists() else set()
-    cmd = [
-        "timeout", "-k", "10", str(timeout_s),
-        sys.executable, "-m", "snakemake",
-        *targets,  # before the options: --configfile takes every word that follows it
-        "--snakefile", str(Path(snakefile).resolve()),
-        "--directory", str(workdir),
-        "--profile", str(Path(profile).resolve()),
-        "--nocolor",
-        *(["--configfile", str(Path(configfile).resolve())] if configfile else []),
-        *extra_args,
-    ]  # fmt: skip
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
-    env["PYTHONUNBUFFERED"] = "1"
+    cmd, env = slurm_command(snakefile, configfile, targets, workdir, profile, timeout_s, extra_args)
     proc = subprocess.run(cmd, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     n = 1
     while (workdir / f"snakemake-slurm-{n}.log").exists():

@@ -8,17 +8,22 @@ plugin's status polling. Run alone with:  pytest -m slurm -v -s
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
 
 try:
-    from slurm_helpers import SlurmUnavailable, local_slurm, run_workflow_on_slurm
+    from slurm_helpers import SlurmUnavailable, local_slurm, run_workflow_on_slurm, slurm_command
 except ImportError:  # tests/ imported as a package
-    from tests.slurm_helpers import SlurmUnavailable, local_slurm, run_workflow_on_slurm
+    from tests.slurm_helpers import SlurmUnavailable, local_slurm, run_workflow_on_slurm, slurm_command
 
 pytestmark = pytest.mark.slurm
 
@@ -141,3 +146,105 @@ def test_project_workflow_runs_on_slurm(slurm_cluster: Path, tmp_path: Path) -> 
     assert "online,sac" in tidy and "recommend,iql" in tidy
     if run.jobcomp is not None:
         assert {jobid: run.jobcomp.get(jobid) for jobid in run.submitted} == dict.fromkeys(run.submitted, "COMPLETED")
+
+
+KILL_CONFIG = {
+    "name": "slurmkill",
+    "envs": ["hopper"],
+    "seeds": [0],
+    "device": "cpu",
+    "env_options": {"hopper": {"max_episode_steps": 50}},
+    # long enough that a resumed online job still runs (some 10 s) when the workflow is started again
+    "budget": {"total_steps": 3000, "pause_fractions": [0.5, 1.0], "finetune_pause": 0.5},
+    "online": {
+        "learning_starts": 200,
+        "batch_size": 32,
+        "net_arch": [32, 32],
+        "snapshot_interval": 500,
+        "checkpoint_interval": 1500,  # the first checkpoint falls on the first pause
+    },
+    "evaluation": {"interval": 500, "episodes": 1},
+    "validation": {"episodes": 1, "online_fraction": 0.1, "offline_fraction": 0.1},
+    "offline": {
+        "algos": ["iql"],
+        "datasets": ["buffer"],
+        "iql": {"gradient_steps": 300, "batch_size": 32, "hidden_units": [32, 32]},
+    },
+    "finetune": {"methods": []},
+    "analysis": {"c4": {"enabled": False}, "c5": {"enabled": False}},
+}
+
+
+def job_pids(pattern: str) -> list[int]:
+    found = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True)
+    return [int(p) for p in found.stdout.split()]
+
+
+def wait_for(ready, what: str, proc: subprocess.Popen, log: Path, timeout: float = 600) -> None:
+    deadline = time.monotonic() + timeout
+    while not ready():
+        assert proc.poll() is None, f"the workflow ended before {what}:\n{log.read_text()[-3000:]}"
+        assert time.monotonic() < deadline, f"no {what} within {timeout} s"
+        time.sleep(0.1)
+
+
+def test_killed_jobs_and_a_killed_workflow_resume_on_slurm(slurm_cluster: Path, tmp_path: Path) -> None:
+    """With the SLURM profile's retries: the online job killed on its node once it has checkpointed
+    past its first pause point (Snakemake deletes its outputs and submits it again; the retry resumes
+    past the pause and still writes them), then the workflow itself killed while that retry runs under
+    SLURM (the retry goes on; the same command started again submits the job anew, and the new
+    instance waits for the old one to end). The finished run equals an uninterrupted local run byte
+    for byte."""
+    import yaml
+
+    root = Path(__file__).resolve().parent.parent
+    configfile = tmp_path / "slurmkill.yaml"
+    configfile.write_text(yaml.safe_dump(KILL_CONFIG))
+    target = "results/slurmkill/tidy.csv"
+    local = tmp_path / "local"
+    subprocess.run(
+        [sys.executable, "-m", "snakemake", target, "--snakefile", str(root / "Snakefile"), "--directory", str(local),
+         "--cores", "2", "--configfile", str(configfile)],
+        check=True, capture_output=True, timeout=900,
+    )  # fmt: skip
+
+    workdir = (tmp_path / "work").resolve()
+    workdir.mkdir()
+    results = workdir / "results" / "slurmkill"
+    cmd, env = slurm_command(root / "Snakefile", configfile, [target], workdir, extra_args=["--retries", "1"])
+    log = workdir / "killed-workflow.log"
+    online = "replication online --config results/slurmkill/"
+    with log.open("w") as out:
+        proc = subprocess.Popen(cmd, cwd=workdir, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        meta = results / "cells/hopper/seed0/online/checkpoint/meta.json"
+        wait_for(lambda: meta.exists() and json.loads(meta.read_text() or "{}").get("num_timesteps") == 1500,
+                 "online checkpoint at the first pause", proc, log)  # fmt: skip
+        first = job_pids(online)
+        assert first, "the online job is not running"
+        for pid in first:
+            os.kill(pid, signal.SIGKILL)  # the job dies on its node (an out-of-memory kill, a node lost)
+        wait_for(lambda: bool(set(job_pids(online)) - set(first)), "the online job's retry", proc, log)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the workflow dies; the retry goes on under SLURM
+        proc.wait(timeout=60)
+    assert "Trying to restart job" in log.read_text(), log.read_text()[-3000:]
+
+    run = run_workflow_on_slurm(root / "Snakefile", configfile, [target], workdir, extra_args=["--retries", "1"])
+    print(run.tail(3000))
+    run.assert_ok()
+    online_log = (results / "cells/hopper/seed0/logs/online.log").read_text(errors="replace")
+    assert "waiting for another instance of this job" in online_log, online_log[-2000:]
+    reference = local / "results" / "slurmkill"
+    files = sorted(
+        p.relative_to(reference)
+        for p in reference.rglob("*")
+        if p.suffix in {".csv", ".h5", ".d3"} or p.name in {"validation.json", "records.json"}
+    )
+    assert len(files) > 10
+    differ = [
+        str(f)
+        for f in files
+        if not (results / f).exists() or (results / f).read_bytes() != (reference / f).read_bytes()
+    ]
+    assert not differ, differ
