@@ -171,9 +171,17 @@ def needs(cfg: dict[str, Any], cores: int = 1) -> tuple[float, float]:
 
 
 def used_bytes(path: Path | str) -> int:
-    """Bytes of the files under ``path`` (what a resumed run already has)."""
+    """Bytes of the files under ``path`` (what a resumed run already has); a file with several hard
+    links (a published pause file and its stage, a finished run's kept outputs) counts once."""
     path = Path(path)
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.exists() else 0
+    if not path.exists():
+        return 0
+    sizes = {}
+    for f in path.rglob("*"):
+        if f.is_file():
+            st = f.stat()
+            sizes[(st.st_dev, st.st_ino)] = st.st_size
+    return sum(sizes.values())
 
 
 def human(n: float) -> str:

@@ -25,6 +25,8 @@ checkpoint that follows the pause is written. When the run ends they are publish
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import logging
 import pickle
 import shutil
@@ -66,10 +68,11 @@ def staged_pause(out_dir: Path | str, step: int) -> Path:
     return Path(out_dir) / STAGE_DIR / f"pause_{step}"
 
 
-def seal_stage(tmp: Path, staged: Path, key: str) -> None:
-    """Make the files written into ``tmp`` the staged pause ``staged`` of the job with ``key``: sealed,
-    flushed to disk, then renamed into place (a kill leaves the old stage or the new, never a part)."""
-    write_json(tmp / SEAL, {"key": key})
+def seal_stage(tmp: Path, staged: Path, key: str, **fields: Any) -> None:
+    """Make the files written into ``tmp`` the staged files ``staged`` of the job with ``key``: sealed
+    (with the key and ``fields``), flushed to disk, then renamed into place (a kill leaves the old stage
+    or the new, never a part)."""
+    write_json(tmp / SEAL, {"key": key, **fields})
     for f in tmp.iterdir():
         fsync_path(f)
     fsync_path(tmp)
@@ -95,6 +98,55 @@ def publish_stage(out_dir: Path | str, step: int, target: Path, key: str) -> Non
 
 def clear_stage(out_dir: Path | str) -> None:
     remove_tree(Path(out_dir) / STAGE_DIR)
+
+
+# ---- finished jobs whose siblings did not finish ---------------------------------------------------
+#
+# A batch job (one per cell and stage) declares every variant's outputs; killed midway, Snakemake deletes
+# all of them, the finished variants' too. A finished offline learner or fine-tuning run therefore keeps
+# its record outside the declared outputs, with its key and the fingerprint of the code that made it:
+# the rerun takes it back (same settings, inputs and code give the same results) instead of training
+# again. After a change to the training code the fingerprint differs and the work is redone, as
+# ``--forcerun`` asks.
+
+FINISHED_DIR = "finished"
+
+
+@functools.lru_cache(maxsize=1)
+def code_fingerprint() -> str:
+    """A digest of the package's source files (what a result was computed with)."""
+    root = Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def keep_finished(out_dir: Path | str, key: str, names: tuple[str, ...]) -> None:
+    """Keep the declared outputs ``names`` of the job finished in ``out_dir`` (hard links), with its key."""
+    kept = Path(out_dir) / FINISHED_DIR
+    remove_tree(kept)
+    tmp = kept.with_name(kept.name + ".tmp")
+    remove_tree(tmp)
+    tmp.mkdir(parents=True)
+    for name in names:
+        link_or_copy(Path(out_dir) / name, tmp / name)
+    seal_stage(tmp, kept, key, code=code_fingerprint())
+
+
+def take_finished(out_dir: Path | str, key: str, names: tuple[str, ...]) -> bool:
+    """Put back the kept outputs of a job finished in ``out_dir`` with ``key`` and this code; ``False``
+    (and nothing kept any more) if there is no such record."""
+    kept = Path(out_dir) / FINISHED_DIR
+    seal = kept / SEAL
+    record = read_json(seal) if seal.exists() else {}
+    if record.get("key") != key or record.get("code") != code_fingerprint():
+        remove_tree(kept)
+        return False
+    for name in names:
+        link_or_copy(kept / name, Path(out_dir) / name)
+    log.info("finished before with the same settings, inputs and code: outputs put back from %s", kept)
+    return True
 
 
 # ---- offline jobs --------------------------------------------------------------------------------

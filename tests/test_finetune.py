@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
+from replication import resume
 from replication.agents import finetune as ft
 from replication.agents import job
 from replication.agents.datasets import Transitions, load_transitions
@@ -185,6 +186,31 @@ def test_two_runs_with_one_seed_are_identical(runs, cell, tmp_path):
     b = load_learner_file(tmp_path / "again" / "learnable_final.d3")
     for (name, x), (_, y) in zip(a.items(), b.items(), strict=True):
         assert torch.equal(x, y), name
+
+
+def test_a_finished_run_puts_back_its_deleted_outputs_unless_the_code_changed(runs, cell, monkeypatch):
+    """A batch job killed after one of its runs finished: Snakemake deletes every run's outputs, and
+    the rerun puts the finished one's back without training; under other code it trains again."""
+    cfg, root, data = cell
+    out, _, _ = runs["calql"]
+    before = {name: (out / name).read_bytes() for name in ft.FINISHED_OUTPUTS}
+    source = root / FINETUNE_METHODS["calql"]
+
+    def deleted_then_rerun() -> dict:
+        for name in ft.FINISHED_OUTPUTS:
+            (out / name).unlink()  # as Snakemake does to the outputs of an unfinished job
+        return ft.run_finetune(cfg, "hopper", 0, "calql", source, data, out, 0, progress=False)
+
+    with monkeypatch.context() as mp:
+        mp.setattr(job, "make_env", lambda *a, **k: pytest.fail("a finished run was trained again"))
+        again = deleted_then_rerun()
+    assert again == json.loads(before["finetune.json"])
+    assert all((out / name).read_bytes() == data_ for name, data_ in before.items())
+    with monkeypatch.context() as mp:
+        mp.setattr(resume, "code_fingerprint", lambda: "other code")
+        trained = deleted_then_rerun()
+    assert trained["total_seconds"] != again["total_seconds"]  # it ran
+    assert (out / "curve.csv").read_bytes() == before["curve.csv"]
 
 
 def load_learner_file(path):

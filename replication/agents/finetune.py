@@ -114,7 +114,7 @@ import numpy as np
 
 from replication import resume
 from replication.agents import checkpoint, learners
-from replication.agents.datasets import Transitions, sha256_of
+from replication.agents.datasets import Transitions, read_metadata, sha256_of
 from replication.agents.job import Job, Timings, runner
 from replication.agents.learners import EpisodeReturnsPicker, empty_buffer
 from replication.analysis import tidy
@@ -127,6 +127,8 @@ from replication.plan.vocabulary import FINETUNE_METHODS, finetune_source
 from replication.plan.workflow import finetune_dataset
 
 log = logging.getLogger(__name__)
+
+FINISHED_OUTPUTS = ("curve.csv", "finetune.json")  # the rule's outputs, kept by a finished run
 
 METHODS = tuple(FINETUNE_METHODS)
 TRAIN_SEED_OFFSET = 40_000  # (choice) the training env's first reset: seed + 40000
@@ -730,13 +732,20 @@ class Finetune(Job):
         )
 
     def run(self) -> dict[str, Any]:
-        """Set up, fine-tune, write the outputs; returns the summary written to ``finetune.json``."""
+        """Set up, fine-tune, write the outputs; returns the summary written to ``finetune.json``.
+
+        A run that finished before with the same key and code (its batch job killed later) puts its
+        outputs back instead (:func:`replication.resume.take_finished`)."""
         start = time.perf_counter()
+        key = self.finetune_key(read_metadata(self.dataset_path).get("sha256"))
+        if resume.take_finished(self.out_dir, key, FINISHED_OUTPUTS):
+            return read_json(self.out_dir / "finetune.json")
         self.start(d3rlpy=True)
         at = self.prepare()
         self.timings.setup_seconds = time.perf_counter() - start
         extension = self.train(at)
         summary = self.write_outputs(extension, start)
+        resume.keep_finished(self.out_dir, self.key, FINISHED_OUTPUTS)
         checkpoint.remove_checkpoint(self.ckpt_dir)
         budget_timings = self.budget_timings
         log.info(

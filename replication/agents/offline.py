@@ -387,6 +387,7 @@ class OfflineJob(Job):
                 "best_step": self.best_step,
                 "returns_to_go": learners.returns_to_go_rule(self.cfg, self.env_name, self.algo),
                 "job_key": self.key,
+                "code": resume.code_fingerprint(),  # a restarted multi-learner job keeps it only under the same code
                 "resumed": self.resumed,
                 "best_of": best_of,
                 "ledgers": ledgers,
@@ -450,7 +451,9 @@ def run_offline_job(
     summaries = {}
     for algo in algos:
         finished = finished_learner(out / algo, job_key(cfg, env_name, seed, algo, dataset_path, dataset))
-        if finished is None:
+        if finished is not None:  # a kill between its summary and its checkpoint's removal left one
+            checkpoint.remove_checkpoint(out / algo / resume.CHECKPOINT_DIR)
+        else:
             finished = run_offline(
                 cfg, env_name, seed, algo, dataset_path, online_dir, dataset, out / algo, options=options
             )
@@ -462,10 +465,10 @@ def run_offline_job(
 
 
 def finished_learner(out_dir: Path | str, key: str) -> dict[str, Any] | None:
-    """The summary of a learner that already finished with ``key`` in ``out_dir`` (a restarted
-    multi-learner job keeps it), or ``None``."""
+    """The summary of a learner that already finished with ``key`` and this code in ``out_dir`` (a
+    restarted multi-learner job keeps it), or ``None``."""
     path = Path(out_dir) / "offline.json"
     if not path.exists():
         return None
     summary = read_json(path)
-    return summary if summary.get("job_key") == key else None
+    return summary if summary.get("job_key") == key and summary.get("code") == resume.code_fingerprint() else None
