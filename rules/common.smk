@@ -4,7 +4,11 @@
 
 # Settings that change no result of a job (how often it checkpoints; which other fine-tuning methods
 # the run has): editing them reruns nothing.
-NO_RESULT = {"offline": ("checkpoint_interval",), "finetune": ("checkpoint_interval", "methods")}
+NO_RESULT = {
+    "online": ("checkpoint_interval",),
+    "offline": ("checkpoint_interval",),
+    "finetune": ("checkpoint_interval", "methods"),
+}
 ONLINE_SUMMARY = PLAN.layout.outputs("online", "{env}", "{seed}")["summary"]
 
 

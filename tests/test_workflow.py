@@ -410,3 +410,24 @@ def test_a_run_the_disk_cannot_hold_is_refused(tmp_path):
         timeout=300,
     )
     assert touched.returncode == 0, (touched.stdout + touched.stderr)[-3000:]
+
+
+def test_editing_a_setting_that_changes_no_result_reruns_nothing(tiny_run, tmp_path):
+    """Each checkpoint interval (rules/common.smk's NO_RESULT), edited in a finished run's config: a dry
+    run has nothing to do. (The tiny run fine-tunes nothing, so NO_RESULT's list of other fine-tuning
+    methods is not tried here.)"""
+    workdir, configfile, _ = tiny_run
+    common = (ROOT / "rules" / "common.smk").read_text()
+    edits = {
+        ("online", "checkpoint_interval"): 123,
+        ("offline", "checkpoint_interval"): 7,
+        ("finetune", "checkpoint_interval"): 11,
+    }
+    for (section, key), value in edits.items():
+        assert re.search(rf'"{section}": \([^)]*"{key}"', common), f"{section}.{key} is not in NO_RESULT"
+        cfg = yaml.safe_load(configfile.read_text())
+        cfg.setdefault(section, {})[key] = value
+        edited = tmp_path / f"{section}-{key}.yaml"
+        edited.write_text(yaml.safe_dump(cfg))
+        dry = snakemake(workdir, "-n", "--configfile", str(edited), "--rerun-triggers", "mtime", "params", "input")
+        assert "Nothing to be done" in dry.stdout + dry.stderr, f"editing {section}.{key} reruns:\n{dry.stdout[-2000:]}"
