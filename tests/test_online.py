@@ -133,24 +133,30 @@ def test_candidates_are_evenly_spaced():
     assert select_candidates(snaps, 1000, 1) == [1000]
 
 
-def test_resume_gives_identical_results(hopper_run, tmp_path):
-    """A run killed after a checkpoint and restarted ends with the same numbers as one uninterrupted."""
-    cfg, reference, _ = hopper_run
+def killed_after_checkpoint(cfg: dict, out, count: int) -> None:
+    """Run the online phase of hopper seed 0 into ``out`` and stop it as a kill would, right after its
+    ``count``-th checkpoint."""
     original = OnlineRun.save_checkpoint
     saved = {"n": 0}
 
     def save_then_crash(self, model, state):
         original(self, model, state)
         saved["n"] += 1
-        if saved["n"] == 2:
-            raise KeyboardInterrupt("simulated kill after the second checkpoint")
+        if saved["n"] == count:
+            raise KeyboardInterrupt(f"simulated kill after checkpoint {count}")
 
     OnlineRun.save_checkpoint = save_then_crash
     try:
         with pytest.raises(KeyboardInterrupt):
-            run_online(cfg, "hopper", 0, tmp_path / "run", progress=False)
+            run_online(cfg, "hopper", 0, out, progress=False)
     finally:
         OnlineRun.save_checkpoint = original
+
+
+def test_resume_gives_identical_results(hopper_run, tmp_path):
+    """A run killed after a checkpoint and restarted ends with the same numbers as one uninterrupted."""
+    cfg, reference, _ = hopper_run
+    killed_after_checkpoint(cfg, tmp_path / "run", 2)
     assert (tmp_path / "run" / "checkpoint" / "meta.json").exists()
     summary = run_online(cfg, "hopper", 0, tmp_path / "run", progress=False)
     assert summary["resumed_from"] == [1400]
@@ -172,19 +178,8 @@ def test_resume_past_a_pause_after_its_outputs_were_deleted(hopper_run, tmp_path
     cfg = copy.deepcopy(cfg)
     pause = 1000
     cfg["online"]["checkpoint_interval"] = pause  # the first checkpoint falls on the first pause
-    original = OnlineRun.save_checkpoint
-
-    def save_then_crash(self, model, state):
-        original(self, model, state)
-        raise KeyboardInterrupt("simulated kill after the checkpoint at the pause")
-
-    OnlineRun.save_checkpoint = save_then_crash
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            run_online(cfg, "hopper", 0, tmp_path / "run", progress=False)
-    finally:
-        OnlineRun.save_checkpoint = original
     run = tmp_path / "run"
+    killed_after_checkpoint(cfg, run, 1)
     for name in ("dataset_buffer.h5", "validation.json"):  # the rule's outputs of that pause
         (run / f"pause_{pause}" / name).unlink(missing_ok=True)
     summary = run_online(cfg, "hopper", 0, run, progress=False)
