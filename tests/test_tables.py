@@ -222,3 +222,16 @@ def test_t3_shows_wsrl_only_when_configured(tmp_path) -> None:
     kept = config(finetune={"methods": list(WITH_WSRL), "wsrl": {"keep_offline_data": True}})
     md = tables.build_tables([path], tmp_path / "kept", kept, tables=["T3"])["T3"][1].read_text()
     assert "Δ WSRL (offline data kept)" in md
+
+
+def test_t3_states_the_calql_mix_and_pex_temperature_of_the_run(raw: pd.DataFrame, tmp_path) -> None:
+    path = tmp_path / "tidy.csv"
+    tidy.write(raw, path)
+    csv, md, _ = tables.build_tables([path], tmp_path / "half", config(), tables=["T3"])["T3"]
+    t3 = pd.read_csv(csv, keep_default_na=False).set_index("method")
+    assert t3.loc["calql", "settings"].unique().tolist() == ["calql_mixing=0.5"]
+    assert t3.loc["pex", "settings"].unique().tolist() == ["pex_beta=10"]
+    assert "Settings: PEX: pex_beta=10; Cal-QL FT: calql_mixing=0.5." in md.read_text()
+    cfg = config(finetune={"calql_mixing": "proportional", "pex_beta": 3.0})
+    md = tables.build_tables([path], tmp_path / "prop", cfg, tables=["T3"])["T3"][1].read_text()
+    assert "Cal-QL FT: calql_mixing=proportional" in md and "PEX: pex_beta=3" in md

@@ -361,7 +361,8 @@ def mixing_section(summaries: Sequence[Path | str], cfg: Mapping[str, Any]) -> l
     lines = [
         "## Cal-QL fine-tuning batches: offline share",
         "",
-        f"finetune.calql_mixing = {rule} (a choice; the Cal-QL paper mixes 50/50). Share of each batch taken from "
+        f"finetune.calql_mixing = {rule} (0.5: the Cal-QL paper's and launch scripts' 50/50; proportional: the "
+        "Cal-QL code's default, a sensitivity setting). Share of each batch taken from "
         "the offline dataset at the first and the last update of fine-tuning, and over all batches.",
         "",
     ]

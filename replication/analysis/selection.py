@@ -63,6 +63,16 @@ class Expected:
     granularity_delays: tuple[int, ...] = ()
     wsrl_source: str = vocabulary.FINETUNE_METHODS["wsrl"]
     wsrl_keep_offline_data: bool = False
+    calql_mixing: str = "0.5"  # finetune.calql_mixing: the offline share of Cal-QL's fine-tuning batches
+    pex_beta: float = 10.0  # finetune.pex_beta: PEX's choice inverse temperature
+
+    def finetune_settings(self, method: str) -> str:
+        """The settings that shape a fine-tuning method's runs beyond its name (T3 states them)."""
+        if method == "calql":
+            return f"calql_mixing={self.calql_mixing}"
+        if method == "pex":
+            return f"pex_beta={self.pex_beta:g}"
+        return ""
 
     def finetune_source(self) -> dict[str, str]:
         """The ``dataset`` and ``validation`` of the offline agents that fine-tuning starts from."""
@@ -107,6 +117,8 @@ class Expected:
             granularity_delays=tuple(int(d) for d in gran["delays"]) if gran.get("enabled") else (),
             wsrl_source=str(wsrl.get("source", vocabulary.FINETUNE_METHODS["wsrl"])),
             wsrl_keep_offline_data=bool(wsrl.get("keep_offline_data", False)),
+            calql_mixing=f"{ft['calql_mixing']:g}" if ft["calql_mixing"] != "proportional" else "proportional",
+            pex_beta=float(ft["pex_beta"]),
         )
 
 

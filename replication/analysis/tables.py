@@ -6,6 +6,7 @@
 * T2, validation ablation: validation ``full`` vs ``none``, ``buffer`` vs ``newdata`` datasets;
 * T3, fine-tuning: final performance per environment and method (IQL, PEX, Cal-QL, WSRL: those in
   ``finetune.methods``), with SAC continuation (the online run past the fine-tuning pause) as the baseline;
+  its ``settings`` column (and title) name the run's Cal-QL batch mix and PEX's inverse temperature;
 * L1, learning sanity: per environment, dataset and pause, the behaviour policy (online SAC at the
   pause) next to each offline learner trained on its data, without validation: did offline RL on the
   agent's own data recover, exceed or lose the level of the policy that collected it?
@@ -219,6 +220,7 @@ def finetune_table(df: pd.DataFrame, expected: Expected, metric: str = "score") 
                     **_mean_std_columns(g, switch="switch", final="final", diff_vs_sac="diff"),
                     "final_step_mean": float(g["final_step"].mean()),
                     "metric": metric,
+                    "settings": expected.finetune_settings(method),
                 }
             )
     return _ordered(pd.DataFrame(out), expected, ["env", "method"], method_order=("sac", *expected.finetune_methods))
@@ -385,7 +387,16 @@ def _display_t3(table: pd.DataFrame, names: Mapping[str, str]) -> list[tuple[str
         f"T3. Fine-tuning, final performance: {_metric_note(table)} at the last evaluation within the budget, "
         f"mean ± std over {int(table['n_seeds'].min())} seeds; Δ: paired difference to SAC continuation."
     )
+    if "settings" in table:
+        settings = [f"{names.get(m, FINETUNE_NAMES.get(m, m))}: {s}" for m, s in _method_settings(table)]
+        title += f" Settings: {'; '.join(settings)}." if settings else ""
     return [(title, pd.DataFrame(rows))]
+
+
+def _method_settings(table: pd.DataFrame) -> list[tuple[str, str]]:
+    """(method, settings) of T3's methods that have settings (``calql_mixing=0.5``, ``pex_beta=10``)."""
+    pairs = table[["method", "settings"]].fillna("").astype(str).drop_duplicates()
+    return [(m, s) for m, s in pairs.itertuples(index=False) if s]
 
 
 def _display_l1(table: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
