@@ -235,3 +235,26 @@ def test_t3_states_the_calql_mix_and_pex_temperature_of_the_run(raw: pd.DataFram
     cfg = config(finetune={"calql_mixing": "proportional", "pex_beta": 3.0})
     md = tables.build_tables([path], tmp_path / "prop", cfg, tables=["T3"])["T3"][1].read_text()
     assert "Cal-QL FT: calql_mixing=proportional" in md and "PEX: pex_beta=3" in md
+
+
+def test_t1_shows_c1s_control_with_its_budget_matched_online_sac(raw: pd.DataFrame, prepared, expected) -> None:
+    t1 = tables.final_policy_table(prepared, expected)
+    control = t1[t1["selection"] == "online"]
+    assert set(control["algo"]) == {"sac"} and len(control) == len(expected.envs) * len(set(control["pause"]))
+    row = control[(control["env"] == "sawyer-push") & (control["pause"] == control["pause"].min())].iloc[0]
+    pause = int(row["pause"])
+    snap = _rows(raw, env="sawyer-push", stage="recommend", selection="online", pause=pause).set_index("seed")["value"]
+    best_of = _rows(raw, env="sawyer-push", stage="recommend", selection="best-of", algo="iql", dataset="buffer",
+                    pause=pause)  # fmt: skip
+    assert row["recommend_mean"] == pytest.approx(snap.mean())
+    assert row["env_step_mean"] == best_of["env_step"].mean()  # the best-of recommendation's ledger step
+    online = _rows(raw, env="sawyer-push", stage="online", variant_options="")
+    steps = _rows(raw, env="sawyer-push", stage="recommend", selection="online", pause=pause)
+    matched = [  # online SAC's last evaluation at or before the control's step
+        online[(online["seed"] == s) & (online["env_step"] <= step)].sort_values("env_step")["value"].iloc[-1]
+        for s, step in steps[["seed", "env_step"]].itertuples(index=False)
+    ]
+    assert row["online_matched_mean"] == pytest.approx(np.mean(matched))
+    missing = raw[~((raw["selection"] == "online") & (raw["env"] == "hopper"))]
+    with pytest.raises(MissingResultsError, match="control.*env=hopper"):
+        tables.final_policy_table(sel.prepare(missing), expected)

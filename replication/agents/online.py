@@ -6,7 +6,11 @@ One run per (environment, seed) serves every variant. At each pause point ``T_k`
 * ``pause_<T_k>/validation.json``: online validation of evenly spaced policy snapshots (best and
   last), with the env steps that validation is charged;
 * ``pause_<T_k>/policy_best.pt``, ``policy_last.pt``: those two policies (TorchScript);
-* ``pause_<T_k>/eval_best.json``: the reporting evaluation of the best snapshot.
+* ``pause_<T_k>/eval_best.json``: the reporting evaluation of the best snapshot;
+* ``control.csv`` (tidy, stage ``recommend``, ``algo=sac``, ``selection=online``): C1's control, the
+  validated best snapshot as a recommendation without any offline learner, at every buffer pause
+  where a best-of recommendation exists, placed at that recommendation's ledger step
+  (:func:`replication.plan.variants.control_ledger`; ``pause_<T_k>/ledger_control.json``).
 
 Learning curve: the current policy is evaluated every ``evaluation.interval`` env steps on its
 own env (``curve.csv``, tidy). These reporting episodes are not charged to any budget: they
@@ -38,13 +42,16 @@ import numpy as np
 from replication.agents import checkpoint
 from replication.agents.datasets import Transitions, save_dataset
 from replication.agents.envs import make_env
+from replication.agents.evaluation import EpisodeRecord
 from replication.agents.job import Job, Timings, runner
 from replication.agents.policies import export_sac_actor, load_policy, sac_policy
 from replication.agents.rngs import isolated_rng
 from replication.analysis import tidy
-from replication.io import atomic_path, write_json
+from replication.io import atomic_path, read_json, write_json
 from replication.plan import config
+from replication.plan.ledger import BudgetError
 from replication.plan.schema import episode_steps, validation_checkpoints, validation_costs
+from replication.plan.variants import CONTROL_SELECTION, control_ledger
 from replication.plan.vocabulary import online_pauses
 
 log = logging.getLogger(__name__)
@@ -346,8 +353,26 @@ class OnlineRun(Job):
         if boundary % self.checkpoint_interval == 0 and boundary < self.total:
             self.save_checkpoint(model, state)
 
+    def control_rows(self) -> list[dict[str, Any]]:
+        """C1's control: the best snapshot's reporting evaluation at each buffer pause, at its ledger step."""
+        rows = []
+        for pause in config.pause_steps(self.cfg):
+            try:
+                ledger = control_ledger(self.cfg, self.env_name, pause)
+            except BudgetError:  # the best-of recommendation it controls for does not exist there
+                continue
+            out = pause_dir(self.out_dir, pause)
+            ledger.save(out / "ledger_control.json")
+            records = [EpisodeRecord(**r) for r in read_json(out / "eval_best.json")]
+            base = self.base_row(
+                stage="recommend", algo="sac", validation="full", selection=CONTROL_SELECTION, pause=pause
+            )
+            rows += tidy.rows_from_records(base, records, ledger.spent)
+        return rows
+
     def finish(self, model, state: OnlineState) -> dict[str, Any]:
         self.write_tidy(state.curve_rows, "curve.csv")
+        self.write_tidy(self.control_rows(), "control.csv")
         buffer = io.BytesIO()
         model.save(buffer)
         with atomic_path(self.out_dir / "model.zip") as tmp:

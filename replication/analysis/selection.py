@@ -319,6 +319,35 @@ def recommendation_pairs(
     return out
 
 
+CONTROL = {"algo": "sac", "validation": "full", "selection": "online"}  # C1's control (tidy rows of the online run)
+
+
+def control_pairs(
+    df: pd.DataFrame, metric: str, rec: pd.DataFrame, options: str = "", envs: Sequence[str] | None = None
+) -> pd.DataFrame:
+    """``rec`` (recommendation rows) with C1's control of the same (env, seed, pause) as ``control_value``
+    (online SAC's validated best snapshot, no offline learner) and ``diff = value - control_value``."""
+    control = select(df, metric, stage="recommend", options=options, envs=envs, **CONTROL)
+    control = control[["env", "seed", "pause", "env_step", "value"]].rename(
+        columns={"value": "control_value", "env_step": "control_step"}
+    )
+    if control.duplicated(["env", "seed", "pause"]).any():
+        raise ValueError("C1's control has more than one row per (env, seed, pause)")
+    out = rec.merge(control, on=["env", "seed", "pause"], how="left")
+    lacking = out[out["control_value"].isna()]
+    if len(lacking):
+        combos = sorted({(r.env, int(r.seed), int(r.pause)) for r in lacking.itertuples()})
+        shown = "; ".join(f"env={e}, seed={s}, pause={p}" for e, s, p in combos[:8])
+        raise MissingResultsError(
+            f"missing results for C1's control ({describe(stage='recommend', **CONTROL)}, the online run's "
+            f"control.csv): none at {shown}"
+            + (f" (and {len(combos) - 8} more)" if len(combos) > 8 else "")
+            + "; the online runs write it"
+        )
+    out["diff"] = out["value"] - out["control_value"]
+    return out
+
+
 def final_values(
     curve: pd.DataFrame, total_steps: int, what: str, keys: Sequence[str] = ("env", "seed")
 ) -> pd.DataFrame:

@@ -52,6 +52,7 @@ class Layout:
             out = self.online_dir(env, seed)
             return {
                 "curve": f"{out}/curve.csv",
+                "control": f"{out}/control.csv",
                 "summary": f"{out}/online.json",
                 "datasets": [self.buffer_file(env, seed, p) for p in pauses],
                 "validation": [f"{self.pause_dir(env, seed, p)}/validation.json" for p in pauses],

@@ -241,8 +241,14 @@ def extended_steps(cfg: dict[str, Any], job: Job) -> int:
 
 
 def tidy_inputs(cfg: dict[str, Any]) -> list[Path]:
-    """Every tidy CSV the aggregation reads."""
-    return [j.output(cfg) for j in jobs(cfg) if j.rule in ("online", "offline", "finetune")]
+    """Every tidy CSV the aggregation reads (an online run's curve and C1's control rows)."""
+    out: list[Path] = []
+    for j in jobs(cfg):
+        if j.rule in ("online", "offline", "finetune"):
+            out.append(j.output(cfg))
+        if j.rule == "online":
+            out.append(Path(layout(cfg).outputs("online", j.env, j.seed)["control"]))
+    return out
 
 
 def counts(cfg: dict[str, Any]) -> dict[str, int]:
