@@ -20,6 +20,30 @@ rule online:
         "replication {params.arguments} > {log} 2>&1"
 
 
+rule control:
+    # C1's control: online SAC's validated best snapshot at each pause, from the finished run (no training)
+    input:
+        online=ONLINE_SUMMARY,
+    output:
+        PLAN.layout.control_file("{env}", "{seed}"),
+    params:
+        settings=settings("budget", "validation", "evaluation", "seeds"),
+        config=PLAN.layout.config_file,
+        online=lambda w: PLAN.layout.online_dir(w.env, w.seed),
+    log:
+        PLAN.layout.log("control", "{env}", "{seed}"),
+    benchmark:
+        PLAN.layout.benchmark("control", "{env}", "{seed}")
+    threads: 1
+    resources:
+        mem_mb=1000,
+    conda:
+        ENVIRONMENT
+    shell:
+        "replication control --config {params.config} --env {wildcards.env} --seed {wildcards.seed}"
+        " --online {params.online} > {log} 2>&1"
+
+
 rule newdata:
     input:
         online=ONLINE_SUMMARY,

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from replication.agents.datasets import build_newdata, load_transitions, save_dataset
 from replication.agents.envs import make_env
@@ -113,9 +114,15 @@ def test_online_outputs(hopper_run):
 def test_control_is_the_best_snapshot_at_the_best_of_ledger_step(hopper_run):
     """C1's control: the best snapshot's reporting evaluation, charged the buffer best-of recommendation's
     ledger, at every pause where that recommendation exists (not at 1.0 x T: it would overdraw)."""
+    from replication import cli
     from replication.plan.variants import OfflineDataset, recommendation_ledger
 
     cfg, out, summary = hopper_run
+    assert not (out / "control.csv").exists()  # its own job, on the finished run
+    config_file = out.parent / "config.yaml"
+    config_file.write_text(yaml.safe_dump(cfg))
+    args = ["control", "--config", str(config_file), "--env", "hopper", "--seed", "0", "--online", str(out)]
+    assert cli.main(args) == 0
     control = pd.read_csv(out / "control.csv", keep_default_na=False)
     assert set(control["stage"]) == {"recommend"} and set(control["algo"]) == {"sac"}
     assert set(control["selection"]) == {"online"} and set(control["validation"]) == {"full"}

@@ -7,10 +7,12 @@ One run per (environment, seed) serves every variant. At each pause point ``T_k`
   last), with the env steps that validation is charged;
 * ``pause_<T_k>/policy_best.pt``, ``policy_last.pt``: those two policies (TorchScript);
 * ``pause_<T_k>/eval_best.json``: the reporting evaluation of the best snapshot;
-* ``control.csv`` (tidy, stage ``recommend``, ``algo=sac``, ``selection=online``): C1's control, the
-  validated best snapshot as a recommendation without any offline learner, at every buffer pause
-  where a best-of recommendation exists, placed at that recommendation's ledger step
-  (:func:`replication.plan.variants.control_ledger`; ``pause_<T_k>/ledger_control.json``).
+
+C1's control (:class:`OnlineControl`, its own light job on the finished run: no training) adds
+``control.csv`` (tidy, stage ``recommend``, ``algo=sac``, ``selection=online``): the validated best
+snapshot as a recommendation without any offline learner, at every buffer pause where a best-of
+recommendation exists, placed at that recommendation's ledger step
+(:func:`replication.plan.variants.control_ledger`; ``pause_<T_k>/ledger_control.json``).
 
 Learning curve: the current policy is evaluated every ``evaluation.interval`` env steps on its
 own env (``curve.csv``, tidy). These reporting episodes are not charged to any budget: they
@@ -353,26 +355,8 @@ class OnlineRun(Job):
         if boundary % self.checkpoint_interval == 0 and boundary < self.total:
             self.save_checkpoint(model, state)
 
-    def control_rows(self) -> list[dict[str, Any]]:
-        """C1's control: the best snapshot's reporting evaluation at each buffer pause, at its ledger step."""
-        rows = []
-        for pause in config.pause_steps(self.cfg):
-            try:
-                ledger = control_ledger(self.cfg, self.env_name, pause)
-            except BudgetError:  # the best-of recommendation it controls for does not exist there
-                continue
-            out = pause_dir(self.out_dir, pause)
-            ledger.save(out / "ledger_control.json")
-            records = [EpisodeRecord(**r) for r in read_json(out / "eval_best.json")]
-            base = self.base_row(
-                stage="recommend", algo="sac", validation="full", selection=CONTROL_SELECTION, pause=pause
-            )
-            rows += tidy.rows_from_records(base, records, ledger.spent)
-        return rows
-
     def finish(self, model, state: OnlineState) -> dict[str, Any]:
         self.write_tidy(state.curve_rows, "curve.csv")
-        self.write_tidy(self.control_rows(), "control.csv")
         buffer = io.BytesIO()
         model.save(buffer)
         with atomic_path(self.out_dir / "model.zip") as tmp:
@@ -396,6 +380,38 @@ class OnlineRun(Job):
         )
         shutil.rmtree(self.ckpt_dir, ignore_errors=True)
         return summary
+
+
+class OnlineControl(Job):
+    """C1's control of a finished online run in ``out_dir``: ``control.csv`` (module docstring)."""
+
+    stage = "recommend"
+
+    def run(self) -> dict[str, Any]:
+        """Write the control's rows: the best snapshot's reporting evaluation at each buffer pause."""
+        if not (self.out_dir / "online.json").exists():
+            raise FileNotFoundError(f"C1's control needs the finished online run in {self.out_dir}; run it first")
+        rows, pauses = [], []
+        for pause in config.pause_steps(self.cfg):
+            try:
+                ledger = control_ledger(self.cfg, self.env_name, pause)
+            except BudgetError:  # the best-of recommendation it controls for does not exist there
+                continue
+            out = pause_dir(self.out_dir, pause)
+            ledger.save(out / "ledger_control.json")
+            records = [EpisodeRecord(**r) for r in read_json(out / "eval_best.json")]
+            base = self.base_row(algo="sac", validation="full", selection=CONTROL_SELECTION, pause=pause)
+            rows += tidy.rows_from_records(base, records, ledger.spent)
+            pauses.append(pause)
+        self.write_tidy(rows, "control.csv")
+        return {"pauses": pauses, "rows": len(rows)}
+
+
+run_control = runner(
+    OnlineControl,
+    """Write C1's control (``control.csv``) of the finished online run in ``out_dir``; ``options``: an
+    analysis cell's, tagged on its rows. Returns the pauses it covers and its number of rows.""",
+)
 
 
 run_online = runner(

@@ -247,7 +247,7 @@ def tidy_inputs(cfg: dict[str, Any]) -> list[Path]:
         if j.rule in ("online", "offline", "finetune"):
             out.append(j.output(cfg))
         if j.rule == "online":
-            out.append(Path(layout(cfg).outputs("online", j.env, j.seed)["control"]))
+            out.append(Path(layout(cfg).control_file(j.env, j.seed)))
     return out
 
 
