@@ -25,11 +25,10 @@ rule control:
     input:
         online=ONLINE_SUMMARY,
     output:
-        PLAN.layout.control_file("{env}", "{seed}"),
+        **PLAN.layout.outputs("control", "{env}", "{seed}"),
     params:
         settings=settings("budget", "validation", "evaluation", "seeds"),
-        config=PLAN.layout.config_file,
-        online=lambda w: PLAN.layout.online_dir(w.env, w.seed),
+        arguments=job_arguments("control"),
     log:
         PLAN.layout.log("control", "{env}", "{seed}"),
     benchmark:
@@ -40,8 +39,7 @@ rule control:
     conda:
         ENVIRONMENT
     shell:
-        "replication control --config {params.config} --env {wildcards.env} --seed {wildcards.seed}"
-        " --online {params.online} > {log} 2>&1"
+        "replication {params.arguments} > {log} 2>&1"
 
 
 rule newdata:

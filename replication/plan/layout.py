@@ -60,6 +60,8 @@ class Layout:
                 "datasets": [self.buffer_file(env, seed, p) for p in pauses],
                 "validation": [f"{self.pause_dir(env, seed, p)}/validation.json" for p in pauses],
             }
+        if rule == "control":
+            return {"control": self.control_file(env, seed)}
         if rule == "newdata":
             data = self.newdata_file(env, seed, variant)
             return {"data": data, "meta": f"{data}.json"}

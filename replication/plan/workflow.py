@@ -128,7 +128,7 @@ class Job:
 
     def output(self, cfg: dict[str, Any]) -> Path:
         """The job's first output (a tidy CSV, or the newdata dataset)."""
-        if self.rule not in ("online", "newdata", "offline", "finetune"):
+        if self.rule not in ("online", "control", "newdata", "offline", "finetune"):
             raise ValueError(f"unknown rule {self.rule!r}")
         return Path(next(iter(layout(cfg).outputs(self.rule, self.env, self.seed, self.variant).values())))
 
@@ -247,7 +247,7 @@ def tidy_inputs(cfg: dict[str, Any]) -> list[Path]:
         if j.rule in ("online", "offline", "finetune"):
             out.append(j.output(cfg))
         if j.rule == "online":
-            out.append(Path(layout(cfg).control_file(j.env, j.seed)))
+            out.append(Job("control", j.env, j.seed).output(cfg))
     return out
 
 
