@@ -165,6 +165,22 @@ def _online(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_control_arguments(parser: argparse.ArgumentParser) -> None:
+    _cell_arguments(parser)
+    parser.add_argument("--online", required=True, help="the cell's finished online run directory (writes into it)")
+
+
+@command("control", "write C1's control (online SAC's validated best snapshots) of a finished online run",
+         _add_control_arguments)  # fmt: skip
+def _control(args: argparse.Namespace) -> int:
+    from replication.agents.online import run_control
+
+    env, cfg, options = _cell(args)
+    summary = run_control(cfg, env, args.seed, args.online, progress=False, options=options)
+    print(f"control {args.env} seed {args.seed}: {summary['rows']} rows at pauses {summary['pauses']}")
+    return 0
+
+
 def _add_newdata_arguments(parser: argparse.ArgumentParser) -> None:
     _cell_arguments(parser)
     parser.add_argument("--online", required=True, help="the cell's online run directory")

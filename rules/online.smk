@@ -20,6 +20,28 @@ rule online:
         "replication {params.arguments} > {log} 2>&1"
 
 
+rule control:
+    # C1's control: online SAC's validated best snapshot at each pause, from the finished run (no training)
+    input:
+        online=ONLINE_SUMMARY,
+    output:
+        **PLAN.layout.outputs("control", "{env}", "{seed}"),
+    params:
+        settings=settings("budget", "validation", "evaluation", "seeds"),
+        arguments=job_arguments("control"),
+    log:
+        PLAN.layout.log("control", "{env}", "{seed}"),
+    benchmark:
+        PLAN.layout.benchmark("control", "{env}", "{seed}")
+    threads: 1
+    resources:
+        mem_mb=1000,
+    conda:
+        ENVIRONMENT
+    shell:
+        "replication {params.arguments} > {log} 2>&1"
+
+
 rule newdata:
     input:
         online=ONLINE_SUMMARY,

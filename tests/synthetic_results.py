@@ -140,6 +140,7 @@ def make_results(
     methods: Sequence[str] = METHODS,
     wsrl_drop: float = 0.0,
     granularity: bool = True,
+    control: bool = True,
     noise: float = 0.01,
     rng_seed: int = 0,
 ) -> pd.DataFrame:
@@ -153,7 +154,9 @@ def make_results(
       budget, WSRL (from the offline Cal-QL agent) by ``wsrl_drop``;
     * C4: IQL with ``extended=1`` drops, is still below its start at ``TOTAL``, and ends
       ``extended_recovery`` above its start after ``EXTENDED`` more steps;
-    * C5: Cal-QL on Kitchen ends ``c5_gap`` higher with ``reward=accumulated`` than ``reward=binary``.
+    * C5: Cal-QL on Kitchen ends ``c5_gap`` higher with ``reward=accumulated`` than ``reward=binary``;
+    * ``control``: C1's control (online SAC's validated best snapshot) = online at the pause, at the
+      best-of step (added after each environment's other rows).
     """
     rows = _Rows(noise, rng_seed)
     rec_effect = {"hopper": -0.05, "kitchen": 0.3, "sawyer-push": 0.0, **(rec_effect or {})}
@@ -175,6 +178,10 @@ def make_results(
                 _calql_rewards(rows, env, seed, c5_gap)
             if granularity and env == "hopper":
                 _granularity(rows, env, seed, online_steps)
+        for seed in seeds if control else ():
+            for pause in PAUSES:
+                rows.add(env, seed, [pause + VALIDATION_COST], online_u(seed, np.array([pause])), stage="recommend",
+                         algo="sac", validation="full", selection="online", pause=pause)  # fmt: skip
     return tidy.frame(rows.rows)
 
 

@@ -144,6 +144,7 @@ def test_c4_extends_iql_fine_tuning_to_its_total_of_fine_tuning_steps(defaults: 
 def test_pex_and_cql_reference_settings_are_the_paper_profile(defaults: dict[str, Any]) -> None:
     ft = defaults["finetune"]
     assert ft["pex_initial_collection_steps"] == 5000 and ft["pex_eval_epsilon"] == 0.1
+    assert ft["pex_beta"] == 10 and ft["calql_mixing"] == 0.5  # PEX's inv_temperature, Cal-QL's --mixing_ratio
     assert defaults["offline"]["calql"]["max_q_backup"] is True and defaults["offline"]["cql"]["max_q_backup"] is True
     with pytest.raises(ConfigError, match="pex_eval_epsilon"):
         config.resolve({"finetune": {"pex_eval_epsilon": 2}})

@@ -42,13 +42,14 @@ METHODS = ("iql", "pex", "calql")  # the grid's methods; WSRL: tests/test_wsrl.p
 
 def ft_config(**overrides):
     """tiny_config made cheaper for fine-tuning: random-action online data (no SAC updates before the
-    pause), evaluations every 100 steps, and offline validation charging 700 steps, which leaves 300."""
+    pause), evaluations every 100 steps, and offline validation charging 700 steps, which leaves 300.
+    Cal-QL mixes proportionally (the sensitivity setting; the paper profile's 0.5 is PEX's fixed ratio)."""
     base = {
         "online": {"learning_starts": 1900},
         "evaluation": {"interval": 100},
         "validation": {"offline_fraction": 0.35},
         "offline": {algo: dict(TINY) for algo in ("iql", "cql", "calql")},
-        "finetune": {"methods": list(METHODS)},
+        "finetune": {"methods": list(METHODS), "calql_mixing": "proportional"},
     }
     from replication.plan import config
 
@@ -443,6 +444,38 @@ def test_mixed_sampler_proportional_is_uniform_over_the_union():
     p = 600 / 800
     assert abs(drawn - n * p) <= 4 * np.sqrt(n * p * (1 - p))
     assert sampler.stats()["offline_transitions"] == 600 and sampler.stats()["online_transitions"] == 200
+
+
+def test_calql_batches_are_half_offline_in_the_paper_profile_and_proportional_otherwise():
+    """finetune.calql_mixing: 0.5 (the Cal-QL paper and launch scripts) gives every batch half offline
+    samples once the online buffer can fill its half; proportional gives |D| / (|D| + n_online)."""
+    from replication.plan import config
+
+    rule = ft.mixing_rule(config.resolve()["finetune"]["calql_mixing"])
+    assert rule == 0.5
+    offline = replay_buffer(marked(600, 0.0))
+    online = replay_buffer(marked(200, 1.0))
+    half = ft.MixedSampler(offline, online, rule, np.random.default_rng(0))
+    assert all(offline_share(half.sample(64)) == 32 for _ in range(20))
+    proportional = config.resolve({"finetune": {"calql_mixing": "proportional"}})["finetune"]["calql_mixing"]
+    union = ft.MixedSampler(offline, online, ft.mixing_rule(proportional), np.random.default_rng(0))
+    n, p = 100 * 64, 600 / 800
+    drawn = sum(offline_share(union.sample(64)) for _ in range(100))
+    assert abs(drawn - n * p) <= 4 * np.sqrt(n * p * (1 - p))
+    assert abs(drawn - n * 0.5) > 4 * np.sqrt(n * 0.25)  # distinguishable from the 50/50 mix
+
+
+def test_the_calql_mix_is_part_of_a_finetuning_jobs_key(cell, tmp_path):
+    """Changing finetune.calql_mixing reruns Cal-QL fine-tuning: its checkpoints and outputs carry the mix."""
+    from replication.plan import config
+
+    cfg, root, data = cell
+    keys = {}
+    for mix in ("proportional", 0.5):
+        mixed = config.deep_merge(cfg, {"finetune": {"calql_mixing": mix}})
+        job = ft.Finetune(mixed, "hopper", 0, "calql", root / "calql", data, tmp_path / str(mix), progress=False)
+        keys[mix] = job.finetune_key("sha")
+    assert keys["proportional"] != keys[0.5]
 
 
 def test_iql_buffer_starts_with_the_dataset(cell, runs):

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 
 from replication.agents.datasets import build_newdata, load_transitions, save_dataset
 from replication.agents.envs import make_env
@@ -110,6 +111,34 @@ def test_online_outputs(hopper_run):
         assert (d / "policy_best.pt").exists() and (d / "policy_last.pt").exists()
     assert not (out / "checkpoint").exists()
     assert summary["timings"]["train_steps_per_second"] > 0
+
+
+def test_control_is_the_best_snapshot_at_the_best_of_ledger_step(hopper_run):
+    """C1's control: the best snapshot's reporting evaluation, charged the buffer best-of recommendation's
+    ledger, at every pause where that recommendation exists (not at 1.0 x T: it would overdraw)."""
+    from replication import cli
+    from replication.plan.variants import OfflineDataset, recommendation_ledger
+
+    cfg, out, summary = hopper_run
+    assert not (out / "control.csv").exists()  # its own job, on the finished run
+    config_file = out.parent / "config.yaml"
+    config_file.write_text(yaml.safe_dump(cfg))
+    args = ["control", "--config", str(config_file), "--env", "hopper", "--seed", "0", "--online", str(out)]
+    assert cli.main(args) == 0
+    control = pd.read_csv(out / "control.csv", keep_default_na=False)
+    assert set(control["stage"]) == {"recommend"} and set(control["algo"]) == {"sac"}
+    assert set(control["selection"]) == {"online"} and set(control["validation"]) == {"full"}
+    assert set(control["dataset"]) == {""}
+    pauses = sorted(set(control["pause"]))
+    assert pauses == [1000]  # the 2000 = T pause has no validated recommendation
+    score = control[control["metric"] == "score"].iloc[0]
+    records = json.loads((out / "pause_1000" / "eval_best.json").read_text())
+    assert score["value"] == pytest.approx(np.mean([r["score"] for r in records]))
+    assert score["episodes"] == len(records)
+    best_of = recommendation_ledger(cfg, "hopper", OfflineDataset("buffer", 1000), "full", "best-of")
+    assert score["env_step"] == best_of.spent
+    ledger = json.loads((out / "pause_1000" / "ledger_control.json").read_text())
+    assert ledger["by_category"] == best_of.by_category()
 
 
 def test_newdata_charges_exactly_n_steps(hopper_run, tmp_path):

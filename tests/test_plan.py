@@ -100,7 +100,7 @@ def dry_run_shells(workdir: Path, configfile: Path) -> dict[str, str]:
 def expected_shells(plan: Plan) -> dict[str, str]:
     """The shell command of every job the plan makes: its own command line, or its cell's batch."""
     out: dict[str, str] = {}
-    for job in plan.jobs:
+    for job in (*plan.jobs, *plan.controls):
         if not job.batched:
             out[job.log] = f"replication {job.command_line()} > {job.log} 2>&1"
         else:

@@ -50,6 +50,7 @@ def test_default_figures_follow_the_configuration() -> None:
     [
         ("F1", lambda d: (d["stage"] == "recommend") & (d["algo"] == "cql"), "algo=cql"),
         ("F1", lambda d: (d["stage"] == "online") & (d["env"] == "kitchen"), "env=kitchen"),
+        ("F1", lambda d: (d["selection"] == "online") & (d["env"] == "kitchen"), "control.*env=kitchen"),
         ("F2", lambda d: d["algo"] == "pex", "fine-tuning pex"),
         ("F2", lambda d: (d["algo"] == "calql") & (d["stage"] == "finetune") & (d["seed"] == 2), "seed=2"),
         ("F3", lambda d: d["variant_options"] == "extended=1", "extended=1"),

@@ -174,6 +174,39 @@ def test_claims_file_errors_name_the_problem(tmp_path) -> None:
     )
     with pytest.raises(ValueError, match="needs a null_value"):
         scorecard.load_claims(bad)
+    bad.write_text(
+        "claims:\n  C9:\n    tests:\n      - {id: C9.1, role: decisive, statistic: recommendation_effect_by_env, "
+        "rule: heterogeneous, compared_with: snapshot}\n"
+    )
+    with pytest.raises(ValueError, match="compared_with must be online or control"):
+        scorecard.load_claims(bad)
+
+
+def test_c1s_decisive_tests_compare_with_the_control_and_the_framework_supports() -> None:
+    tests = {t["id"]: t for t in scorecard.load_claims()["claims"]["C1"]["tests"]}
+    decisive = [i for i, t in tests.items() if t["role"] == "decisive"]
+    assert decisive == ["C1.1", "C1.2"] and all(tests[i]["compared_with"] == "control" for i in decisive)
+    vs_online = [i for i, t in tests.items() if t.get("compared_with", "online") == "online"]
+    assert vs_online == ["C1.5", "C1.6"] and all(tests[i]["role"] == "supporting" for i in vs_online)
+    assert all(tests[i]["baseline_at"] == "ledger_step" for i in vs_online)
+
+
+def test_c1_against_the_control_is_what_the_offline_learner_adds(raw: pd.DataFrame) -> None:
+    """The recommendation minus the control, per (env, seed), averaged over algorithms and pauses; results
+    without the control are an error that names it."""
+    claims = scorecard.load_claims()
+    df, expected = sel.prepare(raw), Expected.from_config(config())
+    table = scorecard.evaluate_claims(df, expected, claims, reps=REPS).set_index("test")
+    rec = df[(df["stage"] == "recommend") & (df["selection"] == "best-of") & (df["dataset"] == "buffer")]
+    rec = rec[(rec["metric"] == sel.NORMALIZED) & (rec["variant_options"] == "")]
+    control = df[(df["selection"] == "online") & (df["metric"] == sel.NORMALIZED)]
+    merged = rec.merge(control[["env", "seed", "pause", "value"]], on=["env", "seed", "pause"], suffixes=("", "_c"))
+    per_cell = (merged["value"] - merged["value_c"]).groupby([merged["env"], merged["seed"]]).mean()
+    per_env = per_cell.groupby(level="env").mean()
+    sparse = per_env[["kitchen"]].mean() - per_env.drop("kitchen").mean()
+    assert table.loc["C1.2", "estimate"] == pytest.approx(sparse)
+    with pytest.raises(MissingResultsError, match="control"):
+        scorecard.evaluate_claims(sel.prepare(raw[raw["selection"] != "online"]), expected, claims, reps=REPS)
 
 
 @pytest.fixture(scope="module")

@@ -222,3 +222,39 @@ def test_t3_shows_wsrl_only_when_configured(tmp_path) -> None:
     kept = config(finetune={"methods": list(WITH_WSRL), "wsrl": {"keep_offline_data": True}})
     md = tables.build_tables([path], tmp_path / "kept", kept, tables=["T3"])["T3"][1].read_text()
     assert "Δ WSRL (offline data kept)" in md
+
+
+def test_t3_states_the_calql_mix_and_pex_temperature_of_the_run(raw: pd.DataFrame, tmp_path) -> None:
+    path = tmp_path / "tidy.csv"
+    tidy.write(raw, path)
+    csv, md, _ = tables.build_tables([path], tmp_path / "half", config(), tables=["T3"])["T3"]
+    t3 = pd.read_csv(csv, keep_default_na=False).set_index("method")
+    assert t3.loc["calql", "settings"].unique().tolist() == ["calql_mixing=0.5"]
+    assert t3.loc["pex", "settings"].unique().tolist() == ["pex_beta=10"]
+    assert "Settings: PEX: pex_beta=10; Cal-QL FT: calql_mixing=0.5." in md.read_text()
+    cfg = config(finetune={"calql_mixing": "proportional", "pex_beta": 3.0})
+    md = tables.build_tables([path], tmp_path / "prop", cfg, tables=["T3"])["T3"][1].read_text()
+    assert "Cal-QL FT: calql_mixing=proportional" in md and "PEX: pex_beta=3" in md
+
+
+def test_t1_shows_c1s_control_with_its_budget_matched_online_sac(raw: pd.DataFrame, prepared, expected) -> None:
+    t1 = tables.final_policy_table(prepared, expected)
+    control = t1[t1["selection"] == "online"]
+    assert set(control["algo"]) == {"sac"} and len(control) == len(expected.envs) * len(set(control["pause"]))
+    row = control[(control["env"] == "sawyer-push") & (control["pause"] == control["pause"].min())].iloc[0]
+    pause = int(row["pause"])
+    snap = _rows(raw, env="sawyer-push", stage="recommend", selection="online", pause=pause).set_index("seed")["value"]
+    best_of = _rows(raw, env="sawyer-push", stage="recommend", selection="best-of", algo="iql", dataset="buffer",
+                    pause=pause)  # fmt: skip
+    assert row["recommend_mean"] == pytest.approx(snap.mean())
+    assert row["env_step_mean"] == best_of["env_step"].mean()  # the best-of recommendation's ledger step
+    online = _rows(raw, env="sawyer-push", stage="online", variant_options="")
+    steps = _rows(raw, env="sawyer-push", stage="recommend", selection="online", pause=pause)
+    matched = [  # online SAC's last evaluation at or before the control's step
+        online[(online["seed"] == s) & (online["env_step"] <= step)].sort_values("env_step")["value"].iloc[-1]
+        for s, step in steps[["seed", "env_step"]].itertuples(index=False)
+    ]
+    assert row["online_matched_mean"] == pytest.approx(np.mean(matched))
+    missing = raw[~((raw["selection"] == "online") & (raw["env"] == "hopper"))]
+    with pytest.raises(MissingResultsError, match="control.*env=hopper"):
+        tables.final_policy_table(sel.prepare(missing), expected)

@@ -116,6 +116,9 @@ def test_tiny_grid_runs_to_the_end(tiny_run):
     tidy = pd.read_csv(workdir / "results" / "tiny" / "tidy.csv", keep_default_na=False)
     assert set(tidy.env) == {"hopper", "sawyer-push"}
     rec = tidy[(tidy.stage == "recommend") & (tidy.metric == "score")]
+    control = (rec.algo == "sac") & (rec.selection == "online")  # C1's control, from the online runs
+    assert set(rec[control].dataset) == {""} and set(rec[control].validation) == {"full"}
+    rec = rec[~control]
     assert set(rec.algo) == {"iql", "cql", "calql"}
     assert set(rec.dataset) == {"buffer", "newdata"}
     assert set(zip(rec.validation, rec.selection, strict=True)) == {
@@ -123,6 +126,9 @@ def test_tiny_grid_runs_to_the_end(tiny_run):
         ("full", "best-of"),
         ("none", "offline"),
     }
+    best_of = rec[(rec.selection == "best-of") & (rec.dataset == "buffer")]
+    paired = best_of.merge(tidy[(tidy.selection == "online") & (tidy.metric == "score")], on=["env", "seed", "pause"])
+    assert len(paired) == len(best_of) and (paired.env_step_x == paired.env_step_y).all()  # the same ledger step
     # every job logged and benchmarked
     bench = list((workdir / "results" / "tiny").rglob("benchmarks/*.tsv"))
     assert len(bench) >= len(expected)

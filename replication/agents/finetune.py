@@ -42,9 +42,10 @@ Methods.
   starts as the offline dataset (size = the dataset's transitions) and online transitions are
   appended to it; batches are uniform over it.
 * ``calql``: the offline Cal-QL learner continues; batches mix the offline dataset and an online
-  buffer (:class:`MixedSampler`) by ``finetune.calql_mixing``: ``proportional`` = every sample is
-  offline with probability ``|D| / (|D| + n_online)`` (uniform over the union), or a number in
-  (0, 1) = the offline fraction of every batch.
+  buffer (:class:`MixedSampler`) by ``finetune.calql_mixing``: a number in (0, 1) = the offline
+  fraction of every batch (the paper profile's 0.5, as the Cal-QL paper and its launch scripts), or
+  ``proportional`` = every sample is offline with probability ``|D| / (|D| + n_online)`` (uniform
+  over the union; the Cal-QL code's default, a **(choice)** for a sensitivity run).
 * ``pex``: :mod:`replication.agents.pex`; batches ``finetune.pex_offline_fraction`` offline dataset, the
   rest online buffer; the online actor learns by PEX's own update
   (:func:`replication.agents.pex.pex_update`: AWR on the policy set's actions), evaluation is

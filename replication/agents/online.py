@@ -6,7 +6,13 @@ One run per (environment, seed) serves every variant. At each pause point ``T_k`
 * ``pause_<T_k>/validation.json``: online validation of evenly spaced policy snapshots (best and
   last), with the env steps that validation is charged;
 * ``pause_<T_k>/policy_best.pt``, ``policy_last.pt``: those two policies (TorchScript);
-* ``pause_<T_k>/eval_best.json``: the reporting evaluation of the best snapshot.
+* ``pause_<T_k>/eval_best.json``: the reporting evaluation of the best snapshot;
+
+C1's control (:class:`OnlineControl`, its own light job on the finished run: no training) adds
+``control.csv`` (tidy, stage ``recommend``, ``algo=sac``, ``selection=online``): the validated best
+snapshot as a recommendation without any offline learner, at every buffer pause where a best-of
+recommendation exists, placed at that recommendation's ledger step
+(:func:`replication.plan.variants.control_ledger`; ``pause_<T_k>/ledger_control.json``).
 
 Learning curve: the current policy is evaluated every ``evaluation.interval`` env steps on its
 own env (``curve.csv``, tidy). These reporting episodes are not charged to any budget: they
@@ -43,13 +49,16 @@ from replication import resume
 from replication.agents import checkpoint
 from replication.agents.datasets import Transitions, save_dataset
 from replication.agents.envs import make_env
+from replication.agents.evaluation import EpisodeRecord
 from replication.agents.job import Job, Timings, runner
 from replication.agents.policies import export_sac_actor, load_policy, sac_policy
 from replication.agents.rngs import isolated_rng
 from replication.analysis import tidy
-from replication.io import atomic_path, remove_tree, write_json
+from replication.io import atomic_path, read_json, remove_tree, write_json
 from replication.plan import config
+from replication.plan.ledger import BudgetError
 from replication.plan.schema import episode_steps, validation_checkpoints, validation_costs
+from replication.plan.variants import CONTROL_SELECTION, control_ledger
 from replication.plan.vocabulary import online_pauses
 
 log = logging.getLogger(__name__)
@@ -380,6 +389,38 @@ class OnlineRun(Job):
         checkpoint.remove_checkpoint(self.ckpt_dir)
         resume.clear_stage(self.out_dir)
         return summary
+
+
+class OnlineControl(Job):
+    """C1's control of a finished online run in ``out_dir``: ``control.csv`` (module docstring)."""
+
+    stage = "recommend"
+
+    def run(self) -> dict[str, Any]:
+        """Write the control's rows: the best snapshot's reporting evaluation at each buffer pause."""
+        if not (self.out_dir / "online.json").exists():
+            raise FileNotFoundError(f"C1's control needs the finished online run in {self.out_dir}; run it first")
+        rows, pauses = [], []
+        for pause in config.pause_steps(self.cfg):
+            try:
+                ledger = control_ledger(self.cfg, self.env_name, pause)
+            except BudgetError:  # the best-of recommendation it controls for does not exist there
+                continue
+            out = pause_dir(self.out_dir, pause)
+            ledger.save(out / "ledger_control.json")
+            records = [EpisodeRecord(**r) for r in read_json(out / "eval_best.json")]
+            base = self.base_row(algo="sac", validation="full", selection=CONTROL_SELECTION, pause=pause)
+            rows += tidy.rows_from_records(base, records, ledger.spent)
+            pauses.append(pause)
+        self.write_tidy(rows, "control.csv")
+        return {"pauses": pauses, "rows": len(rows)}
+
+
+run_control = runner(
+    OnlineControl,
+    """Write C1's control (``control.csv``) of the finished online run in ``out_dir``; ``options``: an
+    analysis cell's, tagged on its rows. Returns the pauses it covers and its number of rows.""",
+)
 
 
 run_online = runner(

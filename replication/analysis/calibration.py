@@ -17,6 +17,13 @@ test, the share of each verdict over ``sims`` simulations:
 * ``effect``: the same, with the effects each claim states planted (:data:`EFFECTS`); the share of
   "reproduced" is the test's power at that effect size.
 
+C1's control (online SAC's validated best snapshot, ``algo=sac, selection=online``) is online SAC's
+level plus noise, at the best-of recommendation's step; its noise comes from a stream of its own
+(:func:`_control_rng`), so the other rows are the same numbers with or without it. ``drawdown > 0``
+makes online SAC unstable on the sparse-reward environments: from half the first pause on, its
+current policy sits ``drawdown`` below its best past snapshot (which the control keeps), the confound
+of a contrast with the current online policy.
+
 The grid is the paper profile's with ``wsrl`` added to ``finetune.methods``, so that C6 is calibrated too.
 
 Seeded: the same arguments give the same numbers.
@@ -159,12 +166,28 @@ def _effect_envs(envs: Sequence[str]) -> dict[str, tuple[str, ...]]:
     return {"pex_helps": tuple(ordered[:2]), "calql_helps": tuple(ordered[:2]), "calql_hurts": tuple(ordered[2:4])}
 
 
+def _control_rng(rng: np.random.Generator) -> np.random.Generator:
+    """A stream for the control's noise that leaves ``rng`` where it is (PCG64's jump-ahead)."""
+    return np.random.Generator(rng.bit_generator.jumped())
+
+
 def synthetic_results(
-    cfg: dict[str, Any], scenario: str, sigma: float, rng: np.random.Generator, margin: float = 0.05
+    cfg: dict[str, Any],
+    scenario: str,
+    sigma: float,
+    rng: np.random.Generator,
+    margin: float = 0.05,
+    drawdown: float = 0.0,
 ) -> tuple[pd.DataFrame, Expected]:
-    """One simulated study (prepared tidy rows of the normalised score) and what it should contain."""
+    """One simulated study (prepared tidy rows of the normalised score) and what it should contain.
+
+    ``drawdown``: how far online SAC's current policy falls below its best past snapshot on the
+    sparse-reward environments (module docstring); 0 leaves the online curves flat.
+    """
     if scenario not in SCENARIOS:
         raise ValueError(f"unknown scenario {scenario!r}; valid: {', '.join(SCENARIOS)}")
+    if drawdown < 0:
+        raise ValueError(f"drawdown must be >= 0, got {drawdown}")
     expected = Expected.from_config(cfg)
     shape = Shape.of(cfg, expected)
     fx = EFFECTS if scenario == "effect" else {**dict.fromkeys(EFFECTS, 0.0), "c4_at_end": -margin}
@@ -173,13 +196,19 @@ def synthetic_results(
     rows = _Rows()
     t, ft = shape.total, shape.finetune_pause
     online_steps = np.arange(0, t + 1, shape.interval)
+    control_rng = _control_rng(rng)
     for env in expected.envs:
         rec = fx["recommendation_sparse"] if env in SPARSE else 0.0
+        fall = drawdown * (env in SPARSE) * (online_steps >= min(shape.pauses) / 2)
         for seed in expected.seeds:
             noisy = _Noise(LEVEL + rng.normal(0, sigma), sigma, rng)  # the online run's level, shared by its variants
 
-            rows.add(env, seed, online_steps, noisy(0.0, len(online_steps)), stage="online", algo="sac")
+            rows.add(env, seed, online_steps, noisy(-fall, len(online_steps)), stage="online", algo="sac")
             _recommendations(rows, shape, expected, env, seed, rec, fx["validation_gain"], noisy)
+            control = _Noise(noisy.level, sigma, control_rng)
+            for pause in shape.pauses:  # the best-of recommendation's ledger step
+                rows.add(env, seed, np.array([pause + shape.validation_cost]), control(0.0, 1), stage="recommend",
+                         algo="sac", validation="full", selection="online", pause=pause)  # fmt: skip
             steps = shape.steps(ft, t)
             progress = (steps - steps[0]) / max(t - steps[0], 1)
             fade = rec * (1 - progress)  # the fine-tuned agent starts at the offline agent's level

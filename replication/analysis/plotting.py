@@ -177,8 +177,10 @@ def fig_recommendation_curve(
 
     Colour and shape: the offline algorithm; filled markers: the validated offline policy
     (``selection=offline``); open markers: the validated best of the online and offline policies
-    (``best-of``). Every marker sits at its ledger-true env step (pause plus the validation steps it
-    spent): markers of one pause overlap rather than being shifted off their step.
+    (``best-of``); black crosses: C1's control, online SAC's validated best snapshot without an
+    offline learner (``algo=sac, selection=online``), at the best-of recommendation's step. Every
+    marker sits at its ledger-true env step (pause plus the validation steps it spent): markers of one
+    pause overlap rather than being shifted off their step.
     """
     envs = expected.envs
     online = sel.online_curve(df, metric, envs=envs)
@@ -193,6 +195,8 @@ def fig_recommendation_curve(
     )
     pauses = sorted(set(pairs["pause"]))
     sel.check_complete(pairs, "F1 recommendations at every pause point", {"env": envs, "pause": pauses})
+    control = sel.select(df, metric, stage="recommend", envs=envs, **sel.CONTROL)
+    sel.check_complete(control, "F1 C1's control (the online runs' control.csv)", {"env": envs, "seed": expected.seeds})
     with style():
         fig, axes = _grid(len(envs))
         for ax, env in zip(axes, envs, strict=True):
@@ -218,11 +222,16 @@ def fig_recommendation_curve(
                         zorder=3,
                         alpha=0.85,
                     )
+            c = control[control["env"] == env]
+            c = c.groupby("pause").agg(x=("env_step", "mean"), y=("value", "mean"), e=("value", "std"))
+            ax.errorbar(c["x"], c["y"], yerr=c["e"].fillna(0), fmt="x", ms=4, lw=0.8, capsize=1.5, color="black",
+                        zorder=4, alpha=0.85)  # fmt: skip
             ax.set_title(_panel_title(env, metric))
             _steps_axis(ax)
         for ax in axes:
             ax.set_xlabel("env steps" if ax.get_subplotspec().is_last_row() else "")
         handles = [_line(COLORS["sac"], "Online SAC")]
+        handles.append(_line("black", "validated SAC snapshot (control)", marker="x", ls="", ms=4))
         handles += [
             _line(COLORS[a], labels.ALGO_NAMES.get(a, a), marker=ALGO_MARKERS.get(a, "o"), ls="", ms=4)
             for a in expected.algos

@@ -37,7 +37,8 @@ FIGURE_TITLES = {
 FIGURE_CAPTIONS = {
     "F1": "Recommendation curve: online SAC (line: mean over seeds, band: +- 1 std) and the validated "
     "recommendation of each offline algorithm at every pause point (filled: offline policy; open: best of the "
-    "online and offline policies), at the env step each recommendation really spent.",
+    "online and offline policies; black crosses: C1's control, online SAC's validated best snapshot without an "
+    "offline learner), at the env step each recommendation really spent.",
     "F2": "Fine-tuning curves: {methods} against SAC continuation after the pause "
     "(dashed line); curves start at the env step the offline phase left them.",
     "F3": "Analysis C4: IQL fine-tuning with the extended budget; dotted: the level at the switch, dashed: the end "
@@ -361,7 +362,8 @@ def mixing_section(summaries: Sequence[Path | str], cfg: Mapping[str, Any]) -> l
     lines = [
         "## Cal-QL fine-tuning batches: offline share",
         "",
-        f"finetune.calql_mixing = {rule} (a choice; the Cal-QL paper mixes 50/50). Share of each batch taken from "
+        f"finetune.calql_mixing = {rule} (0.5: the Cal-QL paper's and launch scripts' 50/50; proportional: the "
+        "Cal-QL code's default, a sensitivity setting). Share of each batch taken from "
         "the offline dataset at the first and the last update of fine-tuning, and over all batches.",
         "",
     ]

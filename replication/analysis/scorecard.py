@@ -279,7 +279,13 @@ def _envs(ctx: Context, which: Any) -> tuple[str, ...]:
 
 
 def _recommendation_effects(ctx: Context, test: dict[str, Any]) -> tuple[np.ndarray, pd.DataFrame]:
-    """Per (seed, env): the recommendation's mean paired difference to online SAC at the pause."""
+    """Per (seed, env): the recommendation's mean paired difference to its baseline.
+
+    ``compared_with: online`` (default): online SAC at the pause, or with ``baseline_at: ledger_step``
+    after as many env steps as the recommendation spent. ``compared_with: control``: C1's control of the
+    same (environment, seed, pause), online SAC's validated best snapshot without an offline learner, so
+    the difference is what the offline learner adds to the validated online policy.
+    """
     envs = _envs(ctx, test.get("envs"))
     t = test.get("treatment", {})
     pairs = sel.recommendation_pairs(
@@ -298,7 +304,14 @@ def _recommendation_effects(ctx: Context, test: dict[str, Any]) -> tuple[np.ndar
         pauses = sorted(set(pairs["pause"]))
     pairs = pairs[pairs["pause"].isin(pauses)]
     baseline_at = test.get("baseline_at", "pause")
-    if baseline_at == "ledger_step":  # budget-matched: online SAC after as many env steps as the recommendation
+    compared_with = test.get("compared_with", "online")
+    if compared_with == "control":
+        if "baseline_at" in test:
+            raise ValueError(f"claim test {test['id']}: baseline_at applies to compared_with online only")
+        pairs = sel.control_pairs(ctx.df, NORMALIZED, pairs.drop(columns=["diff"]), envs=envs)
+    elif compared_with != "online":
+        raise ValueError(f"claim test {test['id']}: compared_with must be online or control, not {compared_with!r}")
+    elif baseline_at == "ledger_step":  # budget-matched: online SAC after as many env steps as the recommendation
         curve = sel.online_curve(ctx.df, NORMALIZED, envs=envs)
         at = sel.value_at_or_before(curve, pairs[["env", "seed", "env_step"]], "env_step", "online SAC")
         pairs = pairs.assign(online_value=at["at_value"].to_numpy())
@@ -676,6 +689,8 @@ def load_claims(path: Path | str = CLAIMS_FILE) -> dict[str, Any]:
                 raise ValueError(
                     f"{path}: {cid} test {test.get('id')}: unknown rule {test.get('rule')!r}; valid: {rules}"
                 )
+            if test.get("compared_with", "online") not in ("online", "control"):
+                raise ValueError(f"{path}: {cid} test {test.get('id')}: compared_with must be online or control")
             if test["rule"] in INTERVAL_RULES and "null_value" not in test:
                 raise ValueError(f"{path}: {cid} test {test.get('id')}: rule {test['rule']} needs a null_value")
     return claims

@@ -63,6 +63,16 @@ class Expected:
     granularity_delays: tuple[int, ...] = ()
     wsrl_source: str = vocabulary.FINETUNE_METHODS["wsrl"]
     wsrl_keep_offline_data: bool = False
+    calql_mixing: str = "0.5"  # finetune.calql_mixing: the offline share of Cal-QL's fine-tuning batches
+    pex_beta: float = 10.0  # finetune.pex_beta: PEX's choice inverse temperature
+
+    def finetune_settings(self, method: str) -> str:
+        """The settings that shape a fine-tuning method's runs beyond its name (T3 states them)."""
+        if method == "calql":
+            return f"calql_mixing={self.calql_mixing}"
+        if method == "pex":
+            return f"pex_beta={self.pex_beta:g}"
+        return ""
 
     def finetune_source(self) -> dict[str, str]:
         """The ``dataset`` and ``validation`` of the offline agents that fine-tuning starts from."""
@@ -107,6 +117,8 @@ class Expected:
             granularity_delays=tuple(int(d) for d in gran["delays"]) if gran.get("enabled") else (),
             wsrl_source=str(wsrl.get("source", vocabulary.FINETUNE_METHODS["wsrl"])),
             wsrl_keep_offline_data=bool(wsrl.get("keep_offline_data", False)),
+            calql_mixing=f"{ft['calql_mixing']:g}" if ft["calql_mixing"] != "proportional" else "proportional",
+            pex_beta=float(ft["pex_beta"]),
         )
 
 
@@ -304,6 +316,35 @@ def recommendation_pairs(
     out = value_at_or_before(curve, rec, "pause", "online SAC at the pause point")
     out = out.rename(columns={"at_step": "online_step", "at_value": "online_value"})
     out["diff"] = out["value"] - out["online_value"]
+    return out
+
+
+CONTROL = {"algo": "sac", "validation": "full", "selection": "online"}  # C1's control (tidy rows of the online run)
+
+
+def control_pairs(
+    df: pd.DataFrame, metric: str, rec: pd.DataFrame, options: str = "", envs: Sequence[str] | None = None
+) -> pd.DataFrame:
+    """``rec`` (recommendation rows) with C1's control of the same (env, seed, pause) as ``control_value``
+    (online SAC's validated best snapshot, no offline learner) and ``diff = value - control_value``."""
+    control = select(df, metric, stage="recommend", options=options, envs=envs, **CONTROL)
+    control = control[["env", "seed", "pause", "env_step", "value"]].rename(
+        columns={"value": "control_value", "env_step": "control_step"}
+    )
+    if control.duplicated(["env", "seed", "pause"]).any():
+        raise ValueError("C1's control has more than one row per (env, seed, pause)")
+    out = rec.merge(control, on=["env", "seed", "pause"], how="left")
+    lacking = out[out["control_value"].isna()]
+    if len(lacking):
+        combos = sorted({(r.env, int(r.seed), int(r.pause)) for r in lacking.itertuples()})
+        shown = "; ".join(f"env={e}, seed={s}, pause={p}" for e, s, p in combos[:8])
+        raise MissingResultsError(
+            f"missing results for C1's control ({describe(stage='recommend', **CONTROL)}, the online run's "
+            f"control.csv): none at {shown}"
+            + (f" (and {len(combos) - 8} more)" if len(combos) > 8 else "")
+            + "; the online runs write it"
+        )
+    out["diff"] = out["value"] - out["control_value"]
     return out
 
 

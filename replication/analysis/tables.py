@@ -2,10 +2,12 @@
 
 * T1, final-policy recommendation: per environment and pause point, online SAC at the pause vs
   the policy recommended from IQL / CQL / Cal-QL (validated), mean +- std over seeds, and the
-  paired difference to online;
+  paired difference to online; and C1's control (``algo=sac``, ``selection=online``: online SAC's
+  validated best snapshot, no offline learner) in rows of its own;
 * T2, validation ablation: validation ``full`` vs ``none``, ``buffer`` vs ``newdata`` datasets;
 * T3, fine-tuning: final performance per environment and method (IQL, PEX, Cal-QL, WSRL: those in
   ``finetune.methods``), with SAC continuation (the online run past the fine-tuning pause) as the baseline;
+  its ``settings`` column (and title) name the run's Cal-QL batch mix and PEX's inverse temperature;
 * L1, learning sanity: per environment, dataset and pause, the behaviour policy (online SAC at the
   pause) next to each offline learner trained on its data, without validation: did offline RL on the
   agent's own data recover, exceed or lose the level of the policy that collected it?
@@ -25,6 +27,7 @@ import pandas as pd
 
 from replication.analysis.labels import ALGO_NAMES, FINETUNE_NAMES, env_name, format_steps, markdown
 from replication.analysis.selection import (
+    CONTROL,
     NORMALIZED,
     Expected,
     MissingResultsError,
@@ -67,11 +70,20 @@ def final_policy_table(df: pd.DataFrame, expected: Expected, metric: str = "scor
     pairs = recommendation_pairs(
         df, metric, algo=expected.algos, dataset=expected.datasets, validation="full", envs=expected.envs
     )
+    control = recommendation_pairs(df, metric, envs=expected.envs, **CONTROL)
+    buffer = pairs[pairs["dataset"] == "buffer"]
+    check_complete(
+        control,
+        "T1 (C1's control: online SAC's validated best snapshot)",
+        {"env": expected.envs, "seed": expected.seeds, "pause": sorted(set(buffer["pause"]))},
+        "The online runs write it (control.csv); rerun them.",
+    )
+    pairs = pd.concat([pairs, control], ignore_index=True)
     curve = online_curve(df, metric, envs=expected.envs)
     matched = value_at_or_before(curve, pairs[["env", "seed", "env_step"]], "env_step", "online SAC at the ledger step")
     pairs["online_matched"] = matched["at_value"].to_numpy()
     pairs["diff_matched"] = pairs["value"] - pairs["online_matched"]
-    selections = sorted(set(pairs["selection"]))
+    selections = sorted(set(pairs["selection"]) - {CONTROL["selection"]})
     for ds in expected.datasets:
         rows = pairs[pairs["dataset"] == ds]
         if rows.empty:
@@ -219,6 +231,7 @@ def finetune_table(df: pd.DataFrame, expected: Expected, metric: str = "score") 
                     **_mean_std_columns(g, switch="switch", final="final", diff_vs_sac="diff"),
                     "final_step_mean": float(g["final_step"].mean()),
                     "metric": metric,
+                    "settings": expected.finetune_settings(method),
                 }
             )
     return _ordered(pd.DataFrame(out), expected, ["env", "method"], method_order=("sac", *expected.finetune_methods))
@@ -270,7 +283,7 @@ def _ordered(
         "algo": list(expected.algos),
         "dataset": list(expected.datasets),
         "validation": ["full", "none"],
-        "selection": ["best-of", "offline"],
+        "selection": ["best-of", "offline", "online"],
         "method": list(method_order or ()),
     }
     table = table.copy()
@@ -318,6 +331,9 @@ def display_tables(
 def _display_t1(table: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     out = []
     for (ds, sel), part in table.groupby(["dataset", "selection"], sort=False):
+        if sel == CONTROL["selection"]:
+            out.append(_display_t1_control(part))
+            continue
         rows = []
         for (env, pause), g in part.groupby(["env", "pause"], sort=False):
             d = _decimals(max(abs(g["online_mean"]).max(), abs(g["recommend_mean"]).max()))
@@ -340,6 +356,31 @@ def _display_t1(table: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
         )
         out.append((title, pd.DataFrame(rows)))
     return out
+
+
+def _display_t1_control(part: pd.DataFrame) -> tuple[str, pd.DataFrame]:
+    rows = []
+    for (env, pause), g in part.groupby(["env", "pause"], sort=False):
+        r = g.iloc[0]
+        d = _decimals(max(abs(r["online_mean"]), abs(r["recommend_mean"])))
+        rows.append(
+            {
+                "Environment": env_name(env),
+                "Pause": format_steps(pause),
+                "Online SAC @ pause": _cell(r["online_mean"], r["online_std"], d),
+                "Spent": format_steps(r["env_step_mean"]),
+                "Online SAC @ spent": _cell(r["online_matched_mean"], r["online_matched_std"], d),
+                "Best SAC snapshot": _cell(r["recommend_mean"], r["recommend_std"], d),
+                "Δ": _cell(r["diff_matched_mean"], r["diff_matched_std"], d, signed=True),
+            }
+        )
+    title = (
+        f"T1. C1's control, online SAC's validated best snapshot without an offline learner (the online side of "
+        f"best-of, charged its ledger): {_metric_note(part)}, mean ± std over {int(part['n_seeds'].min())} seeds. "
+        "Δ: paired difference to online SAC after the same env steps. The claims compare the recommendation "
+        "with this control (C1.1-C1.4)."
+    )
+    return title, pd.DataFrame(rows)
 
 
 def _display_t2(table: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
@@ -385,7 +426,16 @@ def _display_t3(table: pd.DataFrame, names: Mapping[str, str]) -> list[tuple[str
         f"T3. Fine-tuning, final performance: {_metric_note(table)} at the last evaluation within the budget, "
         f"mean ± std over {int(table['n_seeds'].min())} seeds; Δ: paired difference to SAC continuation."
     )
+    if "settings" in table:
+        settings = [f"{names.get(m, FINETUNE_NAMES.get(m, m))}: {s}" for m, s in _method_settings(table)]
+        title += f" Settings: {'; '.join(settings)}." if settings else ""
     return [(title, pd.DataFrame(rows))]
+
+
+def _method_settings(table: pd.DataFrame) -> list[tuple[str, str]]:
+    """(method, settings) of T3's methods that have settings (``calql_mixing=0.5``, ``pex_beta=10``)."""
+    pairs = table[["method", "settings"]].fillna("").astype(str).drop_duplicates()
+    return [(m, s) for m, s in pairs.itertuples(index=False) if s]
 
 
 def _display_l1(table: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:

@@ -14,7 +14,8 @@ Columns:
 * ``validation``: ``full`` (validated collector and checkpoint), ``none`` (last checkpoints, no
   validation charged), empty for online rows;
 * ``selection``: ``offline`` (the offline policy) or ``best-of`` (validated choice between the
-  best online and the best offline checkpoint); empty for other stages;
+  best online and the best offline checkpoint); ``online`` for C1's control (``algo=sac``, no
+  dataset: online SAC's validated best snapshot, no offline learner); empty for other stages;
 * ``variant_options``: free-form extras as ``key=value;...`` (e.g. ``reward=binary``,
   ``extended=1``), empty by default;
 * ``pause``: the pause point (env steps of online training) the variant branched from; 0 for

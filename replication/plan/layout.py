@@ -32,6 +32,10 @@ class Layout:
     def pause_dir(self, env: str, seed: int | str, pause: int) -> str:
         return f"{self.online_dir(env, seed)}/pause_{pause}"
 
+    def control_file(self, env: str, seed: int | str) -> str:
+        """C1's control of a cell: tidy rows written beside its online run (``replication control``)."""
+        return f"{self.online_dir(env, seed)}/control.csv"
+
     def newdata_file(self, env: str, seed: int | str, key: str) -> str:
         return f"{self.cell(env, seed)}/newdata/{key}.h5"
 
@@ -56,6 +60,8 @@ class Layout:
                 "datasets": [self.buffer_file(env, seed, p) for p in pauses],
                 "validation": [f"{self.pause_dir(env, seed, p)}/validation.json" for p in pauses],
             }
+        if rule == "control":
+            return {"control": self.control_file(env, seed)}
         if rule == "newdata":
             data = self.newdata_file(env, seed, variant)
             return {"data": data, "meta": f"{data}.json"}
@@ -71,7 +77,7 @@ class Layout:
 
     @staticmethod
     def _stem(rule: str, variant: str) -> str:
-        return rule if rule == "online" else f"{rule}-{variant}"
+        return rule if rule == "online" or not variant else f"{rule}-{variant}"
 
     def log(self, rule: str, env: str, seed: int | str, variant: str = "") -> str:
         """The job's log; ``variant="cell"`` for a cell's batch job."""

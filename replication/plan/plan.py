@@ -56,6 +56,7 @@ class Plan:
     batches: Mapping[str, tuple[str, ...]] = dataclasses.field(hash=False)  # batch_jobs: variants per main cell
     batch_envs: tuple[str, ...]  # the cells whose variants run in batch jobs
     jobs: tuple[PlannedJob, ...]
+    controls: tuple[PlannedJob, ...] = ()  # C1's control of each online run: a light job, not counted in jobs
 
     @classmethod
     def build(cls, cfg: dict[str, Any]) -> Plan:
@@ -75,7 +76,10 @@ class Plan:
             jobs=(),
         )
         jobs = tuple(plan._planned(cfg, job) for job in workflow.jobs(cfg))
-        return dataclasses.replace(plan, jobs=jobs)
+        controls = tuple(
+            plan._planned(cfg, workflow.Job("control", p.job.env, p.job.seed)) for p in jobs if p.job.rule == "online"
+        )
+        return dataclasses.replace(plan, jobs=jobs, controls=controls)
 
     # --- datasets
 
@@ -103,7 +107,7 @@ class Plan:
 
     @functools.cached_property
     def _index(self) -> dict[JobKey, PlannedJob]:
-        return {job.key: job for job in self.jobs}
+        return {job.key: job for job in (*self.jobs, *self.controls)}
 
     def job_for(self, rule: str, env: str, seed: int | str, variant: str = "") -> PlannedJob:
         """The job of ``rule`` for a cell, seed and variant (dataset key or method)."""
@@ -142,6 +146,8 @@ class Plan:
         online = lay.online_dir(env, seed)
         if job.rule == "online":
             tail = ["--out", online, "--no-progress"]
+        elif job.rule == "control":
+            tail = ["--online", online]
         elif job.rule == "newdata":
             tail = ["--online", online, "--dataset", job.dataset, "--out", lay.newdata_file(env, seed, job.dataset)]
         elif job.rule == "offline":

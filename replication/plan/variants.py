@@ -23,6 +23,7 @@ from replication.plan.vocabulary import NEWDATA_COLLECTORS, dataset_name, newdat
 
 VALIDATIONS = ("full", "none")
 SELECTIONS = ("offline", "best-of")
+CONTROL_SELECTION = "online"  # C1's control: the validated best online snapshot, no offline learner
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,6 +81,24 @@ def recommendation_ledger(
     if validation == "full":
         ledger.charge("offline_validation", offline_val)
     return ledger
+
+
+def control_ledger(cfg: dict[str, Any], env: str, pause: int) -> Ledger:
+    """Env steps charged to C1's control at ``pause``: online SAC's validated best snapshot.
+
+    It is charged the ledger of the best-of recommendation it controls for (the buffer at
+    ``pause``): online training, the online validation it uses, and the offline validation, which
+    it leaves unspent (it has no offline learner). Both therefore sit at the same env step and meet
+    the same budget-matched online SAC; a pause whose best-of would overdraw the budget has none.
+    """
+    ledger = recommendation_ledger(cfg, env, OfflineDataset("buffer", pause), "full", "best-of")
+    entries = [
+        dataclasses.replace(e, note="matched to best-of; unspent (no offline learner)")
+        if e.category == "offline_validation"
+        else e
+        for e in ledger.entries
+    ]
+    return Ledger(ledger.total).extend(entries)
 
 
 def finetune_dataset(cfg: dict[str, Any]) -> OfflineDataset:

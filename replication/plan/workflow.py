@@ -128,7 +128,7 @@ class Job:
 
     def output(self, cfg: dict[str, Any]) -> Path:
         """The job's first output (a tidy CSV, or the newdata dataset)."""
-        if self.rule not in ("online", "newdata", "offline", "finetune"):
+        if self.rule not in ("online", "control", "newdata", "offline", "finetune"):
             raise ValueError(f"unknown rule {self.rule!r}")
         return Path(next(iter(layout(cfg).outputs(self.rule, self.env, self.seed, self.variant).values())))
 
@@ -241,8 +241,14 @@ def extended_steps(cfg: dict[str, Any], job: Job) -> int:
 
 
 def tidy_inputs(cfg: dict[str, Any]) -> list[Path]:
-    """Every tidy CSV the aggregation reads."""
-    return [j.output(cfg) for j in jobs(cfg) if j.rule in ("online", "offline", "finetune")]
+    """Every tidy CSV the aggregation reads (an online run's curve and C1's control rows)."""
+    out: list[Path] = []
+    for j in jobs(cfg):
+        if j.rule in ("online", "offline", "finetune"):
+            out.append(j.output(cfg))
+        if j.rule == "online":
+            out.append(Job("control", j.env, j.seed).output(cfg))
+    return out
 
 
 def counts(cfg: dict[str, Any]) -> dict[str, int]:
