@@ -640,12 +640,23 @@ def _batch(args: argparse.Namespace) -> int:
 TRAINING_COMMANDS = ("online", "newdata", "offline", "finetune")  # the per-cell jobs, which use d3rlpy
 
 
+def package_version() -> str:
+    """The installed package's version (``pyproject.toml``), or ``unknown`` when it is not installed."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("replication")
+    except PackageNotFoundError:
+        return "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="replication",
         description="Replication package: offline RL as subroutines of online RL.",
     )
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, cmd in COMMANDS.items():
         sub = subparsers.add_parser(name, help=cmd.help, description=cmd.help)

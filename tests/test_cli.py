@@ -159,3 +159,12 @@ def test_analysis_commands_keep_their_options(capsys: pytest.CaptureFixture[str]
         shown = capsys.readouterr().out
         assert shown.startswith(f"usage: replication {name} ")
         assert all(option in shown for option in options), name
+
+
+def test_version_prints_the_package_metadata_version(capsys: pytest.CaptureFixture[str]) -> None:
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"replication {version('replication')}"
