@@ -69,7 +69,7 @@ def job_counts(output: str) -> dict[str, int]:
 
 
 def test_paper_dry_run_enumerates_the_full_grid(tmp_path):
-    """12 environments x 5 seeds; counted here from protocol.md, independently of the package."""
+    """12 environments x 5 seeds; counted here from docs/protocol.md, independently of the package."""
     result = snakemake(tmp_path, "-n", "--configfile", str(ROOT / "config" / "paper.yaml"))
     counts = job_counts(result.stdout)
     cells = 12 * 5

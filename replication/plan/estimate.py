@@ -20,7 +20,7 @@ from replication.plan.variants import finetune_ledger
 from replication.plan.vocabulary import finetune_source
 from replication.plan.workflow import Job, cell_dir, extended_steps, jobs, parse_cell
 
-# Built-in throughput at 256x256, batch 256, one CPU thread (stack.md; protocol.md section 3).
+# Built-in throughput at 256x256, batch 256, one CPU thread (docs/protocol.md section 3).
 GRADIENT_STEPS_PER_SECOND = {"sac": 103.0, "iql": 69.4, "cql": 13.7, "calql": 14.3, "pex": 55.0}
 # WSRL counts critic updates (each env step: finetune.wsrl.updates_per_step of them and one actor update);
 # assumed at SAC's rate until a finished run's jobs measure it
