@@ -359,3 +359,13 @@ def test_a_run_the_disk_cannot_hold_is_refused(tmp_path):
         timeout=300,
     )
     assert touched.returncode == 0, (touched.stdout + touched.stderr)[-3000:]
+
+
+def test_a_subset_of_environments_plans_only_those_environments():
+    """envs: [hopper], seeds: [0] plans hopper jobs only: analysis C5 (on by default, Kitchen) adds none."""
+    cfg = config.resolve({"envs": ["hopper"], "seeds": [0]})
+    assert cfg["analysis"]["c5"]["enabled"]  # the default stays on; it acts only where its env runs
+    planned = workflow.jobs(cfg)
+    assert planned and {job.env for job in planned} == {"hopper"}
+    with_kitchen = workflow.jobs(config.resolve({"envs": ["hopper", "kitchen"], "seeds": [0]}))
+    assert {"kitchen+reward=binary", "kitchen+reward=accumulated"} <= {job.env for job in with_kitchen}
