@@ -547,10 +547,31 @@ def _check_config(args: argparse.Namespace) -> int:
     from replication.plan import config, workflow
 
     cfg = config.load(args.configfile)
-    counts = workflow.counts(cfg)
     print(f"{args.configfile}: valid; results under {workflow.results_dir(cfg)}/")
-    print(", ".join(f"{n} {rule} jobs" for rule, n in counts.items()))
+    print(format_grid(cfg))
     return 0
+
+
+def format_grid(cfg: dict) -> str:
+    """The grid a config runs: its cells, and per stage its jobs (as ``replication estimate``) and variants."""
+    from replication.plan import workflow
+
+    planned = workflow.jobs(cfg)
+    cells = list(dict.fromkeys((job.env, job.seed) for job in planned if job.rule == "online"))
+    extra = sorted({env for env, _ in cells} - set(cfg["envs"]))
+    lines = [
+        f"cells: {len(cells)} ({len(cfg['envs'])} environments x {len(cfg['seeds'])} seeds"
+        + (f", and the analysis cells {', '.join(extra)}" if extra else "")
+        + ")",
+        f"  environments: {', '.join(cfg['envs'])}",
+        f"  seeds: {', '.join(str(s) for s in cfg['seeds'])}",
+    ]
+    counts = workflow.stage_counts(cfg)
+    rows = [(rule, str(j), str(v)) for rule, (j, v) in counts.items()]
+    rows.append(("total", str(sum(j for j, _ in counts.values())), str(sum(v for _, v in counts.values()))))
+    lines += format_text(("stage", "jobs", "variants"), rows).splitlines()
+    lines.append("jobs: processes Snakemake runs (as `replication estimate` counts them); variants: units of work")
+    return "\n".join(lines)
 
 
 def _add_estimate_arguments(parser: argparse.ArgumentParser) -> None:

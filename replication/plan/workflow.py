@@ -245,6 +245,20 @@ def tidy_inputs(cfg: dict[str, Any]) -> list[Path]:
     return [j.output(cfg) for j in jobs(cfg) if j.rule in ("online", "offline", "finetune")]
 
 
+def stage_counts(cfg: dict[str, Any]) -> dict[str, tuple[int, int]]:
+    """Per stage: (Snakemake jobs, variants) of the grid.
+
+    A job is one process (its benchmark file; ``batch_jobs: true`` runs a cell's variants of a stage
+    in one), as ``replication estimate`` counts them; a variant is one planned unit of work.
+    """
+    processes: dict[str, set[Path]] = {}
+    variants: dict[str, int] = {}
+    for job in jobs(cfg):
+        processes.setdefault(job.rule, set()).add(job.benchmark(cfg))
+        variants[job.rule] = variants.get(job.rule, 0) + 1
+    return {rule: (len(processes[rule]), variants[rule]) for rule in variants}
+
+
 def counts(cfg: dict[str, Any]) -> dict[str, int]:
     out: dict[str, int] = {}
     for job in jobs(cfg):
