@@ -60,3 +60,20 @@ def test_each_suggested_fix_of_a_validation_cost_error_gives_a_valid_config(
     assert expected <= {k for k, _ in fixes}, fixes
     for fix_key, value in fixes:
         config.resolve(apply(user, fix_key, value))  # raises if the fix does not work
+
+
+def test_user_mistakes_are_one_line_errors_naming_the_file_and_the_fix(tmp_path) -> None:
+    malformed = tmp_path / "bad.yaml"
+    malformed.write_text("envs: [hopper\nseeds: [0]\n")
+    with pytest.raises(ValueError, match=r"bad.yaml: line \d+, column \d+: malformed YAML .*fix the file's syntax"):
+        config.load(malformed)
+    with pytest.raises(ValueError, match="no such config file.*--configfile"):
+        config.load(tmp_path / "missing.yaml")
+
+
+def test_an_environment_without_a_measured_throughput_is_estimated_with_a_labelled_guess(monkeypatch) -> None:
+    from replication.plan import estimate
+
+    monkeypatch.delitem(estimate.ENV_STEPS_PER_SECOND, "hopper")  # as an environment newly added to envs.yaml
+    text = estimate.format_estimate(config.resolve(base()))
+    assert "environment steps/s of hopper: a guess" in text
