@@ -415,7 +415,7 @@ def _provenance(args: argparse.Namespace) -> int:
 
 
 def _add_export_minari_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("dataset", help="a dataset file of a run (e.g. .../online/pause_00400/dataset_buffer.h5)")
+    parser.add_argument("dataset", help="a dataset file of a run (e.g. .../online/pause_400/dataset_buffer.h5)")
     parser.add_argument("--out", required=True, help="Minari datasets root to write into (MINARI_DATASETS_PATH)")
     parser.add_argument("--dataset-id", help="Minari dataset id (default: replication/<env>-seed<k>-<file>-v0)")
 
