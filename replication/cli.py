@@ -431,7 +431,7 @@ def _provenance(args: argparse.Namespace) -> int:
 
 
 def _add_export_minari_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("dataset", help="a dataset file of a run (e.g. .../online/pause_00400/dataset_buffer.h5)")
+    parser.add_argument("dataset", help="a dataset file of a run (e.g. .../online/pause_400/dataset_buffer.h5)")
     parser.add_argument("--out", required=True, help="Minari datasets root to write into (MINARI_DATASETS_PATH)")
     parser.add_argument("--dataset-id", help="Minari dataset id (default: replication/<env>-seed<k>-<file>-v0)")
 
@@ -563,10 +563,31 @@ def _check_config(args: argparse.Namespace) -> int:
     from replication.plan import config, workflow
 
     cfg = config.load(args.configfile)
-    counts = workflow.counts(cfg)
     print(f"{args.configfile}: valid; results under {workflow.results_dir(cfg)}/")
-    print(", ".join(f"{n} {rule} jobs" for rule, n in counts.items()))
+    print(format_grid(cfg))
     return 0
+
+
+def format_grid(cfg: dict) -> str:
+    """The grid a config runs: its cells, and per stage its jobs (as ``replication estimate``) and variants."""
+    from replication.plan import workflow
+
+    planned = workflow.jobs(cfg)
+    cells = list(dict.fromkeys((job.env, job.seed) for job in planned if job.rule == "online"))
+    extra = sorted({env for env, _ in cells} - set(cfg["envs"]))
+    lines = [
+        f"cells: {len(cells)} ({len(cfg['envs'])} environments x {len(cfg['seeds'])} seeds"
+        + (f", and the analysis cells {', '.join(extra)}" if extra else "")
+        + ")",
+        f"  environments: {', '.join(cfg['envs'])}",
+        f"  seeds: {', '.join(str(s) for s in cfg['seeds'])}",
+    ]
+    counts = workflow.stage_counts(cfg)
+    rows = [(rule, str(j), str(v)) for rule, (j, v) in counts.items()]
+    rows.append(("total", str(sum(j for j, _ in counts.values())), str(sum(v for _, v in counts.values()))))
+    lines += format_text(("stage", "jobs", "variants"), rows).splitlines()
+    lines.append("jobs: processes Snakemake runs (as `replication estimate` counts them); variants: units of work")
+    return "\n".join(lines)
 
 
 def _add_estimate_arguments(parser: argparse.ArgumentParser) -> None:
@@ -656,12 +677,23 @@ def _batch(args: argparse.Namespace) -> int:
 TRAINING_COMMANDS = ("online", "newdata", "offline", "finetune")  # the per-cell jobs, which use d3rlpy
 
 
+def package_version() -> str:
+    """The installed package's version (``pyproject.toml``), or ``unknown`` when it is not installed."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("replication")
+    except PackageNotFoundError:
+        return "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="replication",
         description="Replication package: offline RL as subroutines of online RL.",
     )
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, cmd in COMMANDS.items():
         sub = subparsers.add_parser(name, help=cmd.help, description=cmd.help)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -159,3 +160,27 @@ def test_analysis_commands_keep_their_options(capsys: pytest.CaptureFixture[str]
         shown = capsys.readouterr().out
         assert shown.startswith(f"usage: replication {name} ")
         assert all(option in shown for option in options), name
+
+
+def test_version_prints_the_package_metadata_version(capsys: pytest.CaptureFixture[str]) -> None:
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"replication {version('replication')}"
+
+
+@pytest.mark.parametrize(
+    "user", [{"envs": ["hopper"], "seeds": [0]}, {"envs": ["hopper", "kitchen"], "batch_jobs": True}]
+)
+def test_check_config_prints_the_grid_with_the_job_counts_of_estimate(user: dict) -> None:
+    from replication.plan import config, estimate
+
+    cfg = config.resolve(user)
+    grid = cli.format_grid(cfg)
+    stages, _ = estimate.estimate(cfg)
+    for rule, cost in stages.items():
+        assert re.search(rf"^{rule}\s+{cost.jobs}\s+\d+$", grid, re.M), (rule, cost.jobs, grid)
+    assert f"environments: {', '.join(user['envs'])}" in grid
+    assert ("kitchen+reward=binary" in grid) == ("kitchen" in user["envs"])

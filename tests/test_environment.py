@@ -9,7 +9,7 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
-TOP_LEVEL = {  # stack.md: the pins the lock was built from
+TOP_LEVEL = {  # the top-level pins the lock was built from (pyproject.toml)
     "torch": "2.13.0",
     "numpy": "2.4.6",
     "gymnasium": "1.4.0",
@@ -39,7 +39,7 @@ def lock() -> dict[str, str]:
 def test_lock_pins_the_top_level_versions():
     pins = lock()
     for name, version in TOP_LEVEL.items():
-        assert pins.get(name) == version, f"{name}: lock has {pins.get(name)}, stack.md pins {version}"
+        assert pins.get(name) == version, f"{name}: lock has {pins.get(name)}, pyproject.toml pins {version}"
 
 
 def test_lock_matches_the_installed_environment():

@@ -137,7 +137,7 @@ def test_clips_of_the_final_recommended_and_best_fine_tuned_policies(run, tmp_pa
     clips = {c["role"]: c for c in status["envs"]["hopper"]["clips"]}
     assert set(clips) == {"recommended", "finetuned"}
     assert "offline CQL" in clips["recommended"]["label"] and "score 2" in clips["recommended"]["label"]
-    assert "IQL at the end of the budget" in clips["finetuned"]["label"]  # 5.0 beats PEX's 3.0 at the end
+    assert "IQL FT at the end of the budget" in clips["finetuned"]["label"]  # 5.0 beats PEX's 3.0 at the end
     for clip in clips.values():
         frames = imageio.mimread(tmp_path / "videos" / clip["gif"])
         assert len(frames) == clip["steps"] + 1 == clip["frames"] and frames[0].shape[:2] == (48, 64)

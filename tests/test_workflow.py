@@ -71,7 +71,7 @@ def job_counts(output: str) -> dict[str, int]:
 
 
 def test_paper_dry_run_enumerates_the_full_grid(tmp_path):
-    """12 environments x 5 seeds; counted here from protocol.md, independently of the package."""
+    """12 environments x 5 seeds; counted here from docs/protocol.md, independently of the package."""
     result = snakemake(tmp_path, "-n", "--configfile", str(ROOT / "config" / "paper.yaml"))
     counts = job_counts(result.stdout)
     cells = 12 * 5
@@ -437,3 +437,13 @@ def test_editing_a_setting_that_changes_no_result_reruns_nothing(tiny_run, tmp_p
         edited.write_text(yaml.safe_dump(cfg))
         dry = snakemake(workdir, "-n", "--configfile", str(edited), "--rerun-triggers", "mtime", "params", "input")
         assert "Nothing to be done" in dry.stdout + dry.stderr, f"editing {section}.{key} reruns:\n{dry.stdout[-2000:]}"
+
+
+def test_a_subset_of_environments_plans_only_those_environments():
+    """envs: [hopper], seeds: [0] plans hopper jobs only: analysis C5 (on by default, Kitchen) adds none."""
+    cfg = config.resolve({"envs": ["hopper"], "seeds": [0]})
+    assert cfg["analysis"]["c5"]["enabled"]  # the default stays on; it acts only where its env runs
+    planned = workflow.jobs(cfg)
+    assert planned and {job.env for job in planned} == {"hopper"}
+    with_kitchen = workflow.jobs(config.resolve({"envs": ["hopper", "kitchen"], "seeds": [0]}))
+    assert {"kitchen+reward=binary", "kitchen+reward=accumulated"} <= {job.env for job in with_kitchen}

@@ -19,7 +19,7 @@ from replication.agents.envs import get_spec, make_env
 
 Policy = Callable[[np.ndarray], np.ndarray]
 
-EVAL_SEED_OFFSET = 10_000  # reporting evaluation: separate env seeded seed + 10000 (protocol.md)
+EVAL_SEED_OFFSET = 10_000  # reporting evaluation: separate env seeded seed + 10000 (docs/protocol.md)
 VALIDATION_SEED_OFFSET = 20_000  # (choice) validation episodes: their own seeds, disjoint from reporting
 
 

@@ -1,4 +1,4 @@
-"""Tables T1-T3 of protocol.md section 6 from the tidy results.
+"""Tables T1-T3 of docs/protocol.md section 6 from the tidy results.
 
 * T1, final-policy recommendation: per environment and pause point, online SAC at the pause vs
   the policy recommended from IQL / CQL / Cal-QL (validated), mean +- std over seeds, and the
@@ -65,7 +65,7 @@ def _mean_std_columns(g: pd.DataFrame, **columns: str) -> dict[str, float]:
 
 def final_policy_table(df: pd.DataFrame, expected: Expected, metric: str = "score") -> pd.DataFrame:
     """T1: the validated recommendation of every offline algorithm vs online SAC, both at the pause
-    (``diff_*``, as protocol.md defines T1) and after as many env steps as the recommendation spent
+    (``diff_*``, as docs/protocol.md defines T1) and after as many env steps as the recommendation spent
     (``diff_matched_*``: the pause plus its validation and newdata steps; budget-matched)."""
     pairs = recommendation_pairs(
         df, metric, algo=expected.algos, dataset=expected.datasets, validation="full", envs=expected.envs

@@ -37,6 +37,8 @@ from typing import Any
 
 import numpy as np
 
+from replication.analysis import labels
+
 BACKENDS = ("egl", "osmesa")
 PROBE = "import mujoco; c = mujoco.GLContext(16, 16); c.make_current(); c.free(); print('ok')"
 Policy = Callable[[np.ndarray], np.ndarray]
@@ -101,8 +103,8 @@ def recommended_choice(tidy: Any, cell: Path, env: str, seed: int) -> Choice | N
     which = "best" if best.validation == "full" else "last"
     path = cell / "offline" / f"buffer-p{int(best.pause)}" / str(best.algo) / f"policy_{which}.pt"
     label = (
-        f"final recommended policy: offline {str(best.algo).upper()} on the replay buffer at env step "
-        f"{int(best.pause)} ({which} checkpoint), reporting score {float(best.value):.3g}"
+        f"final recommended policy: offline {labels.ALGO_NAMES.get(str(best.algo), str(best.algo))} on the replay "
+        f"buffer at env step {int(best.pause)} ({which} checkpoint), reporting score {float(best.value):.3g}"
     )
     return Choice("recommended", label, lambda: offline_policy(path))
 
@@ -117,8 +119,8 @@ def finetuned_choice(tidy: Any, cell: Path, env: str, seed: int, pex_beta: float
     method = str(best.algo)
     folder = cell / "finetune" / method
     label = (
-        f"best fine-tuned policy: {method.upper()} at the end of the budget (env step {int(best.env_step)}), "
-        f"reporting score {float(best.value):.3g}"
+        f"best fine-tuned policy: {labels.finetune_name(method)} at the end of the budget "
+        f"(env step {int(best.env_step)}), reporting score {float(best.value):.3g}"
     )
     return Choice("finetuned", label, lambda: finetuned_policy(folder, method, pex_beta))
 

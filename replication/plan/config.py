@@ -29,7 +29,21 @@ def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
 
 
 def read_yaml(path: Path | str) -> dict[str, Any]:
-    data = yaml.safe_load(Path(path).read_text()) or {}
+    """The mapping in a YAML file; a missing or malformed file is a one-line ValueError naming it and the fix."""
+    path = Path(path)
+    if not path.is_file():
+        where = "" if path.is_absolute() or Path.cwd() == PROJECT_ROOT else f" (relative to {Path.cwd()})"
+        raise ValueError(
+            f"{path}: no such config file{where}; pass an existing file with --configfile, "
+            f"or run from the repository root ({PROJECT_ROOT})"
+        )
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        at = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(error, "problem", None) or type(error).__name__
+        raise ValueError(f"{path}:{at}: malformed YAML ({problem}); fix the file's syntax there") from error
     if not isinstance(data, dict):
         raise ValueError(f"{path}: a config file must hold a mapping of keys to values")
     return data

@@ -20,7 +20,7 @@ from replication.plan.variants import finetune_ledger
 from replication.plan.vocabulary import finetune_source
 from replication.plan.workflow import Job, cell_dir, extended_steps, jobs, parse_cell
 
-# Built-in throughput at 256x256, batch 256, one CPU thread (stack.md; protocol.md section 3).
+# Built-in throughput at 256x256, batch 256, one CPU thread (docs/protocol.md section 3).
 GRADIENT_STEPS_PER_SECOND = {"sac": 103.0, "iql": 69.4, "cql": 13.7, "calql": 14.3, "pex": 55.0}
 # WSRL counts critic updates (each env step: finetune.wsrl.updates_per_step of them and one actor update);
 # assumed at SAC's rate until a finished run's jobs measure it
@@ -39,6 +39,15 @@ ENV_STEPS_PER_SECOND = {  # with a policy in the loop, per environment
     "sawyer-lift": 1200.0,
     "sawyer-drape": 1000.0,
 }
+# An environment added to config/envs.yaml without a measured figure: a guess (the slowest
+# Meta-World task's), labelled as such in the estimate; add its measured rate above.
+GUESSED_ENV_STEPS_PER_SECOND = 1000.0
+
+
+def env_steps_per_second(env: str) -> float:
+    return ENV_STEPS_PER_SECOND.get(env, GUESSED_ENV_STEPS_PER_SECOND)
+
+
 # Assumed, not measured here (no GPU was available to this project's measurements): gradient
 # steps/s of one job on one datacenter GPU (A100/H100 class) at 256x256 and batch 256, eager
 # PyTorch. Small networks leave such a GPU mostly idle: an update is bound by Python and kernel
@@ -163,7 +172,7 @@ def job_costs(cfg: dict[str, Any]) -> tuple[list[JobCost], str]:
             updates.append((job.algo, finetune_updates(cfg, job.algo, steps), p["batch_size"], p["hidden_units"]))
         else:
             continue
-        fixed = (env_steps if timed_steps is None else timed_steps) / ENV_STEPS_PER_SECOND[env]
+        fixed = (env_steps if timed_steps is None else timed_steps) / env_steps_per_second(env)
         fixed += VARIANT_SETUP_SECONDS[job.rule]
         starts = (process := job.benchmark(cfg)) not in started
         if starts:
@@ -219,6 +228,11 @@ def format_estimate(cfg: dict[str, Any], cores: int = 1) -> str:
         )
     lines.append(f"wall time on {cores} core(s), perfectly parallel: {total.seconds / cores / 3600:.2f} h")
     lines.append(f"CPU throughput: {source}")
+    if guessed := sorted(set(cfg["envs"]) - set(ENV_STEPS_PER_SECOND)):
+        lines.append(
+            f"environment steps/s of {', '.join(guessed)}: a guess ({GUESSED_ENV_STEPS_PER_SECOND:g}/s, not measured); "
+            "add the measured rate to ENV_STEPS_PER_SECOND in replication/plan/estimate.py"
+        )
     lines.append(
         "GPU hours: one job per GPU at the assumed GPU figures of replication.plan.estimate "
         "(not measured here); environment steps and start-up as on the CPU"

@@ -97,6 +97,27 @@ def _check_envs(cfg: dict[str, Any]) -> None:
         raise ConfigError("config key analysis.c5.env: analysis C5 compares Kitchen reward modes; name a Kitchen env")
 
 
+def _validation_cost_message(cfg: dict[str, Any], kind: str, env: str, steps: int) -> str:
+    """Why ``validation.<kind>_fraction`` cannot pay for one checkpoint's episodes, and the fixes that work."""
+    total, v = cfg["budget"]["total_steps"], cfg["validation"]
+    fraction, episodes = v[f"{kind}_fraction"], v["episodes"]
+    need = episodes * steps / total
+    affordable_episodes = int(fraction * total) // steps
+    affordable_steps = int(fraction * total) // episodes
+    fixes = []
+    if need <= 1:  # the schema caps a fraction at 1
+        fixes.append(f"raise validation.{kind}_fraction to at least {math.ceil(need * 1e4) / 1e4:g}")
+    if affordable_episodes >= 1:
+        fixes.append(f"lower validation.episodes to {affordable_episodes}")
+    if affordable_steps >= 1:
+        fixes.append(f"set env_options.{env}.max_episode_steps to {affordable_steps} or less")
+    fixes.append(f"raise budget.total_steps to at least {math.ceil(episodes * steps / fraction)}")
+    return (
+        f"config key validation.{kind}_fraction: {fraction} x {total} env steps cannot pay for {episodes} "
+        f"episodes of {env} ({steps} steps each); " + ", or ".join(fixes)
+    )
+
+
 def _check_budget(cfg: dict[str, Any]) -> None:
     total = cfg["budget"]["total_steps"]
     online = cfg["online"]
@@ -111,12 +132,7 @@ def _check_budget(cfg: dict[str, Any]) -> None:
         for kind in ("online", "offline"):
             n = validation_checkpoints(v[f"{kind}_fraction"], total, v["episodes"], steps)
             if n < 1:
-                need = v["episodes"] * steps / total
-                raise ConfigError(
-                    f"config key validation.{kind}_fraction: {v[f'{kind}_fraction']} x {total} env steps cannot pay "
-                    f"for {v['episodes']} episodes of {env} ({steps} steps each); raise it to at least {need:.4g}, "
-                    "or raise budget.total_steps"
-                )
+                raise ConfigError(_validation_cost_message(cfg, kind, env, steps))
     uses_newdata = "newdata" in cfg["offline"]["datasets"]
     newdata_pause = newdata_pause_step(cfg)
     for env in cfg["envs"]:

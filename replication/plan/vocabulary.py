@@ -40,6 +40,16 @@ def finetune_pause_step(cfg: dict[str, Any]) -> int:
     return round(cfg["budget"]["finetune_pause"] * cfg["budget"]["total_steps"])
 
 
+def c5_env(cfg: dict[str, Any]) -> str | None:
+    """The Kitchen environment analysis C5 runs on, or None when it is off or not among ``envs``.
+
+    A run of a subset of environments (``envs: [hopper]``) plans no C5 cells: what a config asks
+    for is what runs.
+    """
+    c5 = cfg["analysis"]["c5"]
+    return c5["env"] if c5.get("enabled") and c5["env"] in cfg["envs"] else None
+
+
 def newdata_pause_step(cfg: dict[str, Any]) -> int:
     """The pause at which the newdata datasets are collected, in env steps."""
     return round(cfg["newdata"]["pause"] * cfg["budget"]["total_steps"])

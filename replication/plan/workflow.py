@@ -24,7 +24,7 @@ from typing import Any
 from replication.plan import config
 from replication.plan.layout import Layout
 from replication.plan.variants import OfflineDataset, finetune_dataset, finetune_ledger, offline_datasets
-from replication.plan.vocabulary import FINETUNE_METHODS, OFFLINE_ALGOS, finetune_source
+from replication.plan.vocabulary import FINETUNE_METHODS, OFFLINE_ALGOS, c5_env, finetune_source
 
 RESULTS_ROOT = Path("results")
 FINETUNE_SOURCES = FINETUNE_METHODS  # offline agent each method starts from
@@ -178,9 +178,9 @@ def _units(cfg: dict[str, Any]) -> list[Job]:
                 else:  # trained only as the starting point of fine-tuning
                     out.append(Job("offline", env, seed, algo, ft_key))
             out += [Job("finetune", env, seed, m) for m in methods]
-        if analysis["c5"]["enabled"]:  # Cal-QL, offline and fine-tuned, per Kitchen reward mode
+        if c5 := c5_env(cfg):  # Cal-QL, offline and fine-tuned, per Kitchen reward mode
             for mode in analysis["c5"]["rewards"]:
-                key = Cell(analysis["c5"]["env"], (("reward", mode),)).key
+                key = Cell(c5, (("reward", mode),)).key
                 out += [Job("online", key, seed), Job("offline", key, seed, "calql", ft_key)]
                 out += [Job("finetune", key, seed, "calql")]
         if analysis["reward_granularity"]["enabled"]:  # offline algorithms and Cal-QL fine-tuning per delay
@@ -249,6 +249,20 @@ def tidy_inputs(cfg: dict[str, Any]) -> list[Path]:
         if j.rule == "online":
             out.append(Job("control", j.env, j.seed).output(cfg))
     return out
+
+
+def stage_counts(cfg: dict[str, Any]) -> dict[str, tuple[int, int]]:
+    """Per stage: (Snakemake jobs, variants) of the grid.
+
+    A job is one process (its benchmark file; ``batch_jobs: true`` runs a cell's variants of a stage
+    in one), as ``replication estimate`` counts them; a variant is one planned unit of work.
+    """
+    processes: dict[str, set[Path]] = {}
+    variants: dict[str, int] = {}
+    for job in jobs(cfg):
+        processes.setdefault(job.rule, set()).add(job.benchmark(cfg))
+        variants[job.rule] = variants.get(job.rule, 0) + 1
+    return {rule: (len(processes[rule]), variants[rule]) for rule in variants}
 
 
 def counts(cfg: dict[str, Any]) -> dict[str, int]:
