@@ -21,11 +21,19 @@ def test_mean_interval_is_the_one_sample_t_test() -> None:
         inference.mean_interval([0.1])
 
 
-def test_constant_values_give_an_exact_interval() -> None:
+def test_constant_values_give_no_more_confidence_than_a_sign_test() -> None:
     iv = inference.mean_interval([0.0, 0.0, 0.0])
-    assert (iv.estimate, iv.lo, iv.hi, iv.p_greater, iv.p_less) == (0.0, 0.0, 0.0, 1.0, 1.0)
-    up = inference.mean_interval([1.0, 1.0, 1.0])
-    assert up.p_greater == 0.0 and up.p_less == 1.0
+    assert (iv.estimate, iv.p_greater, iv.p_less) == (0.0, 1.0, 1.0)
+    for n in (3, 5, 8):
+        up = inference.mean_interval([1.0] * n)
+        assert up.p_greater == 0.5**n and up.p_less == 1.0
+        down = inference.stratified_interval(np.full((n, 3), -0.2))
+        assert down.p_less == pytest.approx(0.5**n) and down.p_greater == 1.0
+    # 5 seeds cannot reach a two-sided 95% sign interval (1/32 > 0.025): unbounded; 6 seeds can (1/64).
+    five = inference.mean_interval([0.3] * 5)
+    assert (five.lo, five.hi) == (-np.inf, np.inf)
+    six = inference.mean_interval([0.3] * 6)
+    assert (six.lo, six.hi) == (0.3, 0.3)
 
 
 def test_stratified_interval_matches_welch_for_a_difference_of_two_environments() -> None:

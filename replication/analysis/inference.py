@@ -34,14 +34,28 @@ class Interval:
     p_less: float  # P-value of H0: mean >= null (small: the mean is below null)
 
 
-def _t_interval(estimate: float, se: float, df: float, confidence: float, null: float) -> Interval:
+def _t_interval(estimate: float, se: float, df: float, confidence: float, null: float, seeds: int) -> Interval:
     if se == 0.0 or not np.isfinite(df):
-        # No spread between seeds: the estimate is exact (e.g. every seed scored 0).
-        above, below = estimate > null, estimate < null
-        return Interval(estimate, estimate, estimate, 0.0 if above else 1.0, 0.0 if below else 1.0)
+        return _sign_interval(estimate, confidence, null, seeds)
     q = float(sps.t.ppf(0.5 + confidence / 2, df))
     t = (estimate - null) / se
     return Interval(estimate, estimate - q * se, estimate + q * se, float(sps.t.sf(t, df)), float(sps.t.cdf(t, df)))
+
+
+def _sign_interval(estimate: float, confidence: float, null: float, seeds: int) -> Interval:
+    """No spread between seeds (e.g. every seed scored 0): no more confidence than a sign test.
+
+    ``seeds`` identical signs have a one-sided sign-test p-value of ``0.5**seeds``, the smallest any
+    test on them may give. The sign test's interval for the median is the range of the seeds (a point
+    here) when that p reaches ``(1 - confidence) / 2`` and unbounded otherwise (5 seeds: 1/32 > 0.025).
+    """
+    floor = 0.5**seeds
+    above, below = estimate > null, estimate < null
+    if floor <= (1 - confidence) / 2:
+        lo, hi = estimate, estimate
+    else:
+        lo, hi = -np.inf, np.inf
+    return Interval(estimate, lo, hi, floor if above else 1.0, floor if below else 1.0)
 
 
 def mean_interval(values: Sequence[float] | np.ndarray, confidence: float = 0.95, null: float = 0.0) -> Interval:
@@ -49,8 +63,8 @@ def mean_interval(values: Sequence[float] | np.ndarray, confidence: float = 0.95
     v = np.asarray(values, dtype=float)
     if v.size < 2:
         raise ValueError(f"a t interval needs at least two seeds, got {v.size}")
-    se = float(v.std(ddof=1) / np.sqrt(v.size))
-    return _t_interval(float(v.mean()), se, v.size - 1, confidence, null)
+    se = 0.0 if np.ptp(v) == 0 else float(v.std(ddof=1) / np.sqrt(v.size))
+    return _t_interval(float(v.mean()), se, v.size - 1, confidence, null, v.size)
 
 
 def stratified_interval(
@@ -66,10 +80,12 @@ def stratified_interval(
         raise ValueError(f"a stratified interval needs at least two seeds and one environment, got shape {m.shape}")
     n = m.shape[0]
     w = np.full(m.shape[1], 1.0 / m.shape[1]) if weights is None else np.asarray(weights, dtype=float)
-    terms = w**2 * m.var(axis=0, ddof=1) / n
+    # A constant column has no spread (np.var may return rounding noise for one).
+    var = np.where(np.ptp(m, axis=0) == 0, 0.0, m.var(axis=0, ddof=1))
+    terms = w**2 * var / n
     se2 = float(terms.sum())
     df = se2**2 / float((terms**2 / (n - 1)).sum()) if se2 > 0 else float("inf")
-    return _t_interval(float(w @ m.mean(axis=0)), float(np.sqrt(se2)), df, confidence, null)
+    return _t_interval(float(w @ m.mean(axis=0)), float(np.sqrt(se2)), df, confidence, null, n)
 
 
 def holm(pvalues: Sequence[float] | np.ndarray) -> np.ndarray:
