@@ -25,6 +25,8 @@ ENV DEBIAN_FRONTEND=noninteractive \
     MUJOCO_GL=egl \
     PYOPENGL_PLATFORM=egl \
     PATH=/opt/venv/bin:$PATH \
+    MPLCONFIGDIR=/tmp/matplotlib \
+    XDG_CACHE_HOME=/tmp/cache \
     REPLICATION_IMAGE_REVISION=${COMMIT}
 
 # Python 3.11 and headless rendering (EGL, OSMesa) for MuJoCo from the Debian archive.
@@ -45,9 +47,12 @@ RUN python3 -m venv /opt/venv \
 assert torch.__version__.split('+')[0] == want, torch.__version__"
 
 COPY . .
+# Snakemake's records (.snakemake) live in the mounted results/, so that a killed container's
+# run resumes in the next one.
 RUN pip install --no-deps --no-build-isolation -e . \
     && useradd --create-home --uid 1000 replicator \
     && mkdir -p /app/results \
+    && ln -s results/.snakemake /app/.snakemake \
     && chown -R replicator /app
 
 USER 1000:1000
