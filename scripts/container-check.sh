@@ -68,14 +68,13 @@ stage "base"
 # 4. The image (README). The host's pip configuration and the local wheel folders it names are
 #    mounted read-only into the build so that torch resolves to the same CPU wheel as .venv;
 #    the CA bundle for a TLS-intercepting proxy likewise. None of it stays in the image.
-mounts=()
-for path in /etc/pip.conf /etc/xdg/pip /opt/wheels /opt/pypi /opt/pypi-more /etc/ssl/certs/ca-certificates.crt; do
-    [ -e "$path" ] && mounts+=(--volume "$path:$path:ro")
-done
 COMMIT=$(git rev-parse HEAD)
 LOCK_SHA256=$(sha256sum requirements.lock | cut -d' ' -f1)
-podman build --network host "${mounts[@]}" \
-    --build-arg BASE=$BASE --build-arg COMMIT="$COMMIT" --build-arg LOCK_SHA256="$LOCK_SHA256" \
+podman build --network host \
+    --volume /etc/pip.conf:/etc/pip.conf:ro --volume /etc/xdg/pip:/etc/xdg/pip:ro \
+    --volume /opt/wheels:/opt/wheels:ro --volume /opt/pypi:/opt/pypi:ro --volume /opt/pypi-more:/opt/pypi-more:ro \
+    --volume /etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:ro \
+    --build-arg BASE=localhost/replication-base:bookworm --build-arg COMMIT="$COMMIT" --build-arg LOCK_SHA256="$LOCK_SHA256" \
     -t replication .
 id=$(docker image inspect --format '{{.Id}}' $IMAGE)
 size=$(docker image inspect --format '{{.Size}}' $IMAGE)
