@@ -65,20 +65,21 @@ if ! podman image exists "$BASE"; then
 fi
 stage "base"
 
-# 4. The image (README). The host's pip configuration and the local wheel folders it names are
+# 4. The image (README). The host's pip configuration (system and user) and the local wheel folders it names are
 #    mounted read-only into the build so that torch resolves to the same CPU wheel as .venv;
 #    the CA bundle for a TLS-intercepting proxy likewise. None of it stays in the image.
 COMMIT=$(git rev-parse HEAD)
 LOCK_SHA256=$(sha256sum requirements.lock | cut -d' ' -f1)
 podman build --network host \
-    --volume /etc/pip.conf:/etc/pip.conf:ro --volume /etc/xdg/pip:/etc/xdg/pip:ro \
+    --volume /etc/pip.conf:/etc/pip.conf:ro --volume /etc/xdg/pip:/etc/xdg/pip:ro --volume "$HOME/.config/pip:/root/.config/pip:ro" \
     --volume /opt/wheels:/opt/wheels:ro --volume /opt/pypi:/opt/pypi:ro --volume /opt/pypi-more:/opt/pypi-more:ro \
     --volume /etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:ro \
     --build-arg BASE=localhost/replication-base:bookworm --build-arg COMMIT="$COMMIT" --build-arg LOCK_SHA256="$LOCK_SHA256" \
     -t replication .
 id=$(docker image inspect --format '{{.Id}}' $IMAGE)
 size=$(docker image inspect --format '{{.Size}}' $IMAGE)
-echo "container-check: image $id, $((size / 1000000)) MB"
+echo "container-check: image $id, $((size / 1000000)) MB, torch" \
+    "$(docker run --rm --entrypoint python $IMAGE -c 'import torch; print(torch.__version__)')"
 [ "$(docker image inspect --format '{{index .Config.Labels "org.opencontainers.image.revision"}}' $IMAGE)" = "$COMMIT" ] \
     || fail "the image's revision label is not $COMMIT"
 [ "$(docker image inspect --format '{{index .Config.Labels "org.replication.lock-sha256"}}' $IMAGE)" = "$LOCK_SHA256" ] \
