@@ -12,7 +12,7 @@ VENV=${VENV:-$ROOT/.venv}
 WORK=${CONTAINER_WORK:-/var/tmp/replication-container}
 IMAGE=replication
 BASE=localhost/replication-base:bookworm
-KILL_AFTER=${KILL_AFTER:-90}   # seconds into the second run before `docker kill`
+KILL_AFTER=${KILL_AFTER:-60}   # seconds into the second run before `docker kill`
 start=$(date +%s)
 last=$start
 stage() {
@@ -100,9 +100,12 @@ docker rm -f replication-ci >/dev/null 2>&1 || true
 
 # 5a. A bad config: non-zero exit and the one-line error.
 set +e
-bad=$(docker run --rm -v "$PWD/results:/app/results" replication --configfile config/ci.yaml --config no_such_key=1 2>&1)
+# (No --rm: through Podman's Docker API, `docker run --rm` reports exit status 0 whatever the container's.)
+docker rm -f replication-bad >/dev/null 2>&1 || true
+bad=$(docker run --name replication-bad -v "$PWD/results:/app/results" replication --configfile config/ci.yaml --config no_such_key=1 2>&1)
 status=$?
 set -e
+docker rm replication-bad >/dev/null
 [ $status -ne 0 ] || fail "a bad config exited 0"
 echo "$bad" | grep -x "invalid config: config key (top level): unknown key(s) \['no_such_key'\]; valid keys here: .*" \
     || fail "no one-line error for a bad config: $(echo "$bad" | tail -5)"
