@@ -13,11 +13,6 @@
 ARG BASE=debian:bookworm-slim@sha256:4b50eb66f977b4062683ff434ef18ac191da862dbe966961bc11990cf5791a8d
 FROM ${BASE}
 
-ARG COMMIT=unknown
-ARG LOCK_SHA256=unknown
-LABEL org.opencontainers.image.revision="${COMMIT}" \
-      org.replication.lock-sha256="${LOCK_SHA256}"
-
 ENV DEBIAN_FRONTEND=noninteractive \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
@@ -26,8 +21,7 @@ ENV DEBIAN_FRONTEND=noninteractive \
     PYOPENGL_PLATFORM=egl \
     PATH=/opt/venv/bin:$PATH \
     MPLCONFIGDIR=/tmp/matplotlib \
-    XDG_CACHE_HOME=/tmp/cache \
-    REPLICATION_IMAGE_REVISION=${COMMIT}
+    XDG_CACHE_HOME=/tmp/cache
 
 # Python 3.11 and headless rendering (EGL, OSMesa) for MuJoCo from the Debian archive.
 RUN apt-get update \
@@ -54,6 +48,13 @@ RUN pip install --no-deps --no-build-isolation -e . \
     && mkdir -p /app/results \
     && ln -s results/.snakemake /app/.snakemake \
     && chown -R replicator /app
+
+# What the image was built from (last, so that a new commit reuses the cached layers above).
+ARG COMMIT=unknown
+ARG LOCK_SHA256=unknown
+LABEL org.opencontainers.image.revision="${COMMIT}" \
+      org.replication.lock-sha256="${LOCK_SHA256}"
+ENV REPLICATION_IMAGE_REVISION=${COMMIT}
 
 USER 1000:1000
 ENTRYPOINT ["scripts/entrypoint.sh"]
