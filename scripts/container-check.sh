@@ -113,9 +113,10 @@ stage "bad config"
 
 # 5b. Kill the run mid-way, then the same command again: it resumes and finishes.
 one_shot >"$WORK/killed.log" 2>&1 &
+killed=$!
 sleep "$KILL_AFTER"
 docker kill replication-ci >/dev/null
-wait || true
+wait "$killed" || true
 grep -q "steps (100%) done" "$WORK/killed.log" && fail "the run finished before the kill: lower KILL_AFTER"
 docker rm replication-ci >/dev/null
 echo "container-check: killed after $KILL_AFTER s; $(grep -c '^Finished job' "$WORK/killed.log" || true) jobs had finished"
