@@ -112,6 +112,22 @@ def gpu_state(device: str) -> dict[str, Any]:
     return gpu
 
 
+def container_state(environ: Mapping[str, str] = os.environ, root: Path | str = "/") -> dict[str, Any]:
+    """Whether the run is inside a container (Docker's ``/.dockerenv``, Podman's ``/run/.containerenv``)
+    and, inside one, the image id the run command passed (``REPLICATION_IMAGE_ID``, README) and the
+    commit the image was built from (``REPLICATION_IMAGE_REVISION``, set by the Dockerfile)."""
+    root = Path(root)
+    markers = [name for name in (".dockerenv", "run/.containerenv") if (root / name).exists()]
+    if not markers:
+        return {"in_container": False}
+    return {
+        "in_container": True,
+        "marker": "/" + markers[0],
+        "image_id": environ.get("REPLICATION_IMAGE_ID") or None,
+        "image_revision": environ.get("REPLICATION_IMAGE_REVISION") or None,
+    }
+
+
 def versions(packages: Sequence[str] = PACKAGES) -> dict[str, str]:
     out = {}
     for name in packages:
@@ -159,6 +175,7 @@ def collect(config_file: Path | str, cfg: Mapping[str, Any], environ: Mapping[st
             "cpu_cores": os.cpu_count(),
             "device": cfg.get("device", "auto"),
             "gpu": gpu_state(str(cfg.get("device", "auto"))),
+            "container": container_state(environ),
         },
     }
 
@@ -178,6 +195,14 @@ def _cell(value: Any) -> str:
     return "unknown" if value is None else str(value).replace("|", "\\|")
 
 
+def _container_text(container: Mapping[str, Any]) -> str | None:
+    if not container:
+        return None
+    if not container.get("in_container"):
+        return "no"
+    return f"yes: image {container.get('image_id')} (built from {container.get('image_revision')})"
+
+
 def markdown(record: Mapping[str, Any]) -> str:
     """The report's provenance section body: a two-column table."""
     run, git, machine = record.get("run", {}), record.get("git", {}), record.get("machine", {})
@@ -195,6 +220,7 @@ def markdown(record: Mapping[str, Any]) -> str:
         ("Python", record.get("software", {}).get("python")),
         ("CPU", f"{machine.get('cpu_model')}, {machine.get('cpu_cores')} cores"),
         ("host", f"{machine.get('host')} ({machine.get('platform')})"),
+        ("container", _container_text(machine.get("container", {}))),
         ("device setting", machine.get("device")),
         (
             "GPU",

@@ -11,6 +11,9 @@ if ! command -v "$SNAKEMAKE" >/dev/null 2>&1 && [ -x .venv/bin/snakemake ]; then
     SNAKEMAKE=.venv/bin/snakemake
 fi
 
+# In the image .snakemake points into the mounted results/ (Dockerfile): create its target.
+if [ -L .snakemake ]; then mkdir -p "$(readlink .snakemake)"; fi
+
 args=("$@")
 has_config=false
 for a in "${args[@]}"; do

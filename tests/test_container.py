@@ -37,12 +37,23 @@ def test_every_from_is_pinned_by_digest(tmp_path):
     )
 
 
-def test_image_torch_matches_the_lock_and_the_rest_comes_from_it():
+def test_arg_base_is_checked_with_its_default(tmp_path):
+    check = ROOT / "scripts" / "check-dockerfile-pins.py"
+    pinned, tagged = tmp_path / "pinned", tmp_path / "tagged"
+    pinned.write_text(f"ARG BASE=debian:bookworm-slim@sha256:{'a' * 64}\nFROM ${{BASE}}\n")
+    tagged.write_text("ARG BASE=debian:bookworm-slim\nFROM ${BASE}\n")
+    assert run(sys.executable, check, pinned).returncode == 0
+    result = run(sys.executable, check, tagged)
+    assert result.returncode == 1 and "FROM ${BASE}" in result.stderr
+
+
+def test_image_is_bookworm_and_everything_comes_from_the_lock():
     text = DOCKERFILE.read_text()
-    base = re.search(r"^FROM pytorch/pytorch:(?P<torch>[\d.]+)-cuda", text, re.MULTILINE)
-    lock = (ROOT / "requirements.lock").read_text()
-    assert base and f"torch=={base['torch']}\n" in lock, "the base image's torch differs from the lock's"
-    assert "grep -v '^torch==' requirements.lock" in text  # everything else: the lock, exactly
+    assert re.search(r"^ARG BASE=debian:bookworm-slim@sha256:[0-9a-f]{64}$", text, re.MULTILINE)
+    assert re.search(r"^FROM \$\{BASE\}$", text, re.MULTILINE)
+    assert "pip install -r requirements.lock" in text  # torch included: the lock, exactly
+    assert re.search(r"^LABEL org.opencontainers.image.revision=", text, re.MULTILINE)
+    assert "org.replication.lock-sha256" in text
     assert re.search(r"^USER 1000:1000$", text, re.MULTILINE), "the image must not run as root"
 
 

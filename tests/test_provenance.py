@@ -108,3 +108,16 @@ def test_git_state_is_the_one_at_the_start_and_a_change_during_the_run_is_flagge
     changed = prov.collect(config, {"device": "cpu"}, environ)
     assert changed["git"]["commit"] == "0" * 40 and changed["git"]["changed_during_run"] is True
     assert changed["git"]["at_end"] == prov.git_state()
+
+
+def test_container_state_reads_the_marker_and_the_image(tmp_path):
+    assert prov.container_state({}, tmp_path) == {"in_container": False}
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / ".containerenv").write_text("")
+    environ = {"REPLICATION_IMAGE_ID": "sha256:" + "1" * 64, "REPLICATION_IMAGE_REVISION": "abc"}
+    assert prov.container_state(environ, tmp_path) == {
+        "in_container": True,
+        "marker": "/run/.containerenv",
+        "image_id": "sha256:" + "1" * 64,
+        "image_revision": "abc",
+    }
