@@ -155,3 +155,9 @@ def test_perturbing_one_committed_reference_number_fails_with_a_readable_diff(tm
     assert f"tables/T1.csv: 1 cell(s) differ; first: row 1, column {column}" in out
     page = (tmp_path / "d" / "index.html").read_text()
     assert "<del>" in page and old in page
+
+
+def test_infinite_bounds_match_only_themselves():
+    """An unbounded interval (zero spread at too few seeds) matches itself, never a finite bound."""
+    assert reference.close(float("-inf"), float("-inf")) and reference.close(float("inf"), float("inf"))
+    assert not reference.close(float("-inf"), float("inf")) and not reference.close(1e300, float("inf"))

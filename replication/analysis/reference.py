@@ -85,6 +85,8 @@ def close(a: float, b: float) -> bool:
     """``a`` (regenerated) agrees with ``b`` (reference) within the tolerances."""
     if math.isnan(a) or math.isnan(b):
         return math.isnan(a) and math.isnan(b)
+    if math.isinf(a) or math.isinf(b):  # an unbounded interval (zero spread, too few seeds) matches only itself
+        return a == b
     return abs(a - b) <= ATOL + RTOL * abs(b)
 
 
