@@ -114,7 +114,7 @@ def test_every_job_goes_through_slurm(slurm_cluster: Path, tmp_path: Path) -> No
 
 
 def test_project_workflow_runs_on_slurm(slurm_cluster: Path, tmp_path: Path) -> None:
-    """The project's own Snakefile, on a tiny config: online, offline and collect jobs go through sbatch."""
+    """The project's own Snakefile, on a tiny config: online, control, offline and collect jobs go through sbatch."""
     import yaml
 
     root = Path(__file__).resolve().parent.parent
@@ -141,7 +141,7 @@ def test_project_workflow_runs_on_slurm(slurm_cluster: Path, tmp_path: Path) -> 
     print(run.tail(3000))
     run.assert_ok()
     run.assert_all_jobs_on_slurm()
-    assert sorted(run.submitted.values()) == ["collect", "offline", "online"]
+    assert sorted(run.submitted.values()) == ["collect", "control", "offline", "online"]
     tidy = (workdir / target).read_text()
     assert "online,sac" in tidy and "recommend,iql" in tidy
     if run.jobcomp is not None:
