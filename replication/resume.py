@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = "checkpoint"
 STAGE_DIR = "stage"
-SEAL = "sealed.json"  # written last into a staged pause: the job's key
+SEAL = "sealed.json"  # written last into a stage (a pause's files, a finished run's): the job's key
 OFFLINE_KEPT = ("learnable_best.d3", "policy_best.pt")  # written mid-run, restored with the checkpoint
 
 
@@ -66,6 +66,14 @@ def log_saved(what: str, step: int, meta: dict[str, Any]) -> None:
 def staged_pause(out_dir: Path | str, step: int) -> Path:
     """Where the online run in ``out_dir`` stages the files of pause ``step``."""
     return Path(out_dir) / STAGE_DIR / f"pause_{step}"
+
+
+def new_stage(staged: Path) -> Path:
+    """An empty directory beside ``staged`` to write its files into, before :func:`seal_stage`."""
+    tmp = staged.with_name(staged.name + ".tmp")
+    remove_tree(tmp)
+    tmp.mkdir(parents=True)
+    return tmp
 
 
 def seal_stage(tmp: Path, staged: Path, key: str, **fields: Any) -> None:
@@ -122,13 +130,15 @@ def code_fingerprint() -> str:
     return digest.hexdigest()
 
 
+def made_here(record: dict[str, Any], key: str, key_field: str = "key") -> bool:
+    """``record`` (a finished job's) was made with ``key`` and the code running now."""
+    return record.get(key_field) == key and record.get("code") == code_fingerprint()
+
+
 def keep_finished(out_dir: Path | str, key: str, names: tuple[str, ...]) -> None:
     """Keep the declared outputs ``names`` of the job finished in ``out_dir`` (hard links), with its key."""
     kept = Path(out_dir) / FINISHED_DIR
-    remove_tree(kept)
-    tmp = kept.with_name(kept.name + ".tmp")
-    remove_tree(tmp)
-    tmp.mkdir(parents=True)
+    tmp = new_stage(kept)
     for name in names:
         link_or_copy(Path(out_dir) / name, tmp / name)
     seal_stage(tmp, kept, key, code=code_fingerprint())
@@ -140,7 +150,7 @@ def take_finished(out_dir: Path | str, key: str, names: tuple[str, ...]) -> bool
     kept = Path(out_dir) / FINISHED_DIR
     seal = kept / SEAL
     record = read_json(seal) if seal.exists() else {}
-    if record.get("key") != key or record.get("code") != code_fingerprint():
+    if not made_here(record, key):
         remove_tree(kept)
         return False
     for name in names:

@@ -80,14 +80,32 @@ def acquire(out_dir: Path | str) -> RunLock:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
+        held = _try_flock(fd, path)
+    except OSError:
+        os.close(fd)
+        raise
+    if not held:
+        os.close(fd)
+        return RunLock(path, False, _read_holder(path))
+    os.set_inheritable(fd, False)  # jobs started by the workflow must not keep it after it dies
+    return RunLock(path, True, _claim(fd), fd)
+
+
+def _try_flock(fd: int, path: Path) -> bool:
+    """Take ``flock`` on ``fd`` (the file ``path``) without waiting: ``False`` if a live process holds it.
+    A filesystem without ``flock`` support raises :class:`OSError` naming the file."""
+    try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as err:
-        os.close(fd)
         if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-            return RunLock(path, False, _read_holder(path))
+            return False
         why = f"cannot lock {path} ({err.strerror}): the results filesystem must support flock"
         raise OSError(err.errno, why) from err
-    os.set_inheritable(fd, False)  # jobs started by the workflow must not keep it after it dies
+    return True
+
+
+def _claim(fd: int) -> dict[str, Any]:
+    """Write who holds the lock of ``fd`` (this process) into its file; returns that record."""
     holder = {
         "pid": os.getpid(),
         "host": socket.gethostname(),
@@ -96,7 +114,7 @@ def acquire(out_dir: Path | str) -> RunLock:
     }
     os.ftruncate(fd, 0)
     os.pwrite(fd, json.dumps(holder).encode(), 0)
-    return RunLock(path, True, holder, fd)
+    return holder
 
 
 def stale_snakemake_locks(out_dir: Path | str, lock_dir: Path | str = ".snakemake/locks") -> list[Path]:
@@ -148,28 +166,18 @@ def job_lock(out: Path | str, poll_seconds: float = 5.0) -> Iterator[None]:
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         said = False
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError as err:
-                if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                    raise OSError(
-                        err.errno, f"cannot lock {path} ({err.strerror}): the results filesystem must support flock"
-                    ) from err
-                if not said:
-                    h = _read_holder(path)
-                    print(
-                        f"waiting for another instance of this job to end (pid {h.get('pid', '?')} on "
-                        f"{h.get('host', '?')}, started {h.get('started', '?')}): {path}",
-                        file=sys.stderr,
-                        flush=True,
-                    )
-                    said = True
-                time.sleep(poll_seconds)
-        holder = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(holder).encode(), 0)
+        while not _try_flock(fd, path):
+            if not said:
+                h = _read_holder(path)
+                print(
+                    f"waiting for another instance of this job to end (pid {h.get('pid', '?')} on "
+                    f"{h.get('host', '?')}, started {h.get('started', '?')}): {path}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                said = True
+            time.sleep(poll_seconds)
+        _claim(fd)
         yield
     finally:
         os.close(fd)

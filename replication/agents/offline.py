@@ -471,4 +471,4 @@ def finished_learner(out_dir: Path | str, key: str) -> dict[str, Any] | None:
     if not path.exists():
         return None
     summary = read_json(path)
-    return summary if summary.get("job_key") == key and summary.get("code") == resume.code_fingerprint() else None
+    return summary if resume.made_here(summary, key, "job_key") else None

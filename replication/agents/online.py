@@ -54,7 +54,7 @@ from replication.agents.job import Job, Timings, runner
 from replication.agents.policies import export_sac_actor, load_policy, sac_policy
 from replication.agents.rngs import isolated_rng
 from replication.analysis import tidy
-from replication.io import atomic_path, read_json, remove_tree, write_json
+from replication.io import atomic_path, read_json, write_json
 from replication.plan import config
 from replication.plan.ledger import BudgetError
 from replication.plan.schema import episode_steps, validation_checkpoints, validation_costs
@@ -264,9 +264,7 @@ class OnlineRun(Job):
     def pause(self, model, state: OnlineState, step: int) -> None:
         """Validation, dataset and policies at pause ``step``, staged (:mod:`replication.resume`)."""
         staged = resume.staged_pause(self.out_dir, step)
-        tmp = staged.with_name(staged.name + ".tmp")
-        remove_tree(tmp)
-        tmp.mkdir(parents=True)
+        tmp = resume.new_stage(staged)
         with state.timings.timed("validation_seconds"):
             self.validate(tmp, state, step)
         with state.timings.timed("dataset_seconds"):
