@@ -607,8 +607,17 @@ def _estimate(args: argparse.Namespace) -> int:
 
 
 def _add_calibrate_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--scenario", choices=("null", "effect"), required=True,
-                        help="null: no claimed effect anywhere; effect: every claim's effect planted")  # fmt: skip
+    parser.add_argument("--scenario", choices=("null", "effect", "contrary"), required=True,
+                        help="null: no claimed effect anywhere; effect: every claim's effect planted; contrary: "
+                             "each count claim false the other way (effects everywhere, not in a few)")  # fmt: skip
+    parser.add_argument("--noise", choices=("gaussian", "rl"), default="gaussian",
+                        help="gaussian (default): normal noise; rl: per-env scales, heavy tails, collapsing "
+                             "seeds, zero-inflated success rates, autocorrelated curves, drawdowns")  # fmt: skip
+    parser.add_argument(
+        "--drawdown",
+        type=float,
+        help="online SAC's fall below its best snapshot on the sparse tasks (default: 0; rl: 0.3)",
+    )
     parser.add_argument("--sims", type=int, default=200, help="simulated studies (default 200)")
     parser.add_argument("--seeds", type=int, default=5, help="seeds per environment (default 5)")
     parser.add_argument("--envs", nargs="+", help="environments (default: the paper profile's twelve)")
@@ -636,6 +645,8 @@ def _calibrate(args: argparse.Namespace) -> int:
         seed=args.seed,
         reps=args.reps,
         min_seeds=args.min_seeds,
+        noise=args.noise,
+        drawdown=args.drawdown,
     )
     text = calibration.to_json(result) if args.format == "json" else calibration.to_markdown(result)
     print(text.rstrip("\n"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pandas as pd
 import pytest
 
 from replication import cli
@@ -62,7 +63,9 @@ def test_wsrl_is_in_the_calibrated_grid_and_sits_on_c6s_boundary() -> None:
     assert sac["value"].mean() == pytest.approx(calibration.LEVEL)
 
 
-def _shares(scenario: str, drawdown: float, tests: tuple[str, ...], sims: int = 10) -> dict[str, float]:
+def _shares(
+    scenario: str, drawdown: float | None, tests: tuple[str, ...], sims: int = 10, noise: str = "gaussian"
+) -> dict[str, float]:
     """Share of simulated studies (5 seeds, sigma 0.1) in which each of ``tests`` says "reproduced"."""
     import numpy as np
 
@@ -72,7 +75,7 @@ def _shares(scenario: str, drawdown: float, tests: tuple[str, ...], sims: int = 
     rng = np.random.default_rng(3)
     hits = dict.fromkeys(tests, 0)
     for _ in range(sims):
-        df, expected = calibration.synthetic_results(cfg, scenario, 0.1, rng, drawdown=drawdown)
+        df, expected = calibration.synthetic_results(cfg, scenario, 0.1, rng, drawdown=drawdown, noise=noise)
         table = scorecard.evaluate_claims(df, expected, claims, reps=200, seed=int(rng.integers(2**31)))
         verdicts = table.set_index("test")["verdict"]
         for test in tests:
@@ -96,8 +99,9 @@ def test_c1_finds_what_the_offline_learner_adds_beyond_the_control() -> None:
 
 
 def test_a_drawdown_moves_only_online_sacs_current_policy() -> None:
-    """drawdown lowers the online curve of the sparse tasks from half the first pause on, by exactly that
-    much; every other row (the control, the recommendations) is the same number."""
+    """drawdown lowers the online curve of the sparse tasks from half the first pause until the fine-tuning
+    pause, by exactly that much; every other row (the control, the recommendations, SAC continuation) is the
+    same number."""
     import numpy as np
 
     cfg = calibration.calibration_config(ENVS, seeds=2)
@@ -107,10 +111,63 @@ def test_a_drawdown_moves_only_online_sacs_current_policy() -> None:
     online = flat["stage"] == "online"
     assert (diff[~online] == 0).all()
     first_pause = min(round(f * cfg["budget"]["total_steps"]) for f in cfg["budget"]["pause_fractions"])
-    hit = online & flat["env"].isin(calibration.SPARSE) & (flat["env_step"] >= first_pause / 2)
+    finetune_pause = round(cfg["budget"]["finetune_pause"] * cfg["budget"]["total_steps"])
+    during = (flat["env_step"] >= first_pause / 2) & (flat["env_step"] < finetune_pause)
+    hit = online & flat["env"].isin(calibration.SPARSE) & during
     np.testing.assert_allclose(diff[hit], 0.3)
     assert (diff[online & ~hit] == 0).all()
     control = flat[(flat["selection"] == "online") & (flat["algo"] == "sac")]
     assert len(control) == len(ENVS) * 2 * len(cfg["budget"]["pause_fractions"])
     with pytest.raises(ValueError, match="drawdown"):
         calibration.synthetic_results(cfg, "null", 0.1, np.random.default_rng(5), drawdown=-1)
+
+
+COUNT_TESTS = ("C1.1", "C3.2", "C3.3")  # heterogeneous, few, mixed
+
+
+@pytest.mark.parametrize("noise", ["gaussian", "rl"])
+def test_count_claims_false_the_other_way_are_not_reproduced(noise: str) -> None:
+    """PEX helps in every environment (not "a few"), Cal-QL helps in every one (not "mixed"), the offline
+    subroutine adds the same gain everywhere (no heterogeneity): none of them comes out "reproduced"."""
+    shares = _shares("contrary", None, COUNT_TESTS, sims=20, noise=noise)
+    assert all(v == 0.0 for v in shares.values()), shares
+
+
+def test_few_is_reproduced_only_with_evidence_that_the_rest_do_not_help() -> None:
+    """In the ``effect`` world PEX helps in two environments; with little noise "few" is reproduced, and
+    the details show the bound on the other environments' effects that it rests on."""
+    import numpy as np
+
+    from replication.analysis import scorecard
+
+    cfg, claims = calibration.calibration_config(ENVS, seeds=5), scorecard.load_claims()
+    df, expected = calibration.synthetic_results(cfg, "effect", 0.02, np.random.default_rng(0))
+    row = scorecard.evaluate_claims(df, expected, claims, reps=200, seed=0).set_index("test").loc["C3.2"]
+    assert row["verdict"] == scorecard.REPRODUCED
+    assert "mean of the 4 smallest effects" in row["details"]  # 6 environments, a few = at most 2
+
+
+def test_rl_noise_looks_like_rl_results() -> None:
+    """Bounded success rates with many exact zeros, per-environment scales, collapsed runs (all zero),
+    autocorrelated curves; the gaussian model is unchanged by its option."""
+    import numpy as np
+
+    cfg = calibration.calibration_config(None, seeds=5)
+    df, _ = calibration.synthetic_results(cfg, "null", 0.1, np.random.default_rng(1), noise="rl")
+    success = df[df["env"].str.startswith("sawyer")]["value"]
+    assert success.between(0, 1).all() and np.allclose(success * 10, np.round(success * 10))
+    assert (success == 0).mean() > 0.2  # zero-inflated
+    online = df[df["stage"] == "online"]
+    spread = online[online["env_step"] > 0].groupby("env")["value"].std()
+    assert spread["humanoid"] > 1.5 * spread["hopper"]  # scales grow along the configuration's order
+    curves = online[online["env"] == "hopper"].sort_values(["seed", "env_step"])
+    lagged = curves.groupby("seed")["value"].apply(lambda v: np.corrcoef(v.to_numpy()[:-1], v.to_numpy()[1:])[0, 1])
+    assert lagged.mean() > 0.3  # AR(1) along the curve
+    finetune = df[(df["stage"] == "finetune") & ~df["env"].str.startswith(("sawyer", "kitchen"))]
+    collapsed = finetune.groupby(["env", "seed", "algo", "variant_options"])["value"].apply(lambda v: (v == 0).all())
+    assert 0 < collapsed.mean() < 0.2
+    a, _ = calibration.synthetic_results(cfg, "null", 0.1, np.random.default_rng(4))
+    b, _ = calibration.synthetic_results(cfg, "null", 0.1, np.random.default_rng(4), noise="gaussian", drawdown=0.0)
+    pd.testing.assert_frame_equal(a, b)
+    with pytest.raises(ValueError, match="noise model"):
+        calibration.synthetic_results(cfg, "null", 0.1, np.random.default_rng(4), noise="poisson")

@@ -20,9 +20,18 @@ test, the share of each verdict over ``sims`` simulations:
 C1's control (online SAC's validated best snapshot, ``algo=sac, selection=online``) is online SAC's
 level plus noise, at the best-of recommendation's step; its noise comes from a stream of its own
 (:func:`_control_rng`), so the other rows are the same numbers with or without it. ``drawdown > 0``
-makes online SAC unstable on the sparse-reward environments: from half the first pause on, its
-current policy sits ``drawdown`` below its best past snapshot (which the control keeps), the confound
-of a contrast with the current online policy.
+makes online SAC unstable on the sparse-reward environments: from half the first pause until the
+fine-tuning pause, its current policy sits ``drawdown`` below its best past snapshot (which the
+control keeps), the confound of a contrast with the current online policy. It ends at the fine-tuning
+pause so that SAC continuation, the fine-tuning claims' baseline, stays at the level the fine-tuned
+agents start from (a fall there would be a real effect for those contrasts, not a null).
+* ``contrary``: the null, except that each count claim is false the other way (:data:`CONTRARY`): the
+  offline subroutine adds the same gain over the control in every environment (no heterogeneity, all
+  positive: C1.1), PEX helps in every environment (not in "a few": C3.2), Cal-QL fine-tuning helps in
+  every environment (not "mixed": C3.3). A decisive test that says "reproduced" errs here too.
+
+Noise models: ``gaussian`` (above) and ``rl`` (:class:`RLNoise`: per-environment scales, heavy
+tails, collapsing runs, zero-inflated success rates, autocorrelated curves, a drawdown by default).
 
 The grid is the paper profile's with ``wsrl`` added to ``finetune.methods``, so that C6 is calibrated too.
 
@@ -45,7 +54,8 @@ from replication.analysis.selection import NORMALIZED, Expected
 from replication.plan.config import CONFIG_DIR
 from replication.plan.vocabulary import newdata_pause_step
 
-SCENARIOS = ("null", "effect")
+SCENARIOS = ("null", "effect", "contrary")
+NOISE_MODELS = ("gaussian", "rl")
 VERDICT_KEYS = {
     scorecard.REPRODUCED: "reproduced",
     scorecard.NOT_REPRODUCED: "not_reproduced",
@@ -65,7 +75,14 @@ EFFECTS: dict[str, float] = {
     "c5_gap": 0.2,  # C5.1: Cal-QL in Kitchen ends this much higher with accumulated than binary reward
     "wsrl_gain": 0.1,  # C6: WSRL fine-tuning does not drop and ends this much above SAC continuation
 }
-LEVEL = 0.5  # online SAC's true normalised level (every environment)
+# Effects planted by the ``contrary`` scenario: each count claim false the other way.
+CONTRARY: dict[str, float] = {
+    "recommendation_everywhere": 0.15,  # C1.1: the same gain over the control in every environment (the
+    # control is planted this much lower, so that no other contrast changes)
+    "pex_everywhere": 0.15,  # C3.2: PEX helps in every environment, not in a few
+    "calql_everywhere": 0.15,  # C3.3: Cal-QL fine-tuning helps in every environment, not mixed
+}
+LEVEL = 0.5  # online SAC's true normalised level (every environment; the rl model: dense-reward ones)
 
 
 def calibration_config(envs: Sequence[str] | None, seeds: int) -> dict[str, Any]:
@@ -159,11 +176,96 @@ class _Noise:
     def __call__(self, effect: np.ndarray | float, n: int) -> np.ndarray:
         return self.level + np.asarray(effect) + self.rng.normal(0, self.sigma, n)
 
+    def sibling(self, rng: np.random.Generator) -> _Noise:
+        """The same run's level with noise from ``rng`` (C1's control)."""
+        return dataclasses.replace(self, rng=rng)
+
+
+@dataclasses.dataclass(frozen=True)
+class RLNoise:
+    """A noise model closer to RL results than independent normal noise (``--noise rl``).
+
+    * **Per-environment scales**: environment ``i`` of ``n`` has noise ``sigma x scale_i``, the scales
+      spaced geometrically from ``scales[0]`` to ``scales[1]`` in the configuration's order.
+    * **Heavy tails**: Student-t noise with ``tail_df`` degrees of freedom, scaled to that sd.
+    * **Collapsing seeds**: each evaluated series (a curve, a recommendation) collapses with probability
+      ``collapse``: it scores 0 (a random policy) throughout, as a diverged or never-learning run does
+      (a collapse from a random evaluation on would plant a drop after the switch, not a null).
+    * **Bounded success rates**: environments whose metric is a success rate or a share of subtasks
+      score ``Binomial(trials, p) / trials`` (``episodes`` evaluation episodes, times 4 subtasks in
+      Kitchen), ``p`` the clipped level; their level is ``sparse_level`` (success) or ``kitchen_level``,
+      so many evaluations score exactly 0 (zero inflation).
+    * **Autocorrelated curves**: evaluations along one curve share AR(1) noise with coefficient ``rho``.
+    * **Drawdowns**: with ``drawdown > 0`` online SAC falls below its best snapshot on the sparse-reward
+      environments (as the ``drawdown`` argument of :func:`synthetic_results`; the rl model's default).
+    """
+
+    scales: tuple[float, float] = (0.5, 2.0)
+    tail_df: float = 3.0
+    collapse: float = 0.05
+    episodes: int = 10
+    sparse_level: float = 0.15
+    kitchen_level: float = 0.3
+    rho: float = 0.7
+    drawdown: float = 0.3
+
+    def env_scales(self, envs: Sequence[str]) -> dict[str, float]:
+        return dict(zip(envs, np.geomspace(*self.scales, num=len(envs)), strict=True))
+
+    def level(self, metric: str) -> float:
+        return {"success": self.sparse_level, "subtasks": self.kitchen_level}.get(metric, LEVEL)
+
+    def trials(self, metric: str) -> int:
+        return {"success": self.episodes, "subtasks": 4 * self.episodes}.get(metric, 0)
+
+
+@dataclasses.dataclass
+class _RLRun(_Noise):
+    """One online run's variants under :class:`RLNoise` (``sigma`` already the environment's scale)."""
+
+    model: RLNoise = dataclasses.field(default_factory=RLNoise)
+    trials: int = 0
+
+    def _t(self, n: int) -> np.ndarray:
+        df = self.model.tail_df
+        return self.rng.standard_t(df, n) * np.sqrt((df - 2) / df) * self.sigma
+
+    def __call__(self, effect: np.ndarray | float, n: int) -> np.ndarray:
+        e = self._t(n)
+        for i in range(1, n):  # AR(1) along the curve, stationary with the same sd
+            e[i] = self.model.rho * e[i - 1] + np.sqrt(1 - self.model.rho**2) * e[i]
+        values = self.level + np.asarray(effect) + e
+        if self.rng.random() < self.model.collapse:
+            values = np.zeros(n)
+        if self.trials:
+            values = self.rng.binomial(self.trials, np.clip(values, 0.0, 1.0)) / self.trials
+        return values
+
+
+def _run_noise(
+    noise: str, env: str, sigma: float, rng: np.random.Generator, scales: dict[str, float], metrics: dict[str, str]
+) -> _Noise:
+    """The noise of one online run: its level (shared by its variants) and its evaluations' noise."""
+    if noise == "gaussian":
+        return _Noise(LEVEL + rng.normal(0, sigma), sigma, rng)
+    model, scaled = RLNoise(), sigma * scales[env]
+    run = _RLRun(model.level(metrics[env]), scaled, rng, model, model.trials(metrics[env]))
+    run.level += float(run._t(1)[0])  # the run's luck, heavy-tailed too
+    return run
+
 
 def _effect_envs(envs: Sequence[str]) -> dict[str, tuple[str, ...]]:
     """Which environments carry the per-environment effects (the sparse ones first)."""
     ordered = [e for e in SPARSE if e in envs] + [e for e in envs if e not in SPARSE]
     return {"pex_helps": tuple(ordered[:2]), "calql_helps": tuple(ordered[:2]), "calql_hurts": tuple(ordered[2:4])}
+
+
+def _metrics(envs: Sequence[str]) -> dict[str, str]:
+    """Each environment's reported metric (return, subtasks, success), from config/envs.yaml."""
+    from replication.agents.envs import specs
+
+    registry = specs()
+    return {env: registry[env].metric for env in envs}
 
 
 def _control_rng(rng: np.random.Generator) -> np.random.Generator:
@@ -177,45 +279,61 @@ def synthetic_results(
     sigma: float,
     rng: np.random.Generator,
     margin: float = 0.05,
-    drawdown: float = 0.0,
+    drawdown: float | None = None,
+    noise: str = "gaussian",
 ) -> tuple[pd.DataFrame, Expected]:
     """One simulated study (prepared tidy rows of the normalised score) and what it should contain.
 
     ``drawdown``: how far online SAC's current policy falls below its best past snapshot on the
-    sparse-reward environments (module docstring); 0 leaves the online curves flat.
+    sparse-reward environments (module docstring); default 0 (flat online curves) with ``gaussian``
+    noise, :attr:`RLNoise.drawdown` with ``rl``.
     """
     if scenario not in SCENARIOS:
         raise ValueError(f"unknown scenario {scenario!r}; valid: {', '.join(SCENARIOS)}")
+    if noise not in NOISE_MODELS:
+        raise ValueError(f"unknown noise model {noise!r}; valid: {', '.join(NOISE_MODELS)}")
+    if drawdown is None:
+        drawdown = RLNoise().drawdown if noise == "rl" else 0.0
     if drawdown < 0:
         raise ValueError(f"drawdown must be >= 0, got {drawdown}")
     expected = Expected.from_config(cfg)
     shape = Shape.of(cfg, expected)
     fx = EFFECTS if scenario == "effect" else {**dict.fromkeys(EFFECTS, 0.0), "c4_at_end": -margin}
-    wsrl_null = -margin if scenario == "null" else 0.0  # C6's boundary: a drop of the margin, kept to the end
+    against = CONTRARY if scenario == "contrary" else dict.fromkeys(CONTRARY, 0.0)
+    wsrl_null = -margin if scenario != "effect" else 0.0  # C6's boundary: a drop of the margin, kept to the end
     where = _effect_envs(expected.envs)
+    scales = RLNoise().env_scales(expected.envs)
+    metrics = _metrics(expected.envs) if noise == "rl" else {}
     rows = _Rows()
     t, ft = shape.total, shape.finetune_pause
     online_steps = np.arange(0, t + 1, shape.interval)
     control_rng = _control_rng(rng)
     for env in expected.envs:
         rec = fx["recommendation_sparse"] if env in SPARSE else 0.0
-        fall = drawdown * (env in SPARSE) * (online_steps >= min(shape.pauses) / 2)
+        unstable = (online_steps >= min(shape.pauses) / 2) & (online_steps < shape.finetune_pause)
+        fall = drawdown * (env in SPARSE) * unstable
         for seed in expected.seeds:
-            noisy = _Noise(LEVEL + rng.normal(0, sigma), sigma, rng)  # the online run's level, shared by its variants
+            noisy = _run_noise(noise, env, sigma, rng, scales, metrics)  # the run's level, shared by its variants
 
             rows.add(env, seed, online_steps, noisy(-fall, len(online_steps)), stage="online", algo="sac")
             _recommendations(rows, shape, expected, env, seed, rec, fx["validation_gain"], noisy)
-            control = _Noise(noisy.level, sigma, control_rng)
+            control = noisy.sibling(control_rng)
             for pause in shape.pauses:  # the best-of recommendation's ledger step
-                rows.add(env, seed, np.array([pause + shape.validation_cost]), control(0.0, 1), stage="recommend",
+                below = control(-against["recommendation_everywhere"], 1)
+                rows.add(env, seed, np.array([pause + shape.validation_cost]), below, stage="recommend",
                          algo="sac", validation="full", selection="online", pause=pause)  # fmt: skip
             steps = shape.steps(ft, t)
             progress = (steps - steps[0]) / max(t - steps[0], 1)
-            fade = rec * (1 - progress)  # the fine-tuned agent starts at the offline agent's level
+            # the fine-tuned agent starts at the offline agent's level
+            fade = rec * (1 - progress)
             gains = {
                 "iql": -fx["iql_drop"] * np.interp(progress, [0, 0.05, 0.25, 0.3, 1], [0, 1, 1, 0, 0]),
-                "pex": fx["pex_gain"] * progress * (env in where["pex_helps"]),
-                "calql": fx["calql_gain"] * progress * ((env in where["calql_helps"]) - (env in where["calql_hurts"])),
+                "pex": (fx["pex_gain"] * (env in where["pex_helps"]) + against["pex_everywhere"]) * progress,
+                "calql": (
+                    fx["calql_gain"] * ((env in where["calql_helps"]) - (env in where["calql_hurts"]))
+                    + against["calql_everywhere"]
+                )
+                * progress,  # fmt: skip
                 "wsrl": wsrl_null + fx["wsrl_gain"] * progress,
             }
             for method in expected.finetune_methods:
@@ -265,10 +383,13 @@ def calibrate(
     seed: int = 0,
     reps: int = 1000,
     min_seeds: int | None = None,
+    noise: str = "gaussian",
+    drawdown: float | None = None,
 ) -> dict[str, Any]:
     """Share of each verdict per claim test over ``sims`` simulated studies.
 
-    ``min_seeds`` overrides the claims file's (to see what fewer seeds would give).
+    ``min_seeds`` overrides the claims file's (to see what fewer seeds would give); ``noise`` and
+    ``drawdown`` as in :func:`synthetic_results`.
     """
     if sims < 1 or seeds < 1:
         raise ValueError(f"sims and seeds must be positive, got sims={sims}, seeds={seeds}")
@@ -280,7 +401,9 @@ def calibrate(
     counts: dict[str, dict[str, int]] = {}
     roles: dict[str, str] = {}
     for _ in range(sims):
-        df, expected = synthetic_results(cfg, scenario, sigma, rng, float(claims.get("margin", 0.05)))
+        df, expected = synthetic_results(
+            cfg, scenario, sigma, rng, float(claims.get("margin", 0.05)), drawdown=drawdown, noise=noise
+        )
         table = scorecard.evaluate_claims(df, expected, claims, reps=reps, seed=int(rng.integers(2**31)))
         for test, role, verdict in table[["test", "role", "verdict"]].itertuples(index=False):
             roles[test] = role
@@ -293,8 +416,10 @@ def calibrate(
         "seeds": seeds,
         "envs": list(cfg["envs"]),
         "sigma": sigma,
+        "noise": noise,
+        "drawdown": drawdown if drawdown is not None else (RLNoise().drawdown if noise == "rl" else 0.0),
         "min_seeds": int(claims.get("min_seeds", 2)),
-        "effects": EFFECTS if scenario == "effect" else {},
+        "effects": EFFECTS if scenario == "effect" else CONTRARY if scenario == "contrary" else {},
         "roles": roles,
         "tests": tests,
     }
@@ -304,7 +429,8 @@ def to_markdown(result: dict[str, Any]) -> str:
     """The calibration result as a Markdown table (one row per test)."""
     head = (
         f"Scenario `{result['scenario']}`, {result['sims']} simulations, {result['seeds']} seeds, "
-        f"{len(result['envs'])} environments, sigma {result['sigma']:g}.\n\n"
+        f"{len(result['envs'])} environments, sigma {result['sigma']:g}, {result['noise']} noise, "
+        f"drawdown {result['drawdown']:g}.\n\n"
     )
     lines = ["| test | role | reproduced | not reproduced | inconclusive |", "|---|---|---|---|---|"]
     for test, shares in result["tests"].items():

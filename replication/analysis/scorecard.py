@@ -14,6 +14,7 @@ count of the study's claims.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -159,20 +160,37 @@ def env_effects(d: np.ndarray, envs: Sequence[str], margin: float, confidence: f
 
 def rule_heterogeneous(effects: Sequence[EnvEffect], p_heterogeneity: float, alpha: float) -> str:
     """Reproduced if the environments' effects differ (p_heterogeneity < alpha) and at least one helps; not
-    reproduced if every environment helps, or every one is at most negligible (a uniform effect)."""
+    reproduced if every environment is at most negligible (nothing helps anywhere). Effects that all help
+    but differ strongly do depend on the task, so "every environment helps" is no evidence against it."""
     if p_heterogeneity < alpha and any(e.helps for e in effects):
         return REPRODUCED
-    if all(e.helps for e in effects) or all(e.negligible for e in effects):
+    if all(e.negligible for e in effects):
         return NOT_REPRODUCED
     return INCONCLUSIVE
 
 
-def rule_few(effects: Sequence[EnvEffect], max_fraction: float) -> str:
+def few_allowed(n_envs: int, max_fraction: float) -> int:
+    """How many of ``n_envs`` environments "a few" allows (at least one)."""
+    return max(1, math.floor(max_fraction * n_envs + 1e-9))
+
+
+def rule_few(effects: Sequence[EnvEffect], rest: inference.Interval, max_fraction: float, margin: float) -> str:
+    """ "Helps in only a few": at least one environment helps, and the others do not, shown as evidence.
+
+    ``rest`` is the interval of the mean effect over the ``n - m`` environments with the smallest true
+    effects (``m`` = :func:`few_allowed`; :func:`inference.smallest_means_interval`). If more than ``m``
+    environments helped by the margin, those ``n - m`` would include one that does; "few" is reproduced
+    only when their mean effect is shown below the margin (``rest.hi < margin``) and some environment
+    helps. Not reproduced if more than ``m`` environments help, if the ``n - m`` smallest effects are shown
+    to average at least the margin (the effect is broad), or if every environment is at most negligible.
+    An environment without detected help is not counted as one where it does not help.
+    """
     helps = sum(e.helps for e in effects)
-    if 1 <= helps <= max_fraction * len(effects):
-        return REPRODUCED
-    if helps > max_fraction * len(effects) or all(e.negligible for e in effects):
+    allowed = few_allowed(len(effects), max_fraction)
+    if helps > allowed or rest.lo > margin or all(e.negligible for e in effects):
         return NOT_REPRODUCED
+    if helps >= 1 and rest.hi < margin:
+        return REPRODUCED
     return INCONCLUSIVE
 
 
@@ -331,7 +349,7 @@ def _stat_recommendation_effect_by_env(ctx: Context, test: dict[str, Any]) -> Re
     d, _ = _recommendation_effects(ctx, test)
     effects = ctx.env_effects(d, envs, ctx.margin)
     helps = sum(e.helps for e in effects)
-    p_het = inference.heterogeneity_test(d, seed=ctx.seed)
+    p_het = inference.heterogeneity_test(d, seed=ctx.seed, band=ctx.margin)
     return Result(
         estimate=float(helps),
         verdict=rule_heterogeneous(effects, p_het, (1 - ctx.confidence) / 2),
@@ -548,18 +566,19 @@ def _stat_finetune_vs_sac_by_env(ctx: Context, test: dict[str, Any]) -> Result:
         return Result(details=NOT_CONFIGURED.format(test["method"]))
     d = _finetune_vs_sac(ctx, test, envs)
     effects = ctx.env_effects(d, envs, ctx.margin)
+    helps, hurts = sum(e.helps for e in effects), sum(e.hurts for e in effects)
+    details = f"helps in {helps}, hurts in {hurts} of {len(effects)}; "
     if test["rule"] == "few":
-        verdict = rule_few(effects, float(test.get("max_fraction", 1 / 3)))
+        fraction = float(test.get("max_fraction", 1 / 3))
+        keep = len(envs) - few_allowed(len(envs), fraction)
+        rest = inference.smallest_means_interval(d, keep, ctx.confidence, seed=ctx.seed)
+        verdict = rule_few(effects, rest, fraction, ctx.margin)
+        details += f"mean of the {keep} smallest effects {rest.estimate:+.3f} [{rest.lo:+.3f}, {rest.hi:+.3f}]; "
     elif test["rule"] == "mixed":
         verdict = rule_mixed(effects)
     else:
         raise ValueError(f"claim test {test['id']}: rule {test['rule']!r} does not apply to per-environment effects")
-    helps, hurts = sum(e.helps for e in effects), sum(e.hurts for e in effects)
-    return Result(
-        float(helps),
-        verdict=verdict,
-        details=f"helps in {helps}, hurts in {hurts} of {len(effects)}; " + "; ".join(e.label() for e in effects),
-    )
+    return Result(float(helps), verdict=verdict, details=details + "; ".join(e.label() for e in effects))
 
 
 def _stat_finetune_vs_sac_mean(ctx: Context, test: dict[str, Any]) -> Result:
