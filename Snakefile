@@ -34,6 +34,10 @@ except ValueError as error:
 PLAN = Plan.build(CFG)
 OUT = PLAN.layout.results
 CONFIG_FILE = PLAN.layout.config_file
+if workflow.is_main_process and PLAN.claims is not None:  # config key claims: what the cut leaves out
+    logger.info(f"claims {', '.join(PLAN.claims)}: only the jobs their tests read are planned")
+    for _why in PLAN.omitted.values():
+        logger.info(_why)
 
 # One live run per results directory: a kernel lock (flock) that dies with its holder, however it
 # dies, so the same command resumes after any kill (replication.runlock; the profiles turn
@@ -84,7 +88,7 @@ onstart:
     if RUN_LOCK is not None and not RUN_LOCK.held:
         raise WorkflowError(RUN_LOCK.refusal())
     # no run dies of a full disk: refused before any job starts (replication.disk)
-    if CFG["check_disk"] and (problem := disk.check_free_space(CFG, OUT, parallel_jobs())):
+    if CFG["check_disk"] and (problem := disk.check_free_space(CFG, OUT, parallel_jobs(), PLAN.grid())):
         raise WorkflowError(problem)
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -149,10 +150,11 @@ class StageDisk:
         return self.final + 2 * sum(sorted(self.checkpoints, reverse=True)[: max(1, cores)])
 
 
-def disk_estimate(cfg: dict[str, Any]) -> dict[str, StageDisk]:
-    """Per stage (online, newdata, offline, finetune, aggregate): final bytes and job checkpoints."""
+def disk_estimate(cfg: dict[str, Any], grid: Sequence[Job] | None = None) -> dict[str, StageDisk]:
+    """Per stage (online, newdata, offline, finetune, aggregate): final bytes and job checkpoints of ``grid``
+    (default: the whole grid of ``cfg``)."""
     stages: dict[str, StageDisk] = {}
-    grid = jobs(cfg)
+    grid = jobs(cfg) if grid is None else grid
     for job in grid:
         d = job_disk(cfg, job)
         stage = stages.setdefault(job.rule, StageDisk())
@@ -163,9 +165,10 @@ def disk_estimate(cfg: dict[str, Any]) -> dict[str, StageDisk]:
     return stages
 
 
-def needs(cfg: dict[str, Any], cores: int = 1) -> tuple[float, float]:
-    """(final, peak) bytes of the whole run; peak: every stage's outputs + the largest stage's checkpoints."""
-    stages = disk_estimate(cfg)
+def needs(cfg: dict[str, Any], cores: int = 1, grid: Sequence[Job] | None = None) -> tuple[float, float]:
+    """(final, peak) bytes of the run (``grid``, default the whole grid); peak: every stage's outputs + the
+    largest stage's checkpoints."""
+    stages = disk_estimate(cfg, grid)
     final = sum(s.final for s in stages.values())
     return final, final + max(s.peak(cores) - s.final for s in stages.values())
 
@@ -191,13 +194,15 @@ def human(n: float) -> str:
     return f"{n / 1e3:.0f} kB"
 
 
-def check_free_space(cfg: dict[str, Any], out_dir: Path | str, cores: int = 1) -> str | None:
+def check_free_space(
+    cfg: dict[str, Any], out_dir: Path | str, cores: int = 1, grid: Sequence[Job] | None = None
+) -> str | None:
     """Why the results filesystem cannot hold the run (a message with both figures), or ``None``.
 
     What the run still needs = its estimated peak minus what ``out_dir`` already holds.
     """
     out_dir = Path(out_dir)
-    _, peak = needs(cfg, cores)
+    _, peak = needs(cfg, cores, grid)
     have = used_bytes(out_dir)
     needed = max(0.0, peak - have)
     probe = out_dir if out_dir.exists() else out_dir.parent

@@ -5,15 +5,24 @@
 from replication.analysis.selection import Expected
 from replication.analysis.plotting import default_figures
 
-FIGURES = default_figures(Expected.from_config(CFG))
+# With config key claims, the plan's cut leaves out what reads jobs it does not run (PLAN.omitted, logged)
+FIGURES = [f for f in default_figures(Expected.from_config(CFG)) if f not in PLAN.omitted]
 BOOTSTRAP = yaml.safe_dump({"statistics": CFG["statistics"]})  # a param: a new setting reruns the intervals
 TABLES = ["T1", "T2"] + (["T3"] if CFG["finetune"]["methods"] else []) + ["L1"]
+TABLES = [t for t in TABLES if t not in PLAN.omitted]
+STATISTICS = "statistics" not in PLAN.omitted
+AGGREGATE_CSV = [f"{OUT}/statistics/aggregate.csv"] if STATISTICS else []  # F5 reads it
+REPORT_INPUTS = {  # what the report embeds: the products this plan makes
+    "tables": [f"{OUT}/tables/{t}.md" for t in TABLES],
+    "figures": [f"{OUT}/figures/{f}.png" for f in FIGURES],
+    "statistics": [f"{OUT}/statistics/aggregate.md"] if STATISTICS else [],
+}
 FIGURE_CAPTION = os.path.abspath(f"{OUT}/captions/figures.rst")  # captions/figures.rst + the run's commit (provenance.smk)
 
 
 rule collect:
     input:
-        [str(p) for p in wf.tidy_inputs(CFG)],
+        PLAN.tidy_inputs(),
     output:
         f"{OUT}/tidy.csv",
     params:
@@ -27,67 +36,75 @@ rule collect:
         "replication collect --out {output} {input} > {log} 2>&1"
 
 
-rule tables:
-    input:
-        f"{OUT}/tidy.csv",
-    output:
-        csv=[report(f"{OUT}/tables/{t}.csv", category="Tables", caption="captions/tables.rst") for t in TABLES],
-        md=[f"{OUT}/tables/{t}.md" for t in TABLES],
-        tex=[f"{OUT}/tables/{t}.tex" for t in TABLES],
-    params:
-        config=CONFIG_FILE,
-        tables=TABLES,
-        out=lambda w, output: os.path.dirname(output.md[0]),
-    log:
-        f"{OUT}/logs/tables.log",
-    benchmark:
-        f"{OUT}/benchmarks/tables.tsv"
-    conda:
-        ENVIRONMENT
-    shell:
-        "replication tables --results {input} --out {params.out} --config {params.config}"
-        " --tables {params.tables} > {log} 2>&1"
+if TABLES:
+
+    rule tables:
+        input:
+            f"{OUT}/tidy.csv",
+        output:
+            csv=[report(f"{OUT}/tables/{t}.csv", category="Tables", caption="captions/tables.rst") for t in TABLES],
+            md=[f"{OUT}/tables/{t}.md" for t in TABLES],
+            tex=[f"{OUT}/tables/{t}.tex" for t in TABLES],
+        params:
+            config=CONFIG_FILE,
+            tables=TABLES,
+            out=lambda w, output: os.path.dirname(output.md[0]),
+        log:
+            f"{OUT}/logs/tables.log",
+        benchmark:
+            f"{OUT}/benchmarks/tables.tsv"
+        conda:
+            ENVIRONMENT
+        shell:
+            "replication tables --results {input} --out {params.out} --config {params.config}"
+            " --tables {params.tables} > {log} 2>&1"
 
 
-rule statistics:
-    input:
-        f"{OUT}/tidy.csv",
-    output:
-        csv=report(f"{OUT}/statistics/aggregate.csv", category="Aggregate", caption="captions/statistics.rst"),
-        md=f"{OUT}/statistics/aggregate.md",
-    params:
-        settings=BOOTSTRAP,
-        config=CONFIG_FILE,
-        out=parent("output.md"),
-    log:
-        f"{OUT}/logs/statistics.log",
-    benchmark:
-        f"{OUT}/benchmarks/statistics.tsv"
-    conda:
-        ENVIRONMENT
-    shell:
-        "replication statistics --results {input} --out {params.out} --config {params.config} > {log} 2>&1"
+if STATISTICS:
+
+    rule statistics:
+        input:
+            f"{OUT}/tidy.csv",
+        output:
+            csv=report(f"{OUT}/statistics/aggregate.csv", category="Aggregate", caption="captions/statistics.rst"),
+            md=f"{OUT}/statistics/aggregate.md",
+        params:
+            settings=BOOTSTRAP,
+            config=CONFIG_FILE,
+            out=parent("output.md"),
+        log:
+            f"{OUT}/logs/statistics.log",
+        benchmark:
+            f"{OUT}/benchmarks/statistics.tsv"
+        conda:
+            ENVIRONMENT
+        shell:
+            "replication statistics --results {input} --out {params.out} --config {params.config} > {log} 2>&1"
 
 
-rule figures:
-    input:
-        tidy=f"{OUT}/tidy.csv",
-        statistics=f"{OUT}/statistics/aggregate.csv",
-    output:
-        png=[report(f"{OUT}/figures/{f}.png", category="Figures", caption=FIGURE_CAPTION) for f in FIGURES],
-        pdf=[f"{OUT}/figures/{f}.pdf" for f in FIGURES],
-    params:
-        config=CONFIG_FILE,
-        out=lambda w, output: os.path.dirname(output.png[0]),
-    log:
-        f"{OUT}/logs/figures.log",
-    benchmark:
-        f"{OUT}/benchmarks/figures.tsv"
-    conda:
-        ENVIRONMENT
-    shell:
-        "replication figures --results {input.tidy} --statistics {input.statistics} --out {params.out}"
-        " --config {params.config} > {log} 2>&1"
+if FIGURES:
+
+    rule figures:
+        input:
+            tidy=f"{OUT}/tidy.csv",
+            statistics=AGGREGATE_CSV,
+        output:
+            png=[report(f"{OUT}/figures/{f}.png", category="Figures", caption=FIGURE_CAPTION) for f in FIGURES],
+            pdf=[f"{OUT}/figures/{f}.pdf" for f in FIGURES],
+        params:
+            config=CONFIG_FILE,
+            out=lambda w, output: os.path.dirname(output.png[0]),
+        log:
+            f"{OUT}/logs/figures.log",
+        benchmark:
+            f"{OUT}/benchmarks/figures.tsv"
+        conda:
+            ENVIRONMENT
+        shell:
+            "replication figures --results {input.tidy}"
+            + (" --statistics {input.statistics}" if STATISTICS else "")
+            + " --out {params.out}"
+            " --config {params.config} > {log} 2>&1"
 
 
 rule scorecard:
@@ -114,9 +131,7 @@ rule scorecard:
 
 rule report:
     input:
-        tables=rules.tables.output.md,
-        figures=rules.figures.output.png,
-        statistics=rules.statistics.output.md,
+        **REPORT_INPUTS,
         scorecard=rules.scorecard.output.md,
         provenance=f"{OUT}/provenance.json",
         videos=VIDEOS,  # rules/videos.smk
@@ -132,7 +147,8 @@ rule report:
         ENVIRONMENT
     shell:
         "replication report --out {output} --config {params.config} --tables {input.tables} --figures {input.figures}"
-        " --statistics {input.statistics} --scorecard {input.scorecard} --provenance {input.provenance}"
+        + (" --statistics {input.statistics}" if STATISTICS else "")
+        + " --scorecard {input.scorecard} --provenance {input.provenance}"
         " --videos {input.videos}"
         " --benchmarks {params.benchmarks}"
         " --finetune-summaries {params.finetune} > {log} 2>&1"

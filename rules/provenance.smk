@@ -14,9 +14,9 @@ localrules:
 
 rule provenance:
     input:
-        rules.tables.output,
-        rules.statistics.output,
-        rules.figures.output,
+        *(rules.tables.output if TABLES else []),
+        *(rules.statistics.output if STATISTICS else []),
+        *(rules.figures.output if FIGURES else []),
         rules.scorecard.output,
         VIDEOS,
     output:

@@ -1,10 +1,11 @@
 # Rollout videos (config `videos`): one job renders every environment's clips, one env at a time
 # (replication.analysis.videos), after the cells' results; its HTML pages show the clips in the Snakemake report.
 
-VIDEOS = [f"{OUT}/videos"] if CFG["videos"]["enabled"] else []  # inputs of the report and provenance
+VIDEOS_MADE = CFG["videos"]["enabled"] and "videos" not in PLAN.omitted  # a cut plan may lack their jobs
+VIDEOS = [f"{OUT}/videos"] if VIDEOS_MADE else []  # inputs of the report and provenance
 
 
-if CFG["videos"]["enabled"]:
+if VIDEOS_MADE:
 
     rule videos:
         input:

@@ -585,6 +585,10 @@ def build_figures(
     cfg = cfg if cfg is not None else sel.load_config(None)
     expected = Expected.from_config(cfg)
     names = list(figures) if figures is not None else default_figures(expected)
+    if figures is None and cfg.get("claims"):  # a plan cut to some claims: only the figures it has the jobs for
+        from replication.plan.plan import Plan
+
+        names = [n for n in names if n not in Plan.build(cfg).omitted]
     unknown = [n for n in names if n not in FIGURES]
     if unknown:
         raise ValueError(f"unknown figure(s) {unknown}; valid: {', '.join(FIGURES)}")

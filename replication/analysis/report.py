@@ -396,6 +396,25 @@ def _header(cfg: Mapping[str, Any], scorecard: Path | str | None) -> list[str]:
         "",
         _demote(Path(scorecard).read_text()) if scorecard else "(not built)",
         "",
+        *planned_section(cfg),
+    ]
+
+
+def planned_section(cfg: Mapping[str, Any]) -> list[str]:
+    """With config key ``claims``: what the run planned, and each table, figure or statistic it left out, with why."""
+    if not cfg.get("claims"):
+        return []
+    from replication.plan.plan import Plan
+
+    omitted = Plan.build(dict(cfg)).omitted
+    return [
+        "## What this run planned",
+        "",
+        f"Only the jobs that the tests of claims {', '.join(cfg['claims'])} read (config key `claims`); S1 marks "
+        "the tests of the other claims `not planned`.",
+        "",
+        *[f"- {why}" for why in omitted.values()],
+        "",
     ]
 
 

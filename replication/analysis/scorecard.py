@@ -4,7 +4,8 @@ Each claim has decisive and supporting tests. A test computes a statistic on nor
 with a seeded stratified-bootstrap interval (:mod:`replication.analysis.statistics`) and applies the
 three-way decision rule the YAML file names (its header defines them): ``reproduced``,
 ``not reproduced`` or ``inconclusive``; a test of an analysis that the configuration switches off is
-``not evaluated``. The claim's verdict combines its decisive tests.
+``not evaluated``; a test of a claim that the configuration's ``claims`` leave out (the plan ran no job for
+it) is ``not planned``. The claim's verdict combines its decisive tests.
 
 A claim marked ``beyond_study: true`` (C6, WSRL) is not a claim of the study: it is tested by the same
 rules, and S1 shows its scope (column ``scope``, a marker in the summary) and keeps it out of the
@@ -30,12 +31,14 @@ from replication.analysis.selection import NORMALIZED, Expected, MissingResultsE
 from replication.io import PROJECT_ROOT, write_text
 
 CLAIMS_FILE = PROJECT_ROOT / "paper" / "claims.yaml"
-REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE, NOT_EVALUATED = (
+REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE, NOT_EVALUATED, NOT_PLANNED = (
     "reproduced",
     "not reproduced",
     "inconclusive",
     "not evaluated",
+    "not planned",
 )
+UNTESTED = (NOT_EVALUATED, NOT_PLANNED)  # verdicts of tests that ran no statistic
 COLUMNS = (
     "claim",
     "test",
@@ -66,6 +69,8 @@ MIN_ENVS = {
 # A fine-tuning method that a run's finetune.methods lacks: its tests are not evaluated.
 NOT_CONFIGURED = "fine-tuning method {} is not in finetune.methods of the configuration"
 TOO_FEW_SEEDS = "too few seeds"
+# A claim that the configuration's claims leave out: the run planned no job for its tests.
+NOT_PLANNED_REASON = "not among the claims of the configuration ({}): the run planned no job for it"
 
 
 # --------------------------------------------------------------------------------------------
@@ -204,9 +209,9 @@ def rule_mixed(effects: Sequence[EnvEffect]) -> str:
 
 def combine(verdicts: Sequence[str]) -> str:
     """A claim's verdict from its decisive tests' verdicts."""
-    evaluated = [v for v in verdicts if v != NOT_EVALUATED]
+    evaluated = [v for v in verdicts if v not in UNTESTED]
     if not evaluated:
-        return NOT_EVALUATED
+        return NOT_PLANNED if verdicts and all(v == NOT_PLANNED for v in verdicts) else NOT_EVALUATED
     if NOT_REPRODUCED in evaluated:
         return NOT_REPRODUCED
     if all(v == REPRODUCED for v in verdicts):
@@ -744,7 +749,9 @@ def evaluate_claims(
         claim_rows = []
         for test in claim["tests"]:
             n_envs = len(envs_of_test(ctx, test))
-            if not enabled:
+            if expected.claims is not None and cid not in expected.claims:
+                result = Result(verdict=NOT_PLANNED, details=NOT_PLANNED_REASON.format(", ".join(expected.claims)))
+            elif not enabled:
                 result = Result(details=SWITCH_REASONS.get(switch, f"{switch} is switched off in the configuration"))
             elif gap := evidence_gap(len(expected.seeds), n_envs, test, min_seeds):
                 result = _without_verdict(ctx, test, gap, n_envs)
@@ -786,7 +793,7 @@ def summary_line(table: pd.DataFrame) -> str:
     scope = claims["scope"] if "scope" in claims else pd.Series(STUDY, index=claims.index)
     study, beyond = claims[scope == STUDY], claims[scope == BEYOND_STUDY]
     counts = study["claim_verdict"].value_counts()
-    order = (REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE, NOT_EVALUATED)
+    order = (REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE, NOT_EVALUATED, NOT_PLANNED)
     counted = ", ".join(f"{int(counts[v])} {v}" for v in order if v in counts)
     line = f"Claims of the study ({', '.join(study['claim'])}): {counted or 'none'}."
     if len(beyond):
@@ -817,7 +824,7 @@ def scorecard_markdown(table: pd.DataFrame, claims: dict[str, Any]) -> str:
         )
     tests = []
     for _, r in table.iterrows():
-        if r["verdict"] == NOT_EVALUATED or not np.isfinite(r["estimate"]):
+        if r["verdict"] in UNTESTED or not np.isfinite(r["estimate"]):
             value = "—"
         elif r["rule"] in COUNT_RULES:
             value = f"{int(r['estimate'])} env(s) help"

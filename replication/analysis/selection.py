@@ -65,6 +65,7 @@ class Expected:
     wsrl_keep_offline_data: bool = False
     calql_mixing: str = "0.5"  # finetune.calql_mixing: the offline share of Cal-QL's fine-tuning batches
     pex_beta: float = 10.0  # finetune.pex_beta: PEX's choice inverse temperature
+    claims: tuple[str, ...] | None = None  # config key claims: the claims the run planned (None: every claim)
 
     def finetune_settings(self, method: str) -> str:
         """The settings that shape a fine-tuning method's runs beyond its name (T3 states them)."""
@@ -119,6 +120,7 @@ class Expected:
             wsrl_keep_offline_data=bool(wsrl.get("keep_offline_data", False)),
             calql_mixing=f"{ft['calql_mixing']:g}" if ft["calql_mixing"] != "proportional" else "proportional",
             pex_beta=float(ft["pex_beta"]),
+            claims=tuple(cfg["claims"]) if cfg.get("claims") else None,
         )
 
 

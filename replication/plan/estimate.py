@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from replication.plan import config
+import yaml
+
+from replication.plan import claims, config
 from replication.plan.schema import episode_steps, validation_checkpoints, validation_costs
 from replication.plan.variants import finetune_ledger
 from replication.plan.vocabulary import finetune_source
@@ -129,8 +132,9 @@ class JobCost:
     gpu_seconds: float
 
 
-def job_costs(cfg: dict[str, Any]) -> tuple[list[JobCost], str]:
-    """The cost of every cell job of the grid, and where the CPU throughput figures came from."""
+def job_costs(cfg: dict[str, Any], grid: Sequence[Job] | None = None) -> tuple[list[JobCost], str]:
+    """The cost of every cell job of ``grid`` (default: the whole grid of ``cfg``), and where the CPU
+    throughput figures came from."""
     measured = measured_rates(cfg)
     total = cfg["budget"]["total_steps"]
     ev = cfg["evaluation"]
@@ -142,7 +146,7 @@ def job_costs(cfg: dict[str, Any]) -> tuple[list[JobCost], str]:
 
     out = []
     started: set[Path] = set()  # processes already started: a batch job pays its start-up once
-    for job in jobs(cfg):
+    for job in jobs(cfg) if grid is None else grid:
         env = parse_cell(job.env).env
         ep = episode_steps(cfg, env)
         report_steps = ev["episodes"] * ep
@@ -201,26 +205,41 @@ def finetune_updates(cfg: dict[str, Any], method: str, steps: int) -> int:
     return steps * ft["updates_per_step"]
 
 
-def estimate(cfg: dict[str, Any]) -> tuple[dict[str, StageCost], str]:
-    """Per-stage cost of the whole grid, and where the throughput figures came from."""
-    costs, source = job_costs(cfg)
+def estimate(cfg: dict[str, Any], grid: Sequence[Job] | None = None) -> tuple[dict[str, StageCost], str]:
+    """Per-stage cost of ``grid`` (default: the whole grid), and where the throughput figures came from."""
+    costs, source = job_costs(cfg, grid)
     stages: dict[str, StageCost] = {}
     for c in costs:
         stages.setdefault(c.job.rule, StageCost()).add(c)
     return stages, source
 
 
-def format_estimate(cfg: dict[str, Any], cores: int = 1) -> str:
-    stages, source = estimate(cfg)
-    lines = [
-        f"config {cfg['name']}: {len(cfg['envs'])} environments x {len(cfg['seeds'])} seeds, "
-        f"T = {cfg['budget']['total_steps']:,} env steps per cell",
-        f"{'stage':<10}{'jobs':>8}{'env steps':>16}{'gradient steps':>18}{'CPU hours':>12}{'GPU hours':>12}",
-    ]
+def planned_grid(cfg: dict[str, Any]) -> list[Job]:
+    """The jobs the run plans: the whole grid, or with config key ``claims`` what their tests read."""
+    from replication.plan.plan import Plan
+
+    return Plan.build(cfg).grid() if claims.selected(cfg) is not None else jobs(cfg)
+
+
+def _total(stages: dict[str, StageCost]) -> StageCost:
     total = StageCost()
     for c in stages.values():
         for f in dataclasses.fields(StageCost):
             setattr(total, f.name, getattr(total, f.name) + getattr(c, f.name))
+    return total
+
+
+def format_estimate(cfg: dict[str, Any], cores: int = 1) -> str:
+    grid = planned_grid(cfg)
+    stages, source = estimate(cfg, grid)
+    chosen = claims.selected(cfg)
+    lines = [
+        f"config {cfg['name']}: {len(cfg['envs'])} environments x {len(cfg['seeds'])} seeds, "
+        f"T = {cfg['budget']['total_steps']:,} env steps per cell"
+        + (f"; claims {', '.join(chosen)}: only the jobs their tests read" if chosen else ""),
+        f"{'stage':<10}{'jobs':>8}{'env steps':>16}{'gradient steps':>18}{'CPU hours':>12}{'GPU hours':>12}",
+    ]
+    total = _total(stages)
     for name, c in [*stages.items(), ("total", total)]:
         lines.append(
             f"{name:<10}{c.jobs:>8}{c.env_steps:>16,.0f}{c.gradient_steps:>18,.0f}"
@@ -237,10 +256,106 @@ def format_estimate(cfg: dict[str, Any], cores: int = 1) -> str:
         "GPU hours: one job per GPU at the assumed GPU figures of replication.plan.estimate "
         "(not measured here); environment steps and start-up as on the CPU"
     )
-    return "\n".join(lines + ["", format_disk(cfg, cores)])
+    lines += ["", format_disk(cfg, cores, grid)]
+    if chosen:
+        lines += ["", format_beside_grid(cfg, grid), "", format_seeds(cfg, chosen)]
+    return "\n".join(lines + ["", format_claims(cfg)])
 
 
-def format_disk(cfg: dict[str, Any], cores: int = 1) -> str:
+@dataclasses.dataclass(frozen=True)
+class Price:
+    """What a set of jobs costs, in the units ``replication estimate`` prints."""
+
+    jobs: int
+    env_steps: float
+    gradient_steps: float
+    cpu_hours: float
+    gpu_hours: float
+    disk: float  # bytes the finished run leaves
+
+    @classmethod
+    def of(cls, cfg: dict[str, Any], grid: Sequence[Job]) -> Price:
+        from replication.disk import needs
+
+        total = _total(estimate(cfg, grid)[0])
+        return cls(
+            total.jobs,
+            total.env_steps,
+            total.gradient_steps,
+            total.seconds / 3600,
+            total.gpu_seconds / 3600,
+            needs(cfg, 1, grid)[0],
+        )
+
+
+def format_beside_grid(cfg: dict[str, Any], grid: Sequence[Job]) -> str:
+    """The planned claims' cost beside the whole grid's, with their share of it."""
+    from replication.disk import human
+
+    chosen = claims.selected(cfg) or []
+    mine, whole = Price.of(cfg, grid), Price.of(cfg, jobs(cfg))
+    lines = [
+        f"claims {', '.join(chosen)} beside the full grid",
+        f"{'':<16}{'jobs':>8}{'env steps':>18}{'gradient steps':>18}{'CPU hours':>12}{'GPU hours':>12}{'disk':>10}",
+    ]
+    for name, p in (("claims " + ",".join(chosen), mine), ("full grid", whole)):
+        lines.append(
+            f"{name:<16}{p.jobs:>8}{p.env_steps:>18,.0f}{p.gradient_steps:>18,.0f}"
+            f"{p.cpu_hours:>12.2f}{p.gpu_hours:>12.2f}{human(p.disk):>10}"
+        )
+    share = mine.gpu_hours / whole.gpu_hours if whole.gpu_hours else 0.0
+    lines.append(
+        f"share of the full grid: {share:.0%} of its GPU hours, {mine.cpu_hours / whole.cpu_hours:.0%} of its CPU hours"
+    )
+    return "\n".join(lines)
+
+
+def claim_seeds(claim: dict[str, Any], min_seeds: int) -> tuple[int, int]:
+    """(seeds for 0.8 power, seeds the claim needs): the largest ``power_seeds`` of its decisive tests
+    (paper/claims.yaml), and that or the scorecard's ``min_seeds``, whichever is more."""
+    power = max((int(t["power_seeds"]) for t in claim["tests"] if t["role"] == "decisive"), default=0)
+    return power, max(power, min_seeds)
+
+
+def format_seeds(cfg: dict[str, Any], chosen: Sequence[str]) -> str:
+    """Per planned claim: the seeds it needs for 0.8 power (README's calibration) and the cost at that number."""
+    read = claims.load()
+    min_seeds = int(yaml.safe_load(claims.CLAIMS_FILE.read_text()).get("min_seeds", 2))
+    lines = [
+        f'seeds where they matter (0.8 power, README "How the scorecard decides"; the scorecard needs at least '
+        f"{min_seeds}); this config has {len(cfg['seeds'])}",
+        f"{'claim':<8}{'power':>7}{'needs':>7}{'jobs':>8}{'CPU hours':>12}{'GPU hours':>12}",
+    ]
+    for cid in chosen:
+        power, need = claim_seeds(read[cid], min_seeds)
+        at = {**cfg, "seeds": list(range(need)), "claims": [cid]}
+        p = Price.of(at, planned_grid(at))
+        lines.append(f"{cid:<8}{power:>7}{need:>7}{p.jobs:>8}{p.cpu_hours:>12.2f}{p.gpu_hours:>12.2f}")
+    return "\n".join(lines)
+
+
+def format_claims(cfg: dict[str, Any]) -> str:
+    """Every claim alone at this config's seeds: what its cut plan costs, and its share of the full grid."""
+    from replication.disk import human
+
+    whole = Price.of(cfg, jobs(cfg))
+    lines = [
+        f"every claim alone ({len(cfg['seeds'])} seeds; --config claims='[C3]' plans one)",
+        f"{'claim':<8}{'jobs':>8}{'env steps':>18}{'gradient steps':>18}{'CPU hours':>12}{'GPU hours':>12}"
+        f"{'disk':>10}{'GPU share':>11}",
+    ]
+    for cid in claims.claim_ids():
+        alone = {**cfg, "claims": [cid]}
+        p = Price.of(alone, planned_grid(alone))
+        share = p.gpu_hours / whole.gpu_hours if whole.gpu_hours else 0.0
+        lines.append(
+            f"{cid:<8}{p.jobs:>8}{p.env_steps:>18,.0f}{p.gradient_steps:>18,.0f}{p.cpu_hours:>12.2f}"
+            f"{p.gpu_hours:>12.2f}{human(p.disk):>10}{share:>11.0%}"
+        )
+    return "\n".join(lines)
+
+
+def format_disk(cfg: dict[str, Any], cores: int = 1, grid: Sequence[Job] | None = None) -> str:
     """Disk per stage: what the finished run leaves, and the peak while it runs (resume checkpoints)."""
     from replication.disk import disk_estimate, human, needs
 
@@ -248,13 +363,14 @@ def format_disk(cfg: dict[str, Any], cores: int = 1) -> str:
         f"disk under results/{cfg['name']}/ ({cores} job(s) at once)",
         f"{'stage':<10}{'final':>12}{'peak':>12}",
     ]
-    for name, stage in disk_estimate(cfg).items():
+    for name, stage in disk_estimate(cfg, grid).items():
         lines.append(f"{name:<10}{human(stage.final):>12}{human(stage.peak(cores)):>12}")
-    final, peak = needs(cfg, cores)
+    final, peak = needs(cfg, cores, grid)
     lines.append(f"{'total':<10}{human(final):>12}{human(peak):>12}")
     lines.append("a run is refused when its results filesystem has less free space than the peak (check_disk)")
     return "\n".join(lines)
 
 
-def load_and_format(path: Path | str, cores: int) -> str:
-    return format_estimate(config.load(path), cores)
+def load_and_format(path: Path | str, cores: int, overrides: dict[str, Any] | None = None) -> str:
+    """The estimate of the config file at ``path`` with ``overrides`` (``--config key=value``) on top."""
+    return format_estimate(config.resolve(config.deep_merge(config.read_yaml(path), overrides or {})), cores)

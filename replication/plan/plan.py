@@ -12,10 +12,10 @@ from __future__ import annotations
 import dataclasses
 import functools
 import shlex
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-from replication.plan import vocabulary, workflow
+from replication.plan import claims, vocabulary, workflow
 from replication.plan.layout import Layout, Paths
 from replication.plan.variants import OfflineDataset, offline_datasets
 
@@ -57,12 +57,24 @@ class Plan:
     batch_envs: tuple[str, ...]  # the cells whose variants run in batch jobs
     jobs: tuple[PlannedJob, ...]
     controls: tuple[PlannedJob, ...] = ()  # C1's control of each online run: a light job, not counted in jobs
+    claims: tuple[str, ...] | None = None  # config key claims: the plan is cut to what their tests read
+    omitted: Mapping[str, str] = dataclasses.field(default_factory=dict, hash=False)  # products a cut lacks: why
 
     @classmethod
     def build(cls, cfg: dict[str, Any]) -> Plan:
         layout = Layout(str(workflow.results_dir(cfg)))
         datasets = tuple(offline_datasets(cfg))
+        grid = workflow.jobs(cfg)
+        controls = [workflow.Job("control", job.env, job.seed) for job in grid if job.rule == "online"]
         batches = workflow.cell_batches(cfg) if cfg["batch_jobs"] else {}
+        omitted: dict[str, str] = {}
+        if (chosen := claims.selected(cfg)) is not None:  # only what the chosen claims' tests read
+            wanted = claims.claim_reads(cfg, chosen)
+            whole = [*grid, *controls]
+            grid = claims.cut(cfg, grid, chosen)
+            controls = [c for c in controls if claims.reads_any(cfg, c, wanted)]
+            batches = claims.cut_batches(batches, grid, cfg["envs"])
+            omitted = claims.left_out(cfg, whole, [*grid, *controls], chosen)
         plan = cls(
             layout=layout,
             pauses=tuple(vocabulary.pause_steps(cfg)),
@@ -74,12 +86,11 @@ class Plan:
             batches={rule: tuple(variants) for rule, variants in batches.items()},
             batch_envs=tuple(cfg["envs"]) if cfg["batch_jobs"] else (),
             jobs=(),
+            claims=tuple(chosen) if chosen is not None else None,
+            omitted=omitted,
         )
-        jobs = tuple(plan._planned(cfg, job) for job in workflow.jobs(cfg))
-        controls = tuple(
-            plan._planned(cfg, workflow.Job("control", p.job.env, p.job.seed)) for p in jobs if p.job.rule == "online"
-        )
-        return dataclasses.replace(plan, jobs=jobs, controls=controls)
+        jobs = tuple(plan._planned(cfg, job) for job in grid)
+        return dataclasses.replace(plan, jobs=jobs, controls=tuple(plan._planned(cfg, c) for c in controls))
 
     # --- datasets
 
@@ -121,13 +132,25 @@ class Plan:
         return [self.job_for(rule, env, seed, variant) for variant in self.batches.get(rule, ())]
 
     def counts(self) -> dict[str, int]:
-        out: dict[str, int] = {}
+        return _counts(job.job for job in self.jobs)
+
+    def grid(self) -> list[workflow.Job]:
+        """The planned cell jobs (without C1's controls), as :func:`replication.plan.workflow.jobs` lists them."""
+        return [job.job for job in self.jobs]
+
+    def tidy_inputs(self) -> list[str]:
+        """Every tidy CSV the aggregation reads: each planned job's (an online run's curve, then its control's)."""
+        controls = {c.key[1:]: c for c in self.controls}
+        out: list[str] = []
         for job in self.jobs:
-            out[job.job.rule] = out.get(job.job.rule, 0) + 1
+            if job.job.rule in ("online", "offline", "finetune"):
+                out.append(str(next(iter(job.outputs.values()))))
+            if job.job.rule == "online" and (control := controls.get(job.key[1:])):
+                out.append(str(next(iter(control.outputs.values()))))
         return out
 
     def _planned(self, cfg: dict[str, Any], job: workflow.Job) -> PlannedJob:
-        batched = job.rule in self.batches and job.env in self.batch_envs
+        batched = bool(self.batches.get(job.rule)) and job.env in self.batch_envs
         runner = "cell" if batched else job.variant
         pauses = self.online_pauses if job.rule == "online" else ()
         return PlannedJob(
@@ -167,3 +190,11 @@ class Plan:
         else:
             raise ValueError(f"unknown rule {job.rule!r}")
         return (*head, *tail)
+
+
+def _counts(jobs: Iterable[workflow.Job]) -> dict[str, int]:
+    """Jobs per rule."""
+    out: dict[str, int] = {}
+    for job in jobs:
+        out[job.rule] = out.get(job.rule, 0) + 1
+    return out

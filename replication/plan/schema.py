@@ -179,6 +179,13 @@ def _check_warmups(cfg: dict[str, Any], env: str, budget: int) -> None:
             )
 
 
+def _check_claims(cfg: dict[str, Any]) -> None:
+    from replication.plan import claims
+
+    if problem := claims.check(cfg):
+        raise ConfigError(problem)
+
+
 def validate(cfg: dict[str, Any]) -> None:
     """Raise :class:`ConfigError` naming the key and the fix if ``cfg`` cannot run."""
     schema = yaml.safe_load(Path(SCHEMA_FILE).read_text())
@@ -187,3 +194,4 @@ def validate(cfg: dict[str, Any]) -> None:
         raise _schema_error(errors[0])
     _check_envs(cfg)
     _check_budget(cfg)
+    _check_claims(cfg)

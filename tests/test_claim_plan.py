@@ -1,0 +1,115 @@
+"""A plan cut to some claims (config key ``claims``): complete for their tests, and nothing more."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from replication import cli
+from replication.analysis import calibration, scorecard
+from replication.analysis.selection import Expected
+from replication.plan import claims, config, estimate, workflow
+from replication.plan.plan import Plan
+from replication.plan.schema import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile")]
+CLAIMS = claims.claim_ids()
+
+
+def load(name: str, **update) -> dict:
+    return config.resolve(config.deep_merge(config.read_yaml(ROOT / "config" / f"{name}.yaml"), update))
+
+
+def planned(plan: Plan) -> list[workflow.Job]:
+    return [*plan.grid(), *(c.job for c in plan.controls)]
+
+
+def test_claims_is_a_validated_key_and_unset_plans_the_whole_grid() -> None:
+    whole = Plan.build(load("config"))
+    assert whole.claims is None and not whole.omitted
+    assert Plan.build(load("config", claims=None)).jobs == whole.jobs
+    assert [j.job for j in whole.jobs] == workflow.jobs(load("config"))
+    assert len(whole.controls) == whole.counts()["online"]
+    with pytest.raises(ConfigError, match=r"^config key claims: unknown claim\(s\) \['C9'\]; valid: C1, C2, C3"):
+        load("config", claims=["C9"])
+    with pytest.raises(ConfigError, match="config key claims"):
+        load("config", claims="C3")
+
+
+@pytest.fixture(scope="module")
+def study() -> tuple[dict, pd.DataFrame, pd.DataFrame]:
+    """The calibration grid (the paper profile with WSRL) at 5 seeds, its synthetic results and their S1."""
+    cfg = calibration.calibration_config(None, 5)
+    df, expected = calibration.synthetic_results(cfg, "effect", 0.1, np.random.default_rng(3))
+    return cfg, df, scorecard.evaluate_claims(df, expected, reps=200, seed=1)
+
+
+@pytest.mark.parametrize("cid", CLAIMS)
+def test_a_claims_plan_gives_its_scorecard_exactly(study: tuple, cid: str) -> None:
+    """S1 of a claim on only the rows its cut plan's jobs write = S1 of that claim on the whole grid."""
+    cfg, df, full = study
+    cut_cfg = {**cfg, "claims": [cid]}
+    plan = Plan.build(cut_cfg)
+    rows = claims.rows_of(cut_cfg, planned(plan), df)
+    assert 0 < len(rows) < len(df)
+    table = scorecard.evaluate_claims(rows, Expected.from_config(cut_cfg), reps=200, seed=1)
+    mine, theirs = (t[t["claim"] == cid].reset_index(drop=True) for t in (table, full))
+    assert set(mine["verdict"]) - {scorecard.NOT_EVALUATED}, "the claim's tests ran no statistic"
+    pd.testing.assert_frame_equal(mine, theirs)
+    others = table[table["claim"] != cid]
+    assert set(others["verdict"]) == set(others["claim_verdict"]) == {scorecard.NOT_PLANNED}
+
+
+@pytest.mark.parametrize("cid", CLAIMS)
+def test_a_claims_plan_has_no_job_its_tests_do_not_read(cid: str) -> None:
+    cfg = {**calibration.calibration_config(None, 2), "claims": [cid]}
+    wanted = claims.claim_reads(cfg, [cid])
+    plan = Plan.build(cfg)
+    jobs = planned(plan)
+    needed = {(n.rule, n.env, n.seed, n.variant) for j in jobs for n in claims.needs(cfg, j)}
+    for job in jobs:
+        assert claims.reads_any(cfg, job, wanted) or (job.rule, job.env, job.seed, job.variant) in needed, job
+    assert bool(plan.controls) == any(t.get("compared_with") == "control" for t in claims.load()[cid]["tests"])
+
+
+def test_rows_of_the_whole_grid_are_every_row(study: tuple) -> None:
+    cfg, df, _ = study
+    assert len(claims.rows_of(cfg, planned(Plan.build(cfg)), df)) == len(df)
+
+
+def test_a_dry_run_of_a_claim_plans_only_its_jobs(tmp_path: Path) -> None:
+    cmd = [*SNAKEMAKE, "--directory", str(tmp_path), "--cores", "2", "-n", "--configfile", str(ROOT / "config/ci.yaml")]
+    result = subprocess.run([*cmd, "--config", "claims=[C3]"], capture_output=True, text=True, check=True, timeout=600)
+    stats = dict(re.findall(r"^(\w+)\s+(\d+)$", result.stdout.split("Job stats:")[1], re.M))
+    plan = Plan.build(load("ci", claims=["C3"]))
+    assert plan.counts() == {"online": 6, "offline": 6, "finetune": 18}
+    cells = {"online": "online", "offline_cell": "offline", "finetune_cell": "finetune"}
+    batched = {rule: len({(j.job.env, j.job.seed) for j in plan.jobs if j.job.rule == rule}) for rule in plan.counts()}
+    assert {k: int(v) for k, v in stats.items() if k in cells} == {k: batched[r] for k, r in cells.items()}
+    assert not {"control", "newdata", "offline", "finetune", "tables", "figures", "statistics"} & set(stats)
+    assert "T1 left out: it reads jobs that claims C3 do not need" in result.stdout + result.stderr
+
+
+def test_estimate_prices_the_claims_beside_the_full_grid(capsys: pytest.CaptureFixture) -> None:
+    assert cli.main(["estimate", "--configfile", "config/paper.yaml", "--config", "claims=[C3]"]) == 0
+    out = capsys.readouterr().out
+    assert "claims C3 beside the full grid" in out and "every claim alone" in out
+    paper = load("paper")
+    mine = estimate.Price.of(paper, Plan.build({**paper, "claims": ["C3"]}).grid())
+    whole = estimate.Price.of(paper, workflow.jobs(paper))
+    assert mine.gpu_hours <= whole.gpu_hours / 3
+    seeds = re.search(r"^C3\s+(\d+)\s+(\d+)\s", out.split("seeds where they matter")[1], re.M)
+    assert seeds and seeds.groups() == ("10", "10")  # C3.2 and C3.3 need 10 seeds (README's power table)
+
+
+def test_every_decisive_test_has_power_seeds() -> None:
+    for claim in claims.load().values():
+        for test in claim["tests"]:
+            assert (test["role"] == "decisive") == ("power_seeds" in test), test["id"]
