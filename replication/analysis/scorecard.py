@@ -180,15 +180,15 @@ def few_allowed(n_envs: int, max_fraction: float) -> int:
 
 
 def rule_few(effects: Sequence[EnvEffect], rest: inference.Interval, max_fraction: float, margin: float) -> str:
-    """ "Helps in only a few": at least one environment helps, and the others do not, shown as evidence.
+    """ "Helps in only a few": some environment helps, and the others do not, shown as evidence.
 
     ``rest`` is the interval of the mean effect over the ``n - m`` environments with the smallest true
-    effects (``m`` = :func:`few_allowed`; :func:`inference.smallest_means_interval`). If more than ``m``
-    environments helped by the margin, those ``n - m`` would include one that does; "few" is reproduced
-    only when their mean effect is shown below the margin (``rest.hi < margin``) and some environment
-    helps. Not reproduced if more than ``m`` environments help, if the ``n - m`` smallest effects are shown
-    to average at least the margin (the effect is broad), or if every environment is at most negligible.
-    An environment without detected help is not counted as one where it does not help.
+    effects (``m`` = :func:`few_allowed`; :func:`inference.smallest_means_interval`, valid whichever
+    environments those are). Reproduced when some environment helps and that mean is shown below the
+    margin (``rest.hi < margin``): beyond the ``m`` environments where it helps most, the effect is
+    negligible on average. Not reproduced if more than ``m`` environments help, if that mean is shown
+    to reach the margin (``rest.lo > margin``: the effect is broad), or if every environment is at most
+    negligible. An environment without detected help is not counted as one where it does not help.
     """
     helps = sum(e.helps for e in effects)
     allowed = few_allowed(len(effects), max_fraction)
