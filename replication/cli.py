@@ -677,17 +677,9 @@ def _batch(args: argparse.Namespace) -> int:
 TRAINING_COMMANDS = ("online", "newdata", "offline", "finetune")  # the per-cell jobs, which use d3rlpy
 
 
-def package_version() -> str:
-    """The installed package's version (``pyproject.toml``), or ``unknown`` when it is not installed."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("replication")
-    except PackageNotFoundError:
-        return "unknown"
-
-
 def build_parser() -> argparse.ArgumentParser:
+    from replication.runinfo import package_version
+
     parser = argparse.ArgumentParser(
         prog="replication",
         description="Replication package: offline RL as subroutines of online RL.",
