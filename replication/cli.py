@@ -561,8 +561,10 @@ def _add_configfile_arguments(parser: argparse.ArgumentParser) -> None:
 @command("check-config", "validate a run config and print its grid", _add_configfile_arguments)
 def _check_config(args: argparse.Namespace) -> int:
     from replication.plan import config, workflow
+    from replication.plan.plan import Plan
 
     cfg = config.load(args.configfile)
+    Plan.build(cfg)  # the checks of planning every job (analysis C4's extension), as the workflow does
     print(f"{args.configfile}: valid; results under {workflow.results_dir(cfg)}/")
     print(format_grid(cfg))
     return 0
