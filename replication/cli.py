@@ -558,12 +558,23 @@ def _add_configfile_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--configfile", default="config/config.yaml", help="run config (default: config/config.yaml)")
 
 
-@command("check-config", "validate a run config and print its grid", _add_configfile_arguments)
+def _add_check_config_arguments(parser: argparse.ArgumentParser) -> None:
+    _add_configfile_arguments(parser)
+    parser.add_argument(
+        "--config",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="overrides on top of the file, as Snakemake's --config: videos='{\"enabled\": true}'",
+    )
+
+
+@command("check-config", "validate a run config and print its grid", _add_check_config_arguments)
 def _check_config(args: argparse.Namespace) -> int:
     from replication.plan import config, workflow
     from replication.plan.plan import Plan
 
-    cfg = config.load(args.configfile)
+    cfg = config.load(args.configfile, config.parse_overrides(args.config))
     Plan.build(cfg)  # the checks of planning every job (analysis C4's extension), as the workflow does
     print(f"{args.configfile}: valid; results under {workflow.results_dir(cfg)}/")
     print(format_grid(cfg))

@@ -453,3 +453,25 @@ def test_a_subset_of_environments_plans_only_those_environments():
     assert planned and {job.env for job in planned} == {"hopper"}
     with_kitchen = workflow.jobs(config.resolve({"envs": ["hopper", "kitchen"], "seeds": [0]}))
     assert {"kitchen+reward=binary", "kitchen+reward=accumulated"} <= {job.env for job in with_kitchen}
+
+
+def test_a_structured_config_value_on_the_command_line_is_typed(tmp_path):
+    """--config videos='{"enabled": true}' is videos.enabled: true (Snakemake reads the value's scalars as
+    strings), in a dry run of the workflow and in check-config."""
+    from replication import cli
+
+    dry = snakemake(
+        tmp_path, "-n", "--configfile", str(ROOT / "config" / "ci.yaml"), "--config", 'videos={"enabled": true}'
+    )
+    assert job_counts(dry.stdout).get("videos") == 1
+    written = yaml.safe_load((tmp_path / "results" / "ci" / "config.yaml").read_text())
+    assert written["videos"]["enabled"] is True and isinstance(written["videos"]["fps"], int)  # merged
+    args = ["check-config", "--configfile", str(ROOT / "config" / "ci.yaml"), "--config", 'videos={"enabled": true}']
+    assert cli.main(args) == 0
+    assert config.command_line_overrides({"videos": {"enabled": "true", "fps": "10", "size": ["64", "48"]}}) == {
+        "videos": {"enabled": True, "fps": 10, "size": [64, 48]}
+    }
+    assert config.parse_overrides(['videos={"enabled": true}', "seeds=[0, 1]"]) == {
+        "videos": {"enabled": True},
+        "seeds": [0, 1],
+    }
