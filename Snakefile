@@ -26,6 +26,8 @@ min_version("9.0")
 # Without --configfile, the default config; --config key=value overrides still apply on top.
 if not workflow.overwrite_configfiles:
     config = rconfig.deep_merge(rconfig.read_yaml(os.path.join(workflow.basedir, "config", "config.yaml")), config)
+# --config videos='{"enabled": true}': Snakemake leaves the scalars inside such a value strings; typed back
+config = rconfig.deep_merge(config, rconfig.command_line_overrides(workflow.config_settings.config))
 try:
     CFG = rconfig.resolve(config)
 except ValueError as error:

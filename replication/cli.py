@@ -558,11 +558,24 @@ def _add_configfile_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--configfile", default="config/config.yaml", help="run config (default: config/config.yaml)")
 
 
-@command("check-config", "validate a run config and print its grid", _add_configfile_arguments)
+def _add_check_config_arguments(parser: argparse.ArgumentParser) -> None:
+    _add_configfile_arguments(parser)
+    parser.add_argument(
+        "--config",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="overrides on top of the file, as Snakemake's --config: videos='{\"enabled\": true}'",
+    )
+
+
+@command("check-config", "validate a run config and print its grid", _add_check_config_arguments)
 def _check_config(args: argparse.Namespace) -> int:
     from replication.plan import config, workflow
+    from replication.plan.plan import Plan
 
-    cfg = config.load(args.configfile)
+    cfg = config.load(args.configfile, config.parse_overrides(args.config))
+    Plan.build(cfg)  # the checks of planning every job (analysis C4's extension), as the workflow does
     print(f"{args.configfile}: valid; results under {workflow.results_dir(cfg)}/")
     print(format_grid(cfg))
     return 0
@@ -712,17 +725,9 @@ def _batch(args: argparse.Namespace) -> int:
 TRAINING_COMMANDS = ("online", "newdata", "offline", "finetune")  # the per-cell jobs, which use d3rlpy
 
 
-def package_version() -> str:
-    """The installed package's version (``pyproject.toml``), or ``unknown`` when it is not installed."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("replication")
-    except PackageNotFoundError:
-        return "unknown"
-
-
 def build_parser() -> argparse.ArgumentParser:
+    from replication.runinfo import package_version
+
     parser = argparse.ArgumentParser(
         prog="replication",
         description="Replication package: offline RL as subroutines of online RL.",

@@ -14,6 +14,10 @@ only), and ``import gym`` prints the ``gym-notices`` deprecation banner on stder
 every job's log. Neither gym nor gym-notices offers a switch for it, so :func:`import_gym_quietly`
 imports gym with stderr captured and writes back everything except that exact banner (the text
 gym-notices holds for the installed gym version): warnings and errors still show.
+
+``import gymnasium_robotics`` (the Kitchen environments) likewise prints a notice on stderr about the
+reward functions of the Adroit hand environments (farama-notifications' text for the installed
+version), which this package does not use: :func:`import_robotics_quietly` drops that exact text.
 """
 
 from __future__ import annotations
@@ -63,17 +67,40 @@ def without_notice(captured: str, notice: str | None) -> str:
     return captured.replace(notice + "\n", "", 1) if notice else captured
 
 
-def import_gym_quietly() -> None:
-    """Import gym (when installed and not imported yet) without its deprecation banner."""
-    if "gym" in sys.modules:
-        return
-    notice = gym_notice()
-    if notice is None:
+def import_quietly(module: str, notice: str | None) -> None:
+    """Import ``module`` (when not imported yet) with the one stderr text ``notice`` dropped; an
+    ImportError is left to whoever needs the module."""
+    if module in sys.modules or notice is None:
         return
     captured = io.StringIO()
-    with contextlib.redirect_stderr(captured), contextlib.suppress(ImportError):  # whoever needs gym reports it
-        importlib.import_module("gym")
+    with contextlib.redirect_stderr(captured), contextlib.suppress(ImportError):
+        importlib.import_module(module)
     sys.stderr.write(without_notice(captured.getvalue(), notice))
+
+
+def import_gym_quietly() -> None:
+    """Import gym (when installed and not imported yet) without its deprecation banner."""
+    if "gym" not in sys.modules:
+        import_quietly("gym", gym_notice())
+
+
+def robotics_notice() -> str | None:
+    """The notice ``import gymnasium_robotics`` prints for the installed version (None: it prints none)."""
+    try:
+        from importlib.metadata import version
+
+        from farama_notifications import notifications
+
+        return notifications.get("gymnasium_robotics", {}).get(version("gymnasium-robotics")) or None
+    except Exception:  # gymnasium-robotics or farama-notifications absent
+        return None
+
+
+def import_robotics_quietly() -> types.ModuleType:
+    """Import (or return) gymnasium_robotics without its notice about the Adroit environments."""
+    if "gymnasium_robotics" not in sys.modules:
+        import_quietly("gymnasium_robotics", robotics_notice())
+    return importlib.import_module("gymnasium_robotics")
 
 
 def import_d3rlpy() -> types.ModuleType:

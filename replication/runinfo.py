@@ -20,6 +20,14 @@ KEY_PACKAGES = (
 )
 
 
+def package_version() -> str:
+    """The installed package's version (``pyproject.toml``), or ``unknown`` when it is not installed."""
+    try:
+        return importlib.metadata.version("replication")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
 def versions() -> dict[str, str]:
     out = {}
     for name in KEY_PACKAGES:

@@ -1,11 +1,14 @@
 # Provenance: results/<name>/provenance.json (commit, dirty tree, config hash, versions, machine,
-# command, start, end, wall time) after every result and before the report, and the HTML report's
-# figure caption stamped with the run's commit and config (replication.provenance).
+# command, start, end, wall time; every earlier invocation; the commits of the jobs that trained the
+# agents) after every result and before the report, and the HTML report's figure caption stamped with
+# the training and regenerating commits and the config (replication.provenance).
 
 from replication import provenance as prov
 
 if workflow.is_main_process:
     prov.mark_start()  # the run's start and command, inherited by its local jobs
+    if _may_write:  # Snakemake deletes provenance.json before its job: its invocations are kept first
+        prov.keep_earlier(f"{OUT}/provenance.json")
 
 
 localrules:

@@ -77,3 +77,96 @@ def test_an_environment_without_a_measured_throughput_is_estimated_with_a_labell
     monkeypatch.delitem(estimate.ENV_STEPS_PER_SECOND, "hopper")  # as an environment newly added to envs.yaml
     text = estimate.format_estimate(config.resolve(base()))
     assert "environment steps/s of hopper: a guess" in text
+
+
+# --- every cross-key error whose message names a fix: the fix, applied, passes check-config
+
+SUGGESTION = re.compile(
+    r"(?:raise|lower|set) (?P<key>[\w.-]+) to (?:at least )?(?P<value>[\w.-]+)"
+    r"|add (?P<item>[\w-]+) to (?P<list>[\w.]+)"
+)
+
+
+def check_config(cfg: dict[str, Any], tmp_path, capsys) -> tuple[int, str]:
+    """``replication check-config`` on ``cfg`` written as a file: its status and its error line."""
+    import yaml
+
+    from replication import cli
+
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    capsys.readouterr()
+    status = cli.main(["check-config", "--configfile", str(path)])
+    return status, capsys.readouterr().err.strip()
+
+
+def applied(user: dict[str, Any], match: re.Match) -> dict[str, Any]:
+    """``user`` with one suggested fix applied: a value set, or an item added to a list."""
+    import yaml
+
+    fixed = copy.deepcopy(user)
+    key = match["key"] or match["list"]
+    *parents, leaf = key.split(".")
+    node = fixed
+    for part in parents:
+        node = node.setdefault(part, {})
+    if match["item"]:
+        node[leaf] = [*node.get(leaf, _default(key)), match["item"]]  # the list may be a default
+    else:
+        node[leaf] = yaml.safe_load(match["value"])
+    return fixed
+
+
+def _default(key: str) -> list:
+    node: Any = config.read_yaml(config.PROJECT_ROOT / "config/defaults.yaml")
+    for part in key.split("."):
+        node = node[part]
+    return list(node)
+
+
+CROSS_KEY_ERRORS = [
+    ({"online": {"learning_starts": 1000}}, "online.learning_starts", 1),
+    ({"newdata": {"pause": 0.95}}, "newdata.pause", 1),  # no smaller newdata size makes room
+    ({"newdata": {"pause": 0.5}}, "newdata.pause", 2),
+    ({"budget": {"finetune_pause": 0.95}}, "budget.finetune_pause", 1),
+    ({"finetune": {"dataset": "newdata"}}, "newdata.pause", 2),  # fine-tuning from newdata: its pause and size
+    (
+        {"finetune": {"dataset": "newdata"}, "offline": {"datasets": ["buffer"]}, "newdata": {"pause": 0.3}},
+        "finetune.dataset",
+        2,
+    ),  # fmt: skip
+    ({"finetune": {"pex_initial_collection_steps": 600}}, "finetune.pex_initial_collection_steps", 1),
+    ({"finetune": {"wsrl": {"warmup_steps": 600}}}, "finetune.wsrl.warmup_steps", 1),
+    ({"finetune": {"methods": ["pex"]}}, "analysis.c4.enabled", 2),
+    ({"analysis": {"c5": {"env": "hopper"}}}, "analysis.c5.env", 1),
+    ({"analysis": {"c4": {"finetune_steps": 10}}}, "analysis.c4.finetune_steps", 1),
+]
+
+
+@pytest.mark.parametrize(("change", "key", "n_fixes"), CROSS_KEY_ERRORS, ids=[c[1] for c in CROSS_KEY_ERRORS])
+def test_each_fix_a_cross_key_error_suggests_passes_check_config(change, key, n_fixes, tmp_path, capsys) -> None:
+    user = config.deep_merge(base(), change)
+    status, error = check_config(user, tmp_path, capsys)
+    assert status == 1 and f"error: config key {key}:" in error and "\n" not in error, error
+    fixes = list(SUGGESTION.finditer(error.split(";", 1)[1]))
+    assert len(fixes) == n_fixes, error
+    for fix in fixes:
+        status, after = check_config(applied(user, fix), tmp_path, capsys)
+        assert status == 0, f"{fix[0]!r} does not fix {error!r}: {after}"
+
+
+@pytest.mark.parametrize(
+    ("change", "key"),
+    [({"envs": ["hopper", "swimmer"]}, "envs"), ({"env_options": {"kitchen": {"reward": "dense"}}}, "env_options")],
+)
+def test_an_unknown_name_error_lists_names_that_pass_check_config(change, key, tmp_path, capsys) -> None:
+    user = config.deep_merge(base(), change)
+    status, error = check_config(user, tmp_path, capsys)
+    assert status == 1 and f"config key {key}" in error, error
+    valid = error.split("valid: ", 1)[1].split(", ")
+    fixed = copy.deepcopy(user)
+    if key == "envs":
+        fixed["envs"] = ["hopper", valid[1]]
+    else:
+        fixed["env_options"]["kitchen"]["reward"] = valid[0]
+    assert check_config(fixed, tmp_path, capsys)[0] == 0

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-from replication import resume
+from replication import provenance, resume
 from replication.agents import finetune as ft
 from replication.agents import job
 from replication.agents.datasets import Transitions, load_transitions
@@ -149,6 +149,7 @@ def test_every_method_spends_exactly_the_remaining_budget(runs, cell, method):
     assert {"score", "return"} <= set(plain["metric"])
     fj = read_json(out / "finetune.json")
     assert fj["method"] == method and fj["source_algo"] == FINETUNE_METHODS[method] and fj["device"] == "cpu"
+    assert fj["provenance"]["git"] == provenance.git_state() and fj["provenance"]["wall_seconds"] > 0
     assert fj["timings"]["env_steps_per_second"] > 0 and fj["timings"]["updates_per_second"] > 0
     assert fj["timings"]["eval_seconds"] > 0
     assert (out / "learnable_final.d3").exists()

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 TRAIN = textwrap.dedent(
     """
@@ -79,3 +80,22 @@ def test_job_start_up_prints_no_gym_banner_but_keeps_other_stderr():
     assert notice in plain.stderr  # a bare import still shows it: the filter is what removes it
     assert without_notice(f"before\n{notice}\nafter\n", notice) == "before\nafter\n"
     assert without_notice("a warning\n", notice) == "a warning\n"
+
+
+def test_no_command_prints_gymnasium_robotics_notice_about_adroit():
+    """The Kitchen environments import gymnasium_robotics, which prints a notice about the Adroit
+    environments (unused here): dropped at import, other stderr kept; the commands print no such line."""
+    from replication.imports import robotics_notice, without_notice
+
+    notice = robotics_notice()
+    assert notice and "Adroit" in notice  # what the installed gymnasium-robotics prints
+    plain = subprocess.run([sys.executable, "-c", "import gymnasium_robotics"], capture_output=True, text=True)
+    assert notice in plain.stderr  # a bare import still shows it: the filter is what removes it
+    kitchen = "from replication.agents.envs import make_env; make_env('kitchen', 0); print('made')"
+    made = subprocess.run([sys.executable, "-c", kitchen], capture_output=True, text=True, check=True)
+    assert made.stdout.strip() == "made" and "Adroit" not in made.stderr, made.stderr
+    for args in (["envs"], ["check-config", "--configfile", "config/ci.yaml"]):
+        command = [sys.executable, "-m", "replication", *args]
+        out = subprocess.run(command, capture_output=True, text=True, check=True, cwd=Path(__file__).parent.parent)
+        assert "Adroit" not in out.stdout + out.stderr, args
+    assert without_notice(f"a warning\n{notice}\n", notice) == "a warning\n"

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from replication import provenance
 from replication.agents.datasets import (
     DatasetError,
     Transitions,
@@ -106,6 +107,7 @@ def test_each_algorithm_trains_and_writes_its_outputs(runs, algo):
     assert saved["algo"] == algo and saved["gradient_steps"] == 60 and saved["checkpoints"] == [20, 40, 60]
     assert saved["device"] == "cpu" and saved["timings"]["gradient_steps_per_second"] > 0
     assert saved["dataset"] == "buffer" and saved["pause"] == PAUSE and saved["skipped_variants"] == {}
+    assert saved["provenance"]["git"] == provenance.git_state() and saved["provenance"]["wall_seconds"] > 0
     assert summary["best_step"] == saved["best_step"]
     # no d3rlpy log directory anywhere near the run
     assert not list(out.parent.rglob("d3rlpy_logs"))

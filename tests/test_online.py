@@ -111,6 +111,16 @@ def test_online_outputs(hopper_run):
         assert (d / "policy_best.pt").exists() and (d / "policy_last.pt").exists()
     assert not (out / "checkpoint").exists()
     assert summary["timings"]["train_steps_per_second"] > 0
+    assert_provenance(summary["provenance"], cfg)
+
+
+def assert_provenance(record: dict, cfg: dict) -> None:
+    """A job's provenance block: package, this checkout's commit, its config's digest, host and times."""
+    from replication import provenance
+
+    assert record["git"]["commit"] == provenance.git_state()["commit"] and record["package"]
+    assert record["config_sha256"] == provenance.config_digest(cfg)
+    assert record["host"] and record["start"] and record["wall_seconds"] >= 0
 
 
 def test_control_is_the_best_snapshot_at_the_best_of_ledger_step(hopper_run):
@@ -139,6 +149,7 @@ def test_control_is_the_best_snapshot_at_the_best_of_ledger_step(hopper_run):
     assert score["env_step"] == best_of.spent
     ledger = json.loads((out / "pause_1000" / "ledger_control.json").read_text())
     assert ledger["by_category"] == best_of.by_category()
+    assert_provenance(json.loads((out / "control.json").read_text())["provenance"], cfg)
 
 
 def test_newdata_charges_exactly_n_steps(hopper_run, tmp_path):
@@ -149,6 +160,7 @@ def test_newdata_charges_exactly_n_steps(hopper_run, tmp_path):
         assert meta["charged_env_steps"] == cfg["newdata"]["size"] == 300
         assert len(transitions) + meta["dropped_one_step_timeout_episodes"] == 300
         assert meta["collector"] == "best" and meta["epsilon"] == eps
+        assert_provenance(meta["provenance"], cfg)
         assert transitions.timeouts[-1] or transitions.terminals[-1]
     a, _ = load_transitions(tmp_path / "nd0.0.h5")
     b, _ = load_transitions(tmp_path / "nd0.5.h5")

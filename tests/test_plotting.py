@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from matplotlib.collections import PolyCollection
+from PIL import Image
 from synthetic_results import WITH_WSRL, config, make_results
 
 from replication.analysis import plotting, tidy
@@ -26,6 +28,8 @@ def test_build_figures_writes_every_figure(tmp_path) -> None:
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
         assert pdf.read_bytes()[:5] == b"%PDF-", name
         assert png.stat().st_size > 10_000 and pdf.stat().st_size > 5_000, name
+        with Image.open(png) as image:
+            assert image.width >= plotting.MIN_WIDTH_PX, (name, image.size)
     assert not list((tmp_path / "figures").glob(".*.tmp"))  # atomic writes leave nothing behind
 
 
@@ -108,3 +112,55 @@ def test_f2_shows_wsrl_only_when_configured() -> None:
     assert names["wsrl"][:5] == ["SAC continuation", "IQL FT", "PEX", "Cal-QL FT", "WSRL"]
     assert "WSRL (offline data kept)" in names["kept"]
     assert plotting.COLORS["wsrl"] not in [plotting.COLORS[m] for m in ("sac", "iql", "pex", "calql")]
+
+
+def _intervals(fig) -> list[str]:
+    """What in ``fig`` draws an interval: bands (fill_between) and error bars."""
+    found = []
+    for ax in fig.axes:
+        found += [f"band in {ax.get_title()}" for c in ax.collections if isinstance(c, PolyCollection)]
+        found += [f"error bar in {ax.get_title()}" for c in ax.containers if getattr(c, "has_yerr", False)]
+        found += [f"error bar in {ax.get_title()}" for c in ax.containers if getattr(c, "has_xerr", False)]
+    return found
+
+
+def _texts(fig) -> str:
+    legends = [t.get_text() for legend in fig.legends for t in legend.get_texts()]
+    return " ".join([*legends, *(ax.get_xlabel() for ax in fig.axes)])
+
+
+@pytest.mark.parametrize("seeds", [[0], [0, 1]])
+def test_one_seed_draws_no_interval_and_says_so(seeds) -> None:
+    """A one-seed interval is meaningless: with one seed no figure draws a band or error bar, and each
+    says "1 seed: no intervals"; with two seeds they draw them and say nothing of the kind."""
+    from replication.analysis import statistics
+
+    envs = ["hopper", "kitchen"]
+    cfg = config(envs=envs, seeds=seeds)
+    expected = Expected.from_config(cfg)
+    df = sel.prepare(make_results(envs=envs, seeds=seeds))
+    figures = {
+        "F1": plotting.fig_recommendation_curve(df, expected),
+        "F2": plotting.fig_finetune_curves(df, expected),
+        "F3": plotting.fig_iql_extended(df, expected),
+        "F4": plotting.fig_calql_kitchen_rewards(df, expected),
+        "F5": plotting.fig_aggregate(statistics.aggregate_table(df, expected, reps=20)),
+        "F6": plotting.fig_reward_granularity(df, expected),
+    }
+    for name, fig in figures.items():
+        drawn, text = _intervals(fig), _texts(fig)
+        if name == "F6":  # seaborn's point plot draws its error bars as lines
+            drawn = [line for ax in fig.axes for line in ax.lines if len(line.get_xdata()) == 2]
+        if len(seeds) == 1:
+            assert not drawn and plotting.ONE_SEED in text, name
+        else:
+            assert drawn and plotting.ONE_SEED not in text, name
+        plotting.plt.close(fig)
+
+
+def test_report_captions_of_a_one_seed_run_say_it_draws_no_intervals() -> None:
+    from replication.analysis import report
+
+    one, two = report.figure_captions({"seeds": [0]}), report.figure_captions({"seeds": [0, 1]})
+    assert all(plotting.ONE_SEED in caption for caption in one.values())
+    assert not any(plotting.ONE_SEED in caption for caption in two.values())

@@ -128,3 +128,12 @@ def test_build_statistics_writes_csv_and_markdown(tmp_path) -> None:
     table = pd.read_csv(csv_path)
     assert table["n_envs"].eq(2).all()
     assert "IQM [CI]" in md_path.read_text()
+
+
+def test_f5_numbers_with_one_seed_have_no_interval() -> None:
+    envs = ["hopper", "walker2d"]
+    expected = Expected.from_config(config(envs=envs, seeds=[0]))
+    table = stats.aggregate_table(sel.prepare(make_results(envs=envs, seeds=[0])), expected, reps=20)
+    text = stats.aggregate_markdown(table)
+    assert "(1 seed): " in text and "1 seed: no intervals" in text and "[CI]" not in text
+    assert not any("[" in line.split("|")[3] for line in text.splitlines() if line.count("|") > 4)

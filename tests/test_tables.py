@@ -258,3 +258,18 @@ def test_t1_shows_c1s_control_with_its_budget_matched_online_sac(raw: pd.DataFra
     missing = raw[~((raw["selection"] == "online") & (raw["env"] == "hopper"))]
     with pytest.raises(MissingResultsError, match="control.*env=hopper"):
         tables.final_policy_table(sel.prepare(missing), expected)
+
+
+def test_l1_with_one_seed_states_it_rather_than_a_spread() -> None:
+    envs = ["hopper"]
+    expected = Expected.from_config(config(envs=envs, seeds=[0]))
+    table = tables.learning_table(sel.prepare(make_results(envs=envs, seeds=[0])), expected)
+    ((title, shown),) = tables.display_tables("L1", table)
+    assert "values of 1 seed (no ± std" in title and "the reading is of one run" in title and "±" not in title[:80]
+    deltas = shown[[c for c in shown.columns if c.startswith("Δ")]].to_numpy().ravel()
+    assert all("1 seed)" in d and "±" not in d for d in deltas)
+    two = Expected.from_config(config(envs=envs, seeds=[0, 1]))
+    ((title, shown),) = tables.display_tables(
+        "L1", tables.learning_table(sel.prepare(make_results(envs=envs, seeds=[0, 1])), two)
+    )
+    assert "mean ± std over 2 seeds" in title and "1 seed" not in title

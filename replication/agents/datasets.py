@@ -281,9 +281,13 @@ def build_newdata(
     "without validation" variant) at the newdata pause. Charges exactly ``newdata.size`` env
     steps (recorded in the metadata as ``charged_env_steps``).
     """
+    import time
+
+    from replication import provenance
     from replication.agents.policies import load_policy
     from replication.plan import config
 
+    start, t0 = provenance.now(), time.perf_counter()
     if collector not in ("best", "last"):
         raise ValueError(f"collector must be 'best' or 'last', got {collector!r}")
     pause = config.newdata_pause_step(cfg)
@@ -303,4 +307,5 @@ def build_newdata(
         epsilon=epsilon,
         charged_env_steps=size,
         env_options=config.env_options(cfg, env_name),
+        provenance=provenance.job_record(cfg, start, time.perf_counter() - t0),  # no part of the data's hash
     )

@@ -148,8 +148,9 @@ def make_env(name: str, seed: int, **overrides: Any) -> gym.Env:
         )
         env = MetaWorldTask(env, seed)
     elif spec.suite == "kitchen":
-        import gymnasium_robotics
+        from replication.imports import import_robotics_quietly
 
+        gymnasium_robotics = import_robotics_quietly()  # without its notice about the Adroit environments
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             gym.register_envs(gymnasium_robotics)

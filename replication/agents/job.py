@@ -4,7 +4,8 @@ A job works on one cell (environment x seed, with the cell's env options) and wr
 directory. :class:`Job` holds what the three have in common: torch set-up and the device, quiet
 libraries, the env options of the cell, making the env, loading and checking a dataset, the
 evaluators (reporting and validation), the progress bar, the job key and checkpoint directory, the
-tidy CSVs (tagged with an analysis cell's options) and the summary JSON (run info first). Each job
+tidy CSVs (tagged with an analysis cell's options) and the summary JSON (run info first, its
+provenance last: :func:`replication.provenance.job_record`). Each job
 keeps its own loop, its own timings (a :class:`Timings` subclass) and its own checkpoint contents.
 
 Seeding stays with each job: where it seeds (``d3rlpy.seed``, numpy generators) is part of its
@@ -24,7 +25,7 @@ from typing import Any, ParamSpec
 
 import numpy as np
 
-from replication import resume
+from replication import provenance, resume
 from replication.agents import checkpoint
 from replication.agents.datasets import DatasetError, Transitions, load_transitions
 from replication.agents.envs import env_spaces, get_spec, make_env, shared_env
@@ -84,6 +85,7 @@ class Job:
         self.env_options = config.env_options(cfg, env_name)
         self.spec = get_spec(env_name)
         self.device = "cpu"
+        self.started = (provenance.now(), time.perf_counter())  # for the summary's provenance
         self.configure()
 
     def configure(self) -> None:
@@ -152,8 +154,11 @@ class Job:
             tidy.tag_options(self.out_dir / name, self.options)
 
     def write_summary(self, name: str, fields: dict[str, Any]) -> dict[str, Any]:
-        """Run info, env and seed, then ``fields``, as ``out_dir/name`` (the job's completion marker)."""
+        """Run info, env and seed, ``fields``, then the job's provenance, as ``out_dir/name`` (the job's
+        completion marker)."""
+        start, t0 = self.started
         summary = {**run_info(self.cfg, self.device), "env": self.env_name, "seed": self.seed, **fields}
+        summary["provenance"] = provenance.job_record(self.cfg, start, time.perf_counter() - t0)
         write_json(self.out_dir / name, summary)
         return summary
 

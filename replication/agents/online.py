@@ -12,7 +12,8 @@ C1's control (:class:`OnlineControl`, its own light job on the finished run: no 
 ``control.csv`` (tidy, stage ``recommend``, ``algo=sac``, ``selection=online``): the validated best
 snapshot as a recommendation without any offline learner, at every buffer pause where a best-of
 recommendation exists, placed at that recommendation's ledger step
-(:func:`replication.plan.variants.control_ledger`; ``pause_<T_k>/ledger_control.json``).
+(:func:`replication.plan.variants.control_ledger`; ``pause_<T_k>/ledger_control.json``), and
+``control.json`` (its summary and provenance).
 
 Learning curve: the current policy is evaluated every ``evaluation.interval`` env steps on its
 own env (``curve.csv``, tidy). These reporting episodes are not charged to any budget: they
@@ -411,7 +412,7 @@ class OnlineControl(Job):
             rows += tidy.rows_from_records(base, records, ledger.spent)
             pauses.append(pause)
         self.write_tidy(rows, "control.csv")
-        return {"pauses": pauses, "rows": len(rows)}
+        return self.write_summary("control.json", {"pauses": pauses, "rows": len(rows)})
 
 
 run_control = runner(

@@ -52,6 +52,9 @@ class KitchenReward(gym.Wrapper):
         self.mode = mode
         self._kitchen = env.unwrapped
         self.tasks = tuple(self._kitchen.goal.keys())
+        from replication.imports import import_robotics_quietly
+
+        import_robotics_quietly()  # before its submodule: without its notice about the Adroit environments
         from gymnasium_robotics.envs.franka_kitchen.kitchen_env import OBS_ELEMENT_INDICES
 
         self._indices = {task: OBS_ELEMENT_INDICES[task] for task in self.tasks}

@@ -11,7 +11,9 @@
 
 Curves are plotted against the ledger-true ``env_step``: every env step a variant spent, so
 validation and data collection shift a variant to the right of the online curve. Lines are means
-over seeds, bands +- one standard deviation; markers with error bars likewise. Every figure raises
+over seeds, bands +- one standard deviation; markers with error bars likewise. With one seed a
+figure draws no band, error bar or interval (one run has no spread) and its legend or axis says
+:data:`ONE_SEED`. Every PNG is at least :data:`MIN_WIDTH_PX` pixels wide. Every figure raises
 :class:`~replication.analysis.selection.MissingResultsError` naming what is missing, never an empty panel.
 """
 
@@ -54,6 +56,9 @@ ALGO_MARKERS = {"iql": "o", "cql": "s", "calql": "^"}  # F1: shape and colour te
 PANEL = (2.0, 1.65)  # inches per panel: four panels fill a 8-inch-wide page row
 NCOLS = 4
 SCORE = "score"
+DPI = 200  # PNG resolution, raised where a figure would be narrower than MIN_WIDTH_PX
+MIN_WIDTH_PX = 1200
+ONE_SEED = "1 seed: no intervals"
 
 
 def style() -> Any:
@@ -68,7 +73,6 @@ def style() -> Any:
         "legend.fontsize": 8,
         "pdf.fonttype": 42,
         "ps.fonttype": 42,
-        "savefig.dpi": 200,
         "figure.dpi": 100,
         "grid.linewidth": 0.5,
         "lines.linewidth": 1.3,
@@ -150,9 +154,21 @@ def mean_curve(curve: pd.DataFrame) -> pd.DataFrame:
 
 
 def _plot_curve(ax: plt.Axes, curve: pd.DataFrame, color: Any, **kw: Any) -> None:
+    """The mean over seeds, with a band of +- one standard deviation when there are several seeds."""
     m = mean_curve(curve)
     ax.plot(m["env_step"], m["mean"], color=color, **kw)
-    ax.fill_between(m["env_step"], m["mean"] - m["std"], m["mean"] + m["std"], color=color, alpha=0.18, lw=0)
+    if curve["seed"].nunique() > 1:
+        ax.fill_between(m["env_step"], m["mean"] - m["std"], m["mean"] + m["std"], color=color, alpha=0.18, lw=0)
+
+
+def _spread(values: pd.Series, seeds: Sequence[int]) -> pd.Series | None:
+    """Error-bar lengths (std over seeds), or ``None`` with one seed: no bar at all."""
+    return values.fillna(0) if len(seeds) > 1 else None
+
+
+def _seed_note(expected: Expected) -> list[Line2D]:
+    """A legend entry saying that a one-seed figure draws no intervals (none with several seeds)."""
+    return [_line("none", ONE_SEED)] if len(expected.seeds) == 1 else []
 
 
 def _require_envs(curve: pd.DataFrame, expected: Expected, envs: Sequence[str], what: str) -> None:
@@ -211,7 +227,7 @@ def fig_recommendation_curve(
                     ax.errorbar(
                         s["x"],
                         s["y"],
-                        yerr=s["e"].fillna(0),
+                        yerr=_spread(s["e"], expected.seeds),
                         fmt=ALGO_MARKERS.get(algo, "o"),
                         ms=3.5,
                         lw=0.8,
@@ -224,8 +240,8 @@ def fig_recommendation_curve(
                     )
             c = control[control["env"] == env]
             c = c.groupby("pause").agg(x=("env_step", "mean"), y=("value", "mean"), e=("value", "std"))
-            ax.errorbar(c["x"], c["y"], yerr=c["e"].fillna(0), fmt="x", ms=4, lw=0.8, capsize=1.5, color="black",
-                        zorder=4, alpha=0.85)  # fmt: skip
+            ax.errorbar(c["x"], c["y"], yerr=_spread(c["e"], expected.seeds), fmt="x", ms=4, lw=0.8,
+                        capsize=1.5, color="black", zorder=4, alpha=0.85)  # fmt: skip
             ax.set_title(_panel_title(env, metric))
             _steps_axis(ax)
         for ax in axes:
@@ -240,6 +256,7 @@ def fig_recommendation_curve(
             handles.append(_line("0.3", "offline policy", marker="o", ls="", ms=4))
         if "best-of" in selections:
             handles.append(_line("0.3", "best of online/offline", marker="o", ls="", ms=4, mfc="white"))
+        handles += _seed_note(expected)
         _legend(fig, handles, len(envs), ncols=1 + len(expected.algos))  # a row of variants, a row of marker kinds
     return fig
 
@@ -280,7 +297,7 @@ def fig_finetune_curves(df: pd.DataFrame, expected: Expected, *, metric: str = S
         handles = [_line(COLORS["sac"], labels.FINETUNE_NAMES["sac"])]
         handles += [_line(COLORS.get(m), expected.finetune_name(m)) for m in methods]
         handles.append(_line("0.5", "pause (switch)", ls="--", lw=0.8))
-        _legend(fig, handles, len(envs))
+        _legend(fig, handles + _seed_note(expected), len(envs))
     return fig
 
 
@@ -324,6 +341,7 @@ def fig_iql_extended(df: pd.DataFrame, expected: Expected, *, metric: str = SCOR
                 _line(COLORS["iql"], "IQL FT, extended budget"),
                 _line(COLORS["iql"], "level at the switch", ls=":", lw=0.8),
                 _line("0.4", "end of budget T", ls="--", lw=0.8),
+                *_seed_note(expected),
             ],
             len(envs),
         )
@@ -362,7 +380,7 @@ def fig_calql_kitchen_rewards(df: pd.DataFrame, expected: Expected, *, metric: s
         handles = [_line(COLORS["sac"], labels.FINETUNE_NAMES["sac"])]
         handles += [_line(palette[m], f"Cal-QL, {m} reward") for m in curves]
         handles.append(_line("0.5", "pause (switch)", ls="--", lw=0.8))
-        _legend(fig, handles, 1)
+        _legend(fig, handles + _seed_note(expected), 1)
     return fig
 
 
@@ -378,7 +396,8 @@ def _variant_color(label: str) -> Any:
 
 
 def fig_aggregate(table: pd.DataFrame) -> plt.Figure:
-    """F5: IQM with interval per variant (left) and probability of improvement over the baseline (right)."""
+    """F5: IQM with interval per variant (left) and probability of improvement over the baseline (right);
+    points without intervals when the table's ``n_seeds`` is 1."""
     need = {"group", "variant", "baseline", "iqm", "iqm_lo", "iqm_hi", "poi", "poi_lo", "poi_hi"}
     if table.empty or not need <= set(table.columns):
         raise MissingResultsError(f"F5 needs the aggregate table with columns {sorted(need)}")
@@ -387,6 +406,7 @@ def fig_aggregate(table: pd.DataFrame) -> plt.Figure:
         rows.append(("group", group))
         rows += [("variant", r) for _, r in g.iterrows()]
     height = 0.2 * len(rows) + 0.9
+    one_seed = "n_seeds" in table and int(table["n_seeds"].min()) == 1  # no interval: points only
     with style():
         fig, (ax_iqm, ax_poi) = plt.subplots(
             1, 2, figsize=(7.2, height), sharey=True, layout="constrained", gridspec_kw={"width_ratios": [1, 1]}
@@ -412,7 +432,7 @@ def fig_aggregate(table: pd.DataFrame) -> plt.Figure:
             ax_iqm.errorbar(
                 r["iqm"],
                 y,
-                xerr=[[r["iqm"] - r["iqm_lo"]], [r["iqm_hi"] - r["iqm"]]],
+                xerr=None if one_seed else [[r["iqm"] - r["iqm_lo"]], [r["iqm_hi"] - r["iqm"]]],
                 fmt="D" if is_base else "o",
                 ms=4,
                 color=color,
@@ -423,7 +443,7 @@ def fig_aggregate(table: pd.DataFrame) -> plt.Figure:
                 ax_poi.errorbar(
                     r["poi"],
                     y,
-                    xerr=[[r["poi"] - r["poi_lo"]], [r["poi_hi"] - r["poi"]]],
+                    xerr=None if one_seed else [[r["poi"] - r["poi_lo"]], [r["poi_hi"] - r["poi"]]],
                     fmt="o",
                     ms=4,
                     color=color,
@@ -436,8 +456,9 @@ def fig_aggregate(table: pd.DataFrame) -> plt.Figure:
             labels.append(("    " if not is_base else "  ") + r["variant"])
         ax_iqm.set_yticks(ys, labels)
         ax_iqm.set_ylim(0.4, len(rows) + 0.6)
-        ax_iqm.set_xlabel("IQM of normalised score (95% CI)")
-        ax_poi.set_xlabel("P(variant > matched baseline), 95% CI")
+        interval = ONE_SEED if one_seed else "95% CI"
+        ax_iqm.set_xlabel(f"IQM of normalised score ({interval})")
+        ax_poi.set_xlabel(f"P(variant > matched baseline) ({interval})")
         ax_poi.axvline(0.5, color="0.5", lw=0.8, ls="--")
         ax_poi.set_xlim(-0.02, 1.02)
         for ax in (ax_iqm, ax_poi):
@@ -513,7 +534,7 @@ def fig_reward_granularity(
                 hue="variant",
                 hue_order=order,
                 palette=palette,
-                errorbar="sd",
+                errorbar="sd" if len(expected.seeds) > 1 else None,
                 dodge=0.35,
                 markersize=4,
                 linewidth=1.1,
@@ -525,7 +546,7 @@ def fig_reward_granularity(
             ax.set_xlabel("reward delay K (env steps)")
             ax.set_ylabel("")
         handles = [_line(palette[v], v if v == "Online SAC" else f"{v} ({selection})", marker="o", ms=4) for v in order]
-        _legend(fig, handles, len(envs))
+        _legend(fig, handles + _seed_note(expected), len(envs))
     return fig
 
 
@@ -533,14 +554,20 @@ def fig_reward_granularity(
 # Saving and the entry point
 
 
+def png_dpi(fig: plt.Figure) -> int:
+    """:data:`DPI`, or more where the figure would be narrower than :data:`MIN_WIDTH_PX` pixels."""
+    return max(DPI, math.ceil((MIN_WIDTH_PX + 1) / fig.get_size_inches()[0]))
+
+
 def save_figure(fig: plt.Figure, out_dir: Path | str, name: str) -> list[Path]:
-    """Write ``name``.png and ``name``.pdf under ``out_dir`` (atomically) and close the figure."""
+    """Write ``name``.png (at least :data:`MIN_WIDTH_PX` wide) and ``name``.pdf under ``out_dir``
+    (atomically) and close the figure."""
     paths = []
     try:
         for ext in ("png", "pdf"):
             path = Path(out_dir) / f"{name}.{ext}"
             with atomic_path(path) as tmp:
-                fig.savefig(tmp, format=ext)
+                fig.savefig(tmp, format=ext, **({"dpi": png_dpi(fig)} if ext == "png" else {}))
             paths.append(path)
     finally:
         plt.close(fig)

@@ -439,9 +439,14 @@ def _methods_line(cfg: Mapping[str, Any]) -> str:
     return f"- fine-tuning: {finetune_methods_text(cfg)}, against SAC continuation{beyond}"
 
 
+ONE_SEED_CAPTION = " 1 seed: no intervals (bands, error bars and intervals need at least two seeds)."
+
+
 def figure_captions(cfg: Mapping[str, Any]) -> dict[str, str]:
-    """:data:`FIGURE_CAPTIONS` with the run's fine-tuning methods named."""
-    return {k: v.format(methods=finetune_methods_text(cfg)) for k, v in FIGURE_CAPTIONS.items()}
+    """:data:`FIGURE_CAPTIONS` with the run's fine-tuning methods named; a one-seed run's say it draws no
+    intervals (:data:`ONE_SEED_CAPTION`)."""
+    note = ONE_SEED_CAPTION if len(cfg.get("seeds", ())) == 1 else ""
+    return {k: v.format(methods=finetune_methods_text(cfg)) + note for k, v in FIGURE_CAPTIONS.items()}
 
 
 def figures_section(

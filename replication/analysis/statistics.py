@@ -322,27 +322,37 @@ def aggregate_table(
     return pd.concat(out, ignore_index=True)
 
 
-def _interval(point: float, lo: float, hi: float) -> str:
-    return "—" if not np.isfinite(point) else f"{point:.3f} [{lo:.3f}, {hi:.3f}]"
+def _interval(point: float, lo: float, hi: float, one_seed: bool = False) -> str:
+    if not np.isfinite(point):
+        return "—"
+    return f"{point:.3f}" if one_seed else f"{point:.3f} [{lo:.3f}, {hi:.3f}]"
 
 
 def aggregate_markdown(table: pd.DataFrame, confidence: float = CONFIDENCE) -> str:
+    """F5's numbers; with one seed, points without intervals (one run per environment has no spread)."""
+    seeds = int(table["n_seeds"].iloc[0])
+    one = seeds == 1
+    iqm, poi = ("IQM", "P(improvement)") if one else ("IQM [CI]", "P(improvement) [CI]")
     rows = [
         {
             "Group": r["group"],
             "Variant": r["variant"],
-            "IQM [CI]": _interval(r["iqm"], r["iqm_lo"], r["iqm_hi"]),
-            "P(improvement) [CI]": _interval(r["poi"], r["poi_lo"], r["poi_hi"]),
+            iqm: _interval(r["iqm"], r["iqm_lo"], r["iqm_hi"], one),
+            poi: _interval(r["poi"], r["poi_lo"], r["poi_hi"], one),
             "over": r["baseline"] or "—",
         }
         for _, r in table.iterrows()
     ]
+    intervals = (
+        "1 seed: no intervals (a bootstrap over one run per environment has no spread)"
+        if one
+        else f"with {confidence:.0%} stratified-bootstrap intervals (rliable)"
+    )
     title = (
         f"F5. Aggregates across {int(table['n_envs'].iloc[0])} environments of normalised scores "
-        f"({int(table['n_seeds'].iloc[0])} seeds): interquartile mean and probability of improvement over the "
+        f"({seeds} seed{'' if one else 's'}): interquartile mean and probability of improvement over the "
         "baseline named in column 'over' (budget-matched: a recommendation is compared with online SAC after as "
-        "many env steps as it spent), with "
-        f"{confidence:.0%} stratified-bootstrap intervals (rliable)."
+        f"many env steps as it spent), {intervals}."
     )
     return labels.markdown(title, pd.DataFrame(rows))
 

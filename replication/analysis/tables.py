@@ -440,6 +440,7 @@ def _method_settings(table: pd.DataFrame) -> list[tuple[str, str]]:
 
 def _display_l1(table: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     rows = []
+    one_seed = int(table["n_seeds"].min()) == 1
     for (env, ds, pause), g in table.groupby(["env", "dataset", "pause"], sort=False):
         d = _decimals(max(abs(g["behaviour_mean"]).max(), abs(g["learner_mean"]).max()))
         first = g.iloc[0]
@@ -448,14 +449,18 @@ def _display_l1(table: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
         for _, r in g.iterrows():
             label = ALGO_NAMES.get(r["algo"], r["algo"])
             row[label] = _cell(r["learner_mean"], r["learner_std"], d)
-            row[f"Δ {label}"] = f"{_cell(r['diff_mean'], r['diff_std'], d, signed=True)} ({r['reading']})"
+            diff = f"{r['diff_mean']:+.{d}f}" if one_seed else _cell(r["diff_mean"], r["diff_std"], d, signed=True)
+            row[f"Δ {label}"] = f"{diff} ({r['reading']}{', 1 seed' if one_seed else ''})"
         rows.append(row)
+    seeds = int(table["n_seeds"].min())
+    spread = "values of 1 seed (no ± std: one run has no spread)" if seeds == 1 else f"mean ± std over {seeds} seeds"
     title = (
-        f"L1. Learning sanity: {_metric_note(table)}, mean ± std over {int(table['n_seeds'].min())} seeds, of "
+        f"L1. Learning sanity: {_metric_note(table)}, {spread}, of "
         "the behaviour policy (online SAC evaluated at the pause: the latest policy in the data) and of each "
         "offline learner trained on that data, without validation (its last checkpoint). Δ: paired difference "
         f"learner - behaviour, read as recovered within ±{LEARNING_BAND:.0%} of the behaviour's level (of 1 where the "
-        "level is below 1), exceeded above, lost below."
+        "level is below 1), exceeded above, lost below"
+        + ("; with one seed the reading is of one run, not of an interval." if seeds == 1 else ".")
     )
     return [(title, pd.DataFrame(rows))]
 

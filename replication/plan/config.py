@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -58,9 +59,46 @@ def resolve(user: dict[str, Any] | None = None) -> dict[str, Any]:
     return cfg
 
 
-def load(path: Path | str | None = None) -> dict[str, Any]:
-    """Read and resolve the config file at ``path`` (default: ``config/config.yaml``)."""
-    return resolve(read_yaml(path or CONFIG_DIR / "config.yaml"))
+def load(path: Path | str | None = None, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Read and resolve the config file at ``path`` (default: ``config/config.yaml``), with the
+    command line's ``overrides`` (:func:`parse_overrides`) on top."""
+    return resolve(deep_merge(read_yaml(path or CONFIG_DIR / "config.yaml"), overrides or {}))
+
+
+def typed(value: Any) -> Any:
+    """A structured ``--config`` value as a config file would hold it: Snakemake reads a dict or list
+    given on its command line with YAML's BaseLoader, which leaves every scalar in it a string
+    (``videos='{"enabled": true}'`` gives ``"true"``); booleans, numbers and null are read back."""
+    if isinstance(value, dict):
+        return {key: typed(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [typed(item) for item in value]
+    if not isinstance(value, str):
+        return value
+    try:
+        parsed = yaml.safe_load(value)
+    except yaml.YAMLError:
+        return value
+    return parsed if parsed is None or isinstance(parsed, (bool, int, float)) else value
+
+
+def command_line_overrides(entries: Mapping[str, Any]) -> dict[str, Any]:
+    """Snakemake's ``--config`` entries with the scalars inside structured values typed (:func:`typed`)."""
+    return {key: typed(value) if isinstance(value, (dict, list)) else value for key, value in entries.items()}
+
+
+def parse_overrides(entries: Sequence[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` entries (as Snakemake's ``--config``), each VALUE read as YAML: ``videos={enabled: true}``."""
+    out: dict[str, Any] = {}
+    for entry in entries:
+        key, sep, value = entry.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--config {entry!r}: give KEY=VALUE, e.g. videos='{{\"enabled\": true}}'")
+        try:
+            out = deep_merge(out, {key: yaml.safe_load(value)})
+        except yaml.YAMLError as error:
+            raise ValueError(f"--config {entry!r}: the value is not YAML ({error.__class__.__name__})") from None
+    return out
 
 
 def env_overrides(section: dict[str, Any], env: str) -> dict[str, Any]:

@@ -36,6 +36,10 @@ class Layout:
         """C1's control of a cell: tidy rows written beside its online run (``replication control``)."""
         return f"{self.online_dir(env, seed)}/control.csv"
 
+    def control_summary(self, env: str, seed: int | str) -> str:
+        """The control job's summary (its provenance; not a declared output)."""
+        return f"{self.online_dir(env, seed)}/control.json"
+
     def newdata_file(self, env: str, seed: int | str, key: str) -> str:
         return f"{self.cell(env, seed)}/newdata/{key}.h5"
 

@@ -91,10 +91,14 @@ def _check_envs(cfg: dict[str, Any]) -> None:
     if c4["enabled"] and c4["envs"] and "iql" not in cfg["finetune"]["methods"]:
         raise ConfigError(
             "config key analysis.c4.enabled: analysis C4 extends IQL fine-tuning, but finetune.methods has no iql; "
-            "add iql to finetune.methods or set analysis.c4.enabled: false"
+            "add iql to finetune.methods, or set analysis.c4.enabled to false"
         )
     if known[cfg["analysis"]["c5"]["env"]].suite != "kitchen":
-        raise ConfigError("config key analysis.c5.env: analysis C5 compares Kitchen reward modes; name a Kitchen env")
+        kitchens = [name for name, spec in known.items() if spec.suite == "kitchen"]
+        raise ConfigError(
+            "config key analysis.c5.env: analysis C5 compares Kitchen reward modes; set analysis.c5.env to "
+            + " or ".join(kitchens)
+        )
 
 
 def _validation_cost_message(cfg: dict[str, Any], kind: str, env: str, steps: int) -> str:
@@ -124,7 +128,7 @@ def _check_budget(cfg: dict[str, Any]) -> None:
     if online["learning_starts"] >= total:
         raise ConfigError(
             f"config key online.learning_starts: {online['learning_starts']} warm-up steps leave no training "
-            f"in a budget of {total}; lower it below budget.total_steps"
+            f"in a budget of {total}; lower online.learning_starts to {total - 1} or less"
         )
     v = cfg["validation"]
     for env in cfg["envs"]:
@@ -133,6 +137,13 @@ def _check_budget(cfg: dict[str, Any]) -> None:
             n = validation_checkpoints(v[f"{kind}_fraction"], total, v["episodes"], steps)
             if n < 1:
                 raise ConfigError(_validation_cost_message(cfg, kind, env, steps))
+    if cfg["finetune"]["dataset"] not in cfg["offline"]["datasets"] and cfg["finetune"]["methods"]:
+        dataset, datasets = cfg["finetune"]["dataset"], cfg["offline"]["datasets"]
+        raise ConfigError(
+            f"config key finetune.dataset: {dataset!r} is not in offline.datasets {datasets}; fine-tuning starts "
+            f"from an offline agent trained on it: add {dataset} to offline.datasets, or set finetune.dataset to "
+            + " or ".join(datasets)
+        )
     uses_newdata = "newdata" in cfg["offline"]["datasets"]
     newdata_pause = newdata_pause_step(cfg)
     for env in cfg["envs"]:
@@ -142,7 +153,8 @@ def _check_budget(cfg: dict[str, Any]) -> None:
             raise ConfigError(
                 f"config key newdata.pause: in {env}, the pause at {newdata_pause} env steps plus online validation "
                 f"({online_val}), {cfg['newdata']['size']} newdata steps and offline validation ({offline_val}) "
-                f"spend {collected} of budget.total_steps={total}; pause earlier or lower newdata.size"
+                f"spend {collected} of budget.total_steps={total}; "
+                + _earlier_or_smaller(cfg, "newdata.pause", newdata_pause, collected - total)
             )
         if not cfg["finetune"]["methods"]:
             continue
@@ -152,18 +164,33 @@ def _check_budget(cfg: dict[str, Any]) -> None:
             pause, newdata = finetune_pause_step(cfg), 0
         spent = pause + online_val + newdata + offline_val
         if spent >= total:
+            key = "newdata.pause" if newdata else "budget.finetune_pause"
             raise ConfigError(
-                f"config key budget.finetune_pause: in {env}, the pause at {pause} env steps plus online validation "
+                f"config key {key}: in {env}, the pause at {pause} env steps plus online validation "
                 f"({online_val}), newdata ({newdata}) and offline validation ({offline_val}) spend {spent} of "
-                f"budget.total_steps={total}, leaving no fine-tuning budget; pause earlier, or lower newdata.size "
-                "or the validation fractions"
+                f"budget.total_steps={total}, leaving no fine-tuning budget; "
+                + _earlier_or_smaller(cfg, key, pause, spent - total + _least_finetuning(cfg), newdata=bool(newdata))
             )
         _check_warmups(cfg, env, total - spent)
-    if cfg["finetune"]["dataset"] not in cfg["offline"]["datasets"] and cfg["finetune"]["methods"]:
-        raise ConfigError(
-            f"config key finetune.dataset: {cfg['finetune']['dataset']!r} is not in offline.datasets "
-            f"{cfg['offline']['datasets']}; fine-tuning starts from an offline agent trained on it"
-        )
+
+
+def _earlier_or_smaller(cfg: dict[str, Any], pause_key: str, pause: int, excess: int, newdata: bool = True) -> str:
+    """The fixes of a pause that leaves too little budget by ``excess`` env steps: an earlier pause
+    (as the fraction ``pause_key`` takes) or, where newdata is spent, fewer newdata steps."""
+    total, size = cfg["budget"]["total_steps"], cfg["newdata"]["size"]
+    fixes = []
+    if pause - excess >= 1:
+        fixes.append(f"set {pause_key} to {math.floor((pause - excess) / total * 1e4) / 1e4:g} or less")
+    if newdata and size - excess >= 1:
+        fixes.append(f"lower newdata.size to {size - excess}")
+    return ", or ".join(fixes) or "raise budget.total_steps or lower the validation fractions"
+
+
+def _least_finetuning(cfg: dict[str, Any]) -> int:
+    """The fewest fine-tuning env steps the methods need: one update after PEX's and WSRL's warm-ups."""
+    ft = cfg["finetune"]
+    warmups = {"pex": ft["pex_initial_collection_steps"], "wsrl": ft["wsrl"]["warmup_steps"]}
+    return 1 + max((steps for method, steps in warmups.items() if method in ft["methods"]), default=0)
 
 
 def _check_warmups(cfg: dict[str, Any], env: str, budget: int) -> None:
@@ -175,7 +202,7 @@ def _check_warmups(cfg: dict[str, Any], env: str, budget: int) -> None:
         if method in ft["methods"] and steps >= budget:
             raise ConfigError(
                 f"config key finetune.{key}: {steps} env steps without updates leave {method} no update in the "
-                f"fine-tuning budget of {env} ({budget} env steps); lower it below {budget}"
+                f"fine-tuning budget of {env} ({budget} env steps); lower finetune.{key} to {budget - 1} or less"
             )
 
 

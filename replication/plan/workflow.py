@@ -235,7 +235,8 @@ def extended_steps(cfg: dict[str, Any], job: Job) -> int:
     if c4["finetune_steps"] < budget:
         raise ValueError(
             f"config key analysis.c4.finetune_steps: {c4['finetune_steps']} total fine-tuning steps is less than "
-            f"the fine-tuning budget of {job.env} ({budget} env steps); raise it to at least {budget}"
+            f"the fine-tuning budget of {job.env} ({budget} env steps); "
+            f"raise analysis.c4.finetune_steps to at least {budget}"
         )
     return int(c4["finetune_steps"]) - budget
 
