@@ -198,6 +198,11 @@ class RLNoise:
     * **Autocorrelated curves**: evaluations along one curve share AR(1) noise with coefficient ``rho``.
     * **Drawdowns**: with ``drawdown > 0`` online SAC falls below its best snapshot on the sparse-reward
       environments (as the ``drawdown`` argument of :func:`synthetic_results`; the rl model's default).
+
+    Planted effects (and the boundaries of C4.3 and C6) are added on the measured scale, after the
+    collapse and the success-rate draw: clipping and collapsing shrink a shift made before them, which
+    would move a boundary null into the claim's side (measured: C6.1 said "reproduced" in 8.5% of null
+    studies that way). The noise is bounded; a planted difference may take a value beyond [0, 1].
     """
 
     scales: tuple[float, float] = (0.5, 2.0)
@@ -234,12 +239,12 @@ class _RLRun(_Noise):
         e = self._t(n)
         for i in range(1, n):  # AR(1) along the curve, stationary with the same sd
             e[i] = self.model.rho * e[i - 1] + np.sqrt(1 - self.model.rho**2) * e[i]
-        values = self.level + np.asarray(effect) + e
+        values = self.level + e
         if self.rng.random() < self.model.collapse:
             values = np.zeros(n)
         if self.trials:
             values = self.rng.binomial(self.trials, np.clip(values, 0.0, 1.0)) / self.trials
-        return values
+        return values + np.asarray(effect)  # on the measured scale: a planted null or boundary holds exactly
 
 
 def _run_noise(
