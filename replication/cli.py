@@ -267,6 +267,43 @@ def _collect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_keep_shard_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run", help="a finished run's directory, e.g. results/mini (a part of the seeds)")
+    parser.add_argument("--out", required=True, help="where the shard's kept files go (a few MB)")
+
+
+@command(
+    "keep-shard",
+    "keep what a finished run over a part of the seeds needs for assembly: config, tidy results, job summaries",
+    _add_keep_shard_arguments,
+)
+def _keep_shard(args: argparse.Namespace) -> int:
+    from replication.analysis.assemble import keep
+
+    files = keep(args.run, args.out)
+    print(f"keep-shard: {len(files)} files of {args.run} kept in {args.out}")
+    return 0
+
+
+def _add_assemble_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("shards", nargs="+", help="kept shards (replication keep-shard) of one config, disjoint seeds")
+    parser.add_argument("--results", default="results", help="results root; the study goes to <results>/<name>/")
+
+
+@command(
+    "assemble",
+    "one study from shards over disjoint seeds: their cells under results/<name>/, tables to report rebuilt",
+    _add_assemble_arguments,
+)
+def _assemble(args: argparse.Namespace) -> int:
+    from replication.analysis.assemble import assemble
+
+    _setup_logging()
+    out = assemble(args.shards, args.results)
+    print(f"assemble: {len(args.shards)} shards assembled in {out}")
+    return 0
+
+
 # --- analysis and run records (each a call into one module; the Snakefile runs these) -----------
 
 TABLES = ("T1", "T2", "T3", "L1")  # replication.analysis.tables.TABLES

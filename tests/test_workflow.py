@@ -475,3 +475,47 @@ def test_a_structured_config_value_on_the_command_line_is_typed(tmp_path):
         "videos": {"enabled": True},
         "seeds": [0, 1],
     }
+
+
+def _run_tiny(workdir: Path, **overrides) -> Path:
+    workdir.mkdir(parents=True)
+    configfile = workdir / "tiny.yaml"
+    one_env = {"envs": ["hopper"], "env_options": {"hopper": TINY["env_options"]["hopper"]}}
+    configfile.write_text(yaml.safe_dump({**TINY, **one_env, "videos": {"enabled": False}, **overrides}))
+    snakemake(workdir, "--configfile", str(configfile))
+    return workdir / "results" / "tiny"
+
+
+@pytest.mark.slow
+def test_shards_over_disjoint_seeds_assemble_into_the_whole_study(tmp_path, capsys):
+    """Seeds 0 and 1 run as two shards (two runs of the same config), kept and assembled, give the tables,
+    statistics and scorecard of one run over both seeds, byte for byte; shards of another config or with
+    a shared seed are refused."""
+    from replication import cli
+
+    whole = _run_tiny(tmp_path / "whole", seeds=[0, 1])
+    for seed in (0, 1):
+        run = _run_tiny(tmp_path / f"run{seed}", seeds=[seed])
+        assert cli.main(["keep-shard", str(run), "--out", str(tmp_path / f"shard{seed}")]) == 0
+    kept = sorted(p.name for p in (tmp_path / "shard1").rglob("*") if p.is_file())
+    assert "tidy.csv" in kept and not [k for k in kept if k.endswith((".h5", ".d3", ".pt", ".zip"))]
+    shards = [str(tmp_path / "shard0"), str(tmp_path / "shard1")]
+    assert cli.main(["assemble", *shards, "--results", str(tmp_path / "assembled")]) == 0
+    assembled = tmp_path / "assembled" / "tiny"
+    compared = [
+        "tidy.csv",
+        "scorecard/S1.csv",
+        "statistics/aggregate.csv",
+        *(f"tables/{t}.csv" for t in ("T1", "T2", "L1")),
+    ]
+    differ = [f for f in compared if (assembled / f).read_bytes() != (whole / f).read_bytes()]
+    assert not differ, differ
+    assert (assembled / "report.md").is_file() and (assembled / "figures" / "F1.png").is_file()
+    assert yaml.safe_load((assembled / "config.yaml").read_text())["seeds"] == [0, 1]
+    capsys.readouterr()
+    assert cli.main(["assemble", shards[0], shards[0], "--results", str(tmp_path / "again")]) != 0
+    assert "seeds [0] of" in capsys.readouterr().err and not (tmp_path / "again").exists()
+    other = tmp_path / "shard1" / "config.yaml"
+    other.write_text(yaml.safe_dump({**yaml.safe_load(other.read_text()), "device": "cuda"}))
+    assert cli.main(["assemble", *shards, "--results", str(tmp_path / "again")]) != 0
+    assert "device differ" in capsys.readouterr().err

@@ -1,0 +1,122 @@
+"""One study from runs of the same configuration over disjoint seeds (shards).
+
+A study too long for one machine or one sitting can run in shards: the same config with a part of
+its seeds each (e.g. an overlay config file holding ``seeds: [0, 1]``), on different machines or at
+different times. :func:`keep` copies what a finished shard's analysis needs (its config, tidy
+results, the jobs' summaries, times and logs of results, never datasets or policies: a few MB) to a
+folder that can be committed or moved; :func:`assemble` checks that the shards ran the same
+configuration on disjoint seeds, puts their cells' files under ``results/<name>/`` and rebuilds the
+tables, statistics, figures, scorecard, provenance and report exactly as the workflow's aggregation
+rules do. ``replication assemble`` runs both; the cells' results themselves are never recomputed.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from replication.analysis import tidy
+
+# What a shard keeps of its cells: results (CSV), job summaries and dataset sidecars (JSON), job times
+# (TSV). Datasets, policies, checkpoints, the online stage and logs stay behind.
+KEPT_SUFFIXES = (".csv", ".json", ".tsv")
+SKIPPED_PARTS = ("stage", "snapshots", "checkpoint", "logs", "finished")
+SEED_FREE = ("seeds",)  # the only keys shards may differ in
+
+
+def kept_files(run: Path) -> list[Path]:
+    """The files of ``run``'s cells that :func:`keep` copies (relative to ``run``)."""
+    files = []
+    for path in sorted((run / "cells").rglob("*")):
+        rel = path.relative_to(run)
+        if path.is_file() and path.suffix in KEPT_SUFFIXES and not set(rel.parts) & set(SKIPPED_PARTS):
+            files.append(rel)
+    return files
+
+
+def keep(run: Path | str, out: Path | str) -> list[Path]:
+    """Copy a finished shard's config, tidy results, provenance and kept cell files to ``out``."""
+    run, out = Path(run), Path(out)
+    for required in ("config.yaml", "tidy.csv"):
+        if not (run / required).is_file():
+            raise FileNotFoundError(f"{run / required} is missing: is {run} a finished run?")
+    names = [Path("config.yaml"), Path("tidy.csv"), *kept_files(run)]
+    names += [Path(p) for p in ("provenance.json", "provenance-invocations.json") if (run / p).is_file()]
+    for rel in names:
+        (out / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(run / rel, out / rel)
+    return names
+
+
+def _config(shard: Path) -> dict[str, Any]:
+    return yaml.safe_load((shard / "config.yaml").read_text())
+
+
+def merged_config(shards: Sequence[Path]) -> dict[str, Any]:
+    """The shards' common configuration with the union of their seeds; an error names any difference."""
+    configs = [_config(s) for s in shards]
+    first = configs[0]
+    for shard, cfg in zip(shards[1:], configs[1:], strict=True):
+        differ = sorted(k for k in set(first) | set(cfg) if k not in SEED_FREE and first.get(k) != cfg.get(k))
+        if differ:
+            raise ValueError(f"{shard} ran another configuration than {shards[0]}: {', '.join(differ)} differ")
+    seeds: list[int] = []
+    for shard, cfg in zip(shards, configs, strict=True):
+        overlap = sorted(set(seeds) & set(cfg["seeds"]))
+        if overlap:
+            raise ValueError(f"seeds {overlap} of {shard} are in another shard too: shards must be disjoint")
+        seeds += cfg["seeds"]
+    return {**first, "seeds": sorted(seeds)}
+
+
+def assemble(shards: Sequence[Path | str], results: Path | str = "results") -> Path:
+    """Put the shards' cells under ``results/<name>/`` and rebuild the run's analysis there."""
+    shards = [Path(s) for s in shards]
+    if not shards:
+        raise ValueError("no shards given")
+    cfg = merged_config(shards)
+    out = Path(results) / cfg["name"]
+    out.mkdir(parents=True, exist_ok=True)
+    config_file = out / "config.yaml"
+    config_file.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    for shard in shards:
+        for rel in kept_files(shard):
+            (out / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(shard / rel, out / rel)
+    tidy.write(tidy.read([s / "tidy.csv" for s in shards]), out / "tidy.csv")
+    _aggregate(out, config_file, cfg)
+    return out
+
+
+def _aggregate(out: Path, config_file: Path, cfg: dict[str, Any]) -> None:
+    """What rules/aggregate.smk and rules/provenance.smk run after ``collect``, in their order."""
+    from replication import cli
+    from replication.analysis.plotting import default_figures
+    from replication.analysis.selection import Expected
+
+    tables = ["T1", "T2"] + (["T3"] if cfg["finetune"]["methods"] else []) + ["L1"]
+    figures = default_figures(Expected.from_config(cfg))
+    common = ["--results", str(out / "tidy.csv"), "--config", str(config_file)]
+    steps = [
+        ["tables", *common, "--out", str(out / "tables"), "--tables", *tables],
+        ["statistics", *common, "--out", str(out / "statistics")],
+        ["figures", *common, "--out", str(out / "figures"), "--statistics", str(out / "statistics/aggregate.csv")],
+        ["scorecard", *common, "--out", str(out / "scorecard")],
+        ["provenance", "--config", str(config_file), "--out", str(out / "provenance.json")],
+    ]
+    for step in steps:
+        if cli.main(step) != 0:
+            raise RuntimeError(f"replication {step[0]} failed on {out}")
+    report = ["report", "--out", str(out / "report.md"), "--config", str(config_file)]
+    report += ["--tables", *(str(out / "tables" / f"{t}.md") for t in tables)]
+    report += ["--figures", *(str(out / "figures" / f"{f}.png") for f in figures)]
+    report += ["--statistics", str(out / "statistics/aggregate.md"), "--scorecard", str(out / "scorecard/S1.md")]
+    report += ["--provenance", str(out / "provenance.json")]
+    report += ["--benchmarks", *map(str, sorted(out.glob("cells/*/seed*/benchmarks/*.tsv")))]
+    report += ["--finetune-summaries", *map(str, sorted(out.glob("cells/*/seed*/finetune/calql/finetune.json")))]
+    if cli.main(report) != 0:
+        raise RuntimeError(f"replication report failed on {out}")
