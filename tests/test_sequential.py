@@ -41,7 +41,7 @@ def test_repeated_looks_need_the_split_and_the_split_holds() -> None:
         for n in design.looks:
             rejected |= [inference.mean_interval(row[:n], confidence).lo > 0 for row in data]
         if bound is None:
-            assert rejected.mean() > 0.035  # naive repeated looks: well above 2.5%
+            assert rejected.mean() > 0.05  # naive repeated looks: 6.7%, well above 2.5%
         else:
             assert rejected.mean() <= bound + 3 * np.sqrt(bound / sims)
 
@@ -194,3 +194,56 @@ def test_sequential_calibration_reports_error_power_seeds_and_cost() -> None:
     assert "| C3.1 |" in text and "Expected GPU-hours" in text
     with pytest.raises(ValueError, match="every scenario"):
         calibration.sequential_markdown(runs[:2])
+
+
+@pytest.mark.slow
+def test_a_sequential_run_killed_in_its_second_stage_resumes_with_the_same_command(tmp_path) -> None:
+    """Two stages through the real workflow (seeds {initial: 2, step: 1, max: 3}); SIGKILL to the whole
+    process group once the second stage's first job runs; the same command finishes the run."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+
+    try:
+        from test_workflow import TINY
+    except ImportError:  # run as a package module
+        from tests.test_workflow import TINY
+
+    tiny = {**TINY, "name": "seq", "envs": ["hopper"], "seeds": dict(DESIGN), "videos": {"enabled": False}}
+    (tmp_path / "seq.yaml").write_text(yaml.safe_dump(tiny))
+    command = [sys.executable, "-m", "replication", "study", "--snakefile", str(ROOT / "Snakefile"),
+               "--directory", str(tmp_path), "--profile", str(ROOT / "profiles" / "local"),
+               "--configfile", str(tmp_path / "seq.yaml"), "--cores", "2"]  # fmt: skip
+    results = tmp_path / "results" / "seq"
+    log = (tmp_path / "first.log").open("w")
+    proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + 900
+    state_file, first_seed = results / "sequential" / "state.json", results / "cells" / "hopper" / "seed0"
+    while not (state_file.is_file() and json.loads(state_file.read_text())["stage"] == 2):
+        assert time.monotonic() < deadline and proc.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
+        time.sleep(0.2)
+    stage_one = {p: p.stat().st_mtime_ns for p in first_seed.rglob("*") if p.is_file() and "lock" not in p.name}
+    second = results / "cells" / "hopper" / "seed2" / "logs"
+    while not (second.is_dir() and any(second.iterdir())) and proc.poll() is None:
+        assert time.monotonic() < deadline, "the second stage did not start"
+        time.sleep(0.5)
+    assert proc.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
+    assert json.loads((results / "sequential" / "state.json").read_text())["stage"] == 2
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=60)
+    rerun = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    state = json.loads((results / "sequential" / "state.json").read_text())
+    assert state["done"] and [s["seeds"] for s in state["stages"]] == [2, 3]
+    s1 = pd.read_csv(results / "scorecard" / "S1.csv")
+    assert list(s1.columns[-2:]) == list(scorecard.SEQUENTIAL_COLUMNS)
+    assert set(s1.loc[s1["stage"] == 2, "n_seeds"]) <= {3}
+    rerun_files = {p for p, t in stage_one.items() if p.stat().st_mtime_ns != t}
+    assert not rerun_files, f"the second stage reran jobs of the first stage's seeds: {sorted(rerun_files)[:5]}"
+    again = subprocess.run(command, capture_output=True, text=True, timeout=300)  # an ended run: nothing to do
+    assert again.returncode == 0 and "has ended" in again.stderr

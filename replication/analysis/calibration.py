@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -581,8 +582,17 @@ def calibrate_sequential(
 
 
 def _matched_seeds(fixed: dict[int, float], power: float) -> int | None:
-    """The fewest seeds among the looks at which the fixed design has at least ``power`` (``None``: none)."""
-    return next((n for n, p in sorted(fixed.items()) if p >= power - 1e-9), None)
+    """The fewest seeds at which the fixed design has at least ``power`` (``None``: not within the looks):
+    the first look that reaches it, or fewer seeds where the power interpolated linearly between the two
+    looks around it reaches it (rounded up: whole seeds)."""
+    points = sorted(fixed.items())
+    for i, (n, p) in enumerate(points):
+        if p >= power - 1e-9:
+            if i == 0:
+                return n
+            (n0, p0) = points[i - 1]
+            return math.ceil(n0 + (n - n0) * (power - p0) / (p - p0) - 1e-9)
+    return None
 
 
 def _fixed_shares(test: dict[str, Any]) -> dict[int, float]:
@@ -604,8 +614,9 @@ def sequential_markdown(results: Sequence[dict[str, Any]]) -> str:
         f"Sequential design {eff['design']} (looks at {looks} seeds, each at confidence "
         f"{eff['look_confidence']:.4f}) against the fixed design, {eff['sims']} simulations per scenario, "
         f"{len(eff['envs'])} environments, sigma {eff['sigma']:g}, {eff['noise']} noise, min_seeds "
-        f"{eff['min_seeds']}. Fixed n: the fewest seeds (of the looks) at which the fixed design has the "
-        "sequential design's power.\n\n"
+        f"{eff['min_seeds']}. Fixed n: the fewest seeds at which the fixed design has the "
+        "sequential design's power (linear between looks, rounded up); the fixed design's error and power "
+        "are shown at the first look at or above it.\n\n"
     )
     lines = [
         "| test | error null: seq / fixed n | error contrary: seq / fixed n | power: seq / fixed n | fixed n "
@@ -617,7 +628,7 @@ def sequential_markdown(results: Sequence[dict[str, Any]]) -> str:
         fixed = _fixed_shares(e)
         n = _matched_seeds(fixed, e["reproduced"])
         need.append(n or max(looks))
-        at = n or max(looks)
+        at = min((m for m in looks if m >= (n or max(looks))), default=max(looks))  # errors: at the next look
         z, c = null["tests"][test], con["tests"][test]
         z_fixed, c_fixed = (_fixed_shares(r["tests"][test]) for r in (null, con))
         lines.append(
