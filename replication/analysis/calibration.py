@@ -43,6 +43,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -464,10 +465,21 @@ def _at_confidence(claims: dict[str, Any], confidence: float) -> dict[str, Any]:
     return {**claims, "bootstrap": {**claims.get("bootstrap", {}), "confidence": confidence}}
 
 
+LABELS = ("env", "stage", "algo", "dataset", "validation", "selection", "variant_options", "metric")
+
+
+def compact(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with its label columns categorical: the scorecard selects rows about twice as fast, with the
+    same verdicts (tests/test_sequential.py)."""
+    return df.astype(dict.fromkeys(LABELS, "category"))
+
+
 def _verdicts(df: pd.DataFrame, cfg: dict[str, Any], n: int, claims: dict[str, Any], reps: int, seed: int) -> dict:
     """Each test's verdict on the first ``n`` seeds of one simulated study."""
     expected = Expected.from_config({**cfg, "seeds": list(range(n))})
-    table = scorecard.evaluate_claims(df[df["seed"] < n], expected, claims, reps=reps, seed=seed)
+    with warnings.catch_warnings():  # groupby's observed default on categorical columns (no empty group is used)
+        warnings.simplefilter("ignore", FutureWarning)
+        table = scorecard.evaluate_claims(df[df["seed"] < n], expected, claims, reps=reps, seed=seed)
     return dict(zip(table["test"], table["verdict"], strict=True))
 
 
@@ -532,8 +544,9 @@ def calibrate_sequential(
     run_gpu, run_seeds = [], []
     for _ in range(sims):
         df, _ = synthetic_results(cfg, scenario, sigma, rng, float(claims.get("margin", 0.05)), drawdown, noise)
+        df = compact(df)
         boot_seed = int(rng.integers(2**31))
-        for n in design.looks:
+        for n in design.looks if scenario == "effect" else design.looks[-1:]:  # power at every look, errors at max
             for test, verdict in _verdicts(df, cfg, n, fixed_claims, reps, boot_seed).items():
                 fixed_repro[n][test] = fixed_repro[n].get(test, 0) + (verdict == scorecard.REPRODUCED)
         verdicts: dict[str, str] = {}
@@ -571,7 +584,7 @@ def calibrate_sequential(
             t: {
                 **{k: round(v / sims, 4) for k, v in c.items() if k != "not_evaluated" or v},
                 "expected_seeds": round(float(np.mean(seeds_used[t])), 3),
-                "fixed_reproduced": {n: round(fixed_repro[n].get(t, 0) / sims, 4) for n in design.looks},
+                "fixed_reproduced": {n: round(fixed_repro[n][t] / sims, 4) for n in design.looks if fixed_repro[n]},
             }
             for t, c in seq_counts.items()
         },
@@ -615,11 +628,11 @@ def sequential_markdown(results: Sequence[dict[str, Any]]) -> str:
         f"{eff['look_confidence']:.4f}) against the fixed design, {eff['sims']} simulations per scenario, "
         f"{len(eff['envs'])} environments, sigma {eff['sigma']:g}, {eff['noise']} noise, min_seeds "
         f"{eff['min_seeds']}. Fixed n: the fewest seeds at which the fixed design has the "
-        "sequential design's power (linear between looks, rounded up); the fixed design's error and power "
-        "are shown at the first look at or above it.\n\n"
+        "sequential design's power (linear between looks, rounded up); the fixed design's power is shown at "
+        "the first look at or above it, its error (P(reproduced) under null and contrary) at the most seeds.\n\n"
     )
     lines = [
-        "| test | error null: seq / fixed n | error contrary: seq / fixed n | power: seq / fixed n | fixed n "
+        "| test | error null: seq / fixed | error contrary: seq / fixed | power: seq / fixed n | fixed n "
         "| E[seeds] seq: effect / null / contrary |",
         "|---|---|---|---|---|---|",
     ]
@@ -628,12 +641,12 @@ def sequential_markdown(results: Sequence[dict[str, Any]]) -> str:
         fixed = _fixed_shares(e)
         n = _matched_seeds(fixed, e["reproduced"])
         need.append(n or max(looks))
-        at = min((m for m in looks if m >= (n or max(looks))), default=max(looks))  # errors: at the next look
+        at = min((m for m in looks if m >= (n or max(looks))), default=max(looks))  # power: at the next look
         z, c = null["tests"][test], con["tests"][test]
-        z_fixed, c_fixed = (_fixed_shares(r["tests"][test]) for r in (null, con))
+        z_fixed, c_fixed = (_fixed_shares(r["tests"][test])[max(looks)] for r in (null, con))
         lines.append(
-            f"| {test} | {z['reproduced']:.3f} / {z_fixed[at]:.3f} | {c['reproduced']:.3f} / "
-            f"{c_fixed[at]:.3f} | {e['reproduced']:.3f} / {fixed[at]:.3f} | "
+            f"| {test} | {z['reproduced']:.3f} / {z_fixed:.3f} | {c['reproduced']:.3f} / "
+            f"{c_fixed:.3f} | {e['reproduced']:.3f} / {fixed[at]:.3f} | "
             f"{n if n else '> ' + str(max(looks))} | {e['expected_seeds']:.2f} / {z['expected_seeds']:.2f} / "
             f"{c['expected_seeds']:.2f} |"
         )
