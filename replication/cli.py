@@ -641,7 +641,9 @@ def _add_calibrate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--initial", type=int, default=3, help="sequential: seeds of the first look (default 3)")
     parser.add_argument("--step", type=int, default=2, help="sequential: seeds added per stage (default 2)")
     parser.add_argument("--max", type=int, default=9, help="sequential: seeds of the last look (default 9)")
-    parser.add_argument("--jobs", type=int, default=1, help="sequential: scenarios run in parallel (default 1)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="sequential: each scenario's simulations split over this many processes (chunk i "
+                             "seeded seed + 1000 i; default 1)")  # fmt: skip
     parser.add_argument("--scenario", choices=("null", "effect", "contrary"), nargs="+",
                         help="null: no claimed effect anywhere; effect: every claim's effect planted; contrary: "
                              "each count claim false the other way (effects everywhere, not in a few)")  # fmt: skip
@@ -692,6 +694,12 @@ def _calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sequential_chunk(scenario: str, sims: int, seed: int, **kwargs: object) -> dict:
+    from replication.analysis import calibration
+
+    return calibration.calibrate_sequential(scenario, sims, seed=seed, **kwargs)
+
+
 def _calibrate_sequential(args: argparse.Namespace) -> int:
     import functools
     import json
@@ -703,20 +711,22 @@ def _calibrate_sequential(args: argparse.Namespace) -> int:
     if problem := sequential.check(design.as_dict()):
         raise SystemExit(f"replication calibrate: {problem}")
     run = functools.partial(
-        calibration.calibrate_sequential,
-        sims=args.sims,
+        _sequential_chunk,
         design=design,
         envs=args.envs,
         sigma=args.sigma,
-        seed=args.seed,
         reps=args.reps,
         min_seeds=args.min_seeds,
         noise=args.noise,
         drawdown=args.drawdown,
     )
     scenarios = args.scenario or list(calibration.SCENARIOS)
-    with ProcessPoolExecutor(max_workers=max(1, min(args.jobs, len(scenarios)))) as pool:
-        results = list(pool.map(run, scenarios))
+    jobs = max(1, min(args.jobs, args.sims))
+    sizes = [args.sims // jobs + (i < args.sims % jobs) for i in range(jobs)]
+    tasks = [(s, n, args.seed + 1000 * i) for s in scenarios for i, n in enumerate(sizes)]
+    with ProcessPoolExecutor(max_workers=len(tasks)) as pool:
+        parts = list(pool.map(run, *zip(*tasks, strict=True)))
+    results = [calibration.merge_sequential(parts[i * jobs : (i + 1) * jobs]) for i in range(len(scenarios))]
     if args.format == "json" or len(scenarios) < len(calibration.SCENARIOS):
         print(json.dumps(results, indent=2))
     else:

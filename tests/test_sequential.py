@@ -201,6 +201,9 @@ def test_sequential_calibration_reports_error_power_seeds_and_cost() -> None:
         for shares in r["tests"].values():
             looks = {3, 5} if r["scenario"] == "effect" else {5}  # power at every look, errors at the most seeds
             assert 3 <= shares["expected_seeds"] <= 5 and set(shares["fixed_reproduced"]) == looks
+    twice = calibration.merge_sequential([runs[0], runs[0]])  # chunks of one scenario: weighted means
+    assert twice["sims"] == 4 and twice["tests"] == runs[0]["tests"]
+    assert twice["expected_gpu_hours"] == pytest.approx(runs[0]["expected_gpu_hours"])
     text = calibration.sequential_markdown(runs)
     assert "| C3.1 |" in text and "Expected GPU-hours" in text
     with pytest.raises(ValueError, match="every scenario"):

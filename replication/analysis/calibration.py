@@ -557,11 +557,12 @@ def calibrate_sequential(
             previous = n
             stage_claims = _at_confidence(_decisive(claims, set(open_)), design.confidence(base))
             now = _verdicts(df, cfg, n, stage_claims, reps, boot_seed)
-            for test, verdict in now.items():
-                verdicts[test] = verdict
-                if verdict in sequential.DECIDED or n == design.max:
+            verdicts.update(now)
+            still = sequential.open_tests(claims["claims"], open_, verdicts)
+            for test in now:  # decided, stopped with its claim, or at the last look
+                if test not in still or n == design.max:
                     seeds_used.setdefault(test, []).append(n)
-            open_ = sequential.open_tests(claims["claims"], open_, verdicts)
+            open_ = still
             if not open_:
                 break
         run_gpu.append(gpu)
@@ -592,6 +593,29 @@ def calibrate_sequential(
         "expected_run_seeds": round(float(np.mean(run_seeds)), 3),
         "grid_gpu_hours_per_seed": round(per_seed, 1),
     }
+
+
+def merge_sequential(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Runs of :func:`calibrate_sequential` on one scenario and design with other seeds, as one run of all
+    their simulations (every share and expectation weighted by its run's simulations)."""
+    total = sum(p["sims"] for p in parts)
+
+    def mean(values: Sequence[float]) -> float:
+        return round(sum(v * p["sims"] for v, p in zip(values, parts, strict=True)) / total, 4)
+
+    out = {**parts[0], "sims": total}
+    for key in ("expected_gpu_hours", "expected_run_seeds"):
+        out[key] = mean([p[key] for p in parts])
+    tests = {}
+    for test, first in parts[0]["tests"].items():
+        each = [p["tests"][test] for p in parts]
+        merged = {k: mean([e[k] for e in each]) for k in first if k != "fixed_reproduced"}
+        merged["fixed_reproduced"] = {
+            n: mean([e["fixed_reproduced"][n] for e in each]) for n in first["fixed_reproduced"]
+        }
+        tests[test] = merged
+    out["tests"] = tests
+    return out
 
 
 def _matched_seeds(fixed: dict[int, float], power: float) -> int | None:

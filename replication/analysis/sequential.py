@@ -18,7 +18,8 @@ look is the shape of Pocock's design, here at the conservative Bonferroni level)
 Lan-DeMets alpha spending because it holds for every rule of the scorecard as it is, including the
 count rules (Holm across environments, the parametric-bootstrap heterogeneity test, the bound on the
 smallest effects), whose joint distribution across looks has no closed form; spending boundaries would
-need it, and AdaStop (Mathieu et al., TMLR 2024) would replace the scorecard's tests by permutation tests. The price is some power at the last look (checked: ``replication calibrate --design
+need it, and AdaStop (Mathieu et al., TMLR 2024) would replace the scorecard's tests by permutation tests.
+The price is some power at the last look (checked: ``replication calibrate --design
 sequential``). It assumes exchangeable seeds (the seeds of a later stage are drawn like the earlier
 ones) and no look outside the design (every verdict read between stages is one of the ``K`` looks).
 
