@@ -78,7 +78,10 @@ def decide(cfg: dict[str, Any]) -> dict[str, Any]:
     from replication.plan.workflow import results_dir
 
     results = results_dir(cfg)
-    s1 = pd.read_csv(results / "scorecard" / "S1.csv", keep_default_na=False, na_values=[""])
+    path = results / "scorecard" / "S1.csv"
+    if not path.is_file():
+        raise ValueError(f"{path}: no scorecard yet; run stage {cfg['sequential']['stage']}'s workflow first")
+    s1 = pd.read_csv(path, keep_default_na=False, na_values=[""])
     state = sequential.advance(results, cfg, s1.to_dict("records"), claims.load())
     last = state["stages"][-1]
     log.info(

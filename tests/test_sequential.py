@@ -133,6 +133,8 @@ def test_one_command_equals_the_stages_by_hand(tmp_path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     for name in ("auto", "hand"):
         Path(f"{name}.yaml").write_text(pd.io.json.ujson_dumps(seq_config(name)))  # JSON is YAML
+    with pytest.raises(ValueError, match="no scorecard yet"):
+        study(["--configfile", "auto.yaml"], decide_only=True)
     calls: list[int] = []
     assert study(["--configfile", "auto.yaml"], runner=fake_snakemake(calls)) == 0
     assert calls == [1, 2]
