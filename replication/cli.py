@@ -681,7 +681,20 @@ def _estimate(args: argparse.Namespace) -> int:
 
 
 def _add_calibrate_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--scenario", choices=("null", "effect", "contrary"), required=True,
+    parser.add_argument(
+        "--design",
+        choices=("fixed", "sequential"),
+        default="fixed",
+        help="fixed (default): the verdicts at --seeds; sequential: the design of --initial, "
+        "--step, --max against the fixed design at its looks (every scenario by default)",
+    )
+    parser.add_argument("--initial", type=int, default=3, help="sequential: seeds of the first look (default 3)")
+    parser.add_argument("--step", type=int, default=2, help="sequential: seeds added per stage (default 2)")
+    parser.add_argument("--max", type=int, default=9, help="sequential: seeds of the last look (default 9)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="sequential: each scenario's simulations split over this many processes (chunk i "
+                             "seeded seed + 1000 i; default 1)")  # fmt: skip
+    parser.add_argument("--scenario", choices=("null", "effect", "contrary"), nargs="+",
                         help="null: no claimed effect anywhere; effect: every claim's effect planted; contrary: "
                              "each count claim false the other way (effects everywhere, not in a few)")  # fmt: skip
     parser.add_argument("--noise", choices=("gaussian", "rl"), default="gaussian",
@@ -710,8 +723,12 @@ def _add_calibrate_arguments(parser: argparse.ArgumentParser) -> None:
 def _calibrate(args: argparse.Namespace) -> int:
     from replication.analysis import calibration
 
+    if args.design == "sequential":
+        return _calibrate_sequential(args)
+    if not args.scenario or len(args.scenario) != 1:
+        raise SystemExit("replication calibrate: the fixed design takes one --scenario")
     result = calibration.calibrate(
-        args.scenario,
+        args.scenario[0],
         args.sims,
         args.seeds,
         args.envs,
@@ -725,6 +742,63 @@ def _calibrate(args: argparse.Namespace) -> int:
     text = calibration.to_json(result) if args.format == "json" else calibration.to_markdown(result)
     print(text.rstrip("\n"))
     return 0
+
+
+def _sequential_chunk(scenario: str, sims: int, seed: int, **kwargs: object) -> dict:
+    from replication.analysis import calibration
+
+    return calibration.calibrate_sequential(scenario, sims, seed=seed, **kwargs)
+
+
+def _calibrate_sequential(args: argparse.Namespace) -> int:
+    import functools
+    import json
+    from concurrent.futures import ProcessPoolExecutor
+
+    from replication.analysis import calibration, sequential
+
+    design = sequential.Design(args.initial, args.step, args.max)
+    if problem := sequential.check(design.as_dict()):
+        raise SystemExit(f"replication calibrate: {problem}")
+    run = functools.partial(
+        _sequential_chunk,
+        design=design,
+        envs=args.envs,
+        sigma=args.sigma,
+        reps=args.reps,
+        min_seeds=args.min_seeds,
+        noise=args.noise,
+        drawdown=args.drawdown,
+    )
+    scenarios = args.scenario or list(calibration.SCENARIOS)
+    jobs = max(1, min(args.jobs, args.sims))
+    sizes = [args.sims // jobs + (i < args.sims % jobs) for i in range(jobs)]
+    tasks = [(s, n, args.seed + 1000 * i) for s in scenarios for i, n in enumerate(sizes)]
+    with ProcessPoolExecutor(max_workers=len(tasks)) as pool:
+        parts = list(pool.map(run, *zip(*tasks, strict=True)))
+    results = [calibration.merge_sequential(parts[i * jobs : (i + 1) * jobs]) for i in range(len(scenarios))]
+    if args.format == "json" or len(scenarios) < len(calibration.SCENARIOS):
+        print(json.dumps(results, indent=2))
+    else:
+        print(calibration.sequential_markdown(results).rstrip("\n"))
+    return 0
+
+
+def _add_study_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--decide", action="store_true", help="only record the finished stage's decisions and plan the next"
+    )
+    parser.add_argument("snakemake_args", nargs=argparse.REMAINDER, help="Snakemake's arguments, --configfile included")
+
+
+@command("study", "run a config to its end: Snakemake per stage of a sequential design (seeds: {initial, ...})",
+         _add_study_arguments)  # fmt: skip
+def _study(args: argparse.Namespace) -> int:
+    from replication.study import study
+
+    _setup_logging()
+    rest = args.snakemake_args[1:] if args.snakemake_args[:1] == ["--"] else args.snakemake_args
+    return study(rest, decide_only=args.decide)
 
 
 # --- replication batch ------------------------------------------------------------------------
@@ -782,6 +856,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run the command line on ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
     argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["study"] and not {"-h", "--help"} & set(argv):  # Snakemake's arguments pass through as they are
+        argv = ["study", *(a for a in argv[1:] if a == "--decide"), "--", *(a for a in argv[1:] if a != "--decide")]
     args = build_parser().parse_args(argv)
     if args.command in (*TRAINING_COMMANDS, "batch", "export-minari"):
         from replication.imports import import_d3rlpy

@@ -17,6 +17,8 @@ def settings(*sections):
 
     def get(wildcards):
         picked = {s: drop(CFG[s], NO_RESULT.get(s, ())) for s in sections}
+        if "seeds" in picked and CFG.get("sequential"):  # its stages add seeds; no job's result reads the list
+            picked["seeds"] = {k: CFG["sequential"][k] for k in ("initial", "step", "max")}
         picked["cell"] = wildcards.env
         picked["env_options"] = CFG["env_options"].get(wf.parse_cell(wildcards.env).env, {})
         return yaml.safe_dump(picked, sort_keys=True)

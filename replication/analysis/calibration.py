@@ -42,6 +42,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -448,3 +450,245 @@ def to_markdown(result: dict[str, Any]) -> str:
 
 def to_json(result: dict[str, Any]) -> str:
     return json.dumps(result, indent=2)
+
+
+# --- the sequential design against the fixed one (replication calibrate --design sequential)
+
+
+def _decisive(claims: dict[str, Any], tests: set[str] | None = None) -> dict[str, Any]:
+    """``claims`` with only its decisive tests (of ``tests`` if given): all that decides a run's stages."""
+    out = dict(claims)
+    out["claims"] = {}
+    for cid, claim in claims["claims"].items():
+        kept = [t for t in claim["tests"] if t["role"] == "decisive" and (tests is None or t["id"] in tests)]
+        if kept:
+            out["claims"][cid] = {**claim, "tests": kept}
+    return out
+
+
+def _at_confidence(claims: dict[str, Any], confidence: float) -> dict[str, Any]:
+    return {**claims, "bootstrap": {**claims.get("bootstrap", {}), "confidence": confidence}}
+
+
+LABELS = ("env", "stage", "algo", "dataset", "validation", "selection", "variant_options", "metric")
+
+
+def compact(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with its label columns categorical: the scorecard selects rows about twice as fast, with the
+    same verdicts (tests/test_sequential.py)."""
+    return df.astype(dict.fromkeys(LABELS, "category"))
+
+
+def _verdicts(df: pd.DataFrame, cfg: dict[str, Any], n: int, claims: dict[str, Any], reps: int, seed: int) -> dict:
+    """Each test's verdict on the first ``n`` seeds of one simulated study."""
+    expected = Expected.from_config({**cfg, "seeds": list(range(n))})
+    with warnings.catch_warnings():  # groupby's observed default on categorical columns (no empty group is used)
+        warnings.simplefilter("ignore", FutureWarning)
+        table = scorecard.evaluate_claims(df[df["seed"] < n], expected, claims, reps=reps, seed=seed)
+    return dict(zip(table["test"], table["verdict"], strict=True))
+
+
+class _StageCost:
+    """GPU-hours of one new seed of the cells that a set of open tests reads (paper profile's grid, the
+    assumed GPU figures of replication.plan.estimate), cached per set."""
+
+    def __init__(self, cfg: dict[str, Any]) -> None:
+        self.cfg = {**cfg, "seeds": [0]}
+        self.cache: dict[frozenset[str], float] = {}
+
+    def __call__(self, tests: Sequence[str]) -> float:
+        from replication.analysis import sequential
+        from replication.plan import claims as plan_claims
+        from replication.plan import estimate
+
+        key = frozenset(tests)
+        if key not in self.cache:
+            seq = {"initial": 1, "step": 1, "max": 1, "stage": 1, "open": sorted(key)}
+            cfg = {**self.cfg, "claims": sequential.claims_of(plan_claims.load(), key), "sequential": seq}
+            grid = estimate.planned_grid(cfg) if key else []
+            self.cache[key] = estimate._total(estimate.estimate(cfg, grid)[0]).gpu_seconds / 3600 if grid else 0.0
+        return self.cache[key]
+
+
+def calibrate_sequential(
+    scenario: str,
+    sims: int,
+    design: Any,
+    envs: Sequence[str] | None = None,
+    sigma: float = 0.1,
+    *,
+    seed: int = 0,
+    reps: int = 1000,
+    min_seeds: int | None = None,
+    noise: str = "gaussian",
+    drawdown: float | None = None,
+) -> dict[str, Any]:
+    """The sequential design (``design``: :class:`replication.analysis.sequential.Design`) against the fixed
+    design at each of its looks, on the same ``sims`` simulated studies of ``design.max`` seeds.
+
+    Per decisive test: the share of each verdict of the sequential design and its expected seeds, and the
+    share of ``reproduced`` of the fixed design at every look's number of seeds; per run, the expected
+    GPU-hours of the sequential design (each stage pays its new seeds of the cells its open tests read,
+    supporting tests of open claims included, as a real run plans them) and of the fixed design per seed.
+    """
+    from replication.analysis import sequential
+
+    cfg = calibration_config(envs, design.max)
+    claims = scorecard.load_claims()
+    if min_seeds is not None:
+        claims["min_seeds"] = min_seeds
+    base = float(claims.get("bootstrap", {}).get("confidence", 0.95))
+    decisive = _decisive(claims)
+    fixed_claims = _at_confidence(decisive, base)
+    all_tests = sequential.test_ids(claims["claims"])
+    cost = _StageCost(cfg)
+    rng = np.random.default_rng(seed)
+    seq_counts: dict[str, dict[str, int]] = {}
+    seeds_used: dict[str, list[int]] = {}
+    fixed_repro: dict[int, dict[str, int]] = {n: {} for n in design.looks}
+    run_gpu, run_seeds = [], []
+    for _ in range(sims):
+        df, _ = synthetic_results(cfg, scenario, sigma, rng, float(claims.get("margin", 0.05)), drawdown, noise)
+        df = compact(df)
+        boot_seed = int(rng.integers(2**31))
+        for n in design.looks if scenario == "effect" else design.looks[-1:]:  # power at every look, errors at max
+            for test, verdict in _verdicts(df, cfg, n, fixed_claims, reps, boot_seed).items():
+                fixed_repro[n][test] = fixed_repro[n].get(test, 0) + (verdict == scorecard.REPRODUCED)
+        verdicts: dict[str, str] = {}
+        open_ = sequential.open_tests(claims["claims"], all_tests, verdicts)
+        gpu, previous = 0.0, 0
+        for n in design.looks:
+            gpu += (n - previous) * cost(open_)
+            previous = n
+            stage_claims = _at_confidence(_decisive(claims, set(open_)), design.confidence(base))
+            now = _verdicts(df, cfg, n, stage_claims, reps, boot_seed)
+            verdicts.update(now)
+            still = sequential.open_tests(claims["claims"], open_, verdicts)
+            for test in now:  # decided, stopped with its claim, or at the last look
+                if test not in still or n == design.max:
+                    seeds_used.setdefault(test, []).append(n)
+            open_ = still
+            if not open_:
+                break
+        run_gpu.append(gpu)
+        run_seeds.append(previous)
+        for test, verdict in verdicts.items():
+            tally = seq_counts.setdefault(test, dict.fromkeys(VERDICT_KEYS.values(), 0))
+            tally[VERDICT_KEYS[verdict]] += 1
+    per_seed = cost(all_tests)
+    return {
+        "scenario": scenario,
+        "design": design.as_dict(),
+        "looks": list(design.looks),
+        "look_confidence": design.confidence(base),
+        "sims": sims,
+        "envs": list(cfg["envs"]),
+        "sigma": sigma,
+        "noise": noise,
+        "min_seeds": int(claims.get("min_seeds", 2)),
+        "tests": {
+            t: {
+                **{k: round(v / sims, 4) for k, v in c.items() if k != "not_evaluated" or v},
+                "expected_seeds": round(float(np.mean(seeds_used[t])), 3),
+                "fixed_reproduced": {n: round(fixed_repro[n][t] / sims, 4) for n in design.looks if fixed_repro[n]},
+            }
+            for t, c in seq_counts.items()
+        },
+        "expected_gpu_hours": round(float(np.mean(run_gpu)), 1),
+        "expected_run_seeds": round(float(np.mean(run_seeds)), 3),
+        "grid_gpu_hours_per_seed": round(per_seed, 1),
+    }
+
+
+def merge_sequential(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Runs of :func:`calibrate_sequential` on one scenario and design with other seeds, as one run of all
+    their simulations (every share and expectation weighted by its run's simulations)."""
+    total = sum(p["sims"] for p in parts)
+
+    def mean(values: Sequence[float]) -> float:
+        return round(sum(v * p["sims"] for v, p in zip(values, parts, strict=True)) / total, 4)
+
+    out = {**parts[0], "sims": total}
+    for key in ("expected_gpu_hours", "expected_run_seeds"):
+        out[key] = mean([p[key] for p in parts])
+    tests = {}
+    for test, first in parts[0]["tests"].items():
+        each = [p["tests"][test] for p in parts]
+        merged = {k: mean([e[k] for e in each]) for k in first if k != "fixed_reproduced"}
+        merged["fixed_reproduced"] = {
+            n: mean([e["fixed_reproduced"][n] for e in each]) for n in first["fixed_reproduced"]
+        }
+        tests[test] = merged
+    out["tests"] = tests
+    return out
+
+
+def _matched_seeds(fixed: dict[int, float], power: float) -> int | None:
+    """The fewest seeds at which the fixed design has at least ``power`` (``None``: not within the looks):
+    the first look that reaches it, or fewer seeds where the power interpolated linearly between the two
+    looks around it reaches it (rounded up: whole seeds)."""
+    points = sorted(fixed.items())
+    for i, (n, p) in enumerate(points):
+        if p >= power - 1e-9:
+            if i == 0:
+                return n
+            (n0, p0) = points[i - 1]
+            return math.ceil(n0 + (n - n0) * (power - p0) / (p - p0) - 1e-9)
+    return None
+
+
+def _fixed_shares(test: dict[str, Any]) -> dict[int, float]:
+    """The fixed design's share of "reproduced" per number of seeds (keys are strings once read from JSON)."""
+    return {int(n): p for n, p in test["fixed_reproduced"].items()}
+
+
+def sequential_markdown(results: Sequence[dict[str, Any]]) -> str:
+    """Fixed against sequential, per decisive test: error (null, contrary), power (effect), expected seeds,
+    and the run's expected GPU-hours, with the fixed design of the same power (module docstring of
+    replication.analysis.sequential). Needs the three scenarios on the same design."""
+    by = {r["scenario"]: r for r in results}
+    missing = [s for s in SCENARIOS if s not in by]
+    if missing:
+        raise ValueError(f"the comparison needs every scenario; missing {missing}")
+    eff, null, con = by["effect"], by["null"], by["contrary"]
+    looks = eff["looks"]
+    head = (
+        f"Sequential design {eff['design']} (looks at {looks} seeds, each at confidence "
+        f"{eff['look_confidence']:.4f}) against the fixed design, {eff['sims']} simulations per scenario, "
+        f"{len(eff['envs'])} environments, sigma {eff['sigma']:g}, {eff['noise']} noise, min_seeds "
+        f"{eff['min_seeds']}. Fixed n: the fewest seeds at which the fixed design has the "
+        "sequential design's power (linear between looks, rounded up); the fixed design's power is shown at "
+        "the first look at or above it, its error (P(reproduced) under null and contrary) at the most seeds.\n\n"
+    )
+    lines = [
+        "| test | error null: seq / fixed | error contrary: seq / fixed | power: seq / fixed n | fixed n "
+        "| E[seeds] seq: effect / null / contrary |",
+        "|---|---|---|---|---|---|",
+    ]
+    need = []
+    for test, e in eff["tests"].items():
+        fixed = _fixed_shares(e)
+        n = _matched_seeds(fixed, e["reproduced"])
+        need.append(n or max(looks))
+        at = min((m for m in looks if m >= (n or max(looks))), default=max(looks))  # power: at the next look
+        z, c = null["tests"][test], con["tests"][test]
+        z_fixed, c_fixed = (_fixed_shares(r["tests"][test])[max(looks)] for r in (null, con))
+        lines.append(
+            f"| {test} | {z['reproduced']:.3f} / {z_fixed:.3f} | {c['reproduced']:.3f} / "
+            f"{c_fixed:.3f} | {e['reproduced']:.3f} / {fixed[at]:.3f} | "
+            f"{n if n else '> ' + str(max(looks))} | {e['expected_seeds']:.2f} / {z['expected_seeds']:.2f} / "
+            f"{c['expected_seeds']:.2f} |"
+        )
+    fixed_seeds = max(need)
+    fixed_gpu = fixed_seeds * eff["grid_gpu_hours_per_seed"]
+    costs = ", ".join(
+        f"{s} {by[s]['expected_gpu_hours']:,.0f} ({by[s]['expected_gpu_hours'] / fixed_gpu:.0%}; "
+        f"{by[s]['expected_run_seeds']:.2f} seeds at the last stage)"
+        for s in SCENARIOS
+    )
+    tail = (
+        f"\n\nExpected GPU-hours of a run (paper profile, assumed GPU figures): the fixed design of the same "
+        f"power, {fixed_seeds} seeds of the whole grid, {fixed_gpu:,.0f} ({eff['grid_gpu_hours_per_seed']:,.1f} "
+        f"a seed); the sequential design, by scenario: {costs}.\n"
+    )
+    return head + "\n".join(lines) + tail

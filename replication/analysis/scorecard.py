@@ -58,6 +58,7 @@ COLUMNS = (
     "claim_verdict",
     "scope",
 )
+SEQUENTIAL_COLUMNS = ("stage", "decided")  # added for a sequential design (replication.analysis.sequential)
 STUDY, BEYOND_STUDY = "study", "beyond the study"  # the scope of a claim (its beyond_study key)
 # The fewest environments on which each statistic can decide (a test's min_envs overrides it).
 MIN_ENVS = {
@@ -727,9 +728,14 @@ def evaluate_claims(
     *,
     reps: int | None = None,
     seed: int | None = None,
+    given: dict[str, dict[str, Any]] | None = None,
 ) -> pd.DataFrame:
-    """One row per claim test (columns :data:`COLUMNS`), on prepared tidy results ``df``."""
+    """One row per claim test (columns :data:`COLUMNS`), on prepared tidy results ``df``.
+
+    ``given``: rows to take as they are instead of evaluating their tests (the tests a sequential run
+    decided at an earlier stage); the claims' verdicts combine them with the others."""
     claims = load_claims() if claims is None else claims
+    given = given or {}
     boot = claims.get("bootstrap", {})
     ctx = Context(
         df=df,
@@ -748,6 +754,9 @@ def evaluate_claims(
         enabled = ANALYSIS_SWITCHES[switch](expected) if switch else True
         claim_rows = []
         for test in claim["tests"]:
+            if test["id"] in given:
+                claim_rows.append({c: given[test["id"]][c] for c in COLUMNS[:-2]})
+                continue
             n_envs = len(envs_of_test(ctx, test))
             if expected.claims is not None and cid not in expected.claims:
                 result = Result(verdict=NOT_PLANNED, details=NOT_PLANNED_REASON.format(", ".join(expected.claims)))
@@ -846,6 +855,7 @@ def scorecard_markdown(table: pd.DataFrame, claims: dict[str, Any]) -> str:
                 + ("" if not np.isfinite(r["null"]) else f", margin {r['margin']:g})"),
                 "Seeds x envs": f"{int(r['n_seeds'])} x {int(r['n_envs'])}",
                 "Verdict": r["verdict"],
+                **_stage_cell(r),
                 "Details": r["details"],
             }
         )
@@ -858,6 +868,14 @@ def scorecard_markdown(table: pd.DataFrame, claims: dict[str, Any]) -> str:
         + "\n\n"
         + labels.markdown("S1 (tests). Every test with its statistic and interval.", pd.DataFrame(tests))
     )
+
+
+def _stage_cell(r: pd.Series) -> dict[str, str]:
+    """A sequential run's column: the stage and seeds of the verdict, and whether it ended the test."""
+    if "stage" not in r:
+        return {}
+    state = "decided" if r["decided"] else "open"
+    return {"Stage (seeds)": f"{int(r['stage'])} ({int(r['n_seeds'])}), {state}"}
 
 
 def build_scorecard(
@@ -874,9 +892,36 @@ def build_scorecard(
     cfg = cfg if cfg is not None else sel.load_config(None)
     expected = Expected.from_config(cfg)
     claims = load_claims(claims_path)
-    table = evaluate_claims(df, expected, claims, reps=reps or stats.config_reps(cfg), seed=seed)
+    reps = reps or stats.config_reps(cfg)
+    if cfg.get("sequential"):
+        table = _sequential_table(df, expected, claims, cfg, reps, seed)
+    else:
+        table = evaluate_claims(df, expected, claims, reps=reps, seed=seed)
     out_dir = Path(out_dir)
     csv_path, md_path = out_dir / "S1.csv", out_dir / "S1.md"
     write_text(csv_path, table.to_csv(index=False))
     write_text(md_path, scorecard_markdown(table, claims))
     return [csv_path, md_path]
+
+
+def _sequential_table(
+    df: pd.DataFrame, expected: Expected, claims: dict[str, Any], cfg: dict[str, Any], reps: int, seed: int | None
+) -> pd.DataFrame:
+    """S1 at a stage of a sequential run: the open tests at the stage's boundaries (each look at confidence
+    ``1 - (1 - c) / K``), the tests decided earlier as they were; columns ``stage`` (whose seeds gave the
+    row) and ``decided`` (whether the verdict ended the test's stages) added."""
+    from replication.analysis import sequential
+    from replication.plan.workflow import results_dir
+
+    seq = cfg["sequential"]
+    design, stage = sequential.Design.of(seq), int(seq["stage"])
+    given = sequential.earlier(sequential.read_state(results_dir(cfg)), stage)
+    adjusted = dict(claims)
+    boot = dict(claims.get("bootstrap", {}))
+    boot["confidence"] = design.confidence(float(boot.get("confidence", stats.CONFIDENCE)))
+    adjusted["bootstrap"] = boot
+    adjusted["alpha"] = float(claims.get("alpha", 0.05)) / len(design.looks)
+    table = evaluate_claims(df, expected, adjusted, reps=reps, seed=seed, given=given)
+    table["stage"] = [int(given[t]["stage"]) if t in given else stage for t in table["test"]]
+    table["decided"] = table["verdict"].isin(sequential.DECIDED)
+    return table

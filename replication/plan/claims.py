@@ -212,6 +212,20 @@ def claim_reads(cfg: dict[str, Any], claim_ids: Sequence[str]) -> list[Rows]:
     return [rows for cid in claim_ids for test in claims[cid]["tests"] for rows in reads(cfg, test)]
 
 
+def test_reads(cfg: dict[str, Any], test_ids: Sequence[str]) -> list[Rows]:
+    """Every tidy row set that the tests ``test_ids`` read (a sequential run's open tests)."""
+    wanted = set(test_ids)
+    return [rows for claim in load().values() for t in claim["tests"] if t["id"] in wanted for rows in reads(cfg, t)]
+
+
+def wanted_reads(cfg: dict[str, Any], claim_ids: Sequence[str]) -> list[Rows]:
+    """What a run's plan keeps: the reads of its claims' tests, or of its open tests only at a stage of a
+    sequential run (``sequential.open``, replication.analysis.sequential)."""
+    if (seq := cfg.get("sequential")) and seq.get("open") is not None:
+        return test_reads(cfg, seq["open"])
+    return claim_reads(cfg, claim_ids)
+
+
 # --- what a job writes, and what it needs
 
 
@@ -264,7 +278,7 @@ def needs(cfg: dict[str, Any], job: Job) -> list[Job]:
 
 def cut(cfg: dict[str, Any], grid: Sequence[Job], claim_ids: Sequence[str]) -> list[Job]:
     """The jobs of ``grid`` (order kept) that the tests of ``claim_ids`` read, and what those need."""
-    wanted = claim_reads(cfg, claim_ids)
+    wanted = wanted_reads(cfg, claim_ids)
     keys = {(j.rule, j.env, j.seed, j.variant): j for j in grid}
     keep = {k for k, j in keys.items() if reads_any(cfg, j, wanted)}
     todo = list(keep)

@@ -56,7 +56,19 @@ def resolve(user: dict[str, Any] | None = None) -> dict[str, Any]:
 
     cfg = deep_merge(read_yaml(DEFAULTS_FILE), user or {})
     validate(cfg)
+    if isinstance(cfg["seeds"], dict):  # a sequential design: the seeds and claims of the stage the run is at
+        cfg = resolve_stage(cfg)
+        validate(cfg)
     return cfg
+
+
+def resolve_stage(cfg: dict[str, Any]) -> dict[str, Any]:
+    """A sequential design's config at the stage its state file (results/<name>/sequential/) is at."""
+    from replication.analysis import sequential
+    from replication.plan import claims
+    from replication.plan.workflow import results_dir
+
+    return sequential.stage_config(cfg, sequential.read_state(results_dir(cfg)), claims.load())
 
 
 def load(path: Path | str | None = None, overrides: dict[str, Any] | None = None) -> dict[str, Any]:

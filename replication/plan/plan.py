@@ -69,7 +69,7 @@ class Plan:
         batches = workflow.cell_batches(cfg) if cfg["batch_jobs"] else {}
         omitted: dict[str, str] = {}
         if (chosen := claims.selected(cfg)) is not None:  # only what the chosen claims' tests read
-            wanted = claims.claim_reads(cfg, chosen)
+            wanted = claims.wanted_reads(cfg, chosen)
             whole = [*grid, *controls]
             grid = claims.cut(cfg, grid, chosen)
             controls = [c for c in controls if claims.reads_any(cfg, c, wanted)]

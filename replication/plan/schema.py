@@ -213,12 +213,22 @@ def _check_claims(cfg: dict[str, Any]) -> None:
         raise ConfigError(problem)
 
 
+def _check_seeds(cfg: dict[str, Any]) -> None:
+    from replication.analysis import sequential
+
+    if isinstance(cfg["seeds"], dict) and (problem := sequential.check(cfg["seeds"])):
+        raise ConfigError(problem)
+    if "sequential" in cfg and isinstance(cfg["seeds"], dict):
+        raise ConfigError("config key sequential: set by a sequential design's resolution, not by hand; remove it")
+
+
 def validate(cfg: dict[str, Any]) -> None:
     """Raise :class:`ConfigError` naming the key and the fix if ``cfg`` cannot run."""
     schema = yaml.safe_load(Path(SCHEMA_FILE).read_text())
     errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(cfg), key=lambda e: list(e.absolute_path))
     if errors:
         raise _schema_error(errors[0])
+    _check_seeds(cfg)
     _check_envs(cfg)
     _check_budget(cfg)
     _check_claims(cfg)
