@@ -16,6 +16,9 @@ from replication.agents.envs import make_env
 from replication.agents.online import OnlineRun, buffer_transitions, build_sac, run_online, select_candidates
 from tests.conftest import tiny_config
 
+# Trains agents: the slow tier; the module's trained runs serve all its tests, on one xdist worker.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("online")]
+
 
 @pytest.fixture(scope="module")
 def hopper_run(tmp_path_factory):
