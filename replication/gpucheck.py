@@ -288,7 +288,7 @@ def run(
         raise ValueError(f"--learners: unknown {unknown}; valid: {', '.join(LEARNERS)}")
     from replication.imports import import_d3rlpy
     from replication.plan import config
-    from replication.provenance import gpu_state
+    from replication.plan.provenance import gpu_state
     from replication.runinfo import resolve_device
 
     import_d3rlpy()

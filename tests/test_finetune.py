@@ -11,9 +11,8 @@ import pandas as pd
 import pytest
 import torch
 
-from replication import provenance, resume
+from replication.agents import checkpoint, job
 from replication.agents import finetune as ft
-from replication.agents import job
 from replication.agents.datasets import Transitions, load_transitions
 from replication.agents.learners import load_learner, quiet_d3rlpy, replay_buffer
 from replication.agents.offline import run_offline
@@ -27,6 +26,7 @@ from replication.agents.pex import (
     pex_update,
 )
 from replication.io import read_json
+from replication.plan import provenance
 from replication.plan.ledger import BudgetError, Ledger
 from replication.plan.variants import OfflineDataset, finetune_ledger
 from replication.plan.vocabulary import FINETUNE_METHODS
@@ -212,7 +212,7 @@ def test_a_finished_run_puts_back_its_deleted_outputs_unless_the_code_changed(ru
     assert again == json.loads(before["finetune.json"])
     assert all((out / name).read_bytes() == data_ for name, data_ in before.items())
     with monkeypatch.context() as mp:
-        mp.setattr(resume, "code_fingerprint", lambda: "other code")
+        mp.setattr(checkpoint, "code_fingerprint", lambda: "other code")
         trained = deleted_then_rerun()
     assert trained["total_seconds"] != again["total_seconds"]  # it ran
     assert (out / "curve.csv").read_bytes() == before["curve.csv"]

@@ -397,7 +397,7 @@ def test_kills_at_random_moments_then_the_same_command(tiny_run, tmp_path):
 @pytest.mark.slow
 def test_disk_estimate_of_the_tiny_run_is_close(tiny_run):
     """What the finished tiny run really leaves under results/tiny/, against the estimate (within 25%)."""
-    from replication import disk
+    from replication.plan import disk
 
     workdir, configfile, _ = tiny_run
     final, peak = disk.needs(config.load(configfile))
@@ -410,7 +410,7 @@ def test_a_run_the_disk_cannot_hold_is_refused(tmp_path):
     """Refused before any job starts, with both figures; --config check_disk=False overrides it."""
     import shutil
 
-    from replication import disk
+    from replication.plan import disk
 
     # analysis C4 off: its total of fine-tuning steps is fixed and would be below this budget's
     base = {"name": "huge", "envs": ["humanoid"], "seeds": [0], "analysis": {"c4": {"enabled": False}}}

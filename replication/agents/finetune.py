@@ -95,7 +95,7 @@ device; for Cal-QL and PEX ``mixing``: the offline share of all batches and that
 last batch, which :func:`replication.analysis.report.batch_mixing` reports; written last).
 
 Resumable: every ``finetune.checkpoint_interval`` env steps the job writes ``checkpoint/`` (agent,
-buffers, the training env mid-episode, ledger, curve, RNG states; :mod:`replication.resume`); a
+buffers, the training env mid-episode, ledger, curve, RNG states; :mod:`replication.agents.checkpoint`); a
 restarted job continues from it to the same outputs (on the CPU).
 
 Seeding: python, numpy and torch through ``d3rlpy.seed(seed)`` (d3rlpy's buffers sample with
@@ -113,12 +113,11 @@ from typing import Any
 
 import numpy as np
 
-from replication import resume
+from replication import tidy
 from replication.agents import checkpoint, learners
 from replication.agents.datasets import Transitions, read_metadata, sha256_of
 from replication.agents.job import Job, Timings, runner
 from replication.agents.learners import EpisodeReturnsPicker, empty_buffer
-from replication.analysis import tidy
 from replication.io import read_json
 from replication.plan import config
 from replication.plan.ledger import BudgetError, Ledger
@@ -553,7 +552,7 @@ class Finetune(Job):
         self.obs = self.env.reset(seed=self.seed + TRAIN_SEED_OFFSET)[0]
         self.evaluator = self.make_evaluator()
         self.key = self.finetune_key(self.meta.get("sha256"))
-        self.offline_episodes = resume.buffer_episodes(self.agent)  # a checkpoint refers to them
+        self.offline_episodes = checkpoint.buffer_episodes(self.agent)  # a checkpoint refers to them
         return self.restore_checkpoint()
 
     def curve_row(self) -> dict[str, Any]:
@@ -570,7 +569,7 @@ class Finetune(Job):
             records = self.evaluator(self.agent.greedy)
         self.rows += tidy.rows_from_records({**self.curve_row(), "variant_options": options}, records, env_step)
 
-    # ---- checkpoints (replication.resume)
+    # ---- checkpoints (replication.agents.checkpoint)
 
     CHECKPOINTED = ("agent", "env", "ledger", "rows", "timings", "budget_timings", "resumed_from")
 
@@ -584,11 +583,11 @@ class Finetune(Job):
         objects = {name: getattr(self, name) for name in self.CHECKPOINTED}
         objects["position"] = {"phase": phase, "step": step, "last": last, "obs": obs}
         where, what = {"phase": phase, "step": step}, f"{self.method} fine-tuning"
-        resume.save_agent(self.ckpt_dir, self.key, what, where, objects, self.agent, self.offline_episodes)
+        checkpoint.save_agent(self.ckpt_dir, self.key, what, where, objects, self.agent, self.offline_episodes)
 
     def restore_checkpoint(self) -> dict[str, Any] | None:
         """Continue from the job's checkpoint: its position (phase, step, last evaluation, observation) or ``None``."""
-        objects = resume.restore_agent(self.ckpt_dir, self.key, self.agent, self.offline_episodes)
+        objects = checkpoint.restore_agent(self.ckpt_dir, self.key, self.agent, self.offline_episodes)
         if objects is None:
             return None
         for name in self.CHECKPOINTED:
@@ -654,7 +653,7 @@ class Finetune(Job):
                     env_step = start_step + step
                 last = step
                 self.evaluate(env_step, options)
-            if phase and resume.due(step, self.checkpoint_interval, steps):
+            if phase and checkpoint.due(step, self.checkpoint_interval, steps):
                 t.loop_seconds += clock() - loop_start - (t.eval_seconds - eval_before)
                 self.save_checkpoint(phase, step, last, obs)
                 loop_start, eval_before = clock(), t.eval_seconds
@@ -736,17 +735,17 @@ class Finetune(Job):
         """Set up, fine-tune, write the outputs; returns the summary written to ``finetune.json``.
 
         A run that finished before with the same key and code (its batch job killed later) puts its
-        outputs back instead (:func:`replication.resume.take_finished`)."""
+        outputs back instead (:func:`replication.agents.checkpoint.take_finished`)."""
         start = time.perf_counter()
         key = self.finetune_key(read_metadata(self.dataset_path).get("sha256"))
-        if resume.take_finished(self.out_dir, key, FINISHED_OUTPUTS):
+        if checkpoint.take_finished(self.out_dir, key, FINISHED_OUTPUTS):
             return read_json(self.out_dir / "finetune.json")
         self.start(d3rlpy=True)
         at = self.prepare()
         self.timings.setup_seconds = time.perf_counter() - start
         extension = self.train(at)
         summary = self.write_outputs(extension, start)
-        resume.keep_finished(self.out_dir, self.key, FINISHED_OUTPUTS)
+        checkpoint.keep_finished(self.out_dir, self.key, FINISHED_OUTPUTS)
         checkpoint.remove_checkpoint(self.ckpt_dir)
         budget_timings = self.budget_timings
         log.info(

@@ -57,8 +57,9 @@ import numpy as np
 import torch
 
 from replication.agents.datasets import Transitions
-from replication.agents.envs import env_spaces, resolve_spec
+from replication.agents.envs import env_spaces
 from replication.agents.policies import TorchScriptPolicy, load_policy
+from replication.envspecs import resolve_spec
 from replication.io import atomic_path, read_json
 from replication.plan import config
 from replication.plan.vocabulary import OFFLINE_ALGOS
