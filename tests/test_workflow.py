@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import ast
 import contextlib
+import copy
 import hashlib
 import json
 import os
 import random
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -434,25 +437,46 @@ def test_a_run_the_disk_cannot_hold_is_refused(tmp_path):
     assert touched.returncode == 0, (touched.stdout + touched.stderr)[-3000:]
 
 
+def no_result_settings() -> list[tuple[str, str]]:
+    """rules/common.smk's NO_RESULT: the (section, key) settings that change no result."""
+    text = (ROOT / "rules" / "common.smk").read_text()
+    literal = re.search(r"^NO_RESULT = (\{.*?^\})", text, re.M | re.S)
+    assert literal, "rules/common.smk defines no NO_RESULT"
+    return [(section, key) for section, keys in ast.literal_eval(literal[1]).items() for key in keys]
+
+
+# How each key of NO_RESULT is edited: a new checkpoint interval; the same fine-tuning methods in another order
+NO_RESULT_EDITS = {"checkpoint_interval": lambda value: int(value) + 7, "methods": lambda value: value[::-1]}
+
+
+def test_no_result_holds_every_checkpoint_interval_and_every_entry_has_an_edit():
+    defaults = config.read_yaml(ROOT / "config" / "defaults.yaml")
+    intervals = {
+        (s, "checkpoint_interval") for s, v in defaults.items() if isinstance(v, dict) and "checkpoint_interval" in v
+    }
+    settings = no_result_settings()
+    assert intervals <= set(settings), f"checkpoint intervals not in NO_RESULT: {intervals - set(settings)}"
+    assert {key for _, key in settings} <= set(NO_RESULT_EDITS), "give each NO_RESULT key an edit in NO_RESULT_EDITS"
+
+
 @pytest.mark.slow
 def test_editing_a_setting_that_changes_no_result_reruns_nothing(tiny_run, tmp_path):
-    """Each checkpoint interval (rules/common.smk's NO_RESULT), edited in a finished run's config: a dry
-    run has nothing to do. (The tiny run fine-tunes nothing, so NO_RESULT's list of other fine-tuning
-    methods is not tried here.)"""
+    """Each setting of rules/common.smk's NO_RESULT, edited in a finished run's config: a dry run has
+    nothing to do. The tiny run, copied, first fine-tunes two methods, so that their order can change."""
     workdir, configfile, _ = tiny_run
-    common = (ROOT / "rules" / "common.smk").read_text()
-    edits = {
-        ("online", "checkpoint_interval"): 123,
-        ("offline", "checkpoint_interval"): 7,
-        ("finetune", "checkpoint_interval"): 11,
-    }
-    for (section, key), value in edits.items():
-        assert re.search(rf'"{section}": \([^)]*"{key}"', common), f"{section}.{key} is not in NO_RESULT"
-        cfg = yaml.safe_load(configfile.read_text())
-        cfg.setdefault(section, {})[key] = value
+    finished = tmp_path / "run"
+    shutil.copytree(workdir, finished, symlinks=True)
+    cfg = yaml.safe_load(configfile.read_text())
+    cfg["finetune"] = {**cfg.get("finetune", {}), "methods": ["iql", "calql"]}
+    (finished / "finetune.yaml").write_text(yaml.safe_dump(cfg))
+    snakemake(finished, "--configfile", str(finished / "finetune.yaml"))
+    resolved = config.load(finished / "finetune.yaml")
+    for section, key in no_result_settings():
+        edited_cfg = copy.deepcopy(cfg)
+        edited_cfg.setdefault(section, {})[key] = NO_RESULT_EDITS[key](resolved[section][key])
         edited = tmp_path / f"{section}-{key}.yaml"
-        edited.write_text(yaml.safe_dump(cfg))
-        dry = snakemake(workdir, "-n", "--configfile", str(edited), "--rerun-triggers", "mtime", "params", "input")
+        edited.write_text(yaml.safe_dump(edited_cfg))
+        dry = snakemake(finished, "-n", "--configfile", str(edited), "--rerun-triggers", "mtime", "params", "input")
         assert "Nothing to be done" in dry.stdout + dry.stderr, f"editing {section}.{key} reruns:\n{dry.stdout[-2000:]}"
 
 
