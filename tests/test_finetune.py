@@ -14,9 +14,7 @@ import torch
 from replication.agents import checkpoint, job
 from replication.agents import finetune as ft
 from replication.agents.datasets import Transitions, load_transitions
-from replication.agents.learners import load_learner, quiet_d3rlpy, replay_buffer
-from replication.agents.offline import run_offline
-from replication.agents.pex import (
+from replication.agents.finetune.pex import (
     OFFLINE,
     ONLINE,
     PolicyExpansion,
@@ -25,6 +23,8 @@ from replication.agents.pex import (
     expand_policy,
     pex_update,
 )
+from replication.agents.learners import empty_buffer, load_learner, quiet_d3rlpy, replay_buffer
+from replication.agents.offline import run_offline
 from replication.io import read_json
 from replication.plan import provenance
 from replication.plan.ledger import BudgetError, Ledger
@@ -435,7 +435,7 @@ def test_mixed_sampler_fixed_ratio():
 
 def test_mixed_sampler_proportional_is_uniform_over_the_union():
     offline = replay_buffer(marked(600, 0.0))
-    online = ft.empty_buffer(offline, cache_size=20)
+    online = empty_buffer(offline, cache_size=20)
     sampler = ft.MixedSampler(offline, online, "proportional", np.random.default_rng(1))
     assert offline_share(sampler.sample(64)) == 64  # no online data yet
     for i in range(200):  # 20 online episodes of 10 terminated steps, through d3rlpy's writer

@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from replication.agents import finetune as ft
-from replication.agents import job, wsrl
+from replication.agents import job
 from replication.agents.datasets import load_transitions
+from replication.agents.finetune import wsrl
 from replication.agents.learners import build_learner, load_learner, quiet_d3rlpy
 from replication.io import read_json
 from replication.plan import config

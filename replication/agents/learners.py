@@ -1,7 +1,7 @@
 """The d3rlpy toolkit of offline training and fine-tuning: learners, replay buffers, pickers, files.
 
 Both the offline job (:mod:`replication.agents.offline`) and fine-tuning
-(:mod:`replication.agents.finetune`, :mod:`replication.agents.pex`) build, train, save and load their
+(:mod:`replication.agents.finetune`, :mod:`replication.agents.finetune.pex`) build, train, save and load their
 d3rlpy learners through this module, so that the two stages use the same settings and the same
 returns-to-go.
 
