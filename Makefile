@@ -12,9 +12,9 @@ env:
 run: env
 	$(VENV)/bin/snakemake --cores $(CORES) --configfile $(CONFIG) --profile profiles/local
 
-# Tests run in parallel on every core (pytest-xdist); tests sharing a trained run stay on one worker
-# (--dist loadgroup). The 15 slowest are listed at the end.
-PYTEST = $(VENV)/bin/python -m pytest -n auto --dist loadgroup --durations=15
+# Tests run in parallel on every core (pytest-xdist), a module's tests on one worker (--dist loadscope):
+# the runs a module trains once (module-scoped fixtures) are trained once. The 15 slowest are listed.
+PYTEST = $(VENV)/bin/python -m pytest -n auto --dist loadscope --durations=15
 
 test: env
 	$(PYTEST)

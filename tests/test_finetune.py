@@ -32,8 +32,8 @@ from replication.plan.variants import OfflineDataset, finetune_ledger
 from replication.plan.vocabulary import FINETUNE_METHODS
 from tests.conftest import tiny_config
 
-# Trains agents: the slow tier; the module's trained runs serve all its tests, on one xdist worker.
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("finetune")]
+# Trains agents: the slow tier.
+pytestmark = pytest.mark.slow
 
 TINY = {"gradient_steps": 60, "hidden_units": [32, 32], "batch_size": 32}
 PAUSE = 1000

@@ -44,8 +44,8 @@ from replication.plan.ledger import Ledger
 from replication.plan.variants import OfflineDataset
 from tests.conftest import tiny_config
 
-# Trains agents: the slow tier; the module's trained runs serve all its tests, on one xdist worker.
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("offline")]
+# Trains agents: the slow tier.
+pytestmark = pytest.mark.slow
 
 TINY = {"gradient_steps": 60, "hidden_units": [32, 32], "batch_size": 32}
 PAUSE = 1000  # tiny_config pauses at 0.5 and 1.0 of T = 2000

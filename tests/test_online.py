@@ -16,8 +16,8 @@ from replication.agents.envs import make_env
 from replication.agents.online import OnlineRun, buffer_transitions, build_sac, run_online, select_candidates
 from tests.conftest import tiny_config
 
-# Trains agents: the slow tier; the module's trained runs serve all its tests, on one xdist worker.
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("online")]
+# Trains agents: the slow tier.
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")

@@ -16,8 +16,8 @@ from replication.analysis.report import write_report
 from replication.analysis.videos import choose_backend, markdown, probe_backend
 from replication.plan import config
 
-# Trains agents: the slow tier; the module's trained runs serve all its tests, on one xdist worker.
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("videos")]
+# Trains agents: the slow tier.
+pytestmark = pytest.mark.slow
 
 SEED = 0
 VIDEOS = {"enabled": True, "fps": 10, "size": [64, 48], "max_steps": 15}

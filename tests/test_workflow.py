@@ -23,9 +23,6 @@ import yaml
 
 from replication.plan import config, workflow
 
-# The tiny run (trained once, marked slow where used) serves the tests of this module, on one xdist worker.
-pytestmark = pytest.mark.xdist_group("workflow")
-
 try:
     from test_benchmarks import benchmark
 except ImportError:  # run as a package module

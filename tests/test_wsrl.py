@@ -20,8 +20,8 @@ from replication.plan.schema import ConfigError
 from replication.plan.variants import finetune_ledger
 from tests.test_finetune import REMAINING, CountSteps, T, ft_config, make_cell
 
-# Trains agents: the slow tier; the module's trained runs serve all its tests, on one xdist worker.
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("wsrl")]
+# Trains agents: the slow tier.
+pytestmark = pytest.mark.slow
 
 WARMUP = 100  # of the REMAINING = 300 fine-tuning env steps
 
