@@ -14,15 +14,7 @@ import torch
 from replication.agents import checkpoint, job
 from replication.agents import finetune as ft
 from replication.agents.datasets import Transitions, load_transitions
-from replication.agents.finetune.pex import (
-    OFFLINE,
-    ONLINE,
-    PolicyExpansion,
-    check_transfer,
-    choice_probabilities,
-    expand_policy,
-    pex_update,
-)
+from replication.agents.finetune.pex import OFFLINE, ONLINE, PolicyExpansion, choice_probabilities, expand_policy
 from replication.agents.learners import empty_buffer, load_learner, quiet_d3rlpy, replay_buffer
 from replication.agents.offline import run_offline
 from replication.io import read_json
@@ -255,13 +247,13 @@ def test_pex_starts_from_the_offline_critic_with_a_new_actor(iql_learner):
     assert src_state and src_state.keys() == dst_state.keys()
     for k in src_state:
         assert torch.equal(src_state[k]["exp_avg"], dst_state[k]["exp_avg"])
-    report = check_transfer(offline, online)
+    report = ft.pex.check_transfer(offline, online)
     assert report["q_funcs"]["equal"] and report["value_func"]["equal"] and not report["policy"]["equal"]
     # the check really checks: a broken transfer is refused
     with torch.no_grad():
         next(b.value_func.parameters()).add_(1.0)
     with pytest.raises(RuntimeError, match="value_func"):
-        check_transfer(offline, online)
+        ft.pex.check_transfer(offline, online)
 
 
 def test_pex_choices_follow_the_softmax_of_the_online_critic(iql_learner, cell):
@@ -359,7 +351,7 @@ def test_pex_update_is_the_reference_update(iql_learner, cell):
     policy = offline.impl.modules.policy
 
     torch.manual_seed(5)
-    pex_update(package, policy, batch, 3.0)
+    ft.pex.pex_update(package, policy, batch, 3.0)
 
     config = by_hand.config
     tb = TorchMiniBatch.from_batch(
