@@ -4,7 +4,7 @@ CONFIG ?= config/config.yaml
 CORES ?= all
 CI_CONFIG ?= config/ci.yaml
 
-.PHONY: env run test lint ci-run check-figures reference clean-env
+.PHONY: env run test test-fast lint ci-run check-figures reference clean-env
 
 env:
 	@bash scripts/setup-env.sh
@@ -12,8 +12,16 @@ env:
 run: env
 	$(VENV)/bin/snakemake --cores $(CORES) --configfile $(CONFIG) --profile profiles/local
 
+# Tests run in parallel on every core (pytest-xdist), a module's tests on one worker (--dist loadscope):
+# the runs a module trains once (module-scoped fixtures) are trained once. The 15 slowest are listed.
+PYTEST = $(VENV)/bin/python -m pytest -n auto --dist loadscope --durations=15
+
 test: env
-	$(VENV)/bin/python -m pytest
+	$(PYTEST)
+
+# The tests that train nothing (neither slow nor slurm): a couple of minutes.
+test-fast: env
+	$(PYTEST) -m "not slow and not slurm"
 
 lint: env
 	VENV=$(VENV) bash scripts/lint.sh

@@ -13,7 +13,7 @@ import shlex
 
 import yaml
 from replication.plan import config as rconfig
-from replication import disk, runlock
+from replication.plan import disk, runlock
 from replication.plan import workflow as wf
 from replication.plan.plan import Plan
 from replication.plan.vocabulary import FINETUNE_METHODS, OFFLINE_ALGOS
@@ -42,7 +42,7 @@ if workflow.is_main_process and PLAN.claims is not None:  # config key claims: w
         logger.info(_why)
 
 # One live run per results directory: a kernel lock (flock) that dies with its holder, however it
-# dies, so the same command resumes after any kill (replication.runlock; the profiles turn
+# dies, so the same command resumes after any kill (replication.plan.runlock; the profiles turn
 # Snakemake's own lock off). Refused in onstart, so that dry runs still work beside a live run.
 RUN_LOCK = runlock.acquire(OUT) if workflow.is_main_process else None
 if RUN_LOCK is not None and RUN_LOCK.held:
@@ -89,7 +89,7 @@ if CFG["batch_jobs"]:
 onstart:
     if RUN_LOCK is not None and not RUN_LOCK.held:
         raise WorkflowError(RUN_LOCK.refusal())
-    # no run dies of a full disk: refused before any job starts (replication.disk)
+    # no run dies of a full disk: refused before any job starts (replication.plan.disk)
     if CFG["check_disk"] and (problem := disk.check_free_space(CFG, OUT, parallel_jobs(), PLAN.grid())):
         raise WorkflowError(problem)
 

@@ -127,11 +127,11 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
 
+    from replication import tidy
     from replication.agents.finetune import Finetune
     from replication.agents.learners import quiet_d3rlpy
     from replication.agents.offline import run_offline
     from replication.agents.online import run_online
-    from replication.analysis import tidy
     from replication.io import read_json
     from replication.plan import config
     from replication.plan.variants import finetune_ledger

@@ -33,10 +33,10 @@ import pandas as pd
 import torch
 import yaml
 
-from replication.agents.envs import resolve_spec
 from replication.agents.evaluation import Evaluator
 from replication.agents.policies import sac_policy
 from replication.agents.rngs import isolated_rng
+from replication.envspecs import resolve_spec
 from replication.plan import config
 
 LOOPS = ("replication online", "bare SB3 SAC.learn")

@@ -23,7 +23,7 @@ import dataclasses
 import sys
 from collections.abc import Callable, Sequence
 
-from replication.plan.vocabulary import FINETUNE_METHODS
+from replication.plan.vocabulary import FIGURES, FINETUNE_METHODS, TABLES
 
 AddArguments = Callable[[argparse.ArgumentParser], None]
 Run = Callable[[argparse.Namespace], int]
@@ -64,7 +64,7 @@ ENV_COLUMNS = ("name", "implementation", "suite", "reward", "metric", "episode s
 
 def env_rows() -> list[tuple[str, ...]]:
     """One row of :data:`ENV_COLUMNS` per study environment, in the order of ``config/envs.yaml``."""
-    from replication.agents.envs import specs
+    from replication.envspecs import specs
 
     return [
         (
@@ -259,7 +259,7 @@ def _add_collect_arguments(parser: argparse.ArgumentParser) -> None:
 
 @command("collect", "concatenate the cells' tidy results into one table", _add_collect_arguments)
 def _collect(args: argparse.Namespace) -> int:
-    from replication.analysis import tidy
+    from replication import tidy
 
     df = tidy.read(args.inputs)
     tidy.write(df, args.out)
@@ -306,8 +306,6 @@ def _assemble(args: argparse.Namespace) -> int:
 
 # --- analysis and run records (each a call into one module; the Snakefile runs these) -----------
 
-TABLES = ("T1", "T2", "T3", "L1")  # replication.analysis.tables.TABLES
-FIGURES = ("F1", "F2", "F3", "F4", "F5", "F6")  # replication.analysis.plotting.FIGURES
 LEARNERS = ("sac", "iql", "cql", "calql", "pex")  # replication.gpucheck.LEARNERS
 
 
@@ -459,7 +457,7 @@ def _add_provenance_arguments(parser: argparse.ArgumentParser) -> None:
     _add_provenance_arguments,
 )
 def _provenance(args: argparse.Namespace) -> int:
-    from replication import provenance
+    from replication.plan import provenance
 
     _setup_logging()
     record = provenance.write(args.config, args.out, args.caption)
@@ -864,8 +862,8 @@ def main(argv: list[str] | None = None) -> int:
 
         import_d3rlpy()  # before anything else imports it: skips scikit-learn (see replication.imports)
     try:
-        if args.command in TRAINING_COMMANDS:  # one live instance per job (replication.runlock.job_lock)
-            from replication.runlock import job_lock
+        if args.command in TRAINING_COMMANDS:  # one live instance per job (replication.plan.runlock.job_lock)
+            from replication.plan.runlock import job_lock
 
             with job_lock(args.out):
                 return int(args._run(args) or 0)

@@ -74,7 +74,7 @@ def d3rlpy_start(cfg: dict[str, Any], env: str, algo: str, transitions, folder: 
     buffer = learners.offline_buffer(cfg, env, source, transitions)
     learners.prepare(learner, buffer)
     if algo == "pex":
-        from replication.agents.pex import expand_policy
+        from replication.agents.finetune.pex import expand_policy
 
         learner = expand_policy(learner, "cpu:0")  # the online learner PEX fine-tunes
     path = folder / f"{algo}.d3"
@@ -288,7 +288,7 @@ def run(
         raise ValueError(f"--learners: unknown {unknown}; valid: {', '.join(LEARNERS)}")
     from replication.imports import import_d3rlpy
     from replication.plan import config
-    from replication.provenance import gpu_state
+    from replication.plan.provenance import gpu_state
     from replication.runinfo import resolve_device
 
     import_d3rlpy()

@@ -2,14 +2,10 @@
 # claims scorecard and the replication report. Figures and tables are marked for
 # `snakemake --report results/<name>/report.html`.
 
-from replication.analysis.selection import Expected
-from replication.analysis.plotting import default_figures
-
-# With config key claims, the plan's cut leaves out what reads jobs it does not run (PLAN.omitted, logged)
-FIGURES = [f for f in default_figures(Expected.from_config(CFG)) if f not in PLAN.omitted]
+# The plan's tables and figures: with config key claims, less what reads jobs it does not run (logged)
+FIGURES = list(PLAN.figures)
+TABLES = list(PLAN.tables)
 BOOTSTRAP = yaml.safe_dump({"statistics": CFG["statistics"]})  # a param: a new setting reruns the intervals
-TABLES = ["T1", "T2"] + (["T3"] if CFG["finetune"]["methods"] else []) + ["L1"]
-TABLES = [t for t in TABLES if t not in PLAN.omitted]
 STATISTICS = "statistics" not in PLAN.omitted
 AGGREGATE_CSV = [f"{OUT}/statistics/aggregate.csv"] if STATISTICS else []  # F5 reads it
 REPORT_INPUTS = {  # what the report embeds: the products this plan makes

@@ -1,9 +1,9 @@
 # Provenance: results/<name>/provenance.json (commit, dirty tree, config hash, versions, machine,
 # command, start, end, wall time; every earlier invocation; the commits of the jobs that trained the
 # agents) after every result and before the report, and the HTML report's figure caption stamped with
-# the training and regenerating commits and the config (replication.provenance).
+# the training and regenerating commits and the config (replication.plan.provenance).
 
-from replication import provenance as prov
+from replication.plan import provenance as prov
 
 if workflow.is_main_process:
     prov.mark_start()  # the run's start and command, inherited by its local jobs

@@ -29,7 +29,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from replication.analysis import selection, tidy
+from replication import tidy
+from replication.analysis import selection
 from replication.analysis.labels import markdown_table
 from replication.io import write_text
 from replication.plan import config as rconfig

@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from replication.agents.normalize import load_references
-from replication.analysis import tidy
+from replication import tidy
+from replication.analysis.normalize import load_references
 from replication.plan.config import DEFAULTS_FILE, deep_merge, read_yaml
 
 ENVS = ("hopper", "kitchen", "sawyer-push")

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -24,6 +25,7 @@ def table_row(out: str, label: str) -> list[str]:
     return next(line for line in out.splitlines() if line.startswith(label)).split()
 
 
+@pytest.mark.slow
 def test_online_against_bare_sac():
     out = benchmark(
         "bench_online.py", "--steps", "400", "--learning-starts", "100", "--episode-steps", "40",
@@ -33,6 +35,7 @@ def test_online_against_bare_sac():
         assert float(table_row(out, label)[-1]) > 0
 
 
+@pytest.mark.slow
 def test_offline_against_bare_fit_trains_the_same_networks():
     out = benchmark(
         "bench_offline.py", "--env", "hopper", "--online-steps", "400", "--episode-steps", "50",
@@ -45,6 +48,7 @@ def test_offline_against_bare_fit_trains_the_same_networks():
         assert float(r[3]) > 0 and r[4] == "identical" and r[6] == "identical"
 
 
+@pytest.mark.slow
 def test_finetune_against_bare_updates(tmp_path):
     benchmark(
         "bench_finetune.py", "--out", str(tmp_path), "--total-steps", "1000", "--learning-starts", "200",
@@ -77,6 +81,7 @@ def _tiny_study(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_learning_parity_with_bare_sac(tmp_path):
     """The package's online stage and a bare SAC.learn of one seed give the same curve and weights."""
     cfg = _tiny_study(tmp_path)
@@ -90,6 +95,7 @@ def test_learning_parity_with_bare_sac(tmp_path):
     assert (tmp_path / "out" / "parity.png").stat().st_size > 10_000
 
 
+@pytest.mark.slow
 def test_learning_parity_tells_apart_other_weights(tmp_path):
     """The parity check can fail: a bare run of another seed differs from the package's run in weights."""
     import importlib.util

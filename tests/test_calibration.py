@@ -125,6 +125,7 @@ def test_a_drawdown_moves_only_online_sacs_current_policy() -> None:
 COUNT_TESTS = ("C1.1", "C3.2", "C3.3")  # heterogeneous, few, mixed
 
 
+@pytest.mark.slow  # simulates many studies per noise model (~45 s each on 2 busy cores)
 @pytest.mark.parametrize("noise", ["gaussian", "rl"])
 def test_count_claims_false_the_other_way_are_not_reproduced(noise: str) -> None:
     """PEX helps in every environment (not "a few"), Cal-QL helps in every one (not "mixed"), the offline

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from replication.agents.envs import specs
+from replication.envspecs import specs
 from replication.plan import config
 from replication.plan.schema import ConfigError
 

@@ -9,8 +9,9 @@ import mujoco
 import numpy as np
 import pytest
 
-from replication.agents.envs import get_spec, make_env, specs
+from replication.agents.envs import make_env
 from replication.agents.wrappers import KitchenReward, MetaWorldTask, RewardDelay
+from replication.envspecs import get_spec, specs
 
 NAMES = list(specs())
 ROLLOUT_STEPS = 60

@@ -74,8 +74,8 @@ def test_batch_jobs_pay_the_start_up_once_per_job(tmp_path, monkeypatch):
 
 
 def test_disk_model_dimensions_are_the_environments_own():
-    from replication import disk
     from replication.agents.envs import env_spaces
+    from replication.plan import disk
 
     for env, (obs, act) in disk.DIMS.items():
         spaces = env_spaces(env)
@@ -84,7 +84,7 @@ def test_disk_model_dimensions_are_the_environments_own():
 
 def test_disk_estimate_of_the_paper_profile(paper, capsys):
     """Datasets dominate: the buffer datasets alone (0.2 + ... + 1.0 = 3 T steps per cell) are counted."""
-    from replication import disk
+    from replication.plan import disk
 
     stages = disk.disk_estimate(paper)
     humanoid = 5 * 3 * 1_000_000 * (348 + 17 + 1) * 4  # float32 observations, actions, rewards

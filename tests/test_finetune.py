@@ -11,26 +11,21 @@ import pandas as pd
 import pytest
 import torch
 
-from replication import provenance, resume
+from replication.agents import checkpoint, job
 from replication.agents import finetune as ft
-from replication.agents import job
 from replication.agents.datasets import Transitions, load_transitions
-from replication.agents.learners import load_learner, quiet_d3rlpy, replay_buffer
+from replication.agents.finetune.pex import OFFLINE, ONLINE, PolicyExpansion, choice_probabilities, expand_policy
+from replication.agents.learners import empty_buffer, load_learner, quiet_d3rlpy, replay_buffer
 from replication.agents.offline import run_offline
-from replication.agents.pex import (
-    OFFLINE,
-    ONLINE,
-    PolicyExpansion,
-    check_transfer,
-    choice_probabilities,
-    expand_policy,
-    pex_update,
-)
 from replication.io import read_json
+from replication.plan import provenance
 from replication.plan.ledger import BudgetError, Ledger
 from replication.plan.variants import OfflineDataset, finetune_ledger
 from replication.plan.vocabulary import FINETUNE_METHODS
 from tests.conftest import tiny_config
+
+# Trains agents: the slow tier.
+pytestmark = pytest.mark.slow
 
 TINY = {"gradient_steps": 60, "hidden_units": [32, 32], "batch_size": 32}
 PAUSE = 1000
@@ -209,7 +204,7 @@ def test_a_finished_run_puts_back_its_deleted_outputs_unless_the_code_changed(ru
     assert again == json.loads(before["finetune.json"])
     assert all((out / name).read_bytes() == data_ for name, data_ in before.items())
     with monkeypatch.context() as mp:
-        mp.setattr(resume, "code_fingerprint", lambda: "other code")
+        mp.setattr(checkpoint, "code_fingerprint", lambda: "other code")
         trained = deleted_then_rerun()
     assert trained["total_seconds"] != again["total_seconds"]  # it ran
     assert (out / "curve.csv").read_bytes() == before["curve.csv"]
@@ -252,13 +247,13 @@ def test_pex_starts_from_the_offline_critic_with_a_new_actor(iql_learner):
     assert src_state and src_state.keys() == dst_state.keys()
     for k in src_state:
         assert torch.equal(src_state[k]["exp_avg"], dst_state[k]["exp_avg"])
-    report = check_transfer(offline, online)
+    report = ft.pex.check_transfer(offline, online)
     assert report["q_funcs"]["equal"] and report["value_func"]["equal"] and not report["policy"]["equal"]
     # the check really checks: a broken transfer is refused
     with torch.no_grad():
         next(b.value_func.parameters()).add_(1.0)
     with pytest.raises(RuntimeError, match="value_func"):
-        check_transfer(offline, online)
+        ft.pex.check_transfer(offline, online)
 
 
 def test_pex_choices_follow_the_softmax_of_the_online_critic(iql_learner, cell):
@@ -356,7 +351,7 @@ def test_pex_update_is_the_reference_update(iql_learner, cell):
     policy = offline.impl.modules.policy
 
     torch.manual_seed(5)
-    pex_update(package, policy, batch, 3.0)
+    ft.pex.pex_update(package, policy, batch, 3.0)
 
     config = by_hand.config
     tb = TorchMiniBatch.from_batch(
@@ -432,7 +427,7 @@ def test_mixed_sampler_fixed_ratio():
 
 def test_mixed_sampler_proportional_is_uniform_over_the_union():
     offline = replay_buffer(marked(600, 0.0))
-    online = ft.empty_buffer(offline, cache_size=20)
+    online = empty_buffer(offline, cache_size=20)
     sampler = ft.MixedSampler(offline, online, "proportional", np.random.default_rng(1))
     assert offline_share(sampler.sample(64)) == 64  # no online data yet
     for i in range(200):  # 20 online episodes of 10 terminated steps, through d3rlpy's writer

@@ -24,6 +24,7 @@ def script_env() -> dict[str, str]:
     return {**os.environ, "VENV": str(VENV), "SETUP_ENV": "1" if current else "0"}
 
 
+@pytest.mark.slow
 def test_cpu_smoke_run_prints_the_table_and_agrees(tmp_path):
     out = tmp_path / "gpu-check.json"
     args = ["--device", "cpu", "--steps", "3", "--cpu-steps", "3", "--warmup", "1", "--check-steps", "2"]

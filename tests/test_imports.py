@@ -8,6 +8,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 TRAIN = textwrap.dedent(
     """
     import json, sys
@@ -40,6 +42,7 @@ def run(code: str, *args: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_d3rlpy_without_sklearn_trains_identically():
     light, plain = run(TRAIN, "light"), run(TRAIN, "plain")
     assert light["sklearn_loaded"] is False

@@ -126,6 +126,7 @@ def readme_example() -> str:
     return after.split("```python\n", 1)[1].split("```", 1)[0]
 
 
+@pytest.mark.slow
 def test_the_readme_example_trains_d3rlpy_on_exactly_the_source_transitions(tmp_path, monkeypatch):
     """The README's section as written, on an export at its own paths (exports/, the hopper buffer id)."""
     source = make_dataset(tmp_path, "hopper", 300, 40)

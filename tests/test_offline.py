@@ -8,7 +8,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from replication import provenance
 from replication.agents.datasets import (
     DatasetError,
     Transitions,
@@ -40,10 +39,13 @@ from replication.agents.learners import (
 from replication.agents.offline import checkpoint_steps, run_offline
 from replication.agents.policies import load_policy
 from replication.io import read_json, write_json
-from replication.plan import config
+from replication.plan import config, provenance
 from replication.plan.ledger import Ledger
 from replication.plan.variants import OfflineDataset
 from tests.conftest import tiny_config
+
+# Trains agents: the slow tier.
+pytestmark = pytest.mark.slow
 
 TINY = {"gradient_steps": 60, "hidden_units": [32, 32], "batch_size": 32}
 PAUSE = 1000  # tiny_config pauses at 0.5 and 1.0 of T = 2000
@@ -614,13 +616,12 @@ def test_a_killed_offline_job_resumes_to_identical_outputs(online, tmp_path):
 
 def test_a_checkpoint_of_other_settings_is_not_resumed(online, tmp_path):
     """A checkpoint left by a job of other settings (here: another seed's key) is discarded, not resumed."""
-    from replication import resume
     from replication.agents import checkpoint
 
     cfg, online_dir = online
     cfg = config.resolve(config.deep_merge(cfg, {"offline": {"checkpoint_interval": 20}}))
     data = online_dir / f"pause_{PAUSE}" / "dataset_buffer.h5"
-    stale = tmp_path / resume.CHECKPOINT_DIR
+    stale = tmp_path / checkpoint.CHECKPOINT_DIR
     checkpoint.write_checkpoint(stale, "another job", lambda tmp: {"grad_step": 40})
     summary = run_offline(cfg, "hopper", 0, "iql", data, online_dir, BUFFER, tmp_path, progress=False)
     assert summary["resumed"] is False and not stale.exists()

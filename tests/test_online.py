@@ -16,6 +16,9 @@ from replication.agents.envs import make_env
 from replication.agents.online import OnlineRun, buffer_transitions, build_sac, run_online, select_candidates
 from tests.conftest import tiny_config
 
+# Trains agents: the slow tier.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def hopper_run(tmp_path_factory):
@@ -116,7 +119,7 @@ def test_online_outputs(hopper_run):
 
 def assert_provenance(record: dict, cfg: dict) -> None:
     """A job's provenance block: package, this checkout's commit, its config's digest, host and times."""
-    from replication import provenance
+    from replication.plan import provenance
 
     assert record["git"]["commit"] == provenance.git_state()["commit"] and record["package"]
     assert record["config_sha256"] == provenance.config_digest(cfg)

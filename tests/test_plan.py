@@ -57,7 +57,8 @@ def test_one_vocabulary_of_learners():
     from replication.analysis import selection as aggregate
 
     assert learners.ALGOS == aggregate.OFFLINE_ALGOS == vocabulary.OFFLINE_ALGOS
-    assert finetune.METHODS == aggregate.FINETUNE_METHODS == tuple(vocabulary.FINETUNE_METHODS)
+    assert tuple(vocabulary.FINETUNE_METHODS) == aggregate.FINETUNE_METHODS
+    assert set(finetune.METHODS) == set(vocabulary.FINETUNE_METHODS)  # the registry: one module per method
     assert workflow.FINETUNE_SOURCES is vocabulary.FINETUNE_METHODS
     assert set(vocabulary.FINETUNE_METHODS.values()) <= set(vocabulary.OFFLINE_ALGOS)
     subcommands = next(a for a in cli.build_parser()._actions if a.choices and "finetune" in a.choices).choices

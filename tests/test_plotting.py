@@ -9,9 +9,11 @@ from matplotlib.collections import PolyCollection
 from PIL import Image
 from synthetic_results import WITH_WSRL, config, make_results
 
-from replication.analysis import plotting, tidy
+from replication import tidy
+from replication.analysis import plotting
 from replication.analysis import selection as sel
 from replication.analysis.selection import Expected, MissingResultsError
+from replication.plan import vocabulary
 
 
 def test_build_figures_writes_every_figure(tmp_path) -> None:
@@ -43,10 +45,9 @@ def test_f5_computes_its_statistics_when_not_given(raw: pd.DataFrame, expected: 
 
 
 def test_default_figures_follow_the_configuration() -> None:
-    exp = Expected.from_config(
-        config(analysis={"c4": {"enabled": False}, "c5": {"enabled": False}, "reward_granularity": {"enabled": False}})
-    )
-    assert plotting.default_figures(exp) == ["F1", "F2", "F5"]
+    off = {"c4": {"enabled": False}, "c5": {"enabled": False}, "reward_granularity": {"enabled": False}}
+    assert vocabulary.figures(config(analysis=off)) == ["F1", "F2", "F5"]
+    assert vocabulary.figures(config(analysis=off, finetune={"methods": []})) == ["F1", "F5"]
 
 
 @pytest.mark.parametrize(

@@ -10,8 +10,8 @@ import sys
 
 import pytest
 
-from replication import provenance as prov
 from replication.analysis.report import write_report
+from replication.plan import provenance as prov
 
 needs_git = pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
 

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from replication import runlock
+from replication.plan import runlock
 
 HOLD = (  # a process that takes the lock, says so, and waits to be killed
-    "import sys, time; from replication import runlock; lock = runlock.acquire(sys.argv[1]); "
+    "import sys, time; from replication.plan import runlock; lock = runlock.acquire(sys.argv[1]); "
     "print(lock.held, flush=True); time.sleep(600)"
 )
 
@@ -59,7 +59,7 @@ def test_only_snakemake_locks_of_this_config_are_stale(tmp_path, monkeypatch):
 
 
 JOB = (  # a job instance that takes its job lock, says so, and waits to be killed
-    "import sys, time; from replication import runlock\n"
+    "import sys, time; from replication.plan import runlock\n"
     "with runlock.job_lock(sys.argv[1], poll_seconds=0.05):\n"
     "    print('held', flush=True); time.sleep(600)"
 )

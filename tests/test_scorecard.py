@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 from synthetic_results import WITH_WSRL, config, make_results
 
-from replication.analysis import inference, report, scorecard, tables, tidy
+from replication import tidy
+from replication.analysis import inference, report, scorecard, tables
 from replication.analysis import selection as sel
 from replication.analysis.scorecard import INCONCLUSIVE, NOT_EVALUATED, NOT_REPRODUCED, REPRODUCED
 from replication.analysis.selection import Expected, MissingResultsError

@@ -119,7 +119,7 @@ def test_aggregate_table_on_synthetic_results(prepared: pd.DataFrame) -> None:
 
 
 def test_build_statistics_writes_csv_and_markdown(tmp_path) -> None:
-    from replication.analysis import tidy
+    from replication import tidy
 
     path = tmp_path / "tidy.csv"
     tidy.write(make_results(envs=("hopper", "sawyer-push"), granularity=False), path)

@@ -8,10 +8,9 @@ import pytest
 import yaml
 from synthetic_results import FT_PAUSE, TOTAL, WITH_WSRL, config, config_file_overrides, make_results
 
-from replication import cli
-from replication.agents import normalize
+from replication import cli, tidy
+from replication.analysis import normalize, tables
 from replication.analysis import selection as sel
-from replication.analysis import tables, tidy
 from replication.analysis.selection import Expected, MissingResultsError
 
 

@@ -16,6 +16,9 @@ from replication.analysis.report import write_report
 from replication.analysis.videos import choose_backend, markdown, probe_backend
 from replication.plan import config
 
+# Trains agents: the slow tier.
+pytestmark = pytest.mark.slow
+
 SEED = 0
 VIDEOS = {"enabled": True, "fps": 10, "size": [64, 48], "max_steps": 15}
 
@@ -73,7 +76,7 @@ def run(tmp_path_factory) -> tuple[Path, Path, dict]:
     source.mkdir(parents=True)
     learner.save(str(source / "learnable_best.d3"))
     write_json(source / "validation.json", {"best_step": 0, "last_step": 0})
-    from replication.agents.pex import expand_policy
+    from replication.agents.finetune.pex import expand_policy
 
     for method, saved in (("iql", learner), ("pex", expand_policy(learner, "cpu:0"))):
         folder = cell / "finetune" / method

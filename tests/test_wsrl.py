@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from replication.agents import finetune as ft
-from replication.agents import job, wsrl
+from replication.agents import job
 from replication.agents.datasets import load_transitions
+from replication.agents.finetune import wsrl
 from replication.agents.learners import build_learner, load_learner, quiet_d3rlpy
 from replication.io import read_json
 from replication.plan import config
@@ -18,6 +19,9 @@ from replication.plan.ledger import Ledger
 from replication.plan.schema import ConfigError
 from replication.plan.variants import finetune_ledger
 from tests.test_finetune import REMAINING, CountSteps, T, ft_config, make_cell
+
+# Trains agents: the slow tier.
+pytestmark = pytest.mark.slow
 
 WARMUP = 100  # of the REMAINING = 300 fine-tuning env steps
 
@@ -311,14 +315,14 @@ def test_keep_offline_data_gives_half_offline_batches(runs):
 
 @pytest.mark.parametrize("keep", [False, True])
 def test_a_checkpoint_holds_the_sac_alone_and_refers_to_offline_episodes(cell, keep):
-    from replication import resume
+    from replication.agents import checkpoint
 
     cfg, root, data = cell
     cfg = wsrl_config(keep_offline_data=keep)
     transitions, _ = load_transitions(data)
     agent = ft.build_agent(cfg, "hopper", "wsrl", learner_of(root, "calql"), transitions, np.random.default_rng(0))
-    assert resume.agent_learners(agent) == [agent.learner]  # the offline source is not kept
-    episodes = resume.buffer_episodes(agent)
+    assert checkpoint.agent_learners(agent) == [agent.learner]  # the offline source is not kept
+    episodes = checkpoint.buffer_episodes(agent)
     assert len(episodes) == (len(agent.offline_buffer.episodes) if keep else 0)
     assert agent.online_buffer.transition_count == 0 and agent.update_start == WARMUP
 

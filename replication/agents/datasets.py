@@ -283,9 +283,8 @@ def build_newdata(
     """
     import time
 
-    from replication import provenance
     from replication.agents.policies import load_policy
-    from replication.plan import config
+    from replication.plan import config, provenance
 
     start, t0 = provenance.now(), time.perf_counter()
     if collector not in ("best", "last"):

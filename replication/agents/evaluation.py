@@ -15,7 +15,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from replication.agents.envs import get_spec, make_env
+from replication.agents.envs import make_env
+from replication.envspecs import get_spec
 
 Policy = Callable[[np.ndarray], np.ndarray]
 

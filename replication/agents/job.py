@@ -5,7 +5,7 @@ directory. :class:`Job` holds what the three have in common: torch set-up and th
 libraries, the env options of the cell, making the env, loading and checking a dataset, the
 evaluators (reporting and validation), the progress bar, the job key and checkpoint directory, the
 tidy CSVs (tagged with an analysis cell's options) and the summary JSON (run info first, its
-provenance last: :func:`replication.provenance.job_record`). Each job
+provenance last: :func:`replication.plan.provenance.job_record`). Each job
 keeps its own loop, its own timings (a :class:`Timings` subclass) and its own checkpoint contents.
 
 Seeding stays with each job: where it seeds (``d3rlpy.seed``, numpy generators) is part of its
@@ -25,14 +25,14 @@ from typing import Any, ParamSpec
 
 import numpy as np
 
-from replication import provenance, resume
+from replication import tidy
 from replication.agents import checkpoint
 from replication.agents.datasets import DatasetError, Transitions, load_transitions
-from replication.agents.envs import env_spaces, get_spec, make_env, shared_env
+from replication.agents.envs import env_spaces, make_env, shared_env
 from replication.agents.evaluation import Evaluator
-from replication.analysis import tidy
+from replication.envspecs import get_spec
 from replication.io import write_json
-from replication.plan import config
+from replication.plan import config, provenance
 from replication.plan.variants import OfflineDataset
 from replication.runinfo import configure_torch, run_info
 
@@ -139,7 +139,7 @@ class Job:
 
     @property
     def ckpt_dir(self) -> Path:
-        return self.out_dir / resume.CHECKPOINT_DIR
+        return self.out_dir / checkpoint.CHECKPOINT_DIR
 
     # ---- outputs
 

@@ -1,7 +1,7 @@
 """The d3rlpy toolkit of offline training and fine-tuning: learners, replay buffers, pickers, files.
 
 Both the offline job (:mod:`replication.agents.offline`) and fine-tuning
-(:mod:`replication.agents.finetune`, :mod:`replication.agents.pex`) build, train, save and load their
+(:mod:`replication.agents.finetune`, :mod:`replication.agents.finetune.pex`) build, train, save and load their
 d3rlpy learners through this module, so that the two stages use the same settings and the same
 returns-to-go.
 
@@ -57,8 +57,9 @@ import numpy as np
 import torch
 
 from replication.agents.datasets import Transitions
-from replication.agents.envs import env_spaces, resolve_spec
+from replication.agents.envs import env_spaces
 from replication.agents.policies import TorchScriptPolicy, load_policy
+from replication.envspecs import resolve_spec
 from replication.io import atomic_path, read_json
 from replication.plan import config
 from replication.plan.vocabulary import OFFLINE_ALGOS

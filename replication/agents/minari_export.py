@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from replication.agents.datasets import Transitions, load_transitions
-from replication.provenance import git_state
+from replication.plan.provenance import git_state
 
 DATA_FORMAT = "hdf5"
 
@@ -65,7 +65,7 @@ def registered_spec(meta: dict[str, Any]) -> tuple[Any, str | None]:
     """(gymnasium EnvSpec, None) when the study env is a registered env as it is; else (None, why not)."""
     import gymnasium as gym
 
-    from replication.agents.envs import resolve_spec
+    from replication.envspecs import resolve_spec
 
     options = dict(meta.get("env_options") or {})
     delay = options.pop("reward_delay", 1)

@@ -35,7 +35,7 @@ reuses ``eval_best.json``) and placed at its ledger-true env step
 
 Resumable: every ``offline.checkpoint_interval`` gradient steps the job writes ``checkpoint/``
 (learner with optimisers, validation so far, the best files so far, RNG states;
-:mod:`replication.resume`); a restarted job continues from it to the same outputs (on the CPU).
+:mod:`replication.agents.checkpoint`); a restarted job continues from it to the same outputs (on the CPU).
 
 Training is d3rlpy's own update step in d3rlpy's own order (the loop of ``fitter``: one
 ``sample_transition_batch`` and one ``update`` per step, after the same scaler building and model
@@ -58,13 +58,12 @@ from typing import Any
 
 import numpy as np
 
-from replication import resume
+from replication import tidy
 from replication.agents import checkpoint, learners
 from replication.agents.datasets import DatasetError, read_metadata
 from replication.agents.evaluation import EpisodeRecord
 from replication.agents.job import Job, Timings, runner
 from replication.agents.policies import load_policy
-from replication.analysis import tidy
 from replication.io import read_json, write_json
 from replication.plan import config
 from replication.plan.ledger import BudgetError, Ledger
@@ -228,7 +227,7 @@ class OfflineJob(Job):
         self.learner = learners.build_learner(cfg, env_name, self.algo, self.device)
         learners.prepare(self.learner, self.buffer)
         self.validator = self.make_evaluator("validation", env)
-        restored = resume.restore_offline(self.ckpt_dir, self.key, self.learner, out_dir)
+        restored = checkpoint.restore_offline(self.ckpt_dir, self.key, self.learner, out_dir)
         if restored is not None:
             for name in _LOOP_STATE:
                 setattr(self, name, restored[name])
@@ -245,7 +244,7 @@ class OfflineJob(Job):
 
     def save_checkpoint(self) -> None:
         state = {name: getattr(self, name) for name in _LOOP_STATE}
-        resume.save_offline(self.ckpt_dir, self.key, self.learner, self.out_dir, state)
+        checkpoint.save_offline(self.ckpt_dir, self.key, self.learner, self.out_dir, state)
 
     def train(self) -> None:
         """Train to ``G`` gradient steps, validating at the checkpoint steps, checkpointing the job."""
@@ -253,7 +252,7 @@ class OfflineJob(Job):
         bar = self.progress_bar(self.gradient_steps, self.done, desc)
         candidate = self.out_dir / "policy_candidate.pt"
         interval = int(self.cfg["offline"]["checkpoint_interval"])
-        for step in resume.boundaries(self.steps, interval, self.gradient_steps):
+        for step in checkpoint.boundaries(self.steps, interval, self.gradient_steps):
             if step <= self.done:
                 continue
             with self.timings.timed("train_seconds"):
@@ -264,7 +263,7 @@ class OfflineJob(Job):
                 continue
             with self.timings.timed("validation_seconds"):
                 self.validate(step, candidate)
-            if resume.due(step, interval, self.gradient_steps):
+            if checkpoint.due(step, interval, self.gradient_steps):
                 self.save_checkpoint()
         if bar is not None:
             bar.close()
@@ -387,7 +386,7 @@ class OfflineJob(Job):
                 "best_step": self.best_step,
                 "returns_to_go": learners.returns_to_go_rule(self.cfg, self.env_name, self.algo),
                 "job_key": self.key,
-                "code": resume.code_fingerprint(),  # a restarted multi-learner job keeps it only under the same code
+                "code": checkpoint.code_fingerprint(),  # a restarted multi-learner job keeps it only if equal
                 "resumed": self.resumed,
                 "best_of": best_of,
                 "ledgers": ledgers,
@@ -452,7 +451,7 @@ def run_offline_job(
     for algo in algos:
         finished = finished_learner(out / algo, job_key(cfg, env_name, seed, algo, dataset_path, dataset))
         if finished is not None:  # a kill between its summary and its checkpoint's removal left one
-            checkpoint.remove_checkpoint(out / algo / resume.CHECKPOINT_DIR)
+            checkpoint.remove_checkpoint(out / algo / checkpoint.CHECKPOINT_DIR)
         else:
             finished = run_offline(
                 cfg, env_name, seed, algo, dataset_path, online_dir, dataset, out / algo, options=options
@@ -471,4 +470,4 @@ def finished_learner(out_dir: Path | str, key: str) -> dict[str, Any] | None:
     if not path.exists():
         return None
     summary = read_json(path)
-    return summary if resume.made_here(summary, key, "job_key") else None
+    return summary if checkpoint.made_here(summary, key, "job_key") else None

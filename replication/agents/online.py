@@ -26,7 +26,7 @@ after the evaluation and pause work of that step); a restarted run continues fro
 with the same numbers as an uninterrupted one (on CPU). A pause's files are staged first (sealed
 under ``stage/`` before the next checkpoint) and published into ``pause_<T_k>/`` when the run ends,
 so a rerun after Snakemake deleted them, from a checkpoint past the pause, still writes them
-(:mod:`replication.resume`).
+(:mod:`replication.agents.checkpoint`).
 
 SAC does not notice its pauses: everything done between two ``learn`` calls (snapshots,
 evaluation, validation, datasets, checkpoints) runs in :func:`replication.agents.rngs.isolated_rng`,
@@ -46,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-from replication import resume
+from replication import tidy
 from replication.agents import checkpoint
 from replication.agents.datasets import Transitions, save_dataset
 from replication.agents.envs import make_env
@@ -54,7 +54,6 @@ from replication.agents.evaluation import EpisodeRecord
 from replication.agents.job import Job, Timings, runner
 from replication.agents.policies import export_sac_actor, load_policy, sac_policy
 from replication.agents.rngs import isolated_rng
-from replication.analysis import tidy
 from replication.io import atomic_path, read_json, write_json
 from replication.plan import config
 from replication.plan.ledger import BudgetError
@@ -220,7 +219,7 @@ class OnlineRun(Job):
             return {"num_timesteps": model.num_timesteps, "buffer_pos": n}
 
         meta = checkpoint.write_checkpoint(self.ckpt_dir, self.job_key(), fill)
-        resume.log_saved("online", model.num_timesteps, meta)
+        checkpoint.log_saved("online", model.num_timesteps, meta)
 
     def load_checkpoint(self):
         """The model and loop state of the last checkpoint (made with these settings), or ``None``."""
@@ -263,9 +262,9 @@ class OnlineRun(Job):
         state.curve_rows += tidy.rows_from_records(self.base_row(algo="sac"), records, model.num_timesteps)
 
     def pause(self, model, state: OnlineState, step: int) -> None:
-        """Validation, dataset and policies at pause ``step``, staged (:mod:`replication.resume`)."""
-        staged = resume.staged_pause(self.out_dir, step)
-        tmp = resume.new_stage(staged)
+        """Validation, dataset and policies at pause ``step``, staged (:mod:`replication.agents.checkpoint`)."""
+        staged = checkpoint.staged_pause(self.out_dir, step)
+        tmp = checkpoint.new_stage(staged)
         with state.timings.timed("validation_seconds"):
             self.validate(tmp, state, step)
         with state.timings.timed("dataset_seconds"):
@@ -279,7 +278,7 @@ class OnlineRun(Job):
                 collector="online-sac",
                 env_options=self.env_options,
             )
-        resume.seal_stage(tmp, staged, self.job_key())
+        checkpoint.seal_stage(tmp, staged, self.job_key())
 
     def validate(self, out: Path, state: OnlineState, step: int) -> None:
         """Validation of the snapshots up to pause ``step``: the best and last policies, their records."""
@@ -320,7 +319,7 @@ class OnlineRun(Job):
         self.out_dir.mkdir(parents=True, exist_ok=True)
         restored = self.load_checkpoint()
         if restored is None:  # a fresh start: nothing staged by an earlier run counts
-            resume.clear_stage(self.out_dir)
+            checkpoint.clear_stage(self.out_dir)
         model, state = restored if restored else (build_sac(self.cfg, self.env_name, self.seed, device), OnlineState())
         bar = self.progress_bar(self.total, model.num_timesteps, f"online {self.env_name}")
         t = state.timings
@@ -363,7 +362,7 @@ class OnlineRun(Job):
         """The curve, the model and every pause's files (published from the stage), then the summary."""
         self.write_tidy(state.curve_rows, "curve.csv")
         for step in self.pauses:
-            resume.publish_stage(self.out_dir, step, pause_dir(self.out_dir, step), self.job_key())
+            checkpoint.publish_stage(self.out_dir, step, pause_dir(self.out_dir, step), self.job_key())
         buffer = io.BytesIO()
         model.save(buffer)
         with atomic_path(self.out_dir / "model.zip") as tmp:
@@ -386,7 +385,7 @@ class OnlineRun(Job):
             },
         )
         checkpoint.remove_checkpoint(self.ckpt_dir)
-        resume.clear_stage(self.out_dir)
+        checkpoint.clear_stage(self.out_dir)
         return summary
 
 

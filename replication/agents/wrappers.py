@@ -13,8 +13,9 @@ from typing import Any, SupportsFloat
 import gymnasium as gym
 import numpy as np
 
+from replication.envspecs import KITCHEN_REWARD_MODES
+
 KITCHEN_GOAL_THRESHOLD = 0.3  # gymnasium_robotics' BONUS_THRESH: a subtask is at its goal below it
-KITCHEN_REWARD_MODES = ("subtask", "binary", "accumulated")
 
 
 class Float32Observation(gym.ObservationWrapper):

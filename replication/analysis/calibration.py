@@ -269,7 +269,7 @@ def _effect_envs(envs: Sequence[str]) -> dict[str, tuple[str, ...]]:
 
 def _metrics(envs: Sequence[str]) -> dict[str, str]:
     """Each environment's reported metric (return, subtasks, success), from config/envs.yaml."""
-    from replication.agents.envs import specs
+    from replication.envspecs import specs
 
     registry = specs()
     return {env: registry[env].metric for env in envs}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from replication.agents.normalize import NORMALIZED
+from replication.analysis.normalize import NORMALIZED
 
 ENV_NAMES = {
     "hopper": "Hopper",

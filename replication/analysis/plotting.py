@@ -40,6 +40,7 @@ from replication.analysis import selection as sel  # noqa: E402
 from replication.analysis import statistics as stats  # noqa: E402
 from replication.analysis.selection import Expected, MissingResultsError  # noqa: E402
 from replication.io import atomic_path  # noqa: E402
+from replication.plan import vocabulary  # noqa: E402
 
 _COLORS = sns.color_palette("colorblind", 10)
 COLORS = {
@@ -87,7 +88,7 @@ def _steps_axis(ax: plt.Axes) -> None:
 
 
 def _metric_of(env: str) -> str:
-    from replication.agents.envs import specs
+    from replication.envspecs import specs
 
     spec = specs().get(env)
     return spec.metric if spec else SCORE
@@ -574,24 +575,6 @@ def save_figure(fig: plt.Figure, out_dir: Path | str, name: str) -> list[Path]:
     return paths
 
 
-FIGURES = ("F1", "F2", "F3", "F4", "F5", "F6")
-
-
-def default_figures(expected: Expected) -> list[str]:
-    """The figures the configuration makes: F3, F4 and F6 only when their analysis is switched on."""
-    names = ["F1"]
-    if expected.finetune_methods:
-        names.append("F2")
-    if expected.c4_envs:
-        names.append("F3")
-    if expected.c5_env is not None:
-        names.append("F4")
-    names.append("F5")
-    if expected.granularity_envs and expected.granularity_delays:
-        names.append("F6")
-    return names
-
-
 def build_figures(
     tidy_csv_paths: Sequence[Path | str],
     out_dir: Path | str,
@@ -611,14 +594,14 @@ def build_figures(
     df = sel.load_results(tidy_csv_paths)
     cfg = cfg if cfg is not None else sel.load_config(None)
     expected = Expected.from_config(cfg)
-    names = list(figures) if figures is not None else default_figures(expected)
+    names = list(figures) if figures is not None else vocabulary.figures(cfg)
     if figures is None and cfg.get("claims"):  # a plan cut to some claims: only the figures it has the jobs for
         from replication.plan.plan import Plan
 
         names = [n for n in names if n not in Plan.build(cfg).omitted]
-    unknown = [n for n in names if n not in FIGURES]
+    unknown = [n for n in names if n not in vocabulary.FIGURES]
     if unknown:
-        raise ValueError(f"unknown figure(s) {unknown}; valid: {', '.join(FIGURES)}")
+        raise ValueError(f"unknown figure(s) {unknown}; valid: {', '.join(vocabulary.FIGURES)}")
     written = {}
     for name in names:
         if name == "F1":

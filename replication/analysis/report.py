@@ -19,9 +19,9 @@ from typing import Any
 
 import pandas as pd
 
-from replication import provenance as prov
 from replication.analysis.labels import markdown_table
 from replication.io import write_text
+from replication.plan import provenance as prov
 from replication.plan.config import DEFAULTS_FILE, read_yaml
 from replication.runinfo import KEY_PACKAGES
 
@@ -151,9 +151,8 @@ def config_choices(cfg: Mapping[str, Any], defaults_path: Path | str = DEFAULTS_
 
 def other_choices(cfg: Mapping[str, Any]) -> pd.DataFrame:
     """Choices outside the run configuration: environment substitutions, reference returns, claim tests."""
-    from replication.agents import normalize
-    from replication.agents.envs import ENVS_FILE, specs
-    from replication.analysis import scorecard
+    from replication.analysis import normalize, scorecard
+    from replication.envspecs import ENVS_FILE, specs
 
     rows = []
     table = specs()
@@ -185,7 +184,7 @@ def other_choices(cfg: Mapping[str, Any]) -> pd.DataFrame:
 
 def package_versions(packages: Sequence[str] = PACKAGES) -> pd.DataFrame:
     """Installed versions of ``packages`` (``not installed`` where absent)."""
-    from replication.provenance import versions
+    from replication.plan.provenance import versions
 
     return pd.DataFrame([{"Package": name, "Version": v} for name, v in versions(packages).items()])
 

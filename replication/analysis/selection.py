@@ -1,6 +1,6 @@
 """Selecting rows of the tidy results: the library the tables, statistics, scorecard and figures share.
 
-The tidy table (:mod:`replication.analysis.tidy`) holds one row per (cell, variant, env step, metric). This
+The tidy table (:mod:`replication.tidy`) holds one row per (cell, variant, env step, metric). This
 module picks variants out of it and pairs each variant with the online SAC run it branched from.
 What the results must contain is read from the run's configuration (:class:`Expected`); anything
 missing is an error that names it (:class:`MissingResultsError`), never an empty cell.
@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from replication.agents import normalize
-from replication.analysis import labels, tidy
+from replication import tidy
+from replication.analysis import labels, normalize
 from replication.plan import vocabulary
 
 NORMALIZED = normalize.NORMALIZED

@@ -1,6 +1,6 @@
 """Aggregates across environments with rliable: IQM and probability of improvement, with 95% CIs.
 
-Scores are normalised (:mod:`replication.agents.normalize`) and arranged as ``(num_seeds x num_envs)``
+Scores are normalised (:mod:`replication.analysis.normalize`) and arranged as ``(num_seeds x num_envs)``
 matrices, one per variant. The interquartile mean (IQM) and its stratified-bootstrap confidence
 interval come from ``rliable.library.get_interval_estimates`` with ``rliable.metrics.aggregate_iqm``;
 the probability of improvement over online SAC from ``rliable.metrics.probability_of_improvement``.

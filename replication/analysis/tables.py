@@ -45,6 +45,7 @@ from replication.analysis.selection import (
     value_at_or_before,
 )
 from replication.io import write_text
+from replication.plan.vocabulary import TABLES
 
 # --------------------------------------------------------------------------------------------
 # Tables
@@ -530,7 +531,7 @@ def write_table(
     return [csv_path, md_path, tex_path]
 
 
-TABLES = {"T1": final_policy_table, "T2": validation_table, "T3": finetune_table, "L1": learning_table}
+BUILDERS = {"T1": final_policy_table, "T2": validation_table, "T3": finetune_table, "L1": learning_table}
 
 
 def build_tables(
@@ -539,7 +540,7 @@ def build_tables(
     cfg: dict[str, Any] | None = None,
     *,
     metric: str = "score",
-    tables: Sequence[str] = ("T1", "T2", "T3", "L1"),
+    tables: Sequence[str] = TABLES,
 ) -> dict[str, list[Path]]:
     """Build tables ``tables`` from tidy CSV files; write CSV, Markdown and LaTeX under ``out_dir``.
 
@@ -552,5 +553,5 @@ def build_tables(
     for name in tables:
         if name not in TABLES:
             raise ValueError(f"unknown table {name!r}; valid: {', '.join(TABLES)}")
-        written[name] = write_table(name, TABLES[name](df, expected, metric), out_dir, expected.finetune_names())
+        written[name] = write_table(name, BUILDERS[name](df, expected, metric), out_dir, expected.finetune_names())
     return written

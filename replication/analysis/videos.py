@@ -134,8 +134,8 @@ def finetuned_policy(folder: Path, method: str, pex_beta: float) -> Policy:
     learner = d3rlpy.load_learnable(str(folder / "learnable_final.d3"), device="cpu:0")
     if method != "pex":
         return lambda obs: learner.predict(np.asarray(obs, dtype=np.float32)[None])[0]
+    from replication.agents.finetune.pex import PolicyExpansion
     from replication.agents.learners import load_learner
-    from replication.agents.pex import PolicyExpansion
 
     summary = read_json(folder / "finetune.json")
     offline = load_learner(summary["offline_dir"], summary["offline_checkpoint"], device="cpu:0")

@@ -275,7 +275,7 @@ class Price:
 
     @classmethod
     def of(cls, cfg: dict[str, Any], grid: Sequence[Job]) -> Price:
-        from replication.disk import needs
+        from replication.plan.disk import needs
 
         total = _total(estimate(cfg, grid)[0])
         return cls(
@@ -290,7 +290,7 @@ class Price:
 
 def format_beside_grid(cfg: dict[str, Any], grid: Sequence[Job]) -> str:
     """The planned claims' cost beside the whole grid's, with their share of it."""
-    from replication.disk import human
+    from replication.plan.disk import human
 
     chosen = claims.selected(cfg) or []
     mine, whole = Price.of(cfg, grid), Price.of(cfg, jobs(cfg))
@@ -336,7 +336,7 @@ def format_seeds(cfg: dict[str, Any], chosen: Sequence[str]) -> str:
 
 def format_claims(cfg: dict[str, Any]) -> str:
     """Every claim alone at this config's seeds: what its cut plan costs, and its share of the full grid."""
-    from replication.disk import human
+    from replication.plan.disk import human
 
     whole = Price.of(cfg, jobs(cfg))
     lines = [
@@ -357,7 +357,7 @@ def format_claims(cfg: dict[str, Any]) -> str:
 
 def format_disk(cfg: dict[str, Any], cores: int = 1, grid: Sequence[Job] | None = None) -> str:
     """Disk per stage: what the finished run leaves, and the peak while it runs (resume checkpoints)."""
-    from replication.disk import disk_estimate, human, needs
+    from replication.plan.disk import disk_estimate, human, needs
 
     lines = [
         f"disk under results/{cfg['name']}/ ({cores} job(s) at once)",

@@ -59,6 +59,8 @@ class Plan:
     controls: tuple[PlannedJob, ...] = ()  # C1's control of each online run: a light job, not counted in jobs
     claims: tuple[str, ...] | None = None  # config key claims: the plan is cut to what their tests read
     omitted: Mapping[str, str] = dataclasses.field(default_factory=dict, hash=False)  # products a cut lacks: why
+    tables: tuple[str, ...] = ()  # the tables the run makes (vocabulary.tables, less those a cut omits)
+    figures: tuple[str, ...] = ()  # likewise the figures
 
     @classmethod
     def build(cls, cfg: dict[str, Any]) -> Plan:
@@ -88,6 +90,8 @@ class Plan:
             jobs=(),
             claims=tuple(chosen) if chosen is not None else None,
             omitted=omitted,
+            tables=tuple(t for t in vocabulary.tables(cfg) if t not in omitted),
+            figures=tuple(f for f in vocabulary.figures(cfg) if f not in omitted),
         )
         jobs = tuple(plan._planned(cfg, job) for job in grid)
         return dataclasses.replace(plan, jobs=jobs, controls=tuple(plan._planned(cfg, c) for c in controls))

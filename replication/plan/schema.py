@@ -14,7 +14,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-from replication.agents.envs import REWARD_MODES, specs
+from replication.envspecs import REWARD_MODES, specs
 from replication.io import PROJECT_ROOT
 from replication.plan.vocabulary import finetune_pause_step, newdata_pause_step
 

@@ -15,6 +15,8 @@ FINETUNE_METHODS = {"iql": "iql", "pex": "iql", "calql": "calql", "wsrl": "calql
 WSRL_SOURCES = ("calql", "cql")  # offline agents with a SAC-shaped actor and critic
 NEWDATA_COLLECTORS = ("best", "last")
 NEWDATA_PREFIX = "newdata-eps"
+TABLES = ("T1", "T2", "T3", "L1")  # every table of the study, in the report's order
+FIGURES = ("F1", "F2", "F3", "F4", "F5", "F6")  # every figure
 
 
 def finetune_source(cfg: dict[str, Any], method: str) -> str:
@@ -48,6 +50,24 @@ def c5_env(cfg: dict[str, Any]) -> str | None:
     """
     c5 = cfg["analysis"]["c5"]
     return c5["env"] if c5.get("enabled") and c5["env"] in cfg["envs"] else None
+
+
+def tables(cfg: dict[str, Any]) -> list[str]:
+    """The tables a config makes: T3 only with fine-tuning methods."""
+    return [t for t in TABLES if t != "T3" or cfg["finetune"]["methods"]]
+
+
+def figures(cfg: dict[str, Any]) -> list[str]:
+    """The figures a config makes: F2 with fine-tuning methods; F3, F4 and F6 only when their analysis is on."""
+    analysis = cfg["analysis"]
+    c4, granularity = analysis["c4"], analysis["reward_granularity"]
+    made = {
+        "F2": bool(cfg["finetune"]["methods"]),
+        "F3": bool(c4.get("enabled") and set(c4["envs"]) & set(cfg["envs"])),
+        "F4": c5_env(cfg) is not None,
+        "F6": bool(granularity.get("enabled") and granularity["envs"] and granularity["delays"]),
+    }
+    return [f for f in FIGURES if made.get(f, True)]
 
 
 def newdata_pause_step(cfg: dict[str, Any]) -> int:

@@ -94,7 +94,7 @@ class JobDisk:
 
 
 def _simulator(env: str) -> float:
-    from replication.agents.envs import get_spec
+    from replication.envspecs import get_spec
 
     return SIMULATOR_BYTES[get_spec(env).suite]
 

@@ -1,6 +1,6 @@
 """Per-suite score normalisation, so that scores can be aggregated across environments.
 
-The tidy ``score`` metric is the environment's reported metric (:mod:`replication.analysis.tidy`). This
+The tidy ``score`` metric is the environment's reported metric (:mod:`replication.tidy`). This
 module maps it onto a common scale where 0 is "nothing" and 1 is "solved / expert":
 
 * locomotion: ``(return - random) / (expert - random)`` with the reference returns of
@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from replication.agents.envs import specs
+from replication.envspecs import specs
 from replication.io import PROJECT_ROOT
 
 REFERENCE_FILE = PROJECT_ROOT / "config" / "reference_returns.yaml"

@@ -91,7 +91,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from replication.agents.finetune import Agent, MixedSampler
+from replication.agents import learners
+from replication.agents.finetune.base import Agent, Method, MixedSampler, register
 from replication.agents.learners import compare_modules, empty_buffer, torch_batch
 from replication.plan.schema import episode_steps
 from replication.plan.vocabulary import WSRL_SOURCES, finetune_source
@@ -114,10 +115,8 @@ def source_algo(cfg: dict[str, Any]) -> str:
     return source
 
 
-def check_start(cfg: dict[str, Any], method: str, budget_steps: int) -> None:
+def check_start(cfg: dict[str, Any], budget_steps: int) -> None:
     """WSRL's warm-up must leave at least one update in the fine-tuning budget: else a clear error."""
-    if method != "wsrl":
-        return
     warmup = int(settings(cfg)["warmup_steps"])
     if warmup >= budget_steps:
         raise ValueError(
@@ -333,13 +332,14 @@ class WSRLAgent(Agent):
         return out
 
 
-def build_wsrl_agent(
+def build(
     cfg: dict[str, Any], env_name: str, learner, transitions, rng: np.random.Generator, device: str = "cpu"
 ) -> WSRLAgent:
-    """The WSRL agent of ``finetune.build_agent`` from the loaded offline ``learner`` and its dataset."""
-    from replication.agents import learners
-
+    """The WSRL agent from the loaded offline CQL or Cal-QL ``learner`` and its dataset."""
     check_source(learner, source_algo(cfg))  # before the buffers are built
     offline_buffer = learners.replay_buffer(transitions)  # SAC needs no returns-to-go: d3rlpy's plain picker
     cache = episode_steps(cfg, env_name) + 1
     return WSRLAgent(learner, offline_buffer, cache, settings(cfg), rng, device)
+
+
+register(Method("wsrl", build, check_start))

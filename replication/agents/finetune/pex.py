@@ -50,7 +50,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from replication.agents.learners import compare_modules, torch_batch
+from replication.agents import learners
+from replication.agents.finetune.base import Method, MixedAgent, check_learner, mixing_rule, register
+from replication.agents.learners import compare_modules, empty_buffer, torch_batch
+from replication.plan.schema import episode_steps
 
 OFFLINE, ONLINE = 0, 1
 
@@ -257,3 +260,76 @@ class PolicyExpansion:
         else:
             index = int(np.argmax(self.q_values(obs, proposals)))
         return self._to_env(proposals[index])
+
+
+# ---- the fine-tuning agent
+
+
+class PEXAgent(MixedAgent):
+    """PEX: the online learner of :func:`expand_policy` acting through the policy set."""
+
+    method = "pex"
+
+    def __init__(self, offline_learner, offline_buffer, online_buffer, settings: dict[str, Any], rng, device):
+        online = expand_policy(offline_learner, device)
+        fraction = mixing_rule(settings["pex_offline_fraction"], "finetune.pex_offline_fraction")
+        super().__init__(online, offline_buffer, online_buffer, fraction, rng)
+        self.transfer = check_transfer(offline_learner, online)
+        self.update_start = int(settings["pex_initial_collection_steps"])
+        eval_rng = rng.spawn(1)[0]  # evaluation's draws: a stream of their own
+        self.pex = PolicyExpansion(
+            offline_learner, online, settings["pex_beta"], rng, device, settings["pex_eval_epsilon"], eval_rng
+        )
+        self._digest = parameters_digest
+        self.offline_digest = parameters_digest(offline_learner.impl.modules.policy)
+
+    def explore(self, obs):
+        return self.pex.act(obs)
+
+    def update(self, batch) -> None:
+        pex_update(self.learner, self.pex.offline.impl.modules.policy, batch, self.pex.beta)
+
+    def greedy(self, obs):
+        return self.pex.greedy(obs)
+
+    def offline_policy_frozen(self) -> bool:
+        return self._digest(self.pex.offline.impl.modules.policy) == self.offline_digest
+
+    def stats(self) -> dict[str, Any]:
+        counts = self.pex.counts
+        return {
+            **super().stats(),
+            "pex": {
+                "beta": self.pex.beta,
+                "initial_collection_steps": self.update_start,
+                "eval_epsilon": self.pex.eval_epsilon,
+                "offline_policy_chosen": int(counts[0]),
+                "online_policy_chosen": int(counts[1]),
+                "offline_policy_fraction": float(counts[0] / counts.sum()) if counts.sum() else None,
+                "transfer": self.transfer,
+                "offline_policy_frozen": self.offline_policy_frozen(),
+            },
+        }
+
+
+def check_start(cfg: dict[str, Any], budget_steps: int) -> None:
+    """PEX must reach its first update within the fine-tuning budget: else a clear error."""
+    start = int(cfg["finetune"]["pex_initial_collection_steps"])
+    if start >= budget_steps:
+        raise ValueError(
+            f"finetune.pex_initial_collection_steps={start} leaves PEX no update in its fine-tuning budget of "
+            f"{budget_steps} env steps; lower it below the budget"
+        )
+
+
+def build(cfg: dict[str, Any], env_name: str, learner, transitions, rng: np.random.Generator, device: str) -> PEXAgent:
+    """The PEX agent around the loaded offline IQL ``learner``: the dataset and an online buffer."""
+    import d3rlpy
+
+    check_learner("pex", learner, d3rlpy.algos.IQL)
+    offline_buffer = learners.replay_buffer(transitions)
+    online_buffer = empty_buffer(offline_buffer, episode_steps(cfg, env_name) + 1)
+    return PEXAgent(learner, offline_buffer, online_buffer, cfg["finetune"], rng, device)
+
+
+register(Method("pex", build, check_start))
