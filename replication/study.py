@@ -2,7 +2,7 @@
 
 For each stage: Snakemake with the user's arguments (the config resolves to the stage its state file is
 at, :func:`replication.plan.config.resolve`), then the stage's decisions recorded from S1
-(:func:`replication.analysis.sequential.advance`, written atomically), until the run ends. Killed at any
+(:func:`replication.plan.sequential.advance`, written atomically), until the run ends. Killed at any
 moment, the same command continues: a stage's Snakemake run resumes like any run, and a stage whose
 workflow finished but whose decisions were not recorded is recorded without running a job. Running the
 stages by hand is the same: ``snakemake ...`` then ``replication study --decide ...``, repeated.
@@ -73,8 +73,7 @@ def snakemake(args: Sequence[str]) -> int:
 
 def decide(cfg: dict[str, Any]) -> dict[str, Any]:
     """Record the finished stage's decisions (its S1) and plan the next."""
-    from replication.analysis import sequential
-    from replication.plan import claims
+    from replication.plan import claims, sequential
     from replication.plan.workflow import results_dir
 
     results = results_dir(cfg)
@@ -97,8 +96,7 @@ def decide(cfg: dict[str, Any]) -> dict[str, Any]:
 
 def study(args: Sequence[str], *, decide_only: bool = False, runner: Runner = snakemake) -> int:
     """Run every stage (Snakemake with ``args``, then the decisions) until the run ends; see the module."""
-    from replication.analysis import sequential
-    from replication.plan import config
+    from replication.plan import config, sequential
     from replication.plan.workflow import results_dir
 
     user = user_config(args)

@@ -29,6 +29,7 @@ ORDER = (
     "replication.agents",
     "replication.analysis",
     "replication.gpucheck",
+    "replication.study",
     "replication.cli",
     "replication.__main__",
 )

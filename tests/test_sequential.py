@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from replication.analysis import calibration, inference, scorecard, sequential
+from replication.analysis import calibration, inference, scorecard
 from replication.plan import claims as plan_claims
-from replication.plan import config
+from replication.plan import config, sequential
 from replication.plan.plan import Plan
 from replication.plan.schema import ConfigError
 from replication.study import study, user_config

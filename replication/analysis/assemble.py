@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from replication.analysis import tidy
+from replication import tidy
 
 # What a shard keeps of its cells: results (CSV), job summaries and dataset sidecars (JSON), job times
 # (TSV). Datasets, policies, checkpoints, the online stage and logs stay behind.
@@ -94,29 +94,32 @@ def assemble(shards: Sequence[Path | str], results: Path | str = "results") -> P
 
 def _aggregate(out: Path, config_file: Path, cfg: dict[str, Any]) -> None:
     """What rules/aggregate.smk and rules/provenance.smk run after ``collect``, in their order."""
-    from replication import cli
-    from replication.analysis.plotting import default_figures
-    from replication.analysis.selection import Expected
+    from replication.analysis.plotting import build_figures
+    from replication.analysis.report import write_report
+    from replication.analysis.scorecard import CLAIMS_FILE, build_scorecard
+    from replication.analysis.selection import load_config
+    from replication.analysis.statistics import build_statistics
+    from replication.analysis.tables import build_tables
+    from replication.plan import provenance
+    from replication.plan.plan import Plan
 
-    tables = ["T1", "T2"] + (["T3"] if cfg["finetune"]["methods"] else []) + ["L1"]
-    figures = default_figures(Expected.from_config(cfg))
-    common = ["--results", str(out / "tidy.csv"), "--config", str(config_file)]
-    steps = [
-        ["tables", *common, "--out", str(out / "tables"), "--tables", *tables],
-        ["statistics", *common, "--out", str(out / "statistics")],
-        ["figures", *common, "--out", str(out / "figures"), "--statistics", str(out / "statistics/aggregate.csv")],
-        ["scorecard", *common, "--out", str(out / "scorecard")],
-        ["provenance", "--config", str(config_file), "--out", str(out / "provenance.json")],
-    ]
-    for step in steps:
-        if cli.main(step) != 0:
-            raise RuntimeError(f"replication {step[0]} failed on {out}")
-    report = ["report", "--out", str(out / "report.md"), "--config", str(config_file)]
-    report += ["--tables", *(str(out / "tables" / f"{t}.md") for t in tables)]
-    report += ["--figures", *(str(out / "figures" / f"{f}.png") for f in figures)]
-    report += ["--statistics", str(out / "statistics/aggregate.md"), "--scorecard", str(out / "scorecard/S1.md")]
-    report += ["--provenance", str(out / "provenance.json")]
-    report += ["--benchmarks", *map(str, sorted(out.glob("cells/*/seed*/benchmarks/*.tsv")))]
-    report += ["--finetune-summaries", *map(str, sorted(out.glob("cells/*/seed*/finetune/calql/finetune.json")))]
-    if cli.main(report) != 0:
-        raise RuntimeError(f"replication report failed on {out}")
+    plan = Plan.build(cfg)
+    tables, figures = list(plan.tables), list(plan.figures)
+    results, run_cfg = [str(out / "tidy.csv")], load_config(str(config_file))
+    build_tables(results, str(out / "tables"), run_cfg, tables=tables)
+    build_statistics(results, str(out / "statistics"), run_cfg)
+    build_figures(results, str(out / "figures"), run_cfg, figures=figures,
+                  statistics_csv=str(out / "statistics" / "aggregate.csv"))  # fmt: skip
+    build_scorecard(results, str(out / "scorecard"), run_cfg, claims_path=CLAIMS_FILE)
+    provenance.write(str(config_file), str(out / "provenance.json"), [])
+    write_report(
+        out / "report.md",
+        run_cfg,
+        tables=[out / "tables" / f"{t}.md" for t in tables],
+        figures=[out / "figures" / f"{f}.png" for f in figures],
+        statistics=out / "statistics" / "aggregate.md",
+        scorecard=out / "scorecard" / "S1.md",
+        benchmarks=sorted(out.glob("cells/*/seed*/benchmarks/*.tsv")),
+        finetune_summaries=sorted(out.glob("cells/*/seed*/finetune/calql/finetune.json")),
+        provenance=out / "provenance.json",
+    )

@@ -497,9 +497,8 @@ class _StageCost:
         self.cache: dict[frozenset[str], float] = {}
 
     def __call__(self, tests: Sequence[str]) -> float:
-        from replication.analysis import sequential
         from replication.plan import claims as plan_claims
-        from replication.plan import estimate
+        from replication.plan import estimate, sequential
 
         key = frozenset(tests)
         if key not in self.cache:
@@ -523,7 +522,7 @@ def calibrate_sequential(
     noise: str = "gaussian",
     drawdown: float | None = None,
 ) -> dict[str, Any]:
-    """The sequential design (``design``: :class:`replication.analysis.sequential.Design`) against the fixed
+    """The sequential design (``design``: :class:`replication.plan.sequential.Design`) against the fixed
     design at each of its looks, on the same ``sims`` simulated studies of ``design.max`` seeds.
 
     Per decisive test: the share of each verdict of the sequential design and its expected seeds, and the
@@ -531,7 +530,7 @@ def calibrate_sequential(
     GPU-hours of the sequential design (each stage pays its new seeds of the cells its open tests read,
     supporting tests of open claims included, as a real run plans them) and of the fixed design per seed.
     """
-    from replication.analysis import sequential
+    from replication.plan import sequential
 
     cfg = calibration_config(envs, design.max)
     claims = scorecard.load_claims()
@@ -645,7 +644,7 @@ def _fixed_shares(test: dict[str, Any]) -> dict[int, float]:
 def sequential_markdown(results: Sequence[dict[str, Any]]) -> str:
     """Fixed against sequential, per decisive test: error (null, contrary), power (effect), expected seeds,
     and the run's expected GPU-hours, with the fixed design of the same power (module docstring of
-    replication.analysis.sequential). Needs the three scenarios on the same design."""
+    replication.plan.sequential). Needs the three scenarios on the same design."""
     by = {r["scenario"]: r for r in results}
     missing = [s for s in SCENARIOS if s not in by]
     if missing:

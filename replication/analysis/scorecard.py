@@ -58,7 +58,7 @@ COLUMNS = (
     "claim_verdict",
     "scope",
 )
-SEQUENTIAL_COLUMNS = ("stage", "decided")  # added for a sequential design (replication.analysis.sequential)
+SEQUENTIAL_COLUMNS = ("stage", "decided")  # added for a sequential design (replication.plan.sequential)
 STUDY, BEYOND_STUDY = "study", "beyond the study"  # the scope of a claim (its beyond_study key)
 # The fewest environments on which each statistic can decide (a test's min_envs overrides it).
 MIN_ENVS = {
@@ -910,7 +910,7 @@ def _sequential_table(
     """S1 at a stage of a sequential run: the open tests at the stage's boundaries (each look at confidence
     ``1 - (1 - c) / K``), the tests decided earlier as they were; columns ``stage`` (whose seeds gave the
     row) and ``decided`` (whether the verdict ended the test's stages) added."""
-    from replication.analysis import sequential
+    from replication.plan import sequential
     from replication.plan.workflow import results_dir
 
     seq = cfg["sequential"]

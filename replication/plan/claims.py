@@ -220,7 +220,7 @@ def test_reads(cfg: dict[str, Any], test_ids: Sequence[str]) -> list[Rows]:
 
 def wanted_reads(cfg: dict[str, Any], claim_ids: Sequence[str]) -> list[Rows]:
     """What a run's plan keeps: the reads of its claims' tests, or of its open tests only at a stage of a
-    sequential run (``sequential.open``, replication.analysis.sequential)."""
+    sequential run (``sequential.open``, replication.plan.sequential)."""
     if (seq := cfg.get("sequential")) and seq.get("open") is not None:
         return test_reads(cfg, seq["open"])
     return claim_reads(cfg, claim_ids)

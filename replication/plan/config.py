@@ -64,8 +64,7 @@ def resolve(user: dict[str, Any] | None = None) -> dict[str, Any]:
 
 def resolve_stage(cfg: dict[str, Any]) -> dict[str, Any]:
     """A sequential design's config at the stage its state file (results/<name>/sequential/) is at."""
-    from replication.analysis import sequential
-    from replication.plan import claims
+    from replication.plan import claims, sequential
     from replication.plan.workflow import results_dir
 
     return sequential.stage_config(cfg, sequential.read_state(results_dir(cfg)), claims.load())

@@ -214,7 +214,7 @@ def _check_claims(cfg: dict[str, Any]) -> None:
 
 
 def _check_seeds(cfg: dict[str, Any]) -> None:
-    from replication.analysis import sequential
+    from replication.plan import sequential
 
     if isinstance(cfg["seeds"], dict) and (problem := sequential.check(cfg["seeds"])):
         raise ConfigError(problem)
