@@ -618,9 +618,10 @@ def _check_config(args: argparse.Namespace) -> int:
 
 def format_grid(cfg: dict) -> str:
     """The grid a config runs: its cells, and per stage its jobs (as ``replication estimate``) and variants."""
-    from replication.plan import workflow
+    from replication.plan import claims, workflow
+    from replication.plan.estimate import planned_grid
 
-    planned = workflow.jobs(cfg)
+    planned = planned_grid(cfg)
     cells = list(dict.fromkeys((job.env, job.seed) for job in planned if job.rule == "online"))
     extra = sorted({env for env, _ in cells} - set(cfg["envs"]))
     lines = [
@@ -630,7 +631,9 @@ def format_grid(cfg: dict) -> str:
         f"  environments: {', '.join(cfg['envs'])}",
         f"  seeds: {', '.join(str(s) for s in cfg['seeds'])}",
     ]
-    counts = workflow.stage_counts(cfg)
+    if (selected := claims.selected(cfg)) is not None:
+        lines.append(f"  claims: {', '.join(selected)} (only the jobs their tests read)")
+    counts = workflow.stage_counts(cfg, planned)
     rows = [(rule, str(j), str(v)) for rule, (j, v) in counts.items()]
     rows.append(("total", str(sum(j for j, _ in counts.values())), str(sum(v for _, v in counts.values()))))
     lines += format_text(("stage", "jobs", "variants"), rows).splitlines()

@@ -113,3 +113,15 @@ def test_every_decisive_test_has_power_seeds() -> None:
     for claim in claims.load().values():
         for test in claim["tests"]:
             assert (test["role"] == "decisive") == ("power_seeds" in test), test["id"]
+
+
+def test_check_config_prints_the_cut_grid(capsys: pytest.CaptureFixture) -> None:
+    """check-config counts the jobs a claims plan runs, as estimate and Snakemake do, and names the claims."""
+    assert cli.main(["check-config", "--configfile", "config/ci.yaml", "--config", "claims=[C3]"]) == 0
+    out = capsys.readouterr().out
+    assert "claims: C3 (only the jobs their tests read)" in out
+    total = int(re.search(r"^total\s+(\d+)", out, re.M)[1])
+    cfg = config.load("config/ci.yaml", {"claims": ["C3"]})
+    assert total == sum(jobs for jobs, _ in workflow.stage_counts(cfg, estimate.planned_grid(cfg)).values()) == 18
+    assert cli.main(["check-config", "--configfile", "config/ci.yaml"]) == 0
+    assert "claims:" not in capsys.readouterr().out

@@ -18,6 +18,7 @@ its results carry the options in the tidy ``variant_options`` column.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -252,15 +253,15 @@ def tidy_inputs(cfg: dict[str, Any]) -> list[Path]:
     return out
 
 
-def stage_counts(cfg: dict[str, Any]) -> dict[str, tuple[int, int]]:
-    """Per stage: (Snakemake jobs, variants) of the grid.
+def stage_counts(cfg: dict[str, Any], planned: Sequence[Job] | None = None) -> dict[str, tuple[int, int]]:
+    """Per stage: (Snakemake jobs, variants) of the grid, or of the ``planned`` jobs.
 
     A job is one process (its benchmark file; ``batch_jobs: true`` runs a cell's variants of a stage
     in one), as ``replication estimate`` counts them; a variant is one planned unit of work.
     """
     processes: dict[str, set[Path]] = {}
     variants: dict[str, int] = {}
-    for job in jobs(cfg):
+    for job in jobs(cfg) if planned is None else planned:
         processes.setdefault(job.rule, set()).add(job.benchmark(cfg))
         variants[job.rule] = variants.get(job.rule, 0) + 1
     return {rule: (len(processes[rule]), variants[rule]) for rule in variants}
