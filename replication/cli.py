@@ -610,18 +610,19 @@ def _check_config(args: argparse.Namespace) -> int:
     from replication.plan.plan import Plan
 
     cfg = config.load(args.configfile, config.parse_overrides(args.config))
-    Plan.build(cfg)  # the checks of planning every job (analysis C4's extension), as the workflow does
+    plan = Plan.build(cfg)  # the checks of planning every job (analysis C4's extension), as the workflow does
     print(f"{args.configfile}: valid; results under {workflow.results_dir(cfg)}/")
-    print(format_grid(cfg))
+    print(format_grid(cfg, plan.grid()))
     return 0
 
 
-def format_grid(cfg: dict) -> str:
-    """The grid a config runs: its cells, and per stage its jobs (as ``replication estimate``) and variants."""
+def format_grid(cfg: dict, planned: list | None = None) -> str:
+    """The grid a config runs (``planned``: its plan's jobs, built here if not given): its cells, and per
+    stage its jobs (as ``replication estimate``) and variants."""
     from replication.plan import claims, workflow
     from replication.plan.estimate import planned_grid
 
-    planned = planned_grid(cfg)
+    planned = planned_grid(cfg) if planned is None else planned
     cells = list(dict.fromkeys((job.env, job.seed) for job in planned if job.rule == "online"))
     extra = sorted({env for env, _ in cells} - set(cfg["envs"]))
     lines = [

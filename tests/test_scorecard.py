@@ -87,14 +87,15 @@ def test_per_environment_rules() -> None:
     shown_small = inference.Interval(0.0, -0.03, 0.03, 0.5, 0.5)  # the other environments' effects: below the margin
     unknown = inference.Interval(0.0, -0.2, 0.2, 0.5, 0.5)  # wide: not evidence that they do not help
     broad = inference.Interval(0.15, 0.08, 0.22, 0.0, 1.0)  # they help too, on average
-    assert few([helps, flat, flat], shown_small, 0.34, 0.05) == REPRODUCED
-    assert few([helps, flat, flat], unknown, 0.34, 0.05) == INCONCLUSIVE  # no detection elsewhere is not "no help"
-    assert few([helps, unclear_up, unclear_up], broad, 0.34, 0.05) == NOT_REPRODUCED
-    assert few([helps, helps, flat], shown_small, 0.34, 0.05) == NOT_REPRODUCED
-    assert few([flat, hurts, flat], shown_small, 0.34, 0.05) == NOT_REPRODUCED  # helps nowhere (hurting included)
-    assert few([flat, flat, flat], shown_small, 0.34, 0.05) == NOT_REPRODUCED
-    assert few([unclear_up, flat, flat], shown_small, 0.34, 0.05) == INCONCLUSIVE  # not significant after Holm
-    assert few([wide, flat, flat], unknown, 0.34, 0.05) == INCONCLUSIVE
+    allowed = scorecard.few_allowed(3, 0.34)  # a few of three environments: one
+    assert few([helps, flat, flat], shown_small, allowed, 0.05) == REPRODUCED
+    assert few([helps, flat, flat], unknown, allowed, 0.05) == INCONCLUSIVE  # no detection elsewhere is not "no help"
+    assert few([helps, unclear_up, unclear_up], broad, allowed, 0.05) == NOT_REPRODUCED
+    assert few([helps, helps, flat], shown_small, allowed, 0.05) == NOT_REPRODUCED
+    assert few([flat, hurts, flat], shown_small, allowed, 0.05) == NOT_REPRODUCED  # helps nowhere (hurting included)
+    assert few([flat, flat, flat], shown_small, allowed, 0.05) == NOT_REPRODUCED
+    assert few([unclear_up, flat, flat], shown_small, allowed, 0.05) == INCONCLUSIVE  # not significant after Holm
+    assert few([wide, flat, flat], unknown, allowed, 0.05) == INCONCLUSIVE
     assert [scorecard.few_allowed(n, 0.34) for n in (2, 3, 6, 12)] == [1, 1, 2, 4]
     assert scorecard.rule_mixed([helps, hurts, flat]) == REPRODUCED
     assert scorecard.rule_mixed([helps, helps, flat]) == NOT_REPRODUCED

@@ -20,6 +20,8 @@ from typing import Any
 import yaml
 
 from replication import tidy
+from replication.io import write_text
+from replication.plan.config import read_yaml
 
 # What a shard keeps of its cells: results (CSV), job summaries and dataset sidecars (JSON), job times
 # (TSV). Datasets, policies, checkpoints, the online stage and logs stay behind.
@@ -46,19 +48,20 @@ def keep(run: Path | str, out: Path | str) -> list[Path]:
             raise FileNotFoundError(f"{run / required} is missing: is {run} a finished run?")
     names = [Path("config.yaml"), Path("tidy.csv"), *kept_files(run)]
     names += [Path(p) for p in ("provenance.json", "provenance-invocations.json") if (run / p).is_file()]
-    for rel in names:
-        (out / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(run / rel, out / rel)
+    _copy(run, out, names)
     return names
 
 
-def _config(shard: Path) -> dict[str, Any]:
-    return yaml.safe_load((shard / "config.yaml").read_text())
+def _copy(source: Path, target: Path, names: Sequence[Path]) -> None:
+    """``source / name`` copied to ``target / name`` for each of ``names``."""
+    for rel in names:
+        (target / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source / rel, target / rel)
 
 
 def merged_config(shards: Sequence[Path]) -> dict[str, Any]:
     """The shards' common configuration with the union of their seeds; an error names any difference."""
-    configs = [_config(s) for s in shards]
+    configs = [read_yaml(s / "config.yaml") for s in shards]
     first = configs[0]
     for shard, cfg in zip(shards[1:], configs[1:], strict=True):
         differ = sorted(k for k in set(first) | set(cfg) if k not in SEED_FREE and first.get(k) != cfg.get(k))
@@ -82,11 +85,9 @@ def assemble(shards: Sequence[Path | str], results: Path | str = "results") -> P
     out = Path(results) / cfg["name"]
     out.mkdir(parents=True, exist_ok=True)
     config_file = out / "config.yaml"
-    config_file.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    write_text(config_file, yaml.safe_dump(cfg, sort_keys=False))  # as the Snakefile writes it
     for shard in shards:
-        for rel in kept_files(shard):
-            (out / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(shard / rel, out / rel)
+        _copy(shard, out, kept_files(shard))
     tidy.write(tidy.read([s / "tidy.csv" for s in shards]), out / "tidy.csv")
     _aggregate(out, config_file, cfg)
     return out

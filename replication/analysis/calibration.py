@@ -249,15 +249,20 @@ class _RLRun(_Noise):
         return values + np.asarray(effect)  # on the measured scale: a planted null or boundary holds exactly
 
 
+def default_drawdown(noise: str) -> float:
+    """The drawdown a noise model plants unless one is given: :attr:`RLNoise.drawdown`, none if Gaussian."""
+    return RLNoise().drawdown if noise == "rl" else 0.0
+
+
 def _run_noise(
-    noise: str, env: str, sigma: float, rng: np.random.Generator, scales: dict[str, float], metrics: dict[str, str]
+    model: RLNoise | None, env: str, sigma: float, rng: np.random.Generator, scales: dict[str, float], metrics: dict
 ) -> _Noise:
-    """The noise of one online run: its level (shared by its variants) and its evaluations' noise."""
-    if noise == "gaussian":
+    """The noise of one online run (``model`` None: Gaussian): its level, shared by its variants, the run's
+    luck added (heavy-tailed too under the rl model), and its evaluations' noise."""
+    if model is None:
         return _Noise(LEVEL + rng.normal(0, sigma), sigma, rng)
-    model, scaled = RLNoise(), sigma * scales[env]
-    run = _RLRun(model.level(metrics[env]), scaled, rng, model, model.trials(metrics[env]))
-    run.level += float(run._t(1)[0])  # the run's luck, heavy-tailed too
+    run = _RLRun(model.level(metrics[env]), sigma * scales[env], rng, model, model.trials(metrics[env]))
+    run.level += float(run._t(1)[0])
     return run
 
 
@@ -300,7 +305,7 @@ def synthetic_results(
     if noise not in NOISE_MODELS:
         raise ValueError(f"unknown noise model {noise!r}; valid: {', '.join(NOISE_MODELS)}")
     if drawdown is None:
-        drawdown = RLNoise().drawdown if noise == "rl" else 0.0
+        drawdown = default_drawdown(noise)
     if drawdown < 0:
         raise ValueError(f"drawdown must be >= 0, got {drawdown}")
     expected = Expected.from_config(cfg)
@@ -309,8 +314,9 @@ def synthetic_results(
     against = CONTRARY if scenario == "contrary" else dict.fromkeys(CONTRARY, 0.0)
     wsrl_null = -margin if scenario != "effect" else 0.0  # C6's boundary: a drop of the margin, kept to the end
     where = _effect_envs(expected.envs)
-    scales = RLNoise().env_scales(expected.envs)
-    metrics = _metrics(expected.envs) if noise == "rl" else {}
+    model = RLNoise() if noise == "rl" else None
+    scales = model.env_scales(expected.envs) if model else {}
+    metrics = _metrics(expected.envs) if model else {}
     rows = _Rows()
     t, ft = shape.total, shape.finetune_pause
     online_steps = np.arange(0, t + 1, shape.interval)
@@ -320,7 +326,7 @@ def synthetic_results(
         unstable = (online_steps >= min(shape.pauses) / 2) & (online_steps < shape.finetune_pause)
         fall = drawdown * (env in SPARSE) * unstable
         for seed in expected.seeds:
-            noisy = _run_noise(noise, env, sigma, rng, scales, metrics)  # the run's level, shared by its variants
+            noisy = _run_noise(model, env, sigma, rng, scales, metrics)  # the run's level, shared by its variants
 
             rows.add(env, seed, online_steps, noisy(-fall, len(online_steps)), stage="online", algo="sac")
             _recommendations(rows, shape, expected, env, seed, rec, fx["validation_gain"], noisy)
@@ -424,7 +430,7 @@ def calibrate(
         "envs": list(cfg["envs"]),
         "sigma": sigma,
         "noise": noise,
-        "drawdown": drawdown if drawdown is not None else (RLNoise().drawdown if noise == "rl" else 0.0),
+        "drawdown": default_drawdown(noise) if drawdown is None else drawdown,
         "min_seeds": int(claims.get("min_seeds", 2)),
         "effects": EFFECTS if scenario == "effect" else CONTRARY if scenario == "contrary" else {},
         "roles": roles,

@@ -164,8 +164,8 @@ def smallest_means_interval(
     environments, normal, t(3), unequal-variance and zero-inflated noise put ``M_k`` above the upper
     bound 1-3% of the time against the nominal 2.5% (tests/test_inference.py); Student-t draws were
     either too wide (power lost) or, scaled to unit variance, above 5%. The p-values are those of
-    ``M_k <= 0`` and ``M_k >= 0`` at the full tail (no halving). Used by the "few" rule: "helps in at most m of n
-    environments" implies that the ``n - m`` smallest effects average below the margin.
+    ``M_k <= 0`` and ``M_k >= 0`` at the full tail (no halving). Used by the "few" rule: beyond the ``m``
+    environments where an effect is largest, the ``k = n - m`` others average below the margin.
     """
     m = np.asarray(matrix, dtype=float)
     n, cols = m.shape

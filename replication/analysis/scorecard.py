@@ -180,11 +180,11 @@ def few_allowed(n_envs: int, max_fraction: float) -> int:
     return max(1, math.floor(max_fraction * n_envs + 1e-9))
 
 
-def rule_few(effects: Sequence[EnvEffect], rest: inference.Interval, max_fraction: float, margin: float) -> str:
+def rule_few(effects: Sequence[EnvEffect], rest: inference.Interval, allowed: int, margin: float) -> str:
     """ "Helps in only a few": some environment helps, and the others do not, shown as evidence.
 
     ``rest`` is the interval of the mean effect over the ``n - m`` environments with the smallest true
-    effects (``m`` = :func:`few_allowed`; :func:`inference.smallest_means_interval`, valid whichever
+    effects (``m`` = ``allowed``, :func:`few_allowed`; :func:`inference.smallest_means_interval`, valid whichever
     environments those are). Reproduced when some environment helps and that mean is shown below the
     margin (``rest.hi < margin``): beyond the ``m`` environments where it helps most, the effect is
     negligible on average. Not reproduced if more than ``m`` environments help, if that mean is shown
@@ -192,7 +192,6 @@ def rule_few(effects: Sequence[EnvEffect], rest: inference.Interval, max_fractio
     negligible. An environment without detected help is not counted as one where it does not help.
     """
     helps = sum(e.helps for e in effects)
-    allowed = few_allowed(len(effects), max_fraction)
     if helps > allowed or rest.lo > margin or all(e.negligible for e in effects):
         return NOT_REPRODUCED
     if helps >= 1 and rest.hi < margin:
@@ -575,10 +574,10 @@ def _stat_finetune_vs_sac_by_env(ctx: Context, test: dict[str, Any]) -> Result:
     helps, hurts = sum(e.helps for e in effects), sum(e.hurts for e in effects)
     details = f"helps in {helps}, hurts in {hurts} of {len(effects)}; "
     if test["rule"] == "few":
-        fraction = float(test.get("max_fraction", 1 / 3))
-        keep = len(envs) - few_allowed(len(envs), fraction)
+        allowed = few_allowed(len(envs), float(test.get("max_fraction", 1 / 3)))
+        keep = len(envs) - allowed
         rest = inference.smallest_means_interval(d, keep, ctx.confidence, seed=ctx.seed)
-        verdict = rule_few(effects, rest, fraction, ctx.margin)
+        verdict = rule_few(effects, rest, allowed, ctx.margin)
         details += f"mean of the {keep} smallest effects {rest.estimate:+.3f} [{rest.lo:+.3f}, {rest.hi:+.3f}]; "
     elif test["rule"] == "mixed":
         verdict = rule_mixed(effects)
