@@ -20,7 +20,7 @@ if BATCH["newdata"]:
         wildcard_constraints:
             env=MAIN_CELLS,
         params:
-            settings=settings("budget", "newdata", "seeds"),
+            settings=settings("budget", "newdata"),
             commands=cell_commands("newdata"),
         log:
             PLAN.layout.log("newdata", "{env}", "{seed}", "cell"),

@@ -13,12 +13,11 @@ ONLINE_SUMMARY = PLAN.layout.outputs("online", "{env}", "{seed}")["summary"]
 
 
 def settings(*sections):
-    """The config sections a job depends on (a param), so that editing others does not rerun it."""
+    """The config sections a job depends on (a param), so that editing others does not rerun it. Never
+    the list of seeds: a job's result depends on its own seed only, so adding seeds reruns nothing."""
 
     def get(wildcards):
         picked = {s: drop(CFG[s], NO_RESULT.get(s, ())) for s in sections}
-        if "seeds" in picked and CFG.get("sequential"):  # its stages add seeds; no job's result reads the list
-            picked["seeds"] = {k: CFG["sequential"][k] for k in ("initial", "step", "max")}
         picked["cell"] = wildcards.env
         picked["env_options"] = CFG["env_options"].get(wf.parse_cell(wildcards.env).env, {})
         return yaml.safe_dump(picked, sort_keys=True)

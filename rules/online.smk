@@ -5,7 +5,7 @@ rule online:
     output:
         **PLAN.layout.outputs("online", "{env}", "{seed}", pauses=PLAN.online_pauses),
     params:
-        settings=settings("budget", "online", "evaluation", "validation", "newdata", "seeds"),
+        settings=settings("budget", "online", "evaluation", "validation", "newdata"),
         arguments=job_arguments("online"),
     log:
         PLAN.layout.log("online", "{env}", "{seed}"),
@@ -27,7 +27,7 @@ rule control:
     output:
         **PLAN.layout.outputs("control", "{env}", "{seed}"),
     params:
-        settings=settings("budget", "validation", "evaluation", "seeds"),
+        settings=settings("budget", "validation", "evaluation"),
         arguments=job_arguments("control"),
     log:
         PLAN.layout.log("control", "{env}", "{seed}"),
@@ -48,7 +48,7 @@ rule newdata:
     output:
         **PLAN.layout.outputs("newdata", "{env}", "{seed}", "{dataset}"),
     params:
-        settings=settings("budget", "newdata", "seeds"),
+        settings=settings("budget", "newdata"),
         arguments=job_arguments("newdata"),
     log:
         PLAN.layout.log("newdata", "{env}", "{seed}", "{dataset}"),

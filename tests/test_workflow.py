@@ -475,6 +475,12 @@ def test_editing_a_setting_that_changes_no_result_reruns_nothing(tiny_run, tmp_p
         edited.write_text(yaml.safe_dump(edited_cfg))
         dry = snakemake(finished, "-n", "--configfile", str(edited), "--rerun-triggers", "mtime", "params", "input")
         assert "Nothing to be done" in dry.stdout + dry.stderr, f"editing {section}.{key} reruns:\n{dry.stdout[-2000:]}"
+    # one more seed: only the new seed's jobs and the aggregation are planned (the list is no job's param)
+    more = tmp_path / "more-seeds.yaml"
+    more.write_text(yaml.safe_dump({**cfg, "seeds": [*cfg["seeds"], 7]}))
+    dry = snakemake(finished, "-n", "--configfile", str(more), "--rerun-triggers", "mtime", "params", "input")
+    planned = set(re.findall(r"wildcards: .*?seed=(\d+)", dry.stdout))
+    assert planned == {"7"}, f"adding seed 7 plans jobs of seeds {planned}:\n{dry.stdout[-2000:]}"
 
 
 def test_a_subset_of_environments_plans_only_those_environments():
