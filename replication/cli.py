@@ -620,13 +620,13 @@ def format_grid(cfg: dict, planned: list | None = None) -> str:
     """The grid a config runs (``planned``: its plan's jobs, built here if not given): its cells, and per
     stage its jobs (as ``replication estimate``) and variants."""
     from replication.plan import claims, workflow
-    from replication.plan.estimate import planned_grid
+    from replication.plan.estimate import grid_size, planned_grid
 
     planned = planned_grid(cfg) if planned is None else planned
     cells = list(dict.fromkeys((job.env, job.seed) for job in planned if job.rule == "online"))
     extra = sorted({env for env, _ in cells} - set(cfg["envs"]))
     lines = [
-        f"cells: {len(cells)} ({len(cfg['envs'])} environments x {len(cfg['seeds'])} seeds"
+        f"cells: {len(cells)} ({grid_size(cfg)}"
         + (f", and the analysis cells {', '.join(extra)}" if extra else "")
         + ")",
         f"  environments: {', '.join(cfg['envs'])}",

@@ -184,3 +184,6 @@ def test_check_config_prints_the_grid_with_the_job_counts_of_estimate(user: dict
         assert re.search(rf"^{rule}\s+{cost.jobs}\s+\d+$", grid, re.M), (rule, cost.jobs, grid)
     assert f"environments: {', '.join(user['envs'])}" in grid
     assert ("kitchen+reward=binary" in grid) == ("kitchen" in user["envs"])
+    n_envs, n_seeds = len(user["envs"]), len(cfg["seeds"])
+    size = f"{n_envs} environment{'s' * (n_envs > 1)} x {n_seeds} seed{'s' * (n_seeds > 1)}"
+    assert f"({size}" in grid and size in estimate.format_estimate(cfg), grid

@@ -272,3 +272,20 @@ def test_l1_with_one_seed_states_it_rather_than_a_spread() -> None:
         "L1", tables.learning_table(sel.prepare(make_results(envs=envs, seeds=[0, 1])), two)
     )
     assert "mean ± std over 2 seeds" in title and "1 seed" not in title
+
+
+def test_every_table_title_with_one_seed_says_values_of_one_seed() -> None:
+    """T1, T1's control, T2, T3 and L1 of a one-seed run: no "mean ± std over 1 seeds" in any title."""
+    envs = ["hopper"]
+    expected = Expected.from_config(config(envs=envs, seeds=[0]))
+    df = sel.prepare(make_results(envs=envs, seeds=[0]))
+    built = {
+        "T1": tables.final_policy_table(df, expected),
+        "T2": tables.validation_table(df, expected),
+        "T3": tables.finetune_table(df, expected),
+        "L1": tables.learning_table(df, expected),
+    }
+    titles = [title for name, table in built.items() for title, _ in tables.display_tables(name, table)]
+    assert len(titles) >= 4
+    for title in titles:
+        assert "values of 1 seed" in title and "over 1 seeds" not in title and "mean ± std" not in title, title

@@ -308,6 +308,12 @@ def _decimals(scale: float) -> int:
     return 0 if scale >= 100 else 1 if scale >= 10 else 2
 
 
+def _spread(seeds: int | pd.DataFrame) -> str:
+    """What a table's cells are, for its title: over how many seeds (a table's fewest ``n_seeds``)."""
+    n = int(seeds["n_seeds"].min()) if isinstance(seeds, pd.DataFrame) else int(seeds)
+    return "values of 1 seed (no ± std: one run has no spread)" if n == 1 else f"mean ± std over {n} seeds"
+
+
 def _cell(mean: float, std: float, decimals: int, signed: bool = False) -> str:
     m = f"{mean:+.{decimals}f}" if signed else f"{mean:.{decimals}f}"
     return f"{m} ± {std:.{decimals}f}" if np.isfinite(std) else f"{m} (1 seed)"
@@ -348,10 +354,9 @@ def _display_t1(table: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
                 row[label] = _cell(r["recommend_mean"], r["recommend_std"], d)
                 row[f"Δ {label}"] = _cell(r["diff_matched_mean"], r["diff_matched_std"], d, signed=True)
             rows.append(row)
-        n = int(part["n_seeds"].min())
         title = (
             f"T1. Final-policy recommendation (dataset {ds}, validation full, selection {sel}): "
-            f"{_metric_note(part)}, mean ± std over {n} seeds. Spent: env steps the recommendation used (pause, "
+            f"{_metric_note(part)}, {_spread(part)}. Spent: env steps the recommendation used (pause, "
             "validation and newdata steps); Δ: paired difference to online SAC after the same env steps "
             "(budget-matched; its last evaluation if the run ends before). The difference at the pause is in the CSV."
         )
@@ -377,7 +382,7 @@ def _display_t1_control(part: pd.DataFrame) -> tuple[str, pd.DataFrame]:
         )
     title = (
         f"T1. C1's control, online SAC's validated best snapshot without an offline learner (the online side of "
-        f"best-of, charged its ledger): {_metric_note(part)}, mean ± std over {int(part['n_seeds'].min())} seeds. "
+        f"best-of, charged its ledger): {_metric_note(part)}, {_spread(part)}. "
         "Δ: paired difference to online SAC after the same env steps. The claims compare the recommendation "
         "with this control (C1.1-C1.4)."
     )
@@ -404,8 +409,8 @@ def _display_t2(table: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
         rows.append({**row, **deltas, **spent})
     pauses = ", ".join(format_steps(p) for p in sorted(set(table["pause"])))
     title = (
-        f"T2. Validation ablation at pause {pauses}: {_metric_note(table)}, mean ± std over "
-        f"{int(table['n_seeds'].min())} seeds; columns are validation/selection; "
+        f"T2. Validation ablation at pause {pauses}: {_metric_note(table)}, {_spread(table)}; "
+        "columns are validation/selection; "
         "Δ: paired difference to the unvalidated (none/offline) recommendation. Spent: env steps each side used "
         "(validation charges its episodes: the validated side spent more of the budget)."
     )
@@ -425,7 +430,7 @@ def _display_t3(table: pd.DataFrame, names: Mapping[str, str]) -> list[tuple[str
         rows.append(row)
     title = (
         f"T3. Fine-tuning, final performance: {_metric_note(table)} at the last evaluation within the budget, "
-        f"mean ± std over {int(table['n_seeds'].min())} seeds; Δ: paired difference to SAC continuation."
+        f"{_spread(table)}; Δ: paired difference to SAC continuation."
     )
     if "settings" in table:
         settings = [f"{names.get(m, FINETUNE_NAMES.get(m, m))}: {s}" for m, s in _method_settings(table)]
@@ -454,9 +459,8 @@ def _display_l1(table: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
             row[f"Δ {label}"] = f"{diff} ({r['reading']}{', 1 seed' if one_seed else ''})"
         rows.append(row)
     seeds = int(table["n_seeds"].min())
-    spread = "values of 1 seed (no ± std: one run has no spread)" if seeds == 1 else f"mean ± std over {seeds} seeds"
     title = (
-        f"L1. Learning sanity: {_metric_note(table)}, {spread}, of "
+        f"L1. Learning sanity: {_metric_note(table)}, {_spread(seeds)}, of "
         "the behaviour policy (online SAC evaluated at the pause: the latest policy in the data) and of each "
         "offline learner trained on that data, without validation (its last checkpoint). Δ: paired difference "
         f"learner - behaviour, read as recovered within ±{LEARNING_BAND:.0%} of the behaviour's level (of 1 where the "

@@ -229,12 +229,18 @@ def _total(stages: dict[str, StageCost]) -> StageCost:
     return total
 
 
+def grid_size(cfg: dict[str, Any]) -> str:
+    """``"12 environments x 5 seeds"`` (singular where one)."""
+    envs, seeds = len(cfg["envs"]), len(cfg["seeds"])
+    return f"{envs} environment{'s' * (envs != 1)} x {seeds} seed{'s' * (seeds != 1)}"
+
+
 def format_estimate(cfg: dict[str, Any], cores: int = 1) -> str:
     grid = planned_grid(cfg)
     stages, source = estimate(cfg, grid)
     chosen = claims.selected(cfg)
     lines = [
-        f"config {cfg['name']}: {len(cfg['envs'])} environments x {len(cfg['seeds'])} seeds, "
+        f"config {cfg['name']}: {grid_size(cfg)}, "
         f"T = {cfg['budget']['total_steps']:,} env steps per cell"
         + (f"; claims {', '.join(chosen)}: only the jobs their tests read" if chosen else ""),
         f"{'stage':<10}{'jobs':>8}{'env steps':>16}{'gradient steps':>18}{'CPU hours':>12}{'GPU hours':>12}",
