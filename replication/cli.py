@@ -288,18 +288,24 @@ def _keep_shard(args: argparse.Namespace) -> int:
 def _add_assemble_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("shards", nargs="+", help="kept shards (replication keep-shard) of one config, disjoint seeds")
     parser.add_argument("--results", default="results", help="results root; the study goes to <results>/<name>/")
+    parser.add_argument(
+        "--configfile",
+        help="the study's config: shards may then differ from it in name, envs, seeds and claims (cells of "
+        "another run of the same settings); its cells and its jobs' rows are kept",
+    )
 
 
 @command(
     "assemble",
-    "one study from shards over disjoint seeds: their cells under results/<name>/, tables to report rebuilt",
+    "one study from shards over disjoint cells: their cells under results/<name>/, tables to report rebuilt",
     _add_assemble_arguments,
 )
 def _assemble(args: argparse.Namespace) -> int:
     from replication.analysis.assemble import assemble
+    from replication.plan import config
 
     _setup_logging()
-    out = assemble(args.shards, args.results)
+    out = assemble(args.shards, args.results, study=config.load(args.configfile) if args.configfile else None)
     print(f"assemble: {len(args.shards)} shards assembled in {out}")
     return 0
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from replication import cli
 from replication.analysis import calibration, scorecard
@@ -125,3 +126,56 @@ def test_check_config_prints_the_cut_grid(capsys: pytest.CaptureFixture) -> None
     assert total == sum(jobs for jobs, _ in workflow.stage_counts(cfg, estimate.planned_grid(cfg)).values()) == 18
     assert cli.main(["check-config", "--configfile", "config/ci.yaml"]) == 0
     assert "claims:" not in capsys.readouterr().out
+
+
+def test_a_study_assembles_from_shards_of_other_cells_and_claims(tmp_path: Path, capsys) -> None:
+    """A C3 study of Hopper and HalfCheetah from a whole-grid run of Hopper and a C3 run of HalfCheetah (the
+    same settings): its tidy rows are those of its own plan's jobs, as a run of the study would write; a
+    shard of other settings, a cell in two shards and a job in no shard are refused with the reason."""
+    from synthetic_results import config_file_overrides, make_results
+
+    from replication import tidy
+    from replication.analysis.selection import canonical
+
+    off = {"c4": {"enabled": False}, "c5": {"enabled": False}, "reward_granularity": {"enabled": False}}
+    envs, seeds = ["hopper", "halfcheetah"], [0, 1, 2]
+    study = {
+        "envs": envs,
+        "seeds": seeds,
+        "analysis": off,
+        "claims": ["C3"],
+        "name": "c3-study",
+        "statistics": {"bootstrap_reps": 200},
+    }
+    study = config.resolve(config.deep_merge(config_file_overrides(), study))
+    raw = make_results(envs=envs, seeds=seeds, granularity=False)
+    shards = {"mini": ({**study, "name": "mini", "envs": ["hopper"], "claims": None}, "hopper")}
+    shards["rest"] = ({**study, "name": "rest", "envs": ["halfcheetah"]}, "halfcheetah")
+    for name, (cfg, env) in shards.items():
+        rows = raw[raw["env"] == env].reset_index(drop=True)
+        rows = rows.loc[claims.rows_of(cfg, planned(Plan.build(cfg)), canonical(rows)).index]
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.yaml").write_text(yaml.safe_dump(cfg))
+        tidy.write(rows, tmp_path / name / "tidy.csv")
+    (tmp_path / "study.yaml").write_text(yaml.safe_dump(study))
+    args = ["assemble", str(tmp_path / "mini"), str(tmp_path / "rest"), "--results", str(tmp_path / "out")]
+    assert cli.main([*args, "--configfile", str(tmp_path / "study.yaml")]) == 0
+    direct = raw.loc[claims.rows_of(study, planned(Plan.build(study)), canonical(raw)).index]
+    tidy.write(direct, tmp_path / "direct.csv")
+    assembled = tmp_path / "out" / "c3-study"
+    mine, theirs = (tidy.read([f]) for f in (assembled / "tidy.csv", tmp_path / "direct.csv"))
+    by = list(mine.columns)  # the row order is a run's (its plan's cells); test_workflow's shards test checks it
+    pd.testing.assert_frame_equal(*(d.sort_values(by).reset_index(drop=True) for d in (mine, theirs)))
+    assert len(direct) < len(raw[raw["env"] == "hopper"]) + len(direct[direct["env"] == "halfcheetah"])
+    s1 = pd.read_csv(assembled / "scorecard" / "S1.csv")
+    assert set(s1.loc[s1["claim"] != "C3", "verdict"]) == {scorecard.NOT_PLANNED}
+    capsys.readouterr()
+    refused = {
+        "is in no shard": ["assemble", str(tmp_path / "mini"), "--configfile", str(tmp_path / "study.yaml")],
+        "one shard per cell": [*args[:2], *args[1:], "--configfile", str(tmp_path / "study.yaml")],
+    }
+    (tmp_path / "other.yaml").write_text(yaml.safe_dump({**study, "threads": 4}))
+    refused["threads differ"] = [*args, "--configfile", str(tmp_path / "other.yaml")]
+    for reason, argv in refused.items():
+        assert cli.main([*argv[:-2], "--results", str(tmp_path / "no"), *argv[-2:]]) != 0
+        assert reason in capsys.readouterr().err, reason

@@ -1,4 +1,4 @@
-"""One study from runs of the same configuration over disjoint seeds (shards).
+"""One study from runs of the same settings over disjoint cells (shards).
 
 A study too long for one machine or one sitting can run in shards: the same config with a part of
 its seeds each (e.g. an overlay config file holding ``seeds: [0, 1]``), on different machines or at
@@ -7,7 +7,14 @@ results, the jobs' summaries, times and logs of results, never datasets or polic
 folder that can be committed or moved; :func:`assemble` checks that the shards ran the same
 configuration on disjoint seeds, puts their cells' files under ``results/<name>/`` and rebuilds the
 tables, statistics, figures, scorecard, provenance and report exactly as the workflow's aggregation
-rules do. ``replication assemble`` runs both; the cells' results themselves are never recomputed.
+rules do. ``replication keep-shard`` and ``replication assemble`` run them; the cells' results
+themselves are never recomputed.
+
+Given the study's own config (``study``), shards may also differ in their name, environments and
+claims: a study of three environments can take one environment's cells from another run of the same
+settings (e.g. the mini study's Hopper cells for a C3 study of Hopper, Walker2d and HalfCheetah). Each
+of the study's jobs must then be a job some shard ran, each cell comes from one shard, and only the
+study's cells and the tidy rows of its jobs are kept.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import yaml
 
 from replication import tidy
@@ -27,7 +35,8 @@ from replication.plan.config import read_yaml
 # (TSV). Datasets, policies, checkpoints, the online stage and logs stay behind.
 KEPT_SUFFIXES = (".csv", ".json", ".tsv")
 SKIPPED_PARTS = ("stage", "snapshots", "checkpoint", "logs", "finished")
-SEED_FREE = ("seeds",)  # the only keys shards may differ in
+SEED_FREE = ("seeds",)  # the only keys shards of one config may differ in
+CELL_FREE = ("name", "envs", "seeds", "claims")  # the keys shards may differ in from a study's config
 
 
 def kept_files(run: Path) -> list[Path]:
@@ -76,21 +85,85 @@ def merged_config(shards: Sequence[Path]) -> dict[str, Any]:
     return {**first, "seeds": sorted(seeds)}
 
 
-def assemble(shards: Sequence[Path | str], results: Path | str = "results") -> Path:
-    """Put the shards' cells under ``results/<name>/`` and rebuild the run's analysis there."""
+def assemble(
+    shards: Sequence[Path | str], results: Path | str = "results", study: dict[str, Any] | None = None
+) -> Path:
+    """Put the shards' cells under ``results/<name>/`` and rebuild the run's analysis there; ``study``:
+    the assembled study's resolved config (default: the shards' common config with their seeds)."""
     shards = [Path(s) for s in shards]
     if not shards:
         raise ValueError("no shards given")
-    cfg = merged_config(shards)
+    cfg = merged_config(shards) if study is None else study
+    owners = cell_owners(shards, cfg, differ_in=SEED_FREE if study is None else CELL_FREE)
     out = Path(results) / cfg["name"]
     out.mkdir(parents=True, exist_ok=True)
     config_file = out / "config.yaml"
     write_text(config_file, yaml.safe_dump(cfg, sort_keys=False))  # as the Snakefile writes it
     for shard in shards:
-        _copy(shard, out, kept_files(shard))
-    tidy.write(tidy.read([s / "tidy.csv" for s in shards]), out / "tidy.csv")
+        _copy(shard, out, [f for f in kept_files(shard) if owners.get(_cell_of(f)) == shard])
+    tidy.write(_study_rows(cfg, shards, owners), out / "tidy.csv")
     _aggregate(out, config_file, cfg)
     return out
+
+
+def _cell_of(rel: Path) -> tuple[str, int]:
+    """(env, seed) of a kept file ``cells/<env>/seed<k>/...``."""
+    return rel.parts[1], int(rel.parts[2].removeprefix("seed"))
+
+
+def cell_owners(shards: Sequence[Path], cfg: dict[str, Any], differ_in: Sequence[str]) -> dict[tuple, Path]:
+    """The shard each cell of study ``cfg`` comes from; an error names a setting that differs, a cell in
+    two shards, or a job of the study that no shard ran."""
+    from replication.plan.plan import Plan
+
+    owners: dict[tuple[str, int], Path] = {}
+    ran: dict[tuple, set[str]] = {}  # (rule, env, seed, variant) of every shard's job: its learners
+    for shard in shards:
+        shard_cfg = read_yaml(shard / "config.yaml")
+        differ = sorted(k for k in set(cfg) | set(shard_cfg) if k not in differ_in and cfg.get(k) != shard_cfg.get(k))
+        if differ:
+            raise ValueError(f"{shard} ran other settings than the study {cfg['name']}: {', '.join(differ)} differ")
+        for cell in {(e, int(s)) for e in shard_cfg["envs"] for s in shard_cfg["seeds"]}:
+            if cell[0] in cfg["envs"] and cell[1] in cfg["seeds"]:
+                if cell in owners:
+                    raise ValueError(
+                        f"cell {cell[0]} seed {cell[1]} is in {owners[cell]} and {shard}: one shard per cell"
+                    )
+                owners[cell] = shard
+        for job in _jobs(Plan.build(shard_cfg)):
+            ran.setdefault((job.rule, job.env, job.seed, job.variant), set()).update(job.algos)
+    for job in _jobs(Plan.build(cfg)):
+        if (key := (job.rule, job.env, job.seed, job.variant)) not in ran or not set(job.algos) <= ran[key]:
+            raise ValueError(f"the study's {job.rule} job of {job.env} seed {job.seed} {job.variant} is in no shard")
+    return owners
+
+
+def _jobs(plan: Any) -> list[Any]:
+    """Every job of ``plan``: its cells' jobs and C1's controls."""
+    return [*plan.grid(), *(c.job for c in plan.controls)]
+
+
+def _study_rows(cfg: dict[str, Any], shards: Sequence[Path], owners: dict[tuple, Path]) -> pd.DataFrame:
+    """The tidy rows of the study's jobs, each cell's from the shard it comes from, in the order a run of
+    the study collects them (its plan's cells in order; a cell's rows in its shard's order)."""
+    from replication.analysis.selection import canonical
+    from replication.plan import claims
+    from replication.plan.plan import Plan
+
+    plan = Plan.build(cfg)
+    position: dict[tuple[str, int], int] = {}
+    for i, job in enumerate(plan.grid()):
+        position.setdefault((job.env, job.seed), i)
+    parts = []
+    for shard in shards:
+        df = tidy.read([shard / "tidy.csv"])
+        cells = [(env, int(seed)) for env, seed in zip(df["env"], df["seed"], strict=True)]
+        df["_at"] = [position[c] if owners.get(c) == shard else -1 for c in cells]
+        parts.append(df[df["_at"] >= 0])
+    df = pd.concat(parts, ignore_index=True).sort_values("_at", kind="stable").drop(columns="_at")
+    df = df.reset_index(drop=True)
+    wanted = claims.rows_of(cfg, _jobs(plan), canonical(df))
+    return df.loc[wanted.index].reset_index(drop=True)
 
 
 def _aggregate(out: Path, config_file: Path, cfg: dict[str, Any]) -> None:

@@ -169,6 +169,11 @@ def parse_options(text: str) -> dict[str, str]:
 
 def prepare(df: pd.DataFrame) -> pd.DataFrame:
     """A tidy table ready for selection: canonical options and a ``normalized_score`` metric."""
+    return normalize.add_normalized_score(canonical(df))
+
+
+def canonical(df: pd.DataFrame) -> pd.DataFrame:
+    """A validated copy of a tidy table with canonical options and typed columns (same index)."""
     tidy.validate(df)
     df = df.copy()
     for col in tidy.VARIANT_COLUMNS:
@@ -179,7 +184,7 @@ def prepare(df: pd.DataFrame) -> pd.DataFrame:
     df["pause"] = df["pause"].astype(int)
     df["env_step"] = df["env_step"].astype(int)
     df["value"] = df["value"].astype(float)
-    return normalize.add_normalized_score(df)
+    return df
 
 
 def load_results(paths: Iterable[Path | str]) -> pd.DataFrame:
