@@ -123,6 +123,11 @@ class MethodSettings:
     def warmup(self) -> int:
         return 0
 
+    def updates(self, env_steps: int, updates_per_step: int) -> int:
+        """Gradient updates of ``env_steps`` fine-tuning env steps at the job's ``updates_per_step``
+        (the cost estimate's count)."""
+        return env_steps * updates_per_step
+
     @classmethod
     def from_config(cls, cfg: dict[str, Any]) -> MethodSettings:
         raise NotImplementedError
@@ -221,6 +226,10 @@ class WSRLSettings(MethodSettings):
     @property
     def warmup(self) -> int:
         return self.warmup_steps
+
+    def updates(self, env_steps: int, updates_per_step: int) -> int:
+        """Critic updates: its own number per env step, none in the warm-up."""
+        return max(env_steps - self.warmup_steps, 0) * self.updates_per_step
 
     @classmethod
     def from_config(cls, cfg: dict[str, Any]) -> WSRLSettings:
