@@ -123,7 +123,7 @@ def _validation_cost_message(cfg: dict[str, Any], kind: str, env: str, steps: in
 
 
 def _check_budget(cfg: dict[str, Any]) -> None:
-    from replication.plan.settings import check_finetune_start
+    from replication.plan.settings import check_finetune_start, settings_of
 
     total = cfg["budget"]["total_steps"]
     online = cfg["online"]
@@ -159,7 +159,7 @@ def _check_budget(cfg: dict[str, Any]) -> None:
                 + earlier_or_smaller(cfg, "newdata.pause", newdata_pause, collected - total)
             )
         for method in cfg["finetune"]["methods"]:  # the checks a fine-tuning job runs at its start
-            check_finetune_start(cfg, env, method)
+            check_finetune_start(cfg, env, settings_of(cfg, method))
 
 
 def earlier_or_smaller(cfg: dict[str, Any], pause_key: str, pause: int, excess: int, newdata: bool = True) -> str:

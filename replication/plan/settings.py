@@ -301,12 +301,12 @@ def finetune_budget(cfg: dict[str, Any], env: str) -> int:
     )
 
 
-def check_finetune_start(cfg: dict[str, Any], env: str, method: str) -> int:
-    """What a fine-tuning job of ``method`` in ``env`` checks before it loads anything, and the config check
-    for every configured method: a budget left (:func:`finetune_budget`, returned) and an update in it after the
-    method's warm-up (:func:`check_warmup`)."""
+def check_finetune_start(cfg: dict[str, Any], env: str, own: MethodSettings) -> int:
+    """What a fine-tuning job in ``env`` checks before it loads anything, and the config check for every
+    configured method (``own``: the method's settings): a budget left (:func:`finetune_budget`, returned)
+    and an update in it after the method's warm-up (:func:`check_warmup`)."""
     budget = finetune_budget(cfg, env)
-    check_warmup(settings_of(cfg, method), env, budget)
+    check_warmup(own, env, budget)
     return budget
 
 

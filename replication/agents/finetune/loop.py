@@ -104,7 +104,7 @@ class Finetune(Job):
         self.dataset_path = Path(dataset_path)
         self.extended_steps = int(extended_steps)
         self.variant_options = variant_options
-        check_finetune_start(cfg, env_name, method)  # fails fast, before anything is loaded; as the config check
+        check_finetune_start(cfg, env_name, self.settings.own)  # fails fast, before anything loads; as the config
         self.ledger = finetune_ledger(cfg, env_name)
         self.start_spent = self.ledger.spent
         self.budget_steps = self.ledger.remaining
