@@ -99,11 +99,12 @@ def replication_contender(cfg, env, algo, transitions, seed, precompute: bool):
     import d3rlpy
 
     from replication.agents.learners import build_learner, offline_buffer, prepare, train
+    from replication.plan.settings import learner_settings
 
     def setup():
-        buffer = offline_buffer(cfg, env, algo, transitions, precompute)
+        buffer = offline_buffer(learner_settings(cfg, env, algo), transitions, precompute)
         d3rlpy.seed(seed)
-        learner = build_learner(cfg, env, algo, "cpu")
+        learner = build_learner(learner_settings(cfg, env, algo), "cpu")
         prepare(learner, buffer)
         return learner, lambda n: train(learner, buffer, n)
 
@@ -116,16 +117,17 @@ def fit_contender(cfg, env, algo, path, seed):
 
     from replication.agents.datasets import load_dataset
     from replication.agents.learners import build_learner, transition_picker
+    from replication.plan.settings import learner_settings
 
     def setup():
         dataset, _ = load_dataset(path)
-        picker = transition_picker(cfg, env, algo)
+        picker = transition_picker(learner_settings(cfg, env, algo))
         if picker is not None:
             dataset = d3rlpy.dataset.ReplayBuffer(
                 d3rlpy.dataset.InfiniteBuffer(), episodes=dataset.episodes, transition_picker=picker
             )
         d3rlpy.seed(seed)
-        learner = build_learner(cfg, env, algo, "cpu")
+        learner = build_learner(learner_settings(cfg, env, algo), "cpu")
 
         def step(n: int) -> None:
             learner.fit(

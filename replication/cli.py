@@ -117,12 +117,6 @@ def _envs(args: argparse.Namespace) -> int:
 # --- pipeline stages (each a thin call into the package; the Snakefile runs these) ---------------
 
 
-def _load_config(path: str) -> dict:
-    from replication.plan import config
-
-    return config.resolve(config.read_yaml(path))
-
-
 def _setup_logging() -> None:
     import logging
 
@@ -143,9 +137,10 @@ def _cell_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _cell(args: argparse.Namespace) -> tuple[str, dict, str]:
     """``(env, config, variant_options)`` of the job's cell."""
+    from replication.plan import config
     from replication.plan.workflow import cell_config
 
-    return cell_config(_load_config(args.config), args.env)
+    return cell_config(config.load(args.config), args.env)
 
 
 def _add_online_arguments(parser: argparse.ArgumentParser) -> None:
@@ -330,11 +325,11 @@ def _add_tables_arguments(parser: argparse.ArgumentParser) -> None:
 
 @command("tables", "tables T1-T3 and L1 (CSV, Markdown, LaTeX) from tidy results", _add_tables_arguments)
 def _tables(args: argparse.Namespace) -> int:
-    from replication.analysis.selection import load_config
     from replication.analysis.tables import build_tables
+    from replication.plan import config
 
     _setup_logging()
-    build_tables(args.results, args.out, load_config(args.config), metric=args.metric, tables=args.tables)
+    build_tables(args.results, args.out, config.load(args.config), metric=args.metric, tables=args.tables)
     return 0
 
 
@@ -351,11 +346,11 @@ def _add_statistics_arguments(parser: argparse.ArgumentParser) -> None:
     _add_statistics_arguments,
 )
 def _statistics(args: argparse.Namespace) -> int:
-    from replication.analysis.selection import load_config
     from replication.analysis.statistics import build_statistics
+    from replication.plan import config
 
     _setup_logging()
-    cfg = load_config(args.config)
+    cfg = config.load(args.config)
     build_statistics(args.results, args.out, cfg, pause=args.pause, reps=args.reps, seed=args.seed)
     return 0
 
@@ -371,10 +366,10 @@ def _add_figures_arguments(parser: argparse.ArgumentParser) -> None:
 @command("figures", "figures F1-F6 (PNG, PDF) from tidy results", _add_figures_arguments)
 def _figures(args: argparse.Namespace) -> int:
     from replication.analysis.plotting import build_figures
-    from replication.analysis.selection import load_config
+    from replication.plan import config
 
     _setup_logging()
-    cfg = load_config(args.config)
+    cfg = config.load(args.config)
     build_figures(
         args.results,
         args.out,
@@ -397,10 +392,10 @@ def _add_scorecard_arguments(parser: argparse.ArgumentParser) -> None:
 @command("scorecard", "the claims scorecard S1 from tidy results and paper/claims.yaml", _add_scorecard_arguments)
 def _scorecard(args: argparse.Namespace) -> int:
     from replication.analysis.scorecard import CLAIMS_FILE, build_scorecard
-    from replication.analysis.selection import load_config
+    from replication.plan import config
 
     _setup_logging()
-    cfg = load_config(args.config)
+    cfg = config.load(args.config)
     claims = args.claims or CLAIMS_FILE
     build_scorecard(args.results, args.out, cfg, claims_path=claims, reps=args.reps, seed=args.seed)
     return 0
@@ -424,14 +419,14 @@ def _add_report_arguments(parser: argparse.ArgumentParser) -> None:
 @command("report", "the Markdown replication report", _add_report_arguments)
 def _report(args: argparse.Namespace) -> int:
     from replication.analysis.report import write_report
-    from replication.analysis.selection import load_config
+    from replication.plan import config
 
     _setup_logging()
     if len(args.videos) > 1:
         raise ValueError(f"--videos takes one folder, got {len(args.videos)}")
     write_report(
         args.out,
-        load_config(args.config),
+        config.load(args.config),
         tables=args.tables,
         figures=args.figures,
         statistics=args.statistics,

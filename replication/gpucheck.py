@@ -67,11 +67,13 @@ def d3rlpy_start(cfg: dict[str, Any], env: str, algo: str, transitions, folder: 
     import d3rlpy
 
     from replication.agents import learners
+    from replication.plan.settings import learner_settings
 
     d3rlpy.seed(SEED)
     source = "iql" if algo == "pex" else algo
-    learner = learners.build_learner(cfg, env, source, "cpu:0")
-    buffer = learners.offline_buffer(cfg, env, source, transitions)
+    settings = learner_settings(cfg, env, source)
+    learner = learners.build_learner(settings, "cpu:0")
+    buffer = learners.offline_buffer(settings, transitions)
     learners.prepare(learner, buffer)
     if algo == "pex":
         from replication.agents.finetune.pex import expand_policy

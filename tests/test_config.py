@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -148,3 +149,12 @@ def test_pex_and_cql_reference_settings_are_the_paper_profile(defaults: dict[str
     assert defaults["offline"]["calql"]["max_q_backup"] is True and defaults["offline"]["cql"]["max_q_backup"] is True
     with pytest.raises(ConfigError, match="pex_eval_epsilon"):
         config.resolve({"finetune": {"pex_eval_epsilon": 2}})
+
+
+def test_one_loader_reads_a_file_or_the_paper_profile(tmp_path: Path) -> None:
+    """config.load is the package's only loader: no path is the paper profile, a path its file on top."""
+    assert config.load() == config.resolve()
+    path = tmp_path / "run.yaml"
+    path.write_text("name: one\nseeds: [3]\n")
+    assert config.load(path) == config.resolve(config.read_yaml(path))
+    assert config.load(path, {"seeds": [4]})["seeds"] == [4]

@@ -20,6 +20,7 @@ from replication.agents.offline import run_offline
 from replication.io import read_json
 from replication.plan import provenance
 from replication.plan.ledger import BudgetError, Ledger
+from replication.plan.settings import finetune_settings
 from replication.plan.variants import OfflineDataset, finetune_ledger
 from replication.plan.vocabulary import FINETUNE_METHODS
 from tests.conftest import tiny_config
@@ -479,7 +480,7 @@ def test_iql_buffer_starts_with_the_dataset(cell, runs):
     quiet_d3rlpy()
     transitions, meta = load_transitions(data)
     learner = load_learner(root / "iql", "best", "cpu")
-    agent = ft.build_agent(cfg, "hopper", "iql", learner, transitions, np.random.default_rng(0))
+    agent = ft.build_agent(finetune_settings(cfg, "hopper", "iql"), learner, transitions, np.random.default_rng(0))
     expected = len(transitions) - int(transitions.timeouts.sum())  # d3rlpy: a timeout's last step has no next step
     assert agent.online_buffer.transition_count == expected == replay_buffer(transitions).transition_count
     assert runs["iql"][1]["initial_buffer_transitions"] == expected
@@ -495,7 +496,7 @@ def test_calql_online_returns_to_go_come_from_finished_episodes(cell):
     quiet_d3rlpy()
     transitions, _ = load_transitions(data)
     learner = load_learner(root / "calql", "best", "cpu")
-    agent = ft.build_agent(cfg, "hopper", "calql", learner, transitions, np.random.default_rng(0))
+    agent = ft.build_agent(finetune_settings(cfg, "hopper", "calql"), learner, transitions, np.random.default_rng(0))
     assert agent.sampler.rule == "proportional"
     rewards = np.arange(1, 6, dtype=np.float32)
     for r in rewards:
@@ -608,8 +609,8 @@ def test_an_agent_sets_its_own_updates_per_env_step(tmp_path):
     job = ft.Finetune(cfg, "hopper", 0, "iql", tmp_path / "offline", tmp_path / "data.h5", tmp_path / "out")
     job.env = job.make_env()
     job.agent = _CountingAgent(job.env.action_space.shape[0])
-    job.updates_per_step = ft.updates_per_step(job.agent, cfg)
+    job.updates_per_step = ft.updates_per_step(job.agent, cfg["finetune"]["updates_per_step"])
     job.evaluator = job.make_evaluator()
     job.segment(10, 0, "", charge=False)
     assert job.agent.updates == 30 and job.timings.updates == 30 and job.timings.env_steps == 10
-    assert ft.updates_per_step(ft.Agent(), cfg) == cfg["finetune"]["updates_per_step"]
+    assert ft.updates_per_step(ft.Agent(), 2) == 2

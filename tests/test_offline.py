@@ -32,7 +32,6 @@ from replication.agents.learners import (
     prepare,
     quiet_d3rlpy,
     replay_buffer,
-    sparse_failure_reward,
     train,
     transition_picker,
 )
@@ -41,6 +40,7 @@ from replication.agents.policies import load_policy
 from replication.io import read_json, write_json
 from replication.plan import config, provenance
 from replication.plan.ledger import Ledger
+from replication.plan.settings import learner_settings, sparse_failure_reward
 from replication.plan.variants import OfflineDataset
 from tests.conftest import tiny_config
 
@@ -164,7 +164,7 @@ def plain_fit(cfg: dict, algo: str, dataset, seed: int, n_steps: int, steps_per_
     import d3rlpy
 
     d3rlpy.seed(seed)
-    learner = build_learner(cfg, "hopper", algo, "cpu")
+    learner = build_learner(learner_settings(cfg, "hopper", algo), "cpu")
     learner.fit(
         dataset,
         n_steps=n_steps,
@@ -382,8 +382,8 @@ def test_humanoid_policies_act_in_its_range(tmp_path):
     data, meta = load_transitions(tmp_path / "h.h5")
     check_dataset(data, "humanoid", cfg, meta, OfflineDataset("buffer", PAUSE))
     d3rlpy.seed(0)
-    buffer = offline_buffer(cfg, "humanoid", "cql", data)
-    learner = build_learner(cfg, "humanoid", "cql", "cpu")
+    buffer = offline_buffer(learner_settings(cfg, "humanoid", "cql"), data)
+    learner = build_learner(learner_settings(cfg, "humanoid", "cql"), "cpu")
     prepare(learner, buffer)
     train(learner, buffer, 5)
     probe = np.concatenate([data.observations, 50.0 * rng.normal(size=(64, obs_dim)).astype(np.float32)])
@@ -450,14 +450,17 @@ def test_calql_failure_return_on_sparse_binary_rewards():
     assert sparse_failure_reward(cfg, "kitchen") is None and sparse_failure_reward(cfg, "hopper") is None
     kitchen_binary = config.deep_merge(cfg, {"env_options": {"kitchen": {"reward": "binary"}}})
     assert sparse_failure_reward(kitchen_binary, "kitchen") == 0.0
-    assert transition_picker(cfg, "hopper", "calql") is None and transition_picker(cfg, "kitchen-sparse", "cql") is None
+    assert (
+        transition_picker(learner_settings(cfg, "hopper", "calql")) is None
+        and transition_picker(learner_settings(cfg, "kitchen-sparse", "cql")) is None
+    )
 
     failed, success = np.zeros(10), np.r_[np.zeros(7), 1.0]  # Kitchen ends the episode on success
     flags = [False, True]
     # defaults (scale 1, bias 0): the failure return is 0, the discounted sum of the stored zeros
     params = config.offline_params(cfg, "kitchen-sparse", "calql")
     assert failure_return(params, 0.0) == 0.0
-    picker = transition_picker(cfg, "kitchen-sparse", "calql")
+    picker = transition_picker(learner_settings(cfg, "kitchen-sparse", "calql"))
     assert isinstance(picker, d3rlpy.dataset.SparseRewardTransitionPicker)
     sparse, plain = _episodes_buffer([failed, success], flags, picker), _episodes_buffer([failed, success], flags)
     for e, n in ((0, 9), (1, 8)):
@@ -469,7 +472,7 @@ def test_calql_failure_return_on_sparse_binary_rewards():
     biased = config.deep_merge(cfg, {"offline": {"calql": {"reward_scale": 2.0, "reward_bias": -1.0}}})
     params = config.offline_params(biased, "kitchen-sparse", "calql")
     scaler = d3rlpy.preprocessing.ConstantShiftRewardScaler(shift=-1.0, multiplier=2.0, multiply_first=True)
-    picker = transition_picker(biased, "kitchen-sparse", "calql")
+    picker = transition_picker(learner_settings(biased, "kitchen-sparse", "calql"))
     sparse = _episodes_buffer([failed, success], flags, picker)
     for i in range(9):
         assert _rtg(sparse, 0, i, scaler) == pytest.approx(-1.0 / 0.01, rel=1e-6)
@@ -481,7 +484,9 @@ def test_calql_failure_return_on_sparse_binary_rewards():
     )
     fast = _episodes_buffer([failed, success], flags, fast_picker)
     fast_picker.precompute(fast.episodes)
-    plain_sparse = _episodes_buffer([failed, success], flags, transition_picker(cfg, "kitchen-sparse", "calql"))
+    plain_sparse = _episodes_buffer(
+        [failed, success], flags, transition_picker(learner_settings(cfg, "kitchen-sparse", "calql"))
+    )
     for e, n in ((0, 9), (1, 8)):
         for i in range(n):
             assert _rtg(fast, e, i) == _rtg(plain_sparse, e, i)
@@ -497,9 +502,9 @@ def test_precomputed_returns_train_exactly_like_d3rlpy(online):
     obs = data.observations[:64]
 
     def ours(precompute: bool) -> np.ndarray:
-        buffer = offline_buffer(cfg, "hopper", "calql", data, precompute)
+        buffer = offline_buffer(learner_settings(cfg, "hopper", "calql"), data, precompute)
         d3rlpy.seed(3)
-        learner = build_learner(cfg, "hopper", "calql", "cpu")
+        learner = build_learner(learner_settings(cfg, "hopper", "calql"), "cpu")
         prepare(learner, buffer)
         train(learner, buffer, 20)
         return learner.predict(obs)
@@ -525,7 +530,7 @@ def test_checkpoint_steps_are_evenly_spaced_and_end_at_G():
 def test_iql_needs_one_learning_rate_for_q_and_v():
     cfg = offline_config(["hopper"], offline={"iql": {"value_learning_rate": 1e-3}})
     with pytest.raises(ValueError, match="one optimiser"):
-        build_learner(cfg, "hopper", "iql", "cpu")
+        build_learner(learner_settings(cfg, "hopper", "iql"), "cpu")
 
 
 def test_episode_records_round_trip(runs):
@@ -543,13 +548,13 @@ def test_max_q_backup_reaches_d3rlpy_and_backs_up_the_max(online, algo):
     quiet_d3rlpy()
     cfg, online_dir = online
     data, _ = load_transitions(online_dir / f"pause_{PAUSE}" / "dataset_buffer.h5")
-    buffer = offline_buffer(cfg, "hopper", algo, data)
+    buffer = offline_buffer(learner_settings(cfg, "hopper", algo), data)
     np.random.seed(0)
     batch = buffer.sample_transition_batch(16)
     targets = {}
     for flag in (True, False):
         learner = build_learner(
-            offline_config(["hopper"], offline={algo: {"max_q_backup": flag}}), "hopper", algo, "cpu"
+            learner_settings(offline_config(["hopper"], offline={algo: {"max_q_backup": flag}}), "hopper", algo), "cpu"
         )
         prepare(learner, buffer)
         assert learner.config.max_q_backup is flag and learner.impl._max_q_backup is flag

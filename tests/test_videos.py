@@ -15,6 +15,7 @@ import yaml
 from replication.analysis.report import write_report
 from replication.analysis.videos import choose_backend, markdown, probe_backend
 from replication.plan import config
+from replication.plan.settings import learner_settings
 
 # Trains agents: the slow tier.
 pytestmark = pytest.mark.slow
@@ -70,7 +71,7 @@ def run(tmp_path_factory) -> tuple[Path, Path, dict]:
     # fine-tuned: d3rlpy learners saved as the fine-tuning jobs save them; PEX needs its offline learner
     transitions = collect_transitions("hopper", SEED, lambda obs: np.zeros(3, dtype=np.float32), 200)
     d3rlpy.seed(SEED)
-    learner = learners.build_learner(cfg, "hopper", "iql", "cpu:0")
+    learner = learners.build_learner(learner_settings(cfg, "hopper", "iql"), "cpu:0")
     learners.prepare(learner, learners.replay_buffer(transitions))
     source = cell / "offline" / "buffer-p400" / "iql"
     source.mkdir(parents=True)

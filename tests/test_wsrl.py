@@ -17,6 +17,7 @@ from replication.io import read_json
 from replication.plan import config
 from replication.plan.ledger import Ledger
 from replication.plan.schema import ConfigError
+from replication.plan.settings import finetune_settings, learner_settings, settings_of
 from replication.plan.variants import finetune_ledger
 from tests.test_finetune import REMAINING, CountSteps, T, ft_config, make_cell
 
@@ -74,7 +75,7 @@ def wsrl_run(cfg, root, data, out):
         mp.setattr(job, "make_env", lambda *a, **k: CountSteps(real_make_env(*a, **k)))
         recorder = Recorder(mp)
         before = len(CountSteps.counts)
-        source = wsrl.source_algo(cfg)
+        source = settings_of(cfg, "wsrl").source
         summary = ft.run_finetune(cfg, "hopper", 0, "wsrl", root / source, data, out, progress=False)
         steps = CountSteps.counts[before:]
     assert len(steps) == 1
@@ -119,20 +120,23 @@ def test_sac_holds_the_offline_actor_and_q_functions(cell, source):
 def test_iql_is_refused_as_source(cell):
     cfg = cell[0]
     quiet_d3rlpy()
-    iql = build_learner(cfg, "hopper", "iql", "cpu")
+    iql = build_learner(learner_settings(cfg, "hopper", "iql"), "cpu")
     iql.create_impl((11,), 3)
     transitions, _ = load_transitions(cell[2])
     with pytest.raises(TypeError, match=r"CQL or Cal-QL.*got IQL"):
-        ft.build_agent(cfg, "hopper", "wsrl", iql, transitions, np.random.default_rng(0))
+        ft.build_agent(finetune_settings(cfg, "hopper", "wsrl"), iql, transitions, np.random.default_rng(0))
     # the configured source is the one accepted: a CQL agent where Cal-QL is configured is refused too
     with pytest.raises(TypeError, match="configured: calql"):
-        ft.build_agent(cfg, "hopper", "wsrl", learner_of(cell[1], "cql"), transitions, np.random.default_rng(0))
+        ft.build_agent(
+            finetune_settings(cfg, "hopper", "wsrl"), learner_of(cell[1], "cql"), transitions, np.random.default_rng(0)
+        )
 
 
 def test_a_warmup_without_updates_is_refused_early(cell, tmp_path):
     cfg, root, data = cell
     long = wsrl_config(warmup_steps=REMAINING)
-    with pytest.raises(ValueError, match=r"finetune.wsrl.warmup_steps=300 leaves WSRL no update.*300 env steps"):
+    refused = r"finetune.wsrl.warmup_steps: 300 env steps without updates leave wsrl no update in the fine-tuning"
+    with pytest.raises(ConfigError, match=refused + r" budget of hopper \(300 env steps\); lower .* to 299 or less"):
         ft.Finetune(long, "hopper", 0, "wsrl", root / "calql", data, tmp_path / "a")
     ft.Finetune(wsrl_config(warmup_steps=REMAINING - 1), "hopper", 0, "wsrl", root / "calql", data, tmp_path / "b")
 
@@ -221,7 +225,9 @@ def test_backup_entropy_option(cell):
 def test_one_env_step_is_utd_critic_updates_and_one_actor_update_on_their_union(cell):
     cfg, root, data = cell
     transitions, _ = load_transitions(data)
-    agent = ft.build_agent(cfg, "hopper", "wsrl", learner_of(root, "calql"), transitions, np.random.default_rng(0))
+    agent = ft.build_agent(
+        finetune_settings(cfg, "hopper", "wsrl"), learner_of(root, "calql"), transitions, np.random.default_rng(0)
+    )
     rows = transitions.observations
     for i in range(40):
         agent.store(rows[i], np.zeros(3, dtype=np.float32), 0.0)
@@ -320,7 +326,9 @@ def test_a_checkpoint_holds_the_sac_alone_and_refers_to_offline_episodes(cell, k
     cfg, root, data = cell
     cfg = wsrl_config(keep_offline_data=keep)
     transitions, _ = load_transitions(data)
-    agent = ft.build_agent(cfg, "hopper", "wsrl", learner_of(root, "calql"), transitions, np.random.default_rng(0))
+    agent = ft.build_agent(
+        finetune_settings(cfg, "hopper", "wsrl"), learner_of(root, "calql"), transitions, np.random.default_rng(0)
+    )
     assert checkpoint.agent_learners(agent) == [agent.learner]  # the offline source is not kept
     episodes = checkpoint.buffer_episodes(agent)
     assert len(episodes) == (len(agent.offline_buffer.episodes) if keep else 0)

@@ -59,13 +59,11 @@ import torch
 from replication.agents.datasets import Transitions
 from replication.agents.envs import env_spaces
 from replication.agents.policies import TorchScriptPolicy, load_policy
-from replication.envspecs import resolve_spec
 from replication.io import atomic_path, read_json
-from replication.plan import config
+from replication.plan.settings import LearnerSettings
 from replication.plan.vocabulary import OFFLINE_ALGOS
 
 ALGOS = OFFLINE_ALGOS
-SPARSE_FAILURE_REWARD = {("kitchen", "binary"): 0.0}  # (suite, reward mode) -> raw reward of a failed step
 EXPORT_ATOL = 1e-5  # exported TorchScript policy vs the learner's predict
 
 
@@ -101,13 +99,6 @@ def reward_scaler(params: dict[str, Any]):
     return ConstantShiftRewardScaler(shift=bias, multiplier=scale, multiply_first=True)
 
 
-def sparse_failure_reward(cfg: dict[str, Any], env_name: str) -> float | None:
-    """Raw reward of a failed step where ``env_name`` (with its options) has a sparse binary reward."""
-    options = {k: v for k, v in config.env_options(cfg, env_name).items() if k in ("reward", "max_episode_steps")}
-    spec = resolve_spec(env_name, **options)
-    return SPARSE_FAILURE_REWARD.get((spec.suite, spec.reward))
-
-
 def failure_return(params: dict[str, Any], failure_reward: float) -> float:
     """The raw value whose scaled form is the Cal-QL failure return ``r_fail' / (1 - gamma)``."""
     scale, bias = float(params.get("reward_scale", 1.0)), float(params.get("reward_bias", 0.0))
@@ -115,20 +106,19 @@ def failure_return(params: dict[str, Any], failure_reward: float) -> float:
     return (target - bias) / scale
 
 
-def transition_picker(cfg: dict[str, Any], env_name: str, algo: str):
-    """The transition picker of ``algo``'s replay buffers (fine-tuning buffers must use it too).
+def transition_picker(settings: LearnerSettings):
+    """The transition picker of the learner's replay buffers (fine-tuning buffers must use it too).
 
     Cal-QL on a sparse-reward env: d3rlpy's ``SparseRewardTransitionPicker`` with the failure
     return of :func:`failure_return`; otherwise ``None`` (d3rlpy's basic picker).
     """
     import d3rlpy
 
-    failure = sparse_failure_reward(cfg, env_name)
-    if algo != "calql" or failure is None:
+    failure = settings.failure_reward
+    if settings.algo != "calql" or failure is None:
         return None
-    params = config.offline_params(cfg, env_name, algo)
     return d3rlpy.dataset.SparseRewardTransitionPicker(
-        failure_return=failure_return(params, failure), step_reward=failure
+        failure_return=failure_return(settings.params, failure), step_reward=failure
     )
 
 
@@ -259,14 +249,12 @@ def compare_modules(source, copy, names: tuple[str, ...], what: str) -> tuple[di
     return report, differing
 
 
-def build_learner(cfg: dict[str, Any], env_name: str, algo: str, device: str):
-    """A d3rlpy ``IQL``, ``CQL`` or ``CalQL`` with the config's settings for ``env_name`` (not yet built)."""
+def build_learner(settings: LearnerSettings, device: str):
+    """A d3rlpy ``IQL``, ``CQL`` or ``CalQL`` with ``settings`` (not yet built)."""
     import d3rlpy
 
-    if algo not in ALGOS:
-        raise ValueError(f"unknown offline algorithm {algo!r}; valid: {', '.join(ALGOS)}")
-    p = config.offline_params(cfg, env_name, algo)
-    _, space = env_spaces(env_name, **config.env_options(cfg, env_name))
+    algo, p = settings.algo, settings.params
+    _, space = env_spaces(settings.env, **settings.env_options)
     encoder = d3rlpy.models.VectorEncoderFactory(hidden_units=list(p["hidden_units"]))
     common = {
         "actor_learning_rate": p["actor_learning_rate"],
@@ -280,7 +268,7 @@ def build_learner(cfg: dict[str, Any], env_name: str, algo: str, device: str):
             minimum=np.asarray(space.low, dtype=np.float32), maximum=np.asarray(space.high, dtype=np.float32)
         ),
         "reward_scaler": reward_scaler(p),
-        "compile_graph": bool(cfg["offline"]["compile_graph"]),
+        "compile_graph": settings.compile_graph,
     }
     if algo == "iql":
         if p["value_learning_rate"] != p["critic_learning_rate"]:
@@ -311,23 +299,21 @@ def replay_buffer(transitions: Transitions, picker=None):
     return transitions.to_mdp_dataset(picker)
 
 
-def offline_buffer(
-    cfg: dict[str, Any], env_name: str, algo: str, transitions: Transitions, precompute_returns: bool = True
-):
-    """The static replay buffer ``algo`` trains on, with its transition picker.
+def offline_buffer(settings: LearnerSettings, transitions: Transitions, precompute_returns: bool = True):
+    """The static replay buffer the learner trains on, with its transition picker.
 
     Cal-QL without a reward scaler, with ``precompute_returns``: :class:`ReturnsToGoPicker` (same
     values as d3rlpy's pickers, computed once); otherwise :func:`transition_picker`.
     """
-    params = config.offline_params(cfg, env_name, algo)
-    if algo == "calql" and precompute_returns and reward_scaler(params) is None:
-        failure = sparse_failure_reward(cfg, env_name)
+    params = settings.params
+    if settings.algo == "calql" and precompute_returns and reward_scaler(params) is None:
+        failure = settings.failure_reward
         rule = None if failure is None else (failure, failure_return(params, failure))
         picker = ReturnsToGoPicker(float(params["gamma"]), rule)
         buffer = replay_buffer(transitions, picker)
         picker.precompute(buffer.episodes)
         return buffer
-    return replay_buffer(transitions, transition_picker(cfg, env_name, algo))
+    return replay_buffer(transitions, transition_picker(settings))
 
 
 def prepare(learner, buffer) -> None:
@@ -411,12 +397,12 @@ def offline_policy(path: Path | str) -> TorchScriptPolicy:
     return load_policy(path / "policy_best.pt" if path.is_dir() else path)
 
 
-def returns_to_go_rule(cfg: dict[str, Any], env_name: str, algo: str) -> dict[str, Any] | None:
-    """How ``algo``'s returns-to-go are formed on ``env_name`` (recorded in ``offline.json``)."""
-    if algo != "calql":
+def returns_to_go_rule(settings: LearnerSettings) -> dict[str, Any] | None:
+    """How the learner's returns-to-go are formed on its env (recorded in ``offline.json``)."""
+    if settings.algo != "calql":
         return None
-    params = config.offline_params(cfg, env_name, algo)
-    failure = sparse_failure_reward(cfg, env_name)
+    params = settings.params
+    failure = settings.failure_reward
     rule = {
         "terminated": "exact discounted return of the stored episode",
         "truncated": "discounted sum of the stored rewards, no bootstrap (lower bound for non-negative rewards)",

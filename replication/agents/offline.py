@@ -65,9 +65,9 @@ from replication.agents.evaluation import EpisodeRecord
 from replication.agents.job import Job, Timings, runner
 from replication.agents.policies import load_policy
 from replication.io import read_json, write_json
-from replication.plan import config
 from replication.plan.ledger import BudgetError, Ledger
 from replication.plan.schema import episode_steps, validation_checkpoints, validation_costs
+from replication.plan.settings import learner_settings
 from replication.plan.variants import OfflineDataset, recommendation_ledger
 from replication.plan.workflow import parse_dataset_key
 
@@ -179,7 +179,8 @@ class OfflineJob(Job):
         self.online_pause = Path(online_dir) / f"pause_{dataset.pause}"
         self.dataset = dataset
         self.precompute_returns = precompute_returns
-        self.params = config.offline_params(cfg, env_name, algo)
+        self.settings = learner_settings(cfg, env_name, algo)  # the learner's settings, read once
+        self.params = self.settings.params
         self.gradient_steps = int(self.params["gradient_steps"])
         self.timings = OfflineTimings()
         self.scores: list[float] = []
@@ -216,7 +217,7 @@ class OfflineJob(Job):
         self.check_obs = transitions.observations[
             rng.choice(len(transitions), min(CHECK_BATCH, len(transitions)), False)
         ]
-        self.buffer = learners.offline_buffer(cfg, env_name, self.algo, transitions, self.precompute_returns)
+        self.buffer = learners.offline_buffer(self.settings, transitions, self.precompute_returns)
         expected = len(transitions) - int(transitions.timeouts.sum())
         if self.buffer.transition_count != expected:
             raise DatasetError(f"d3rlpy sees {self.buffer.transition_count} transitions, the dataset holds {expected}")
@@ -224,7 +225,7 @@ class OfflineJob(Job):
         # seeded after the dataset is built (d3rlpy's dataset construction draws from numpy's global RNG):
         # the same order as ``dataset = load_dataset(...); d3rlpy.seed(seed); algo.fit(dataset, ...)``
         d3rlpy.seed(self.seed)
-        self.learner = learners.build_learner(cfg, env_name, self.algo, self.device)
+        self.learner = learners.build_learner(self.settings, self.device)
         learners.prepare(self.learner, self.buffer)
         self.validator = self.make_evaluator("validation", env)
         restored = checkpoint.restore_offline(self.ckpt_dir, self.key, self.learner, out_dir)
@@ -384,7 +385,7 @@ class OfflineJob(Job):
                 "gradient_steps": self.gradient_steps,
                 "checkpoints": self.steps,
                 "best_step": self.best_step,
-                "returns_to_go": learners.returns_to_go_rule(self.cfg, self.env_name, self.algo),
+                "returns_to_go": learners.returns_to_go_rule(self.settings),
                 "job_key": self.key,
                 "code": checkpoint.code_fingerprint(),  # a restarted multi-learner job keeps it only if equal
                 "resumed": self.resumed,

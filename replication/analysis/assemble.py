@@ -29,6 +29,7 @@ import yaml
 
 from replication import tidy
 from replication.io import write_text
+from replication.plan import config
 from replication.plan.config import read_yaml
 
 # What a shard keeps of its cells: results (CSV), job summaries and dataset sidecars (JSON), job times
@@ -171,7 +172,6 @@ def _aggregate(out: Path, config_file: Path, cfg: dict[str, Any]) -> None:
     from replication.analysis.plotting import build_figures
     from replication.analysis.report import write_report
     from replication.analysis.scorecard import CLAIMS_FILE, build_scorecard
-    from replication.analysis.selection import load_config
     from replication.analysis.statistics import build_statistics
     from replication.analysis.tables import build_tables
     from replication.plan import provenance
@@ -179,7 +179,7 @@ def _aggregate(out: Path, config_file: Path, cfg: dict[str, Any]) -> None:
 
     plan = Plan.build(cfg)
     tables, figures = list(plan.tables), list(plan.figures)
-    results, run_cfg = [str(out / "tidy.csv")], load_config(str(config_file))
+    results, run_cfg = [str(out / "tidy.csv")], config.load(config_file)
     build_tables(results, str(out / "tables"), run_cfg, tables=tables)
     build_statistics(results, str(out / "statistics"), run_cfg)
     build_figures(results, str(out / "figures"), run_cfg, figures=figures,

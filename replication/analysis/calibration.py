@@ -51,8 +51,8 @@ import numpy as np
 import pandas as pd
 
 from replication.analysis import scorecard
-from replication.analysis import selection as sel
 from replication.analysis.selection import NORMALIZED, Expected
+from replication.plan import config
 from replication.plan.config import CONFIG_DIR
 from replication.plan.vocabulary import newdata_pause_step
 
@@ -89,7 +89,7 @@ LEVEL = 0.5  # online SAC's true normalised level (every environment; the rl mod
 
 def calibration_config(envs: Sequence[str] | None, seeds: int) -> dict[str, Any]:
     """The paper profile with ``envs`` (default: its twelve), ``seeds`` seeds, and WSRL fine-tuning."""
-    cfg = sel.load_config(CONFIG_DIR / "paper.yaml")
+    cfg = config.load(CONFIG_DIR / "paper.yaml")
     if envs:
         unknown = sorted(set(envs) - set(cfg["envs"]))
         if unknown:

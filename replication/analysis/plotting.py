@@ -40,7 +40,7 @@ from replication.analysis import selection as sel  # noqa: E402
 from replication.analysis import statistics as stats  # noqa: E402
 from replication.analysis.selection import Expected, MissingResultsError  # noqa: E402
 from replication.io import atomic_path  # noqa: E402
-from replication.plan import vocabulary  # noqa: E402
+from replication.plan import config, vocabulary  # noqa: E402
 
 _COLORS = sns.color_palette("colorblind", 10)
 COLORS = {
@@ -592,7 +592,7 @@ def build_figures(
     bootstrap replications (default: the config's ``statistics.bootstrap_reps``).
     """
     df = sel.load_results(tidy_csv_paths)
-    cfg = cfg if cfg is not None else sel.load_config(None)
+    cfg = cfg if cfg is not None else config.load()
     expected = Expected.from_config(cfg)
     names = list(figures) if figures is not None else vocabulary.figures(cfg)
     if figures is None and cfg.get("claims"):  # a plan cut to some claims: only the figures it has the jobs for

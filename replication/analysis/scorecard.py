@@ -29,6 +29,7 @@ from replication.analysis import selection as sel
 from replication.analysis import statistics as stats
 from replication.analysis.selection import NORMALIZED, Expected, MissingResultsError
 from replication.io import PROJECT_ROOT, write_text
+from replication.plan import config
 
 CLAIMS_FILE = PROJECT_ROOT / "paper" / "claims.yaml"
 REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE, NOT_EVALUATED, NOT_PLANNED = (
@@ -888,7 +889,7 @@ def build_scorecard(
 ) -> list[Path]:
     """Evaluate every claim of ``claims_path``; write ``S1.csv`` and ``S1.md`` under ``out_dir``."""
     df = sel.load_results(tidy_csv_paths)
-    cfg = cfg if cfg is not None else sel.load_config(None)
+    cfg = cfg if cfg is not None else config.load()
     expected = Expected.from_config(cfg)
     claims = load_claims(claims_path)
     reps = reps or stats.config_reps(cfg)

@@ -138,13 +138,6 @@ def dataset_names(cfg: dict[str, Any]) -> tuple[str, ...]:
     return tuple(names)
 
 
-def load_config(path: Path | str | None) -> dict[str, Any]:
-    """The resolved configuration of ``path``, or the paper profile (``config/defaults.yaml``)."""
-    from replication.plan import config
-
-    return config.load(path) if path else config.resolve()
-
-
 # --------------------------------------------------------------------------------------------
 # Reading and selecting
 

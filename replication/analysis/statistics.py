@@ -41,6 +41,7 @@ from replication.analysis import labels
 from replication.analysis import selection as sel
 from replication.analysis.selection import Expected, MissingResultsError
 from replication.io import write_text
+from replication.plan import config
 
 DEFAULT_REPS = 5000  # without a config; runs use config statistics.bootstrap_reps
 DEFAULT_SEED = 0
@@ -371,7 +372,7 @@ def build_statistics(
     ``reps``: bootstrap replications (default: the config's ``statistics.bootstrap_reps``).
     """
     df = sel.load_results(tidy_csv_paths)
-    cfg = cfg if cfg is not None else sel.load_config(None)
+    cfg = cfg if cfg is not None else config.load()
     expected = Expected.from_config(cfg)
     table = aggregate_table(df, expected, pause=pause, reps=reps or config_reps(cfg), seed=seed)
     out_dir = Path(out_dir)

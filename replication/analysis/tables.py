@@ -35,7 +35,6 @@ from replication.analysis.selection import (
     check_complete,
     final_values,
     finetune_curves,
-    load_config,
     load_results,
     online_curve,
     recommendation_pairs,
@@ -45,6 +44,7 @@ from replication.analysis.selection import (
     value_at_or_before,
 )
 from replication.io import write_text
+from replication.plan import config
 from replication.plan.vocabulary import TABLES
 
 # --------------------------------------------------------------------------------------------
@@ -552,7 +552,7 @@ def build_tables(
     environments, seeds and variants the results must hold. Returns the written paths by table.
     """
     df = load_results(tidy_csv_paths)
-    expected = Expected.from_config(cfg if cfg is not None else load_config(None))
+    expected = Expected.from_config(cfg if cfg is not None else config.load())
     written = {}
     for name in tables:
         if name not in TABLES:

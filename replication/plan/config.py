@@ -71,9 +71,11 @@ def resolve_stage(cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 def load(path: Path | str | None = None, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Read and resolve the config file at ``path`` (default: ``config/config.yaml``), with the
-    command line's ``overrides`` (:func:`parse_overrides`) on top."""
-    return resolve(deep_merge(read_yaml(path or CONFIG_DIR / "config.yaml"), overrides or {}))
+    """The package's one config loader: read and resolve the config file at ``path`` (``None``: the
+    paper profile, ``config/defaults.yaml`` alone), with the command line's ``overrides``
+    (:func:`parse_overrides`) on top. Every command, job and analysis reads its config here."""
+    user = read_yaml(path) if path else {}
+    return resolve(deep_merge(user, overrides or {}))
 
 
 def typed(value: Any) -> Any:

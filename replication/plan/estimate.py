@@ -19,6 +19,7 @@ import yaml
 
 from replication.plan import claims, config
 from replication.plan.schema import episode_steps, validation_checkpoints, validation_costs
+from replication.plan.settings import settings_of
 from replication.plan.variants import finetune_ledger
 from replication.plan.vocabulary import finetune_source
 from replication.plan.workflow import Job, cell_dir, extended_steps, jobs, parse_cell
@@ -198,11 +199,9 @@ def job_costs(cfg: dict[str, Any], grid: Sequence[Job] | None = None) -> tuple[l
 
 
 def finetune_updates(cfg: dict[str, Any], method: str, steps: int) -> int:
-    """Gradient updates of ``steps`` fine-tuning env steps of ``method`` (WSRL: none in its warm-up)."""
-    ft = cfg["finetune"]
-    if method == "wsrl":
-        return max(steps - ft["wsrl"]["warmup_steps"], 0) * ft["wsrl"]["updates_per_step"]
-    return steps * ft["updates_per_step"]
+    """Gradient updates of ``steps`` fine-tuning env steps of ``method``, as its settings count them
+    (:meth:`replication.plan.settings.MethodSettings.updates`; WSRL: none in its warm-up)."""
+    return settings_of(cfg, method).updates(steps, cfg["finetune"]["updates_per_step"])
 
 
 def estimate(cfg: dict[str, Any], grid: Sequence[Job] | None = None) -> tuple[dict[str, StageCost], str]:

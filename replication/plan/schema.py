@@ -16,7 +16,7 @@ import yaml
 
 from replication.envspecs import REWARD_MODES, specs
 from replication.io import PROJECT_ROOT
-from replication.plan.vocabulary import finetune_pause_step, newdata_pause_step
+from replication.plan.vocabulary import newdata_pause_step
 
 SCHEMA_FILE = PROJECT_ROOT / "config" / "schema.yaml"
 
@@ -123,6 +123,8 @@ def _validation_cost_message(cfg: dict[str, Any], kind: str, env: str, steps: in
 
 
 def _check_budget(cfg: dict[str, Any]) -> None:
+    from replication.plan.settings import check_finetune_start, settings_of
+
     total = cfg["budget"]["total_steps"]
     online = cfg["online"]
     if online["learning_starts"] >= total:
@@ -154,27 +156,13 @@ def _check_budget(cfg: dict[str, Any]) -> None:
                 f"config key newdata.pause: in {env}, the pause at {newdata_pause} env steps plus online validation "
                 f"({online_val}), {cfg['newdata']['size']} newdata steps and offline validation ({offline_val}) "
                 f"spend {collected} of budget.total_steps={total}; "
-                + _earlier_or_smaller(cfg, "newdata.pause", newdata_pause, collected - total)
+                + earlier_or_smaller(cfg, "newdata.pause", newdata_pause, collected - total)
             )
-        if not cfg["finetune"]["methods"]:
-            continue
-        if cfg["finetune"]["dataset"] == "newdata":
-            pause, newdata = newdata_pause, cfg["newdata"]["size"]
-        else:
-            pause, newdata = finetune_pause_step(cfg), 0
-        spent = pause + online_val + newdata + offline_val
-        if spent >= total:
-            key = "newdata.pause" if newdata else "budget.finetune_pause"
-            raise ConfigError(
-                f"config key {key}: in {env}, the pause at {pause} env steps plus online validation "
-                f"({online_val}), newdata ({newdata}) and offline validation ({offline_val}) spend {spent} of "
-                f"budget.total_steps={total}, leaving no fine-tuning budget; "
-                + _earlier_or_smaller(cfg, key, pause, spent - total + _least_finetuning(cfg), newdata=bool(newdata))
-            )
-        _check_warmups(cfg, env, total - spent)
+        for method in cfg["finetune"]["methods"]:  # the checks a fine-tuning job runs at its start
+            check_finetune_start(cfg, env, settings_of(cfg, method))
 
 
-def _earlier_or_smaller(cfg: dict[str, Any], pause_key: str, pause: int, excess: int, newdata: bool = True) -> str:
+def earlier_or_smaller(cfg: dict[str, Any], pause_key: str, pause: int, excess: int, newdata: bool = True) -> str:
     """The fixes of a pause that leaves too little budget by ``excess`` env steps: an earlier pause
     (as the fraction ``pause_key`` takes) or, where newdata is spent, fewer newdata steps."""
     total, size = cfg["budget"]["total_steps"], cfg["newdata"]["size"]
@@ -184,26 +172,6 @@ def _earlier_or_smaller(cfg: dict[str, Any], pause_key: str, pause: int, excess:
     if newdata and size - excess >= 1:
         fixes.append(f"lower newdata.size to {size - excess}")
     return ", or ".join(fixes) or "raise budget.total_steps or lower the validation fractions"
-
-
-def _least_finetuning(cfg: dict[str, Any]) -> int:
-    """The fewest fine-tuning env steps the methods need: one update after PEX's and WSRL's warm-ups."""
-    ft = cfg["finetune"]
-    warmups = {"pex": ft["pex_initial_collection_steps"], "wsrl": ft["wsrl"]["warmup_steps"]}
-    return 1 + max((steps for method, steps in warmups.items() if method in ft["methods"]), default=0)
-
-
-def _check_warmups(cfg: dict[str, Any], env: str, budget: int) -> None:
-    """PEX's initial collection and WSRL's warm-up must each leave updates in the fine-tuning budget."""
-    ft = cfg["finetune"]
-    keys = {"pex": ("pex_initial_collection_steps", ft["pex_initial_collection_steps"])}
-    keys["wsrl"] = ("wsrl.warmup_steps", ft["wsrl"]["warmup_steps"])
-    for method, (key, steps) in keys.items():
-        if method in ft["methods"] and steps >= budget:
-            raise ConfigError(
-                f"config key finetune.{key}: {steps} env steps without updates leave {method} no update in the "
-                f"fine-tuning budget of {env} ({budget} env steps); lower finetune.{key} to {budget - 1} or less"
-            )
 
 
 def _check_claims(cfg: dict[str, Any]) -> None:

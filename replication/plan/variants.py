@@ -17,7 +17,7 @@ import dataclasses
 from typing import Any
 
 from replication.plan import config
-from replication.plan.ledger import Ledger
+from replication.plan.ledger import Entry, Ledger
 from replication.plan.schema import validation_costs
 from replication.plan.vocabulary import NEWDATA_COLLECTORS, dataset_name, newdata_pause_step
 
@@ -64,23 +64,30 @@ def offline_datasets(cfg: dict[str, Any]) -> list[OfflineDataset]:
     return out
 
 
-def recommendation_ledger(
+def recommendation_entries(
     cfg: dict[str, Any], env: str, dataset: OfflineDataset, validation: str, selection: str
-) -> Ledger:
-    """Env steps spent by a final-policy recommendation variant."""
+) -> list[Entry]:
+    """What a final-policy recommendation variant spends, in the order it spends it."""
     if validation not in VALIDATIONS or selection not in SELECTIONS:
         raise ValueError(f"unknown variant validation={validation!r} selection={selection!r}")
     if selection == "best-of" and validation != "full":
         raise ValueError("best-of selection needs validation scores: it exists only with validation='full'")
     online_val, offline_val = validation_costs(cfg, env)
-    ledger = Ledger(cfg["budget"]["total_steps"]).charge("online_training", dataset.pause)
+    entries = [Entry("online_training", dataset.pause)]
     if validation == "full" and (dataset.is_newdata or selection == "best-of"):
-        ledger.charge("online_validation", online_val)
+        entries.append(Entry("online_validation", online_val))
     if dataset.is_newdata:
-        ledger.charge("newdata", cfg["newdata"]["size"])
+        entries.append(Entry("newdata", cfg["newdata"]["size"]))
     if validation == "full":
-        ledger.charge("offline_validation", offline_val)
-    return ledger
+        entries.append(Entry("offline_validation", offline_val))
+    return entries
+
+
+def recommendation_ledger(
+    cfg: dict[str, Any], env: str, dataset: OfflineDataset, validation: str, selection: str
+) -> Ledger:
+    """Env steps spent by a final-policy recommendation variant (:func:`recommendation_entries`)."""
+    return Ledger(cfg["budget"]["total_steps"]).extend(recommendation_entries(cfg, env, dataset, validation, selection))
 
 
 def control_ledger(cfg: dict[str, Any], env: str, pause: int) -> Ledger:
@@ -109,7 +116,12 @@ def finetune_dataset(cfg: dict[str, Any]) -> OfflineDataset:
     return OfflineDataset(dataset_name(0.0), newdata_pause_step(cfg), "best" if ft["validation"] else "last", 0.0)
 
 
-def finetune_ledger(cfg: dict[str, Any], env: str) -> Ledger:
-    """Env steps spent before fine-tuning starts: the offline agent it starts from."""
+def finetune_entries(cfg: dict[str, Any], env: str) -> list[Entry]:
+    """What is spent before fine-tuning starts: the offline agent it starts from."""
     validation = "full" if cfg["finetune"]["validation"] else "none"
-    return recommendation_ledger(cfg, env, finetune_dataset(cfg), validation, "offline")
+    return recommendation_entries(cfg, env, finetune_dataset(cfg), validation, "offline")
+
+
+def finetune_ledger(cfg: dict[str, Any], env: str) -> Ledger:
+    """Env steps spent before fine-tuning starts (:func:`finetune_entries`)."""
+    return Ledger(cfg["budget"]["total_steps"]).extend(finetune_entries(cfg, env))

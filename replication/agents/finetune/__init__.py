@@ -4,8 +4,14 @@ The package: :mod:`~replication.agents.finetune.base` (the :class:`Agent` the lo
 from two buffers, the registry of methods), :mod:`~replication.agents.finetune.loop` (the job: the
 budget loop, the C4 extension, checkpoints) and one module per method, holding all that is its own
 (:mod:`~replication.agents.finetune.iql`, :mod:`~replication.agents.finetune.calql`,
-:mod:`~replication.agents.finetune.pex`, :mod:`~replication.agents.finetune.wsrl`): its agent, its
-builder and its start checks, registered with :func:`~replication.agents.finetune.base.register`.
+:mod:`~replication.agents.finetune.pex`, :mod:`~replication.agents.finetune.wsrl`): its agent and
+its builder, registered with :func:`~replication.agents.finetune.base.register`.
+
+Settings. The job resolves its settings once, at its start: a
+:class:`~replication.plan.settings.FinetuneSettings` holding the method's own settings (its class in
+:data:`replication.plan.settings.METHOD_SETTINGS`), the offline learner's
+(:class:`~replication.plan.settings.LearnerSettings`) and the shared ``finetune`` keys; the builder
+and the agent get that object, never the config.
 
 One job fine-tunes one method (``iql``, ``pex`` or ``calql``) of one cell (environment x seed) from
 the offline agent of its source algorithm (:func:`replication.plan.vocabulary.finetune_source`: IQL for
@@ -19,7 +25,10 @@ Budget. The run spends *exactly* what the cell's ledger has left,
 ``finetune_ledger(cfg, env).remaining`` env steps (``T`` minus online training up to the pause,
 online/offline validation and newdata where the variant uses them); every env step is charged to the
 ledger (``finetune``, one entry per evaluation interval) and the episode running when the budget
-ends is cut. With nothing left, :class:`~replication.plan.ledger.BudgetError` names the ledger's items.
+ends is cut. Before anything loads, the job runs the checks the config ran
+(:func:`replication.plan.settings.check_finetune_start`): with nothing left,
+:class:`~replication.plan.settings.FinetuneBudgetError` names the ledger's items and the fix; a
+warm-up (PEX's, WSRL's) that leaves no update in the budget is refused naming its key.
 
 Training env. **(choice)** ``make_env(env, seed)`` with the run's own seed, as the online run and
 newdata collection build theirs (Meta-World's set of task variations is fixed by that seed; a
@@ -119,7 +128,6 @@ from replication.agents.finetune.loop import (
     TRAIN_SEED_OFFSET,
     Finetune,
     FinetuneTimings,
-    budget_ledger,
     build_agent,
     run_finetune,
     updates_per_step,
@@ -136,7 +144,6 @@ __all__ = [
     "Method",
     "MixedAgent",
     "MixedSampler",
-    "budget_ledger",
     "build_agent",
     "mixing_rule",
     "register",

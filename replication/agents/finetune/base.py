@@ -1,7 +1,9 @@
 """What every fine-tuning method builds on: the agent the budget loop drives
 (:class:`Agent`), batches drawn from two buffers (:class:`MixedSampler`), and the registry of
 methods. A method's module defines its agent and a builder and registers them with
-:func:`register`; the loop (:mod:`replication.agents.finetune.loop`) finds it by name.
+:func:`register`; the loop (:mod:`replication.agents.finetune.loop`) finds it by name. A builder
+takes the job's :class:`~replication.plan.settings.FinetuneSettings` (resolved once from the
+config), never the config itself.
 """
 
 from __future__ import annotations
@@ -12,18 +14,7 @@ from typing import Any
 
 import numpy as np
 
-
-def mixing_rule(value: Any, key: str = "finetune.calql_mixing") -> str | float:
-    """``'proportional'`` or an offline fraction in (0, 1); anything else is an error naming ``key``."""
-    if value == "proportional":
-        return "proportional"
-    try:
-        fraction = float(value)
-    except (TypeError, ValueError):
-        fraction = float("nan")
-    if not 0.0 < fraction < 1.0:
-        raise ValueError(f"config key {key}: {value!r} is neither 'proportional' nor a number in (0, 1)")
-    return fraction
+from replication.plan.settings import FinetuneSettings, mixing_rule
 
 
 class MixedSampler:
@@ -149,21 +140,21 @@ class MixedAgent(Agent):
 
 # ---- the registry of methods
 
-# cfg, env name, the loaded offline learner, its dataset's transitions, the run's generator, device
-AgentBuilder = Callable[[dict[str, Any], str, Any, Any, np.random.Generator, str], Agent]
-
-
-def no_check(cfg: dict[str, Any], budget_steps: int) -> None:
-    """A method that needs nothing of the budget before it starts."""
+# the job's settings (replication.plan.settings), the loaded offline learner, its dataset's transitions,
+# the run's generator, device
+AgentBuilder = Callable[[FinetuneSettings, Any, Any, np.random.Generator, str], Agent]
 
 
 @dataclasses.dataclass(frozen=True)
 class Method:
-    """One fine-tuning method: how it builds its agent, and what it checks before a job loads anything."""
+    """One fine-tuning method: how it builds its agent from the job's settings.
+
+    Its settings class (:data:`replication.plan.settings.METHOD_SETTINGS`) carries its own keys and
+    its warm-up, which the job checks against its budget before it loads anything.
+    """
 
     name: str
     build: AgentBuilder
-    check_start: Callable[[dict[str, Any], int], None] = no_check  # (cfg, fine-tuning budget in env steps)
 
 
 METHODS: dict[str, Method] = {}  # filled by the method modules as the package is imported

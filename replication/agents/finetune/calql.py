@@ -6,24 +6,21 @@ return-to-go is that of a finished episode (see :mod:`replication.agents.finetun
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 from replication.agents import learners
-from replication.agents.finetune.base import Method, MixedAgent, check_learner, mixing_rule, register
+from replication.agents.finetune.base import Method, MixedAgent, check_learner, register
 from replication.agents.learners import EpisodeReturnsPicker, empty_buffer
-from replication.plan import config
-from replication.plan.schema import episode_steps
+from replication.plan.settings import CalQLSettings, FinetuneSettings, LearnerSettings
 
 
-def calql_online_picker(cfg: dict[str, Any], env_name: str, learner):
-    """The transition picker of Cal-QL's online buffer (see the module docstring)."""
+def calql_online_picker(source: LearnerSettings, learner):
+    """The transition picker of Cal-QL's online buffer (see the module docstring); ``source``: the
+    offline Cal-QL learner's settings."""
     if learner.config.reward_scaler is not None:
-        return learners.transition_picker(cfg, env_name, "calql")
-    params = config.offline_params(cfg, env_name, "calql")
-    failure = learners.sparse_failure_reward(cfg, env_name)
-    rule = None if failure is None else (failure, learners.failure_return(params, failure))
+        return learners.transition_picker(source)
+    failure = source.failure_reward
+    rule = None if failure is None else (failure, learners.failure_return(source.params, failure))
     return EpisodeReturnsPicker(float(learner.config.gamma), rule)
 
 
@@ -31,17 +28,15 @@ class CalQLAgent(MixedAgent):
     method = "calql"
 
 
-def build(
-    cfg: dict[str, Any], env_name: str, learner, transitions, rng: np.random.Generator, device: str
-) -> CalQLAgent:
+def build(settings: FinetuneSettings, learner, transitions, rng: np.random.Generator, device: str) -> CalQLAgent:
     """The Cal-QL agent around the loaded offline Cal-QL ``learner``: the dataset and an online buffer."""
     import d3rlpy
 
     check_learner("calql", learner, d3rlpy.algos.CalQL)
-    offline_buffer = learners.offline_buffer(cfg, env_name, "calql", transitions)
-    picker = calql_online_picker(cfg, env_name, learner)
-    online_buffer = empty_buffer(offline_buffer, episode_steps(cfg, env_name) + 1, picker, write_at_termination=True)
-    return CalQLAgent(learner, offline_buffer, online_buffer, mixing_rule(cfg["finetune"]["calql_mixing"]), rng)
+    offline_buffer = learners.offline_buffer(settings.source, transitions)
+    picker = calql_online_picker(settings.source, learner)
+    online_buffer = empty_buffer(offline_buffer, settings.cache_size, picker, write_at_termination=True)
+    return CalQLAgent(learner, offline_buffer, online_buffer, settings.own_as(CalQLSettings).mixing, rng)
 
 
 register(Method("calql", build))

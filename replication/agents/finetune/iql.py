@@ -11,7 +11,7 @@ import numpy as np
 
 from replication.agents import learners
 from replication.agents.finetune.base import Agent, Method, check_learner, register
-from replication.plan.schema import episode_steps
+from replication.plan.settings import FinetuneSettings
 
 
 class IQLAgent(Agent):
@@ -44,12 +44,12 @@ class IQLAgent(Agent):
         }
 
 
-def build(cfg: dict[str, Any], env_name: str, learner, transitions, rng: np.random.Generator, device: str) -> IQLAgent:
+def build(settings: FinetuneSettings, learner, transitions, rng: np.random.Generator, device: str) -> IQLAgent:
     """The IQL agent around the loaded offline IQL ``learner`` and its dataset."""
     import d3rlpy
 
     check_learner("iql", learner, d3rlpy.algos.IQL)
-    return IQLAgent(learner, learners.replay_buffer(transitions), episode_steps(cfg, env_name) + 1)
+    return IQLAgent(learner, learners.replay_buffer(transitions), settings.cache_size)
 
 
 register(Method("iql", build))

@@ -17,9 +17,8 @@ from replication.agents.finetune import base
 from replication.agents.finetune.base import Agent
 from replication.agents.job import Job, Timings, runner
 from replication.io import read_json
-from replication.plan.ledger import BudgetError, Ledger
+from replication.plan.settings import FinetuneSettings, check_finetune_start, finetune_settings
 from replication.plan.variants import finetune_ledger
-from replication.plan.vocabulary import finetune_source
 from replication.plan.workflow import finetune_dataset
 
 log = logging.getLogger(__name__)
@@ -31,28 +30,11 @@ EXTENDED_OPTION = "extended=1"
 
 
 def build_agent(
-    cfg: dict[str, Any],
-    env_name: str,
-    method: str,
-    learner,
-    transitions: Transitions,
-    rng: np.random.Generator,
-    device: str = "cpu",
+    settings: FinetuneSettings, learner, transitions: Transitions, rng: np.random.Generator, device: str = "cpu"
 ) -> Agent:
-    """The fine-tuning agent of ``method`` (from the registry) around the loaded offline ``learner`` and its dataset."""
-    return base.get(method).build(cfg, env_name, learner, transitions, rng, device)
-
-
-def budget_ledger(cfg: dict[str, Any], env_name: str) -> Ledger:
-    """The ledger fine-tuning starts from; an error naming its items when nothing is left."""
-    ledger = finetune_ledger(cfg, env_name)
-    if ledger.remaining <= 0:
-        raise BudgetError(
-            f"no fine-tuning budget left in {env_name}: before fine-tuning the variant has spent {ledger.spent} of "
-            f"budget.total_steps={ledger.total} env steps ({ledger.describe()}); pause earlier or lower the "
-            "validation fractions / newdata.size"
-        )
-    return ledger
+    """The fine-tuning agent of ``settings.method`` (from the registry) around the loaded offline ``learner``
+    and its dataset."""
+    return base.get(settings.method).build(settings, learner, transitions, rng, device)
 
 
 @dataclasses.dataclass
@@ -77,10 +59,11 @@ class FinetuneTimings(Timings):
         }
 
 
-def updates_per_step(agent: Agent, cfg: dict[str, Any]) -> int:
-    """Gradient updates after each env step: the agent's own number, else ``finetune.updates_per_step``."""
+def updates_per_step(agent: Agent, default: int) -> int:
+    """Gradient updates after each env step: the agent's own number, else ``default`` (the job's
+    ``finetune.updates_per_step``)."""
     own = agent.updates_per_step
-    return int(cfg["finetune"]["updates_per_step"] if own is None else own)
+    return int(default if own is None else own)
 
 
 def join_options(*options: str) -> str:
@@ -110,30 +93,31 @@ class Finetune(Job):
         variant_options: str = "",
         options: str = "",
     ):
-        checks = base.get(method).check_start
+        base.get(method)  # an unknown method: an error listing the registered ones
         if int(extended_steps) != extended_steps or extended_steps < 0:
             raise ValueError(f"extended_steps must be a non-negative integer, got {extended_steps!r}")
         super().__init__(cfg, env_name, seed, out_dir, progress, options)
+        self.settings = finetune_settings(cfg, env_name, method)  # the config read once; the agent gets this
         self.method = method
-        self.source = finetune_source(cfg, method)
+        self.source = self.settings.source.algo
         self.offline_dir = Path(offline_dir)
         self.dataset_path = Path(dataset_path)
         self.extended_steps = int(extended_steps)
         self.variant_options = variant_options
-        self.ledger = budget_ledger(cfg, env_name)  # fails fast, before anything is loaded
-        checks(cfg, self.ledger.remaining)  # the method's own (PEX's and WSRL's warm-ups)
+        check_finetune_start(cfg, env_name, self.settings.own)  # fails fast, before anything loads; as the config
+        self.ledger = finetune_ledger(cfg, env_name)
         self.start_spent = self.ledger.spent
         self.budget_steps = self.ledger.remaining
         self.dataset = finetune_dataset(cfg)
-        self.which = "best" if cfg["finetune"]["validation"] else "last"
+        self.which = "best" if self.settings.validation else "last"
         self.interval = int(cfg["evaluation"]["interval"])
-        self.updates_per_step = int(cfg["finetune"]["updates_per_step"])
+        self.updates_per_step = self.settings.updates_per_step
         self.timings = FinetuneTimings()
         self.rows: list[dict[str, Any]] = []
         self.agent: Agent | None = None
         self.env = None
         self.obs: np.ndarray | None = None
-        self.checkpoint_interval = int(cfg["finetune"]["checkpoint_interval"])
+        self.checkpoint_interval = self.settings.checkpoint_interval
         self.budget_timings: dict[str, Any] | None = None
         self.resumed_from: list[tuple[str, int]] = []
 
@@ -169,8 +153,8 @@ class Finetune(Job):
         rng = np.random.default_rng([self.seed, TRAIN_SEED_OFFSET])
         learner = learners.load_learner(self.offline_dir, self.which, self.device)
         self.start_grad_step = int(learner.grad_step)
-        self.agent = build_agent(self.cfg, self.env_name, self.method, learner, transitions, rng, self.device)
-        self.updates_per_step = updates_per_step(self.agent, self.cfg)
+        self.agent = build_agent(self.settings, learner, transitions, rng, self.device)
+        self.updates_per_step = updates_per_step(self.agent, self.settings.updates_per_step)
         del transitions
         self.obs = self.env.reset(seed=self.seed + TRAIN_SEED_OFFSET)[0]
         self.evaluator = self.make_evaluator()
@@ -182,7 +166,7 @@ class Finetune(Job):
         return self.base_row(
             algo=self.method,
             dataset=self.dataset.label,
-            validation="full" if self.cfg["finetune"]["validation"] else "none",
+            validation="full" if self.settings.validation else "none",
             selection="",
             pause=self.dataset.pause,
         )
@@ -346,7 +330,7 @@ class Finetune(Job):
                 "updates": budget_timings["updates"],
                 "extension": extension,
                 "evaluation": {"interval": self.interval, "episodes": e["episodes"], "seed_offset": e["seed_offset"]},
-                "returns_to_go": learners.returns_to_go_rule(self.cfg, self.env_name, self.source),
+                "returns_to_go": learners.returns_to_go_rule(self.settings.source),
                 **self.agent.stats(),
                 "timings": {**budget_timings, "with_extension": self.timings.summary() if extension else None},
                 "total_seconds": time.perf_counter() - start,

@@ -51,9 +51,9 @@ import numpy as np
 import torch
 
 from replication.agents import learners
-from replication.agents.finetune.base import Method, MixedAgent, check_learner, mixing_rule, register
+from replication.agents.finetune.base import Method, MixedAgent, check_learner, register
 from replication.agents.learners import compare_modules, empty_buffer, torch_batch
-from replication.plan.schema import episode_steps
+from replication.plan.settings import FinetuneSettings, PEXSettings
 
 OFFLINE, ONLINE = 0, 1
 
@@ -270,16 +270,13 @@ class PEXAgent(MixedAgent):
 
     method = "pex"
 
-    def __init__(self, offline_learner, offline_buffer, online_buffer, settings: dict[str, Any], rng, device):
+    def __init__(self, offline_learner, offline_buffer, online_buffer, settings: PEXSettings, rng, device):
         online = expand_policy(offline_learner, device)
-        fraction = mixing_rule(settings["pex_offline_fraction"], "finetune.pex_offline_fraction")
-        super().__init__(online, offline_buffer, online_buffer, fraction, rng)
+        super().__init__(online, offline_buffer, online_buffer, settings.offline_fraction, rng)
         self.transfer = check_transfer(offline_learner, online)
-        self.update_start = int(settings["pex_initial_collection_steps"])
+        self.update_start = settings.initial_collection_steps
         eval_rng = rng.spawn(1)[0]  # evaluation's draws: a stream of their own
-        self.pex = PolicyExpansion(
-            offline_learner, online, settings["pex_beta"], rng, device, settings["pex_eval_epsilon"], eval_rng
-        )
+        self.pex = PolicyExpansion(offline_learner, online, settings.beta, rng, device, settings.eval_epsilon, eval_rng)
         self._digest = parameters_digest
         self.offline_digest = parameters_digest(offline_learner.impl.modules.policy)
 
@@ -312,24 +309,14 @@ class PEXAgent(MixedAgent):
         }
 
 
-def check_start(cfg: dict[str, Any], budget_steps: int) -> None:
-    """PEX must reach its first update within the fine-tuning budget: else a clear error."""
-    start = int(cfg["finetune"]["pex_initial_collection_steps"])
-    if start >= budget_steps:
-        raise ValueError(
-            f"finetune.pex_initial_collection_steps={start} leaves PEX no update in its fine-tuning budget of "
-            f"{budget_steps} env steps; lower it below the budget"
-        )
-
-
-def build(cfg: dict[str, Any], env_name: str, learner, transitions, rng: np.random.Generator, device: str) -> PEXAgent:
+def build(settings: FinetuneSettings, learner, transitions, rng: np.random.Generator, device: str) -> PEXAgent:
     """The PEX agent around the loaded offline IQL ``learner``: the dataset and an online buffer."""
     import d3rlpy
 
     check_learner("pex", learner, d3rlpy.algos.IQL)
     offline_buffer = learners.replay_buffer(transitions)
-    online_buffer = empty_buffer(offline_buffer, episode_steps(cfg, env_name) + 1)
-    return PEXAgent(learner, offline_buffer, online_buffer, cfg["finetune"], rng, device)
+    online_buffer = empty_buffer(offline_buffer, settings.cache_size)
+    return PEXAgent(learner, offline_buffer, online_buffer, settings.own_as(PEXSettings), rng, device)
 
 
-register(Method("pex", build, check_start))
+register(Method("pex", build))

@@ -41,7 +41,7 @@ Fine-tuning (the loop of :mod:`replication.agents.finetune`):
   5,000) are collected with the copied SAC's stochastic policy, which is the offline policy then,
   and no update (``update_start``). They are fine-tuning env steps, charged to the budget like every
   other; a warm-up that leaves no update in the budget is refused before anything loads
-  (:func:`check_start`).
+  (:func:`replication.plan.settings.check_warmup`, the check the config runs too).
 * **Updates (high UTD, as the reference's ``SACAgent.update_high_utd``).** After the warm-up, every
   env step has ``finetune.wsrl.updates_per_step`` (the reference's UTD of 4) critic updates, each on
   a minibatch of its own followed by a soft target update, then **one** actor and temperature
@@ -94,35 +94,12 @@ import torch
 from replication.agents import learners
 from replication.agents.finetune.base import Agent, Method, MixedSampler, register
 from replication.agents.learners import compare_modules, empty_buffer, torch_batch
-from replication.plan.schema import episode_steps
-from replication.plan.vocabulary import WSRL_SOURCES, finetune_source
+from replication.plan.settings import WSRL_ACTOR_UPDATES, FinetuneSettings, WSRLSettings
+from replication.plan.vocabulary import WSRL_SOURCES
 
 SOURCES = WSRL_SOURCES
 RLPD_OFFLINE_FRACTION = 0.5  # keep_offline_data: half of every minibatch from the offline dataset
-ACTOR_UPDATES = ("once", "every")  # per env step: once on the union of its minibatches, or per minibatch
-
-
-def settings(cfg: dict[str, Any]) -> dict[str, Any]:
-    """The ``finetune.wsrl`` section of a resolved config."""
-    return cfg["finetune"]["wsrl"]
-
-
-def source_algo(cfg: dict[str, Any]) -> str:
-    """The offline algorithm WSRL starts from (``finetune.wsrl.source``)."""
-    source = finetune_source(cfg, "wsrl")
-    if source not in SOURCES:
-        raise ValueError(f"config key finetune.wsrl.source: {source!r}; WSRL starts from one of {', '.join(SOURCES)}")
-    return source
-
-
-def check_start(cfg: dict[str, Any], budget_steps: int) -> None:
-    """WSRL's warm-up must leave at least one update in the fine-tuning budget: else a clear error."""
-    warmup = int(settings(cfg)["warmup_steps"])
-    if warmup >= budget_steps:
-        raise ValueError(
-            f"finetune.wsrl.warmup_steps={warmup} leaves WSRL no update in its fine-tuning budget of "
-            f"{budget_steps} env steps; lower it below the budget"
-        )
+ACTOR_UPDATES = WSRL_ACTOR_UPDATES  # per env step: once on the union of its minibatches, or per minibatch
 
 
 def check_source(learner, source: str) -> None:
@@ -252,24 +229,22 @@ class WSRLAgent(Agent):
     method = "wsrl"
 
     def __init__(
-        self, source, offline_buffer, cache_size: int, options: dict[str, Any], rng: np.random.Generator, device
+        self, source, offline_buffer, cache_size: int, options: WSRLSettings, rng: np.random.Generator, device
     ):
-        self.source = options["source"]
+        self.source = options.source
         check_source(source, self.source)
-        self.learner = transfer(source, options["batch_size"], device)  # the source itself is not kept
+        self.learner = transfer(source, options.batch_size, device)  # the source itself is not kept
         self.transfer = check_transfer(source, self.learner)
-        set_target_entropy(self.learner, options["target_entropy"])
-        set_backup_entropy(self.learner, bool(options["backup_entropy"]))
-        self.update_start = int(options["warmup_steps"])
-        self.updates_per_step = int(options["updates_per_step"])  # critic updates (minibatches) per env step
-        self.actor_updates = str(options["actor_updates"])
-        if self.actor_updates not in ACTOR_UPDATES:
-            raise ValueError(f"finetune.wsrl.actor_updates: {self.actor_updates!r}; one of {', '.join(ACTOR_UPDATES)}")
-        self.target_entropy = options["target_entropy"]
-        self.backup_entropy = bool(options["backup_entropy"])
+        set_target_entropy(self.learner, options.target_entropy)
+        set_backup_entropy(self.learner, options.backup_entropy)
+        self.update_start = options.warmup_steps
+        self.updates_per_step = options.updates_per_step  # critic updates (minibatches) per env step
+        self.actor_updates = options.actor_updates
+        self.target_entropy = options.target_entropy
+        self.backup_entropy = options.backup_entropy
         self.counts = {"critic": 0, "actor": 0}  # updates done
         self.pending: list[Any] = []  # this env step's minibatches, waiting for the actor update
-        self.keep_offline_data = bool(options["keep_offline_data"])
+        self.keep_offline_data = options.keep_offline_data
         self.online_buffer = empty_buffer(offline_buffer, cache_size)
         self.sampler = None
         self.initial_transitions = 0
@@ -332,14 +307,12 @@ class WSRLAgent(Agent):
         return out
 
 
-def build(
-    cfg: dict[str, Any], env_name: str, learner, transitions, rng: np.random.Generator, device: str = "cpu"
-) -> WSRLAgent:
+def build(settings: FinetuneSettings, learner, transitions, rng: np.random.Generator, device: str = "cpu") -> WSRLAgent:
     """The WSRL agent from the loaded offline CQL or Cal-QL ``learner`` and its dataset."""
-    check_source(learner, source_algo(cfg))  # before the buffers are built
+    options = settings.own_as(WSRLSettings)
+    check_source(learner, options.source)  # before the buffers are built
     offline_buffer = learners.replay_buffer(transitions)  # SAC needs no returns-to-go: d3rlpy's plain picker
-    cache = episode_steps(cfg, env_name) + 1
-    return WSRLAgent(learner, offline_buffer, cache, settings(cfg), rng, device)
+    return WSRLAgent(learner, offline_buffer, settings.cache_size, options, rng, device)
 
 
-register(Method("wsrl", build, check_start))
+register(Method("wsrl", build))
