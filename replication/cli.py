@@ -694,9 +694,11 @@ def _add_calibrate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--initial", type=int, default=3, help="sequential: seeds of the first look (default 3)")
     parser.add_argument("--step", type=int, default=2, help="sequential: seeds added per stage (default 2)")
     parser.add_argument("--max", type=int, default=9, help="sequential: seeds of the last look (default 9)")
+    parser.add_argument("--weights", type=float, nargs="+",
+                        help="sequential: each look's share of the error, in proportion (default: equal)")  # fmt: skip
     parser.add_argument("--jobs", type=int, default=1,
-                        help="sequential: each scenario's simulations split over this many processes (chunk i "
-                             "seeded seed + 1000 i; default 1)")  # fmt: skip
+                        help="sequential: each scenario's simulations split into this many chunks (chunk i "
+                             "seeded seed + 1000 i), run by as many processes at a time (default 1)")  # fmt: skip
     parser.add_argument("--scenario", choices=("null", "effect", "contrary"), nargs="+",
                         help="null: no claimed effect anywhere; effect: every claim's effect planted; contrary: "
                              "each count claim false the other way (effects everywhere, not in a few)")  # fmt: skip
@@ -714,7 +716,9 @@ def _add_calibrate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sigma", type=float, default=0.1, help="noise sd, normalised units (default 0.1)")
     parser.add_argument("--reps", type=int, default=1000, help="bootstrap replications of C2.1 (default 1000)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the simulations (default 0)")
-    parser.add_argument("--min-seeds", type=int, help="override the claims file's min_seeds (default: keep it)")
+    parser.add_argument("--min-seeds", type=int,
+                        help="override the claims file's min_seeds (default: keep it); sequential: the design's "
+                             "min_seeds, the minimum at its looks")  # fmt: skip
     parser.add_argument("--format", choices=("json", "markdown"), default="markdown")
 
 
@@ -758,10 +762,12 @@ def _calibrate_sequential(args: argparse.Namespace) -> int:
     import json
     from concurrent.futures import ProcessPoolExecutor
 
-    from replication.analysis import calibration, sequential
+    from replication.analysis import calibration
+    from replication.plan import claims, sequential
 
-    design = sequential.Design(args.initial, args.step, args.max)
-    if problem := sequential.check(design.as_dict()):
+    weights = tuple(args.weights) if args.weights else None
+    design = sequential.Design(args.initial, args.step, args.max, args.min_seeds, weights)
+    if problem := sequential.check(design.as_dict(), claims.min_seeds()):
         raise SystemExit(f"replication calibrate: {problem}")
     run = functools.partial(
         _sequential_chunk,
@@ -769,7 +775,6 @@ def _calibrate_sequential(args: argparse.Namespace) -> int:
         envs=args.envs,
         sigma=args.sigma,
         reps=args.reps,
-        min_seeds=args.min_seeds,
         noise=args.noise,
         drawdown=args.drawdown,
     )
@@ -777,7 +782,7 @@ def _calibrate_sequential(args: argparse.Namespace) -> int:
     jobs = max(1, min(args.jobs, args.sims))
     sizes = [args.sims // jobs + (i < args.sims % jobs) for i in range(jobs)]
     tasks = [(s, n, args.seed + 1000 * i) for s in scenarios for i, n in enumerate(sizes)]
-    with ProcessPoolExecutor(max_workers=len(tasks)) as pool:
+    with ProcessPoolExecutor(max_workers=jobs) as pool:  # at most --jobs processes at a time
         parts = list(pool.map(run, *zip(*tasks, strict=True)))
     results = [calibration.merge_sequential(parts[i * jobs : (i + 1) * jobs]) for i in range(len(scenarios))]
     if args.format == "json" or len(scenarios) < len(calibration.SCENARIOS):

@@ -17,7 +17,7 @@ from replication.study import study, user_config
 
 ROOT = Path(__file__).resolve().parent.parent
 CI = ROOT / "config" / "ci.yaml"
-DESIGN = {"initial": 2, "step": 1, "max": 3}
+DESIGN = {"initial": 2, "step": 1, "max": 3, "min_seeds": 2}
 
 
 def seq_config(name: str = "seqtest", **extra) -> dict:
@@ -31,14 +31,43 @@ def test_looks_and_boundaries() -> None:
     assert sequential.Design(3, 2, 9).confidence(0.95) == pytest.approx(1 - 0.05 / 4)
 
 
+def test_weighted_split_and_the_looks_claims() -> None:
+    equal, weighted = sequential.Design(3, 2, 9, 3), sequential.Design(3, 2, 9, 3, (1, 1, 1, 2))
+    assert [equal.confidence(0.95, k) for k in (1, 4)] == [1 - 0.05 / 4] * 2  # as before weights existed
+    assert sum(weighted.shares()) == pytest.approx(1) and weighted.shares()[-1] == pytest.approx(0.4)
+    assert [weighted.confidence(0.95, k) for k in (1, 4)] == pytest.approx([0.99, 0.98])
+    assert sequential.Design.of(weighted.as_dict()) == weighted and "weights" not in equal.as_dict()
+    claims = {**scorecard.load_claims(), "min_seeds": 5}
+    last = weighted.look_claims(claims, 4)
+    assert last["bootstrap"]["confidence"] == pytest.approx(0.98) and last["alpha"] == pytest.approx(0.02)
+    assert last["min_seeds"] == 3 and claims["min_seeds"] == 5  # the design's minimum, the claims untouched
+    assert "min_seeds" not in sequential.Design(5, 2, 9).look_claims({}, 1)  # none set: the claims file's
+
+
+@pytest.mark.parametrize(
+    ("seeds", "why"),
+    [
+        ({"initial": 3, "step": 2, "max": 9}, "would decide nothing"),  # paper/claims.yaml min_seeds is 5
+        ({"initial": 3, "step": 2, "max": 9, "min_seeds": 4}, "would decide nothing"),
+        ({"initial": 3, "step": 2, "max": 9, "min_seeds": 1}, "at least 2"),
+        ({"initial": 3, "step": 2, "max": 9, "min_seeds": 3, "weights": [1, 2]}, "one positive number per look"),
+    ],
+)
+def test_a_design_whose_looks_cannot_decide_is_refused(seeds, why) -> None:
+    assert why in sequential.check(seeds, 5)
+    assert sequential.check({**seeds, "initial": 5, "min_seeds": 5, "weights": [1, 2, 3]}, 5) is None
+
+
 def test_repeated_looks_need_the_split_and_the_split_holds() -> None:
     """Under the null, a t test repeated at every look errs more than its level; at the split level the
     error over all looks stays below the one-sided 2.5%, the guarantee the design claims."""
     design, rng, sims = sequential.Design(3, 2, 9), np.random.default_rng(0), 4000
     data = rng.normal(0, 1, size=(sims, design.max))
-    for confidence, bound in ((0.95, None), (design.confidence(0.95), 0.025)):
+    weighted = sequential.Design(3, 2, 9, weights=(1, 1, 1, 2))
+    for levels, bound in (([0.95] * 4, None), ([design.confidence(0.95)] * 4, 0.025),
+                           ([weighted.confidence(0.95, k) for k in (1, 2, 3, 4)], 0.025)):  # fmt: skip
         rejected = np.zeros(sims, dtype=bool)
-        for n in design.looks:
+        for n, confidence in zip(design.looks, levels, strict=True):
             rejected |= [inference.mean_interval(row[:n], confidence).lo > 0 for row in data]
         if bound is None:
             assert rejected.mean() > 0.05  # naive repeated looks: 6.7%, well above 2.5%
@@ -53,11 +82,20 @@ def test_plain_seeds_resolve_unchanged_and_a_design_resolves_to_its_first_stage(
     cfg = config.resolve(seq_config())
     assert cfg["seeds"] == [0, 1] and cfg.get("claims") is None
     assert cfg["sequential"]["stage"] == 1 and "C3.2" in cfg["sequential"]["open"]
+    assert cfg["sequential"]["min_seeds"] == 2  # the design's own minimum travels with the stage
 
 
 @pytest.mark.parametrize(
     "seeds",
-    [{"initial": 4, "step": 1, "max": 3}, {"initial": 1, "step": 1, "max": 3}, {"initial": 2, "max": 3}],
+    [
+        {"initial": 4, "step": 1, "max": 3},
+        {"initial": 1, "step": 1, "max": 3},
+        {"initial": 2, "max": 3},
+        {"initial": 2, "step": 1, "max": 3},  # below the claims file's min_seeds, and no min_seeds of its own
+        {**DESIGN, "weights": [1, -1]},
+        {**DESIGN, "weights": [1, 1, 1]},
+        {**DESIGN, "alpha": 0.1},
+    ],
 )
 def test_a_bad_design_is_refused(seeds, tmp_path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
@@ -96,7 +134,7 @@ def test_advance_plans_the_open_tests_only_and_refuses_a_stale_scorecard(tmp_pat
         sequential.advance(results, cfg, [{**r, "n_seeds": 3} for r in s1_rows(cfg, {})], claims)
     decided = {t: "reproduced" for t in cfg["sequential"]["open"] if t not in ("C3.2", "C3.3")}
     state = sequential.advance(results, cfg, s1_rows(cfg, decided), claims)
-    assert state["stage"] == 2 and not state["done"]
+    assert state["stage"] == 2 and not state["done"] and state["design"] == DESIGN  # min_seeds recorded
     second = config.resolve(seq_config())
     assert second["seeds"] == [0, 1, 2] and second["claims"] == ["C3"]
     assert second["sequential"]["open"] == ["C3.2", "C3.3"]
@@ -109,8 +147,9 @@ def test_advance_plans_the_open_tests_only_and_refuses_a_stale_scorecard(tmp_pat
     last = sequential.advance(results, second, s1_rows(second, {}), claims)
     assert last["done"] and last["stage"] == 2 and last["undecided"] == ["C3.2", "C3.3"]
     assert config.resolve(seq_config())["sequential"] == second["sequential"]  # the last stage, unchanged
-    with pytest.raises(ValueError, match="differs from the design"):
-        config.resolve(seq_config(seeds={"initial": 2, "step": 1, "max": 4}))
+    for changed in ({**DESIGN, "max": 4}, {**DESIGN, "weights": [1, 2]}):  # weights are part of the design
+        with pytest.raises(ValueError, match="differs from the design"):
+            config.resolve(seq_config(seeds=changed))
 
 
 def fake_snakemake(calls: list[int]):
@@ -162,10 +201,11 @@ def test_sequential_scorecard_keeps_earlier_rows_and_adds_its_columns(tmp_path, 
     claims = scorecard.load_claims()
     plain = scorecard.evaluate_claims(df, expected, claims, reps=100)
     assert list(plain.columns) == list(scorecard.COLUMNS)  # a fixed design's S1 has no new column
-    seq = {"initial": 2, "step": 1, "max": 3, "stage": 2, "open": sequential.test_ids(claims["claims"])}
+    design = sequential.Design(2, 1, 3, 2, (1, 3))
+    seq = {**design.as_dict(), "stage": 2, "open": sequential.test_ids(claims["claims"])}
     cfg = {**cfg, "name": "seqcard", "sequential": seq}
     kept = {**plain.iloc[0].to_dict(), "stage": 1, "verdict": "reproduced", "details": "from stage 1"}
-    state = {**sequential.initial_state(sequential.Design(2, 1, 3), []), "decided": {kept["test"]: kept}}
+    state = {**sequential.initial_state(design, []), "decided": {kept["test"]: kept}}
     from replication.io import write_json
 
     write_json(sequential.state_path("results/seqcard"), state)
@@ -174,6 +214,10 @@ def test_sequential_scorecard_keeps_earlier_rows_and_adds_its_columns(tmp_path, 
     first = table.iloc[0]
     assert first["details"] == "from stage 1" and first["stage"] == 1 and bool(first["decided"])
     assert set(table["stage"].iloc[1:]) == {2}
+    assert first["confidence"] == pytest.approx(0.9875) and set(table["confidence"].iloc[1:]) == {0.9625}
+    assert set(table["min_seeds"]) == {2} and "CI 96.25%" in scorecard.scorecard_markdown(table, claims)
+    # the design's minimum of 2 seeds, not the claims file's 5, decides at 3 seeds
+    assert (table["verdict"].iloc[1:] != scorecard.INCONCLUSIVE).any()
     # the looks' boundaries are wider than the fixed design's: no interval of stage 2 is narrower
     both = plain.iloc[1:].merge(table.iloc[1:], on="test", suffixes=("", "_seq"))
     width = (both["ci_hi"] - both["ci_lo"]).dropna()
@@ -203,13 +247,29 @@ def test_sequential_calibration_reports_error_power_seeds_and_cost() -> None:
         for shares in r["tests"].values():
             looks = {3, 5} if r["scenario"] == "effect" else {5}  # power at every look, errors at the most seeds
             assert 3 <= shares["expected_seeds"] <= 5 and set(shares["fixed_reproduced"]) == looks
+            by_look = shares["reproduced_by_look"]  # cumulative, ending at the design's share of "reproduced"
+            assert by_look[3] <= by_look[5] == shares["reproduced"]
     twice = calibration.merge_sequential([runs[0], runs[0]])  # chunks of one scenario: weighted means
     assert twice["sims"] == 4 and twice["tests"] == runs[0]["tests"]
     assert twice["expected_gpu_hours"] == pytest.approx(runs[0]["expected_gpu_hours"])
     text = calibration.sequential_markdown(runs)
-    assert "| C3.1 |" in text and "Expected GPU-hours" in text
+    assert "| C3.1 |" in text and "Expected GPU-hours" in text and "null, by 3 seeds" in text
+    assert "the fixed design of the same power" in text
     with pytest.raises(ValueError, match="every scenario"):
         calibration.sequential_markdown(runs[:2])
+
+
+def test_calibrate_command_runs_the_sequential_design_and_refuses_looks_that_decide_nothing(capsys) -> None:
+    from replication import cli
+
+    args = ["calibrate", "--design", "sequential", "--initial", "2", "--step", "1", "--max", "3", "--sims", "1",
+            "--envs", "hopper", "kitchen", "--reps", "50", "--noise", "rl"]  # fmt: skip
+    with pytest.raises(SystemExit, match="would decide nothing"):  # the claims file's min_seeds is 5
+        cli.main(args)
+    assert cli.main([*args, "--min-seeds", "2", "--weights", "1", "2"]) == 0
+    text = capsys.readouterr().out
+    assert "'min_seeds': 2, 'weights': [1.0, 2.0]" in text and "confidence 0.9833, 0.9667" in text
+    assert "rl noise, drawdown 0.3, min_seeds 2" in text and "| C1.1 |" in text
 
 
 @pytest.mark.slow
@@ -257,7 +317,7 @@ def test_a_sequential_run_killed_in_its_second_stage_resumes_with_the_same_comma
     state = json.loads((results / "sequential" / "state.json").read_text())
     assert state["done"] and [s["seeds"] for s in state["stages"]] == [2, 3]
     s1 = pd.read_csv(results / "scorecard" / "S1.csv")
-    assert list(s1.columns[-2:]) == list(scorecard.SEQUENTIAL_COLUMNS)
+    assert list(s1.columns[-len(scorecard.SEQUENTIAL_COLUMNS) :]) == list(scorecard.SEQUENTIAL_COLUMNS)
     assert set(s1.loc[s1["stage"] == 2, "n_seeds"]) <= {3}
     rerun_files = {p for p, t in stage_one.items() if p.stat().st_mtime_ns != t}
     assert not rerun_files, f"the second stage reran jobs of the first stage's seeds: {sorted(rerun_files)[:5]}"

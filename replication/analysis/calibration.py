@@ -515,6 +515,62 @@ class _StageCost:
         return self.cache[key]
 
 
+@dataclasses.dataclass
+class _SequentialTally:
+    """Counts over the simulated studies of :func:`calibrate_sequential`."""
+
+    looks: tuple[int, ...]
+    verdicts: dict[str, dict[str, int]] = dataclasses.field(default_factory=dict)  # the design's final verdicts
+    seeds: dict[str, list[int]] = dataclasses.field(default_factory=dict)  # seeds at which each test ended
+    by_look: dict[int, dict[str, int]] = dataclasses.field(default_factory=dict)  # "reproduced" at that look
+    fixed: dict[int, dict[str, int]] = dataclasses.field(default_factory=dict)  # the fixed design's "reproduced"
+    run_gpu: list[float] = dataclasses.field(default_factory=list)
+    run_seeds: list[int] = dataclasses.field(default_factory=list)
+
+    @staticmethod
+    def add(counts: dict[str, int], test: str, yes: bool = True) -> None:
+        counts[test] = counts.get(test, 0) + yes
+
+    def shares(self, test: str, sims: int) -> dict[str, Any]:
+        cum = 0
+        by_look = {}
+        for n in self.looks:
+            cum += self.by_look.get(n, {}).get(test, 0)
+            by_look[n] = round(cum / sims, 4)
+        return {
+            **{k: round(v / sims, 4) for k, v in self.verdicts[test].items() if k != "not_evaluated" or v},
+            "expected_seeds": round(float(np.mean(self.seeds[test])), 3),
+            "fixed_reproduced": {n: round(c[test] / sims, 4) for n, c in sorted(self.fixed.items())},
+            "reproduced_by_look": by_look,  # cumulative: "reproduced" at this look or an earlier one
+        }
+
+
+def _one_sequential_study(
+    df: pd.DataFrame, cfg: dict, claims: dict, design: Any, reps: int, boot_seed: int, cost: _StageCost
+) -> tuple[dict[str, tuple[str, int]], float]:
+    """The design's run on one simulated study: each decisive test's final verdict and the seeds it ended
+    at, and the run's GPU-hours."""
+    from replication.plan import sequential
+
+    verdicts: dict[str, str] = {}
+    ended: dict[str, int] = {}
+    open_ = sequential.open_tests(claims["claims"], sequential.test_ids(claims["claims"]), verdicts)
+    gpu, previous = 0.0, 0
+    for stage, n in enumerate(design.looks, start=1):
+        gpu += (n - previous) * cost(open_)
+        previous = n
+        now = _verdicts(df, cfg, n, design.look_claims(_decisive(claims, set(open_)), stage), reps, boot_seed)
+        verdicts.update(now)
+        still = sequential.open_tests(claims["claims"], open_, verdicts)
+        for test in now:  # decided, stopped with its claim, or at the last look
+            if test not in still or n == design.max:
+                ended[test] = n
+        open_ = still
+        if not open_:
+            break
+    return {t: (verdicts[t], ended[t]) for t in verdicts}, gpu
+
+
 def calibrate_sequential(
     scenario: str,
     sims: int,
@@ -531,78 +587,59 @@ def calibrate_sequential(
     """The sequential design (``design``: :class:`replication.plan.sequential.Design`) against the fixed
     design at each of its looks, on the same ``sims`` simulated studies of ``design.max`` seeds.
 
-    Per decisive test: the share of each verdict of the sequential design and its expected seeds, and the
-    share of ``reproduced`` of the fixed design at every look's number of seeds; per run, the expected
-    GPU-hours of the sequential design (each stage pays its new seeds of the cells its open tests read,
-    supporting tests of open claims included, as a real run plans them) and of the fixed design per seed.
+    Per decisive test: the share of each verdict of the sequential design, the share that said "reproduced"
+    by each look, its expected seeds, and the share of ``reproduced`` of the fixed design at every look's
+    number of seeds (under ``null`` and ``contrary`` only at the most seeds); per run, the expected GPU-hours
+    of the sequential design (each stage pays its new seeds of the cells its open tests read, supporting
+    tests of open claims included, as a real run plans them) and of the fixed design per seed. The minimum
+    of seeds is the design's ``min_seeds``, else ``min_seeds``, else the claims file's, for both designs.
     """
     from replication.plan import sequential
 
     cfg = calibration_config(envs, design.max)
     claims = scorecard.load_claims()
-    if min_seeds is not None:
-        claims["min_seeds"] = min_seeds
+    for minimum in (min_seeds, design.min_seeds):
+        if minimum is not None:
+            claims["min_seeds"] = minimum
     base = float(claims.get("bootstrap", {}).get("confidence", 0.95))
-    decisive = _decisive(claims)
-    fixed_claims = _at_confidence(decisive, base)
-    all_tests = sequential.test_ids(claims["claims"])
+    fixed_claims = _at_confidence(_decisive(claims), base)
     cost = _StageCost(cfg)
     rng = np.random.default_rng(seed)
-    seq_counts: dict[str, dict[str, int]] = {}
-    seeds_used: dict[str, list[int]] = {}
-    fixed_repro: dict[int, dict[str, int]] = {n: {} for n in design.looks}
-    run_gpu, run_seeds = [], []
+    tally = _SequentialTally(design.looks)
     for _ in range(sims):
         df, _ = synthetic_results(cfg, scenario, sigma, rng, float(claims.get("margin", 0.05)), drawdown, noise)
         df = compact(df)
         boot_seed = int(rng.integers(2**31))
         for n in design.looks if scenario == "effect" else design.looks[-1:]:  # power at every look, errors at max
             for test, verdict in _verdicts(df, cfg, n, fixed_claims, reps, boot_seed).items():
-                fixed_repro[n][test] = fixed_repro[n].get(test, 0) + (verdict == scorecard.REPRODUCED)
-        verdicts: dict[str, str] = {}
-        open_ = sequential.open_tests(claims["claims"], all_tests, verdicts)
-        gpu, previous = 0.0, 0
-        for n in design.looks:
-            gpu += (n - previous) * cost(open_)
-            previous = n
-            stage_claims = _at_confidence(_decisive(claims, set(open_)), design.confidence(base))
-            now = _verdicts(df, cfg, n, stage_claims, reps, boot_seed)
-            verdicts.update(now)
-            still = sequential.open_tests(claims["claims"], open_, verdicts)
-            for test in now:  # decided, stopped with its claim, or at the last look
-                if test not in still or n == design.max:
-                    seeds_used.setdefault(test, []).append(n)
-            open_ = still
-            if not open_:
-                break
-        run_gpu.append(gpu)
-        run_seeds.append(previous)
-        for test, verdict in verdicts.items():
-            tally = seq_counts.setdefault(test, dict.fromkeys(VERDICT_KEYS.values(), 0))
-            tally[VERDICT_KEYS[verdict]] += 1
-    per_seed = cost(all_tests)
+                tally.add(tally.fixed.setdefault(n, {}), test, verdict == scorecard.REPRODUCED)
+        ends, gpu = _one_sequential_study(df, cfg, claims, design, reps, boot_seed, cost)
+        tally.run_gpu.append(gpu)
+        tally.run_seeds.append(max(n for _, n in ends.values()))
+        for test, (verdict, n) in ends.items():
+            counts = tally.verdicts.setdefault(test, dict.fromkeys(VERDICT_KEYS.values(), 0))
+            counts[VERDICT_KEYS[verdict]] += 1
+            tally.seeds.setdefault(test, []).append(n)
+            tally.add(tally.by_look.setdefault(n, {}), test, verdict == scorecard.REPRODUCED)
     return {
         "scenario": scenario,
         "design": design.as_dict(),
         "looks": list(design.looks),
-        "look_confidence": design.confidence(base),
+        "look_confidence": [design.confidence(base, k) for k in range(1, len(design.looks) + 1)],
         "sims": sims,
         "envs": list(cfg["envs"]),
         "sigma": sigma,
         "noise": noise,
+        "drawdown": default_drawdown(noise) if drawdown is None else drawdown,
         "min_seeds": int(claims.get("min_seeds", 2)),
-        "tests": {
-            t: {
-                **{k: round(v / sims, 4) for k, v in c.items() if k != "not_evaluated" or v},
-                "expected_seeds": round(float(np.mean(seeds_used[t])), 3),
-                "fixed_reproduced": {n: round(fixed_repro[n][t] / sims, 4) for n in design.looks if fixed_repro[n]},
-            }
-            for t, c in seq_counts.items()
-        },
-        "expected_gpu_hours": round(float(np.mean(run_gpu)), 1),
-        "expected_run_seeds": round(float(np.mean(run_seeds)), 3),
-        "grid_gpu_hours_per_seed": round(per_seed, 1),
+        "tests": {t: tally.shares(t, sims) for t in tally.verdicts},
+        "expected_gpu_hours": round(float(np.mean(tally.run_gpu)), 1),
+        "expected_run_seeds": round(float(np.mean(tally.run_seeds)), 3),
+        "grid_gpu_hours_per_seed": round(cost(sequential.test_ids(claims["claims"])), 1),
     }
+
+
+BY_SEEDS = ("fixed_reproduced", "reproduced_by_look")  # per-test shares keyed by a number of seeds
 
 
 def merge_sequential(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -619,10 +656,9 @@ def merge_sequential(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
     tests = {}
     for test, first in parts[0]["tests"].items():
         each = [p["tests"][test] for p in parts]
-        merged = {k: mean([e[k] for e in each]) for k in first if k != "fixed_reproduced"}
-        merged["fixed_reproduced"] = {
-            n: mean([e["fixed_reproduced"][n] for e in each]) for n in first["fixed_reproduced"]
-        }
+        merged = {k: mean([e[k] for e in each]) for k in first if k not in BY_SEEDS}
+        for key in BY_SEEDS:
+            merged[key] = {n: mean([e[key][n] for e in each]) for n in first[key]}
         tests[test] = merged
     out["tests"] = tests
     return out
@@ -642,25 +678,77 @@ def _matched_seeds(fixed: dict[int, float], power: float) -> int | None:
     return None
 
 
+def _by_seeds(test: dict[str, Any], key: str) -> dict[int, float]:
+    """A share per number of seeds (:data:`BY_SEEDS`; keys are strings once read from JSON)."""
+    return {int(n): p for n, p in test[key].items()}
+
+
 def _fixed_shares(test: dict[str, Any]) -> dict[int, float]:
-    """The fixed design's share of "reproduced" per number of seeds (keys are strings once read from JSON)."""
-    return {int(n): p for n, p in test["fixed_reproduced"].items()}
+    """The fixed design's share of "reproduced" per number of seeds."""
+    return _by_seeds(test, "fixed_reproduced")
+
+
+def _look_levels(result: dict[str, Any]) -> list[float]:
+    """Each look's confidence (a single number in results written before the split had weights)."""
+    levels = result["look_confidence"]
+    return list(levels) if isinstance(levels, list) else [levels] * len(result["looks"])
+
+
+def _cost_line(by: dict[str, dict[str, Any]], need: dict[str, int]) -> str:
+    """The runs' expected GPU-hours against the fixed design of the same power (the most seeds any test
+    needs), and against the one with every other test's power (the tests that need the most left out)."""
+    eff = by["effect"]
+    per_seed = eff["grid_gpu_hours_per_seed"]
+    top = max(need.values())
+    demanding = [t for t, n in need.items() if n == top]
+    rest = [n for n in need.values() if n < top]
+    designs = [("of the same power", top)]
+    if rest:
+        designs.append((f"with every test's power but {', '.join(demanding)}'s", max(rest)))
+    out = []
+    for label, seeds in designs:
+        gpu = seeds * per_seed
+        costs = ", ".join(
+            f"{s} {by[s]['expected_gpu_hours']:,.0f} ({by[s]['expected_gpu_hours'] / gpu:.0%})" for s in SCENARIOS
+        )
+        out.append(f"the fixed design {label}, {seeds} seeds, {gpu:,.0f}; sequential: {costs}")
+    seeds_at_end = ", ".join(f"{s} {by[s]['expected_run_seeds']:.2f}" for s in SCENARIOS)
+    return (
+        f"Expected GPU-hours of a run (paper profile, assumed GPU figures; {per_seed:,.1f} a seed of the whole "
+        f"grid): {'; '.join(out)}. Seeds at the last stage: {seeds_at_end}.\n"
+    )
+
+
+def _looks_table(null: dict[str, Any], con: dict[str, Any]) -> str:
+    """Each test's error by each look (cumulative share of "reproduced"), under null and contrary."""
+    looks = null["looks"]
+    lines = [
+        "| test | " + " | ".join(f"null, by {n} seeds" for n in looks) + " | "
+        + " | ".join(f"contrary, by {n} seeds" for n in looks) + " |",
+        "|---|" + "---|" * (2 * len(looks)),
+    ]  # fmt: skip
+    for test in null["tests"]:
+        cells = [f"{_by_seeds(r['tests'][test], 'reproduced_by_look')[n]:.3f}" for r in (null, con) for n in looks]
+        lines.append(f"| {test} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def sequential_markdown(results: Sequence[dict[str, Any]]) -> str:
     """Fixed against sequential, per decisive test: error (null, contrary), power (effect), expected seeds,
     and the run's expected GPU-hours, with the fixed design of the same power (module docstring of
-    replication.plan.sequential). Needs the three scenarios on the same design."""
+    replication.plan.sequential); then each test's error by each look. Needs the three scenarios on the
+    same design."""
     by = {r["scenario"]: r for r in results}
     missing = [s for s in SCENARIOS if s not in by]
     if missing:
         raise ValueError(f"the comparison needs every scenario; missing {missing}")
     eff, null, con = by["effect"], by["null"], by["contrary"]
     looks = eff["looks"]
+    levels = ", ".join(f"{c:.4f}" for c in _look_levels(eff))
     head = (
-        f"Sequential design {eff['design']} (looks at {looks} seeds, each at confidence "
-        f"{eff['look_confidence']:.4f}) against the fixed design, {eff['sims']} simulations per scenario, "
-        f"{len(eff['envs'])} environments, sigma {eff['sigma']:g}, {eff['noise']} noise, min_seeds "
+        f"Sequential design {eff['design']} (looks at {looks} seeds, at confidence {levels}) against the fixed "
+        f"design, {eff['sims']} simulations per scenario, {len(eff['envs'])} environments, sigma "
+        f"{eff['sigma']:g}, {eff['noise']} noise, drawdown {eff.get('drawdown', 0):g}, min_seeds "
         f"{eff['min_seeds']}. Fixed n: the fewest seeds at which the fixed design has the "
         "sequential design's power (linear between looks, rounded up); the fixed design's power is shown at "
         "the first look at or above it, its error (P(reproduced) under null and contrary) at the most seeds.\n\n"
@@ -670,11 +758,11 @@ def sequential_markdown(results: Sequence[dict[str, Any]]) -> str:
         "| E[seeds] seq: effect / null / contrary |",
         "|---|---|---|---|---|---|",
     ]
-    need = []
+    need = {}
     for test, e in eff["tests"].items():
         fixed = _fixed_shares(e)
         n = _matched_seeds(fixed, e["reproduced"])
-        need.append(n or max(looks))
+        need[test] = n or max(looks)
         at = min((m for m in looks if m >= (n or max(looks))), default=max(looks))  # power: at the next look
         z, c = null["tests"][test], con["tests"][test]
         z_fixed, c_fixed = (_fixed_shares(r["tests"][test])[max(looks)] for r in (null, con))
@@ -684,16 +772,5 @@ def sequential_markdown(results: Sequence[dict[str, Any]]) -> str:
             f"{n if n else '> ' + str(max(looks))} | {e['expected_seeds']:.2f} / {z['expected_seeds']:.2f} / "
             f"{c['expected_seeds']:.2f} |"
         )
-    fixed_seeds = max(need)
-    fixed_gpu = fixed_seeds * eff["grid_gpu_hours_per_seed"]
-    costs = ", ".join(
-        f"{s} {by[s]['expected_gpu_hours']:,.0f} ({by[s]['expected_gpu_hours'] / fixed_gpu:.0%}; "
-        f"{by[s]['expected_run_seeds']:.2f} seeds at the last stage)"
-        for s in SCENARIOS
-    )
-    tail = (
-        f"\n\nExpected GPU-hours of a run (paper profile, assumed GPU figures): the fixed design of the same "
-        f"power, {fixed_seeds} seeds of the whole grid, {fixed_gpu:,.0f} ({eff['grid_gpu_hours_per_seed']:,.1f} "
-        f"a seed); the sequential design, by scenario: {costs}.\n"
-    )
-    return head + "\n".join(lines) + tail
+    looks_head = '\nError by each look (the share that said "reproduced" at that look or an earlier one):\n\n'
+    return head + "\n".join(lines) + "\n\n" + _cost_line(by, need) + looks_head + _looks_table(null, con)

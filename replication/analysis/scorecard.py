@@ -59,7 +59,9 @@ COLUMNS = (
     "claim_verdict",
     "scope",
 )
-SEQUENTIAL_COLUMNS = ("stage", "decided")  # added for a sequential design (replication.plan.sequential)
+# added for a sequential design (replication.plan.sequential): whose look gave the row, whether it ended the
+# test, that look's confidence and the minimum of seeds the looks apply
+SEQUENTIAL_COLUMNS = ("stage", "decided", "confidence", "min_seeds")
 STUDY, BEYOND_STUDY = "study", "beyond the study"  # the scope of a claim (its beyond_study key)
 # The fewest environments on which each statistic can decide (a test's min_envs overrides it).
 MIN_ENVS = {
@@ -871,11 +873,13 @@ def scorecard_markdown(table: pd.DataFrame, claims: dict[str, Any]) -> str:
 
 
 def _stage_cell(r: pd.Series) -> dict[str, str]:
-    """A sequential run's column: the stage and seeds of the verdict, and whether it ended the test."""
+    """A sequential run's column: the stage and seeds of the verdict, whether it ended the test, and the
+    confidence of that look's intervals (not the 95% of the column's name)."""
     if "stage" not in r:
         return {}
     state = "decided" if r["decided"] else "open"
-    return {"Stage (seeds)": f"{int(r['stage'])} ({int(r['n_seeds'])}), {state}"}
+    level = f", CI {100 * r['confidence']:.4g}%" if "confidence" in r and pd.notna(r["confidence"]) else ""
+    return {"Stage (seeds)": f"{int(r['stage'])} ({int(r['n_seeds'])}), {state}{level}"}
 
 
 def build_scorecard(
@@ -907,21 +911,19 @@ def build_scorecard(
 def _sequential_table(
     df: pd.DataFrame, expected: Expected, claims: dict[str, Any], cfg: dict[str, Any], reps: int, seed: int | None
 ) -> pd.DataFrame:
-    """S1 at a stage of a sequential run: the open tests at the stage's boundaries (each look at confidence
-    ``1 - (1 - c) / K``), the tests decided earlier as they were; columns ``stage`` (whose seeds gave the
-    row) and ``decided`` (whether the verdict ended the test's stages) added."""
+    """S1 at a stage of a sequential run: the open tests at the stage's boundaries (look k at confidence
+    ``1 - (1 - c) w_k``, ``w_k`` its share of the error), the tests decided earlier as they were; columns
+    :data:`SEQUENTIAL_COLUMNS` added."""
     from replication.plan import sequential
     from replication.plan.workflow import results_dir
 
     seq = cfg["sequential"]
     design, stage = sequential.Design.of(seq), int(seq["stage"])
     given = sequential.earlier(sequential.read_state(results_dir(cfg)), stage)
-    adjusted = dict(claims)
-    boot = dict(claims.get("bootstrap", {}))
-    boot["confidence"] = design.confidence(float(boot.get("confidence", stats.CONFIDENCE)))
-    adjusted["bootstrap"] = boot
-    adjusted["alpha"] = float(claims.get("alpha", 0.05)) / len(design.looks)
-    table = evaluate_claims(df, expected, adjusted, reps=reps, seed=seed, given=given)
+    table = evaluate_claims(df, expected, design.look_claims(claims, stage), reps=reps, seed=seed, given=given)
     table["stage"] = [int(given[t]["stage"]) if t in given else stage for t in table["test"]]
     table["decided"] = table["verdict"].isin(sequential.DECIDED)
+    base = float(claims.get("bootstrap", {}).get("confidence", stats.CONFIDENCE))
+    table["confidence"] = [round(design.confidence(base, s), 6) for s in table["stage"]]
+    table["min_seeds"] = int(design.look_claims(claims, stage).get("min_seeds", 2))
     return table

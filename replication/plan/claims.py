@@ -41,6 +41,12 @@ def load(path: Path | str = CLAIMS_FILE) -> dict[str, Any]:
     return dict(yaml.safe_load(Path(path).read_text())["claims"])
 
 
+@functools.cache
+def min_seeds(path: Path | str = CLAIMS_FILE) -> int:
+    """The claims file's ``min_seeds``: with fewer seeds the scorecard decides no test."""
+    return int(yaml.safe_load(Path(path).read_text()).get("min_seeds", 2))
+
+
 def claim_ids() -> list[str]:
     return list(load())
 

@@ -182,9 +182,9 @@ def _check_claims(cfg: dict[str, Any]) -> None:
 
 
 def _check_seeds(cfg: dict[str, Any]) -> None:
-    from replication.plan import sequential
+    from replication.plan import claims, sequential
 
-    if isinstance(cfg["seeds"], dict) and (problem := sequential.check(cfg["seeds"])):
+    if isinstance(cfg["seeds"], dict) and (problem := sequential.check(cfg["seeds"], claims.min_seeds())):
         raise ConfigError(problem)
     if "sequential" in cfg and isinstance(cfg["seeds"], dict):
         raise ConfigError("config key sequential: set by a sequential design's resolution, not by hand; remove it")

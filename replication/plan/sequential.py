@@ -1,15 +1,16 @@
 """A group-sequential scorecard: seeds in stages, spent only where a verdict is still open.
 
-Config key ``seeds: {initial: S0, step: k, max: Smax}`` plans looks at ``S0, S0 + k, ..., Smax`` seeds
-(the last one capped at ``Smax``). After each stage the scorecard decides every open test with
-stage-adjusted boundaries; a test that says ``reproduced`` or ``not reproduced`` is decided and keeps
-that row, the others stay open, and the next stage plans its new seeds only for the cells that the open
-tests read (the claim-targeted plan, :mod:`replication.plan.claims`). The run ends when no test is open
-or at ``Smax``.
+Config key ``seeds: {initial: S0, step: k, max: Smax[, min_seeds: m][, weights: [w1, ...]]}`` plans
+looks at ``S0, S0 + k, ..., Smax`` seeds (the last one capped at ``Smax``). After each stage the
+scorecard decides every open test with stage-adjusted boundaries; a test that says ``reproduced`` or
+``not reproduced`` is decided and keeps that row, the others stay open, and the next stage plans its new
+seeds only for the cells that the open tests read (the claim-targeted plan,
+:mod:`replication.plan.claims`). The run ends when no test is open or at ``Smax``.
 
-Boundaries: a Bonferroni split of each test's error over the ``K`` planned looks. Every look runs the
-fixed design's rules (``paper/claims.yaml``) at confidence ``1 - (1 - c) / K`` instead of ``c``, so each
-one-sided statement errs with probability at most ``(1 - c) / (2K)`` at each look, and by the union
+Boundaries: a Bonferroni split of each test's error over the ``K`` planned looks. Look ``k`` runs the
+fixed design's rules (``paper/claims.yaml``) at confidence ``1 - (1 - c) w_k`` instead of ``c``, ``w_k``
+its share of the error (``weights``, in proportion; equal shares ``1/K`` by default), so each one-sided
+statement errs with probability at most ``(1 - c) w_k / 2`` at look ``k``, and by the union
 bound (Bonferroni's inequality) at most ``(1 - c) / 2`` over all looks, whatever the stopping rule and
 whether or not the looks' statistics are correlated (Jennison and Turnbull 2000, *Group Sequential
 Methods with Applications to Clinical Trials*, Chapman & Hall, section 2.3 and chapter 7: repeated
@@ -20,7 +21,13 @@ count rules (Holm across environments, the parametric-bootstrap heterogeneity te
 smallest effects), whose joint distribution across looks has no closed form; spending boundaries would
 need it, and AdaStop (Mathieu et al., TMLR 2024) would replace the scorecard's tests by permutation tests.
 The price is some power at the last look (checked: ``replication calibrate --design
-sequential``). It assumes exchangeable seeds (the seeds of a later stage are drawn like the earlier
+sequential``); shares that grow with the looks give the last look more of the error, as alpha-spending
+functions that spend little early do (Kim and DeMets 1987, *Biometrika* 74(1): the power family
+``alpha t^rho`` in the information fraction ``t``), here with Bonferroni's bound in place of their joint law.
+Each look applies the scorecard's ``min_seeds``: the design's own (``min_seeds``) if it sets one, else
+the claims file's; a first look below it would decide nothing and is refused.
+
+It assumes exchangeable seeds (the seeds of a later stage are drawn like the earlier
 ones) and no look outside the design (every verdict read between stages is one of the ``K`` looks).
 
 State: ``results/<name>/sequential/state.json`` (written atomically) holds the stage the run is at, the
@@ -45,15 +52,27 @@ DECIDED = ("reproduced", NOT_REPRODUCED, "not evaluated")  # verdicts that end a
 
 @dataclasses.dataclass(frozen=True)
 class Design:
-    """Looks at ``initial``, ``initial + step``, ... seeds, the last capped at ``max``."""
+    """Looks at ``initial``, ``initial + step``, ... seeds, the last capped at ``max``.
+
+    ``min_seeds``: the scorecard's minimum at the looks (``None``: the claims file's ``min_seeds``);
+    ``weights``: each look's share of the error, in proportion (``None``: equal shares)."""
 
     initial: int
     step: int
     max: int
+    min_seeds: int | None = None
+    weights: tuple[float, ...] | None = None
 
     @classmethod
-    def of(cls, seeds: Mapping[str, int]) -> Design:
-        return cls(int(seeds["initial"]), int(seeds["step"]), int(seeds["max"]))
+    def of(cls, seeds: Mapping[str, Any]) -> Design:
+        minimum, weights = seeds.get("min_seeds"), seeds.get("weights")
+        return cls(
+            int(seeds["initial"]),
+            int(seeds["step"]),
+            int(seeds["max"]),
+            None if minimum is None else int(minimum),
+            None if weights is None else tuple(float(w) for w in weights),
+        )
 
     @property
     def looks(self) -> tuple[int, ...]:
@@ -61,12 +80,38 @@ class Design:
         more = math.ceil((self.max - self.initial) / self.step)
         return tuple(min(self.initial + i * self.step, self.max) for i in range(more + 1))
 
-    def confidence(self, base: float) -> float:
-        """Each look's two-sided confidence: the error ``1 - base`` split evenly over the looks."""
-        return 1 - (1 - base) / len(self.looks)
+    def shares(self) -> tuple[float, ...]:
+        """Each look's share of the error (summing to 1)."""
+        k = len(self.looks)
+        if self.weights is None:
+            return (1 / k,) * k
+        return tuple(w / sum(self.weights) for w in self.weights)
 
-    def as_dict(self) -> dict[str, int]:
-        return dataclasses.asdict(self)
+    def confidence(self, base: float, stage: int = 1) -> float:
+        """The two-sided confidence of look ``stage`` (1-based): the error ``1 - base`` times its share
+        (a Bonferroni split; valid by the union bound for any shares summing to 1)."""
+        if self.weights is None:
+            return 1 - (1 - base) / len(self.looks)
+        return 1 - (1 - base) * self.shares()[stage - 1]
+
+    def as_dict(self) -> dict[str, Any]:
+        """The design as its config mapping (the optional keys only when set)."""
+        out: dict[str, Any] = {"initial": self.initial, "step": self.step, "max": self.max}
+        if self.min_seeds is not None:
+            out["min_seeds"] = self.min_seeds
+        if self.weights is not None:
+            out["weights"] = list(self.weights)
+        return out
+
+    def look_claims(self, claims: Mapping[str, Any], stage: int) -> dict[str, Any]:
+        """``claims`` (the claims file's mapping) as look ``stage`` applies them: its confidence and its share
+        of ``alpha``, and the design's ``min_seeds`` if it has one."""
+        base = float(claims.get("bootstrap", {}).get("confidence", 0.95))  # the scorecard's default
+        out = {**claims, "bootstrap": {**claims.get("bootstrap", {}), "confidence": self.confidence(base, stage)}}
+        out["alpha"] = float(claims.get("alpha", 0.05)) * self.shares()[stage - 1]
+        if self.min_seeds is not None:
+            out["min_seeds"] = self.min_seeds
+        return out
 
 
 def design_of(cfg: Mapping[str, Any]) -> Design | None:
@@ -78,10 +123,26 @@ def design_of(cfg: Mapping[str, Any]) -> Design | None:
     return None
 
 
-def check(seeds: Mapping[str, int]) -> str | None:
-    """Why a ``seeds`` mapping cannot be run (one line), or ``None``."""
+def check(seeds: Mapping[str, Any], claims_min_seeds: int) -> str | None:
+    """Why a ``seeds`` mapping cannot be run (one line), or ``None``. ``claims_min_seeds``: the claims file's
+    ``min_seeds``, the minimum at the looks unless the design sets its own."""
     if not 2 <= seeds["initial"] <= seeds["max"]:
         return f"config key seeds: needs 2 <= initial <= max, got initial {seeds['initial']}, max {seeds['max']}"
+    design = Design.of(seeds)
+    minimum = claims_min_seeds if design.min_seeds is None else design.min_seeds
+    if design.min_seeds is not None and design.min_seeds < 2:
+        return f"config key seeds: min_seeds must be at least 2, got {design.min_seeds}"
+    if design.initial < minimum:
+        where = "seeds.min_seeds" if design.min_seeds is not None else "paper/claims.yaml min_seeds"
+        return (
+            f"config key seeds: the first look at {design.initial} seeds would decide nothing ({where}: "
+            f"{minimum}); set initial to at least {minimum}, or min_seeds to at most {design.initial}"
+        )
+    if design.weights is not None and (len(design.weights) != len(design.looks) or min(design.weights) <= 0):
+        return (
+            f"config key seeds: weights needs one positive number per look ({len(design.looks)} looks at "
+            f"{list(design.looks)} seeds), got {list(design.weights)}"
+        )
     return None
 
 
