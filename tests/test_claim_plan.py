@@ -29,7 +29,7 @@ def load(name: str, **update) -> dict:
 
 
 def planned(plan: Plan) -> list[workflow.Job]:
-    return [*plan.grid(), *(c.job for c in plan.controls)]
+    return plan.every_job()
 
 
 def test_claims_is_a_validated_key_and_unset_plans_the_whole_grid() -> None:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import yaml
@@ -31,6 +31,9 @@ from replication import tidy
 from replication.io import write_text
 from replication.plan import config
 from replication.plan.config import read_yaml
+
+if TYPE_CHECKING:
+    from replication.plan.plan import Plan
 
 # What a shard keeps of its cells: results (CSV), job summaries and dataset sidecars (JSON), job times
 # (TSV). Datasets, policies, checkpoints, the online stage and logs stay behind.
@@ -70,20 +73,16 @@ def _copy(source: Path, target: Path, names: Sequence[Path]) -> None:
 
 
 def merged_config(shards: Sequence[Path]) -> dict[str, Any]:
-    """The shards' common configuration with the union of their seeds; an error names any difference."""
+    """The first shard's configuration with the union of the shards' seeds (:func:`cell_owners` checks
+    that the others ran the same); an error names a seed in two shards."""
     configs = [read_yaml(s / "config.yaml") for s in shards]
-    first = configs[0]
-    for shard, cfg in zip(shards[1:], configs[1:], strict=True):
-        differ = sorted(k for k in set(first) | set(cfg) if k not in SEED_FREE and first.get(k) != cfg.get(k))
-        if differ:
-            raise ValueError(f"{shard} ran another configuration than {shards[0]}: {', '.join(differ)} differ")
     seeds: list[int] = []
     for shard, cfg in zip(shards, configs, strict=True):
         overlap = sorted(set(seeds) & set(cfg["seeds"]))
         if overlap:
             raise ValueError(f"seeds {overlap} of {shard} are in another shard too: shards must be disjoint")
         seeds += cfg["seeds"]
-    return {**first, "seeds": sorted(seeds)}
+    return {**configs[0], "seeds": sorted(seeds)}
 
 
 def assemble(
@@ -94,16 +93,19 @@ def assemble(
     shards = [Path(s) for s in shards]
     if not shards:
         raise ValueError("no shards given")
+    from replication.plan.plan import Plan
+
     cfg = merged_config(shards) if study is None else study
-    owners = cell_owners(shards, cfg, differ_in=SEED_FREE if study is None else CELL_FREE)
+    plan = Plan.build(cfg)
+    owners = cell_owners(shards, cfg, plan, differ_in=SEED_FREE if study is None else CELL_FREE)
     out = Path(results) / cfg["name"]
     out.mkdir(parents=True, exist_ok=True)
     config_file = out / "config.yaml"
     write_text(config_file, yaml.safe_dump(cfg, sort_keys=False))  # as the Snakefile writes it
     for shard in shards:
         _copy(shard, out, [f for f in kept_files(shard) if owners.get(_cell_of(f)) == shard])
-    tidy.write(_study_rows(cfg, shards, owners), out / "tidy.csv")
-    _aggregate(out, config_file, cfg)
+    tidy.write(_study_rows(cfg, plan, shards, owners), out / "tidy.csv")
+    _aggregate(out, config_file, plan)
     return out
 
 
@@ -112,9 +114,9 @@ def _cell_of(rel: Path) -> tuple[str, int]:
     return rel.parts[1], int(rel.parts[2].removeprefix("seed"))
 
 
-def cell_owners(shards: Sequence[Path], cfg: dict[str, Any], differ_in: Sequence[str]) -> dict[tuple, Path]:
-    """The shard each cell of study ``cfg`` comes from; an error names a setting that differs, a cell in
-    two shards, or a job of the study that no shard ran."""
+def cell_owners(shards: Sequence[Path], cfg: dict[str, Any], plan: Plan, differ_in: Sequence[str]) -> dict[tuple, Path]:
+    """The shard each cell of study ``cfg`` (planned as ``plan``) comes from; an error names a setting
+    outside ``differ_in`` that differs, a cell in two shards, or a job of the study that no shard ran."""
     from replication.plan.plan import Plan
 
     owners: dict[tuple[str, int], Path] = {}
@@ -131,27 +133,20 @@ def cell_owners(shards: Sequence[Path], cfg: dict[str, Any], differ_in: Sequence
                         f"cell {cell[0]} seed {cell[1]} is in {owners[cell]} and {shard}: one shard per cell"
                     )
                 owners[cell] = shard
-        for job in _jobs(Plan.build(shard_cfg)):
+        for job in Plan.build(shard_cfg).every_job():
             ran.setdefault((job.rule, job.env, job.seed, job.variant), set()).update(job.algos)
-    for job in _jobs(Plan.build(cfg)):
+    for job in plan.every_job():
         if (key := (job.rule, job.env, job.seed, job.variant)) not in ran or not set(job.algos) <= ran[key]:
             raise ValueError(f"the study's {job.rule} job of {job.env} seed {job.seed} {job.variant} is in no shard")
     return owners
 
 
-def _jobs(plan: Any) -> list[Any]:
-    """Every job of ``plan``: its cells' jobs and C1's controls."""
-    return [*plan.grid(), *(c.job for c in plan.controls)]
-
-
-def _study_rows(cfg: dict[str, Any], shards: Sequence[Path], owners: dict[tuple, Path]) -> pd.DataFrame:
+def _study_rows(cfg: dict[str, Any], plan: Plan, shards: Sequence[Path], owners: dict[tuple, Path]) -> pd.DataFrame:
     """The tidy rows of the study's jobs, each cell's from the shard it comes from, in the order a run of
     the study collects them (its plan's cells in order; a cell's rows in its shard's order)."""
     from replication.analysis.selection import canonical
     from replication.plan import claims
-    from replication.plan.plan import Plan
 
-    plan = Plan.build(cfg)
     position: dict[tuple[str, int], int] = {}
     for i, job in enumerate(plan.grid()):
         position.setdefault((job.env, job.seed), i)
@@ -163,11 +158,11 @@ def _study_rows(cfg: dict[str, Any], shards: Sequence[Path], owners: dict[tuple,
         parts.append(df[df["_at"] >= 0])
     df = pd.concat(parts, ignore_index=True).sort_values("_at", kind="stable").drop(columns="_at")
     df = df.reset_index(drop=True)
-    wanted = claims.rows_of(cfg, _jobs(plan), canonical(df))
+    wanted = claims.rows_of(cfg, plan.every_job(), canonical(df))
     return df.loc[wanted.index].reset_index(drop=True)
 
 
-def _aggregate(out: Path, config_file: Path, cfg: dict[str, Any]) -> None:
+def _aggregate(out: Path, config_file: Path, plan: Plan) -> None:
     """What rules/aggregate.smk and rules/provenance.smk run after ``collect``, in their order."""
     from replication.analysis.plotting import build_figures
     from replication.analysis.report import write_report
@@ -175,9 +170,7 @@ def _aggregate(out: Path, config_file: Path, cfg: dict[str, Any]) -> None:
     from replication.analysis.statistics import build_statistics
     from replication.analysis.tables import build_tables
     from replication.plan import provenance
-    from replication.plan.plan import Plan
 
-    plan = Plan.build(cfg)
     tables, figures = list(plan.tables), list(plan.figures)
     results, run_cfg = [str(out / "tidy.csv")], config.load(config_file)
     build_tables(results, str(out / "tables"), run_cfg, tables=tables)

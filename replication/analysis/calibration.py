@@ -386,6 +386,28 @@ def _recommendations(
                          selection="offline", **common)  # fmt: skip
 
 
+def _claims(*minimums: int | None) -> dict[str, Any]:
+    """The claims file, its ``min_seeds`` replaced by the last of ``minimums`` that is set."""
+    claims = scorecard.load_claims()
+    for minimum in minimums:
+        if minimum is not None:
+            claims["min_seeds"] = minimum
+    return claims
+
+
+def _settings(
+    cfg: dict[str, Any], claims: dict[str, Any], sigma: float, noise: str, drawdown: float | None
+) -> dict[str, Any]:
+    """What a calibration's report states of the simulated studies it ran."""
+    return {
+        "envs": list(cfg["envs"]),
+        "sigma": sigma,
+        "noise": noise,
+        "drawdown": default_drawdown(noise) if drawdown is None else drawdown,
+        "min_seeds": int(claims.get("min_seeds", 2)),
+    }
+
+
 def calibrate(
     scenario: str,
     sims: int,
@@ -407,9 +429,7 @@ def calibrate(
     if sims < 1 or seeds < 1:
         raise ValueError(f"sims and seeds must be positive, got sims={sims}, seeds={seeds}")
     cfg = calibration_config(envs, seeds)
-    claims = scorecard.load_claims()
-    if min_seeds is not None:
-        claims["min_seeds"] = min_seeds
+    claims = _claims(min_seeds)
     rng = np.random.default_rng(seed)
     counts: dict[str, dict[str, int]] = {}
     roles: dict[str, str] = {}
@@ -427,11 +447,7 @@ def calibrate(
         "scenario": scenario,
         "sims": sims,
         "seeds": seeds,
-        "envs": list(cfg["envs"]),
-        "sigma": sigma,
-        "noise": noise,
-        "drawdown": default_drawdown(noise) if drawdown is None else drawdown,
-        "min_seeds": int(claims.get("min_seeds", 2)),
+        **_settings(cfg, claims, sigma, noise, drawdown),
         "effects": EFFECTS if scenario == "effect" else CONTRARY if scenario == "contrary" else {},
         "roles": roles,
         "tests": tests,
@@ -597,10 +613,7 @@ def calibrate_sequential(
     from replication.plan import sequential
 
     cfg = calibration_config(envs, design.max)
-    claims = scorecard.load_claims()
-    for minimum in (min_seeds, design.min_seeds):
-        if minimum is not None:
-            claims["min_seeds"] = minimum
+    claims = _claims(min_seeds, design.min_seeds)
     base = float(claims.get("bootstrap", {}).get("confidence", 0.95))
     fixed_claims = _at_confidence(_decisive(claims), base)
     cost = _StageCost(cfg)
@@ -627,11 +640,7 @@ def calibrate_sequential(
         "looks": list(design.looks),
         "look_confidence": [design.confidence(base, k) for k in range(1, len(design.looks) + 1)],
         "sims": sims,
-        "envs": list(cfg["envs"]),
-        "sigma": sigma,
-        "noise": noise,
-        "drawdown": default_drawdown(noise) if drawdown is None else drawdown,
-        "min_seeds": int(claims.get("min_seeds", 2)),
+        **_settings(cfg, claims, sigma, noise, drawdown),
         "tests": {t: tally.shares(t, sims) for t in tally.verdicts},
         "expected_gpu_hours": round(float(np.mean(tally.run_gpu)), 1),
         "expected_run_seeds": round(float(np.mean(tally.run_seeds)), 3),

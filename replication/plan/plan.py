@@ -142,6 +142,10 @@ class Plan:
         """The planned cell jobs (without C1's controls), as :func:`replication.plan.workflow.jobs` lists them."""
         return [job.job for job in self.jobs]
 
+    def every_job(self) -> list[workflow.Job]:
+        """The planned cell jobs, then C1's controls."""
+        return [*self.grid(), *(c.job for c in self.controls)]
+
     def tidy_inputs(self) -> list[str]:
         """Every tidy CSV the aggregation reads: each planned job's (an online run's curve, then its control's)."""
         controls = {c.key[1:]: c for c in self.controls}
