@@ -467,7 +467,7 @@ def _provenance(args: argparse.Namespace) -> int:
 
 
 def _add_export_minari_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("dataset", help="a dataset file of a run (e.g. .../online/pause_400/dataset_buffer.h5)")
+    parser.add_argument("dataset", help="a dataset file of a run (e.g. .../online/pause_320/dataset_buffer.h5)")
     parser.add_argument("--out", required=True, help="Minari datasets root to write into (MINARI_DATASETS_PATH)")
     parser.add_argument("--dataset-id", help="Minari dataset id (default: replication/<env>-seed<k>-<file>-v0)")
 
@@ -826,8 +826,8 @@ def _batch(args: argparse.Namespace) -> int:
 
     for i, line in enumerate(args.commands, 1):
         argv = shlex.split(line)
-        if not argv or argv[0] not in TRAINING_COMMANDS:
-            raise ValueError(f"batch command {i} is not one of {', '.join(TRAINING_COMMANDS)}: {line!r}")
+        if not argv or argv[0] not in BATCH_COMMANDS:
+            raise ValueError(f"batch command {i} is not one of {', '.join(BATCH_COMMANDS)}: {line!r}")
         start = time.perf_counter()
         status = main(argv)
         print(
@@ -842,6 +842,7 @@ def _batch(args: argparse.Namespace) -> int:
 
 
 TRAINING_COMMANDS = ("online", "newdata", "offline", "finetune")  # the per-cell jobs, which use d3rlpy
+BATCH_COMMANDS = (*TRAINING_COMMANDS, "control")  # what `replication batch` runs (batch_jobs)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -3,12 +3,13 @@
 # after the other in one process (`replication batch`): the same outputs and results as one job
 # per variant, with the start-up (interpreter, imports, environments) paid once. These rules win
 # over the per-variant ones for those cells (ruleorder); analysis cells keep one job per variant.
+# batch_jobs: cell. One job per cell of `envs` runs all of it, online run first (rule cell).
 
 BATCH = PLAN.batches
 MAIN_CELLS = "|".join(re.escape(env) for env in PLAN.batch_envs)
 
 
-if BATCH["newdata"]:
+if BATCH["newdata"] and not PLAN.whole_cells:
 
     ruleorder: newdata_cell > newdata
 
@@ -26,6 +27,7 @@ if BATCH["newdata"]:
             PLAN.layout.log("newdata", "{env}", "{seed}", "cell"),
         benchmark:
             PLAN.layout.benchmark("newdata", "{env}", "{seed}", "cell")
+        priority: longest_cell_first
         threads: 1
         resources:
             mem_mb=4000,
@@ -35,7 +37,7 @@ if BATCH["newdata"]:
             "replication batch {params.commands} > {log} 2>&1"
 
 
-if BATCH["offline"]:
+if BATCH["offline"] and not PLAN.whole_cells:
 
     ruleorder: offline_cell > offline
 
@@ -54,6 +56,7 @@ if BATCH["offline"]:
             PLAN.layout.log("offline", "{env}", "{seed}", "cell"),
         benchmark:
             PLAN.layout.benchmark("offline", "{env}", "{seed}", "cell")
+        priority: longest_cell_first
         threads: 1
         resources:
             mem_mb=6000,
@@ -63,7 +66,7 @@ if BATCH["offline"]:
             "replication batch {params.commands} > {log} 2>&1"
 
 
-if BATCH["finetune"]:
+if BATCH["finetune"] and not PLAN.whole_cells:
 
     ruleorder: finetune_cell > finetune
 
@@ -81,6 +84,37 @@ if BATCH["finetune"]:
             PLAN.layout.log("finetune", "{env}", "{seed}", "cell"),
         benchmark:
             PLAN.layout.benchmark("finetune", "{env}", "{seed}", "cell")
+        priority: longest_cell_first
+        threads: 1
+        resources:
+            mem_mb=6000,
+        conda:
+            ENVIRONMENT
+        shell:
+            "replication batch {params.commands} > {log} 2>&1"
+
+
+if PLAN.whole_cells:
+
+    ruleorder: cell > online
+    ruleorder: cell > control
+    ruleorder: cell > newdata
+    ruleorder: cell > offline
+    ruleorder: cell > finetune
+
+    rule cell:
+        output:
+            **PLAN.whole_cell_outputs(),
+        wildcard_constraints:
+            env=MAIN_CELLS,
+        params:
+            settings=settings("budget", "online", "evaluation", "validation", "newdata", "offline", "finetune", "analysis"),
+            commands=cell_commands("cell"),
+        log:
+            PLAN.layout.log("cell", "{env}", "{seed}"),
+        benchmark:
+            PLAN.layout.benchmark("cell", "{env}", "{seed}")
+        priority: longest_cell_first
         threads: 1
         resources:
             mem_mb=6000,

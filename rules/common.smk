@@ -2,14 +2,15 @@
 # Command lines and paths come from the run's Plan (PLAN, replication.plan.plan), built once.
 
 
-# Settings that change no result of a job (how often it checkpoints; which other fine-tuning methods
-# the run has): editing them reruns nothing.
-NO_RESULT = {
-    "online": ("checkpoint_interval",),
-    "offline": ("checkpoint_interval",),
-    "finetune": ("checkpoint_interval", "methods"),
-}
 ONLINE_SUMMARY = PLAN.layout.outputs("online", "{env}", "{seed}")["summary"]
+# Estimated CPU seconds of each cell, all its jobs (replication.plan.estimate)
+CELL_SECONDS = estimate.cell_seconds(CFG, PLAN.grid())
+
+
+def longest_cell_first(wildcards):
+    """A priority: the cell's estimated CPU seconds, so that the jobs of the longest cells start first
+    and no core waits alone on one long cell at the end of a run (LPT order). Changes no result."""
+    return round(CELL_SECONDS.get((wildcards.env, int(wildcards.seed)), 0.0))
 
 
 def settings(*sections):
@@ -17,16 +18,13 @@ def settings(*sections):
     the list of seeds: a job's result depends on its own seed only, so adding seeds reruns nothing."""
 
     def get(wildcards):
-        picked = {s: drop(CFG[s], NO_RESULT.get(s, ())) for s in sections}
+        # without the settings that change no result (wf.NO_RESULT): editing them reruns nothing
+        picked = {s: wf.without_no_result(s, CFG[s]) for s in sections}
         picked["cell"] = wildcards.env
         picked["env_options"] = CFG["env_options"].get(wf.parse_cell(wildcards.env).env, {})
         return yaml.safe_dump(picked, sort_keys=True)
 
     return get
-
-
-def drop(section, keys):
-    return {k: v for k, v in section.items() if k not in keys} if isinstance(section, dict) else section
 
 
 def variant(wildcards):
@@ -40,8 +38,13 @@ def job_arguments(rule):
 
 
 def cell_commands(rule):
-    """A param: the quoted command lines of the cell's variants of ``rule``, for `replication batch`."""
-    return lambda w: " ".join(shlex.quote(job.command_line()) for job in PLAN.cell_jobs(rule, w.env, w.seed))
+    """A param: the quoted command lines of the cell's variants of ``rule`` (``cell``: of all the jobs of
+    its one job), for `replication batch`."""
+
+    def jobs(w):
+        return PLAN.whole_cell_jobs(w.env, w.seed) if rule == "cell" else PLAN.cell_jobs(rule, w.env, w.seed)
+
+    return lambda w: " ".join(shlex.quote(job.command_line()) for job in jobs(w))
 
 
 def offline_data(wildcards):

@@ -13,6 +13,7 @@ rule finetune:
         PLAN.layout.log("finetune", "{env}", "{seed}", "{algo}"),
     benchmark:
         PLAN.layout.benchmark("finetune", "{env}", "{seed}", "{algo}")
+    priority: longest_cell_first
     threads: 1
     resources:
         mem_mb=6000,

@@ -15,6 +15,7 @@ rule offline:
         PLAN.layout.log("offline", "{env}", "{seed}", "{dataset}"),
     benchmark:
         PLAN.layout.benchmark("offline", "{env}", "{seed}", "{dataset}")
+    priority: longest_cell_first
     threads: 1
     resources:
         mem_mb=6000,

@@ -11,6 +11,7 @@ rule online:
         PLAN.layout.log("online", "{env}", "{seed}"),
     benchmark:
         PLAN.layout.benchmark("online", "{env}", "{seed}")
+    priority: longest_cell_first
     threads: 1
     resources:
         mem_mb=4000,
@@ -54,6 +55,7 @@ rule newdata:
         PLAN.layout.log("newdata", "{env}", "{seed}", "{dataset}"),
     benchmark:
         PLAN.layout.benchmark("newdata", "{env}", "{seed}", "{dataset}")
+    priority: longest_cell_first
     threads: 1
     resources:
         mem_mb=4000,

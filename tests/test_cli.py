@@ -126,7 +126,7 @@ def test_batch_runs_commands_in_order_and_stops_at_the_first_failure(
     assert "batch 2/3: offline done" in capsys.readouterr().out
 
     assert cli.main(["batch", "envs"]) == 1  # only training commands
-    assert "batch command 1 is not one of online, offline" in capsys.readouterr().err
+    assert "batch command 1 is not one of online, newdata, offline, finetune, control" in capsys.readouterr().err
 
 
 def test_no_module_but_the_command_line_parses_arguments() -> None:

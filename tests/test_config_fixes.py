@@ -127,11 +127,17 @@ def _default(key: str) -> list:
 CROSS_KEY_ERRORS = [
     ({"online": {"learning_starts": 1000}}, "online.learning_starts", 1),
     ({"newdata": {"pause": 0.95}}, "newdata.pause", 1),  # no smaller newdata size makes room
-    ({"newdata": {"pause": 0.5}}, "newdata.pause", 2),
+    ({"newdata": {"pause": 0.5}}, "newdata.pause", 1),  # not a pause fraction: T2 compares it with the buffer
+    ({"budget": {"pause_fractions": [0.3, 0.4, 1.0]}, "newdata": {"size": 150}}, "newdata.pause", 2),
     ({"budget": {"finetune_pause": 0.95}}, "budget.finetune_pause", 1),
-    ({"finetune": {"dataset": "newdata"}}, "newdata.pause", 2),  # fine-tuning from newdata: its pause and size
+    ({"finetune": {"dataset": "newdata"}}, "newdata.pause", 1),  # fine-tuning from newdata: its size (no earlier pause)
     (
-        {"finetune": {"dataset": "newdata"}, "offline": {"datasets": ["buffer"]}, "newdata": {"pause": 0.3}},
+        {
+            "finetune": {"dataset": "newdata"},
+            "offline": {"datasets": ["buffer"]},
+            "newdata": {"pause": 0.3},
+            "budget": {"pause_fractions": [0.3, 0.4, 1.0]},
+        },
         "finetune.dataset",
         2,
     ),  # fmt: skip

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from replication.cli import main as cli
-from replication.plan import config, estimate
+from replication.plan import config, estimate, workflow
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -58,11 +58,19 @@ def test_cli_prints_cpu_and_gpu_hours(capsys):
 def test_batch_jobs_pay_the_start_up_once_per_job(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # no finished jobs here: built-in figures in both layouts
     default = config.load(ROOT / "config" / "config.yaml")
-    assert default["batch_jobs"]
-    batched, _ = estimate.estimate(default)
+    assert default["batch_jobs"] == "cell"
+    whole, _ = estimate.estimate(default)
+    batched, _ = estimate.estimate({**default, "batch_jobs": True})
     single, _ = estimate.estimate({**default, "batch_jobs": False})
+    assert {k: s.jobs for k, s in whole.items()} == {"online": 2, "newdata": 0, "offline": 2, "finetune": 2, "cell": 12}
     assert {k: s.jobs for k, s in batched.items()} == {"online": 14, "newdata": 12, "offline": 14, "finetune": 14}
     assert {k: s.jobs for k, s in single.items()} == {"online": 14, "newdata": 24, "offline": 50, "finetune": 50}
+    # the same jobs as check-config's grid (replication.plan.workflow.stage_counts)
+    assert {k: s.jobs for k, s in whole.items()} == {k: j for k, (j, _) in workflow.stage_counts(default).items()}
+    # a cell's one job pays one start-up (its online run's), the stage batch jobs one each
+    stages = ("newdata", "offline", "finetune")
+    saved = sum(batched[s].seconds - whole[s].seconds for s in stages)
+    assert saved == pytest.approx(sum(12 * estimate.JOB_OVERHEAD_SECONDS[s] for s in stages))
     for stage in ("newdata", "offline", "finetune"):
         assert batched[stage].gradient_steps == single[stage].gradient_steps
         saved = single[stage].seconds - batched[stage].seconds

@@ -102,7 +102,10 @@ def expected_shells(plan: Plan) -> dict[str, str]:
     """The shell command of every job the plan makes: its own command line, or its cell's batch."""
     out: dict[str, str] = {}
     for job in (*plan.jobs, *plan.controls):
-        if not job.batched:
+        if job.in_cell:
+            cell = plan.whole_cell_jobs(job.job.env, job.job.seed)
+            out[job.log] = f"replication batch {' '.join(shlex.quote(j.command_line()) for j in cell)} > {job.log} 2>&1"
+        elif not job.batched:
             out[job.log] = f"replication {job.command_line()} > {job.log} 2>&1"
         else:
             cell = plan.cell_jobs(job.job.rule, job.job.env, job.job.seed)
@@ -119,5 +122,7 @@ def test_rules_run_the_command_lines_of_the_plan(tmp_path, name):
     shells = dry_run_shells(tmp_path, configfile)
     cells = {log: shell for log, shell in shells.items() if "/cells/" in log}
     assert cells == expected_shells(plan)
-    if name == "config":  # batch_jobs: both kinds of job
-        assert any(job.batched for job in plan.jobs) and not all(job.batched for job in plan.jobs)
+    if name == "config":  # batch_jobs: cell: the cells of envs are one job each, C5's analysis cells a job per variant
+        whole = [job for job in plan.jobs if job.in_cell]
+        assert whole and len(whole) < len(plan.jobs) and not any(job.batched for job in plan.jobs)
+        assert len({job.log for job in whole}) == len({(job.job.env, job.job.seed) for job in whole})

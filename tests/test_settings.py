@@ -78,23 +78,23 @@ def test_agents_read_no_config_dict() -> None:
 @pytest.mark.parametrize(
     ("key", "change"),
     [
-        ("finetune.pex_initial_collection_steps", {"pex_initial_collection_steps": 400}),
-        ("finetune.wsrl.warmup_steps", {"wsrl": {"warmup_steps": 400}}),
+        ("finetune.pex_initial_collection_steps", {"pex_initial_collection_steps": 280}),
+        ("finetune.wsrl.warmup_steps", {"wsrl": {"warmup_steps": 280}}),
     ],
 )
 def test_a_warmup_check_is_one_check_at_config_time_and_at_job_start(key, change, tmp_path) -> None:
-    """config/config.yaml leaves 400 fine-tuning env steps: a warm-up of 400 is refused by the config check
+    """config/config.yaml leaves 280 fine-tuning env steps: a warm-up of 280 is refused by the config check
     and by the job's start, with one message naming the key and the value that fixes it."""
     user = run_config(finetune=change)
     with pytest.raises(ConfigError) as at_config:
         config.resolve(user)
     message = str(at_config.value)
-    assert message.startswith(f"config key {key}: 400 env steps without updates")
-    assert "fine-tuning budget of hopper (400 env steps)" in message
-    assert message.endswith(f"lower {key} to 399 or less")
+    assert message.startswith(f"config key {key}: 280 env steps without updates")
+    assert "fine-tuning budget of hopper (280 env steps)" in message
+    assert message.endswith(f"lower {key} to 279 or less")
     cfg = config.resolve(config.deep_merge(user, {"finetune": {"methods": ["iql"]}}))  # the others not checked
     cfg = config.deep_merge(cfg, {"finetune": {"methods": ["iql", "pex", "wsrl"]}})
-    assert finetune_budget(cfg, "hopper") == finetune_ledger(cfg, "hopper").remaining == 400
+    assert finetune_budget(cfg, "hopper") == finetune_ledger(cfg, "hopper").remaining == 280
     method = key.split(".")[1].split("_")[0]
     with pytest.raises(ConfigError) as at_start:
         ft.Finetune(cfg, "hopper", 0, method, tmp_path / "offline", tmp_path / "data.h5", tmp_path / "out")
@@ -102,14 +102,14 @@ def test_a_warmup_check_is_one_check_at_config_time_and_at_job_start(key, change
 
 
 def test_a_budget_check_is_one_check_at_config_time_and_at_job_start(tmp_path) -> None:
-    user = run_config(budget={"finetune_pause": 0.8})  # 800 + offline validation 200 = T
+    user = run_config(budget={"finetune_pause": 0.75})  # 600 + offline validation 200 = T
     with pytest.raises(FinetuneBudgetError) as at_config:
         config.resolve(user)
     message = str(at_config.value)
-    assert "online_training=800, offline_validation=200" in message and "leaving no fine-tuning budget" in message
-    assert message.startswith("config key budget.finetune_pause:") and "set budget.finetune_pause to 0.779" in message
+    assert "online_training=600, offline_validation=200" in message and "leaving no fine-tuning budget" in message
+    assert message.startswith("config key budget.finetune_pause:") and "set budget.finetune_pause to 0.7237" in message
     cfg = copy.deepcopy(config.resolve(run_config()))
-    cfg["budget"]["finetune_pause"] = 0.8
+    cfg["budget"]["finetune_pause"] = 0.75
     with pytest.raises(BudgetError) as at_start:  # a config error and a budget error alike
         ft.Finetune(cfg, "hopper", 0, "iql", tmp_path / "offline", tmp_path / "data.h5", tmp_path / "out")
     assert str(at_start.value) == message and isinstance(at_start.value, ConfigError)

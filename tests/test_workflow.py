@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import contextlib
 import copy
 import hashlib
@@ -156,14 +155,19 @@ def test_tiny_grid_runs_to_the_end(tiny_run):
 
 
 @pytest.mark.slow
-def test_batch_jobs_give_the_same_results(tiny_run, tmp_path):
-    """batch_jobs: one job per cell and stage runs the variants' own commands: byte-identical outputs."""
+@pytest.mark.parametrize("batch_jobs", [True, "cell"])
+def test_batch_jobs_give_the_same_results(tiny_run, tmp_path, batch_jobs):
+    """batch_jobs: one job per cell and stage (true) or per cell (cell) runs the variants' own commands:
+    byte-identical outputs."""
     workdir, _, _ = tiny_run
     configfile = tmp_path / "tiny-batch.yaml"
-    configfile.write_text(yaml.safe_dump({**TINY, "batch_jobs": True}))
+    configfile.write_text(yaml.safe_dump({**TINY, "batch_jobs": batch_jobs}))
     dry = snakemake(tmp_path, "--configfile", str(configfile), "--dry-run")
     counts = job_counts(dry.stdout)
-    assert counts["newdata_cell"] == counts["offline_cell"] == 2 and "offline" not in counts
+    if batch_jobs == "cell":  # online, control, newdata, offline of a cell: one job
+        assert counts["cell"] == 2 and not {"online", "control", "newdata_cell", "offline_cell"} & set(counts)
+    else:
+        assert counts["newdata_cell"] == counts["offline_cell"] == 2 and "offline" not in counts
     snakemake(tmp_path, "--configfile", str(configfile))
     per_variant = workdir / "results" / "tiny"
     files = [
@@ -175,7 +179,8 @@ def test_batch_jobs_give_the_same_results(tiny_run, tmp_path):
     batched = tmp_path / "results" / "tiny"
     differ = [str(f) for f in files if (per_variant / f).read_bytes() != (batched / f).read_bytes()]
     assert not differ, differ
-    assert (batched / "cells" / "hopper" / "seed0" / "benchmarks" / "offline-cell.tsv").exists()
+    stem = "cell" if batch_jobs == "cell" else "offline-cell"
+    assert (batched / "cells" / "hopper" / "seed0" / "benchmarks" / f"{stem}.tsv").exists()
 
 
 @pytest.mark.slow
@@ -369,12 +374,17 @@ def start_and_kill(workdir: Path, configfile: Path, log: Path, ready) -> None:
 
 
 @pytest.mark.slow
-def test_kills_at_random_moments_then_the_same_command(tiny_run, tmp_path):
+@pytest.mark.parametrize("batch_jobs", [False, "cell"])
+def test_kills_at_random_moments_then_the_same_command(tiny_run, tmp_path, batch_jobs):
     """Any kill, same command: the whole workflow SIGKILLed as a process group several times in a row
     (first once an online job has checkpointed past its first pause point, so that Snakemake deletes
     that job's declared pause outputs before rerunning it; then at seeded random moments), the README's
-    command run again after each kill; the finished run equals the uninterrupted one byte for byte."""
+    command run again after each kill; the finished run equals the uninterrupted one byte for byte.
+    With ``batch_jobs: cell`` a kill lands inside a cell's one job, which reruns from its start."""
     workdir, configfile, seconds = tiny_run
+    if batch_jobs:
+        configfile = tmp_path / "tiny-cell.yaml"
+        configfile.write_text(yaml.safe_dump({**TINY, "batch_jobs": batch_jobs}))
     results = tmp_path / "results" / "tiny"
     first_pause = int(TINY["budget"]["total_steps"] * TINY["budget"]["pause_fractions"][0])
     start_and_kill(
@@ -435,11 +445,9 @@ def test_a_run_the_disk_cannot_hold_is_refused(tmp_path):
 
 
 def no_result_settings() -> list[tuple[str, str]]:
-    """rules/common.smk's NO_RESULT: the (section, key) settings that change no result."""
-    text = (ROOT / "rules" / "common.smk").read_text()
-    literal = re.search(r"^NO_RESULT = (\{.*?^\})", text, re.M | re.S)
-    assert literal, "rules/common.smk defines no NO_RESULT"
-    return [(section, key) for section, keys in ast.literal_eval(literal[1]).items() for key in keys]
+    """workflow.NO_RESULT (which rules/common.smk leaves out of every job's params): the (section, key)
+    settings that change no result."""
+    return [(section, key) for section, keys in workflow.NO_RESULT.items() for key in keys]
 
 
 # How each key of NO_RESULT is edited: a new checkpoint interval; the same fine-tuning methods in another order
@@ -458,7 +466,7 @@ def test_no_result_holds_every_checkpoint_interval_and_every_entry_has_an_edit()
 
 @pytest.mark.slow
 def test_editing_a_setting_that_changes_no_result_reruns_nothing(tiny_run, tmp_path):
-    """Each setting of rules/common.smk's NO_RESULT, edited in a finished run's config: a dry run has
+    """Each setting of workflow.NO_RESULT, edited in a finished run's config: a dry run has
     nothing to do. The tiny run, copied, first fine-tunes two methods, so that their order can change."""
     workdir, configfile, _ = tiny_run
     finished = tmp_path / "run"

@@ -31,6 +31,7 @@ from replication import tidy
 from replication.io import write_text
 from replication.plan import config
 from replication.plan.config import read_yaml
+from replication.plan.workflow import result_settings
 
 if TYPE_CHECKING:
     from replication.plan.plan import Plan
@@ -123,7 +124,8 @@ def cell_owners(shards: Sequence[Path], cfg: dict[str, Any], plan: Plan, differ_
     ran: dict[tuple, set[str]] = {}  # (rule, env, seed, variant) of every shard's job: its learners
     for shard in shards:
         shard_cfg = read_yaml(shard / "config.yaml")
-        differ = sorted(k for k in set(cfg) | set(shard_cfg) if k not in differ_in and cfg.get(k) != shard_cfg.get(k))
+        mine, theirs = result_settings(cfg), result_settings(shard_cfg)  # checkpoints, job layout: no matter
+        differ = sorted(k for k in set(mine) | set(theirs) if k not in differ_in and mine.get(k) != theirs.get(k))
         if differ:
             raise ValueError(f"{shard} ran other settings than the study {cfg['name']}: {', '.join(differ)} differ")
         for cell in {(e, int(s)) for e in shard_cfg["envs"] for s in shard_cfg["seeds"]}:

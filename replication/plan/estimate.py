@@ -198,6 +198,16 @@ def job_costs(cfg: dict[str, Any], grid: Sequence[Job] | None = None) -> tuple[l
     return out, source
 
 
+def cell_seconds(cfg: dict[str, Any], grid: Sequence[Job] | None = None) -> dict[tuple[str, int], float]:
+    """Estimated CPU seconds of each cell (environment, seed) of ``grid``: all its jobs'. The workflow
+    starts the jobs of the longest cells first."""
+    out: dict[tuple[str, int], float] = {}
+    for cost in job_costs(cfg, grid)[0]:
+        key = (cost.job.env, cost.job.seed)
+        out[key] = out.get(key, 0.0) + cost.cpu_seconds
+    return out
+
+
 def finetune_updates(cfg: dict[str, Any], method: str, steps: int) -> int:
     """Gradient updates of ``steps`` fine-tuning env steps of ``method``, as its settings count them
     (:meth:`replication.plan.settings.MethodSettings.updates`; WSRL: none in its warm-up)."""
@@ -210,6 +220,9 @@ def estimate(cfg: dict[str, Any], grid: Sequence[Job] | None = None) -> tuple[di
     stages: dict[str, StageCost] = {}
     for c in costs:
         stages.setdefault(c.job.rule, StageCost()).add(c)
+        if c.starts_job and c.job.in_cell_job(cfg):  # batch_jobs: cell: the job is counted as a cell's
+            stages[c.job.rule].jobs -= 1
+            stages.setdefault("cell", StageCost()).jobs += 1
     return stages, source
 
 

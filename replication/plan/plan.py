@@ -31,7 +31,8 @@ class PlannedJob:
     outputs: Paths = dataclasses.field(hash=False)
     log: str  # of the job that runs it: its cell's batch job when batched
     benchmark: str  # likewise
-    batched: bool = False
+    batched: bool = False  # runs in its cell's batch job of its stage (batch_jobs)
+    in_cell: bool = False  # runs in its cell's one job (batch_jobs: cell)
 
     @property
     def key(self) -> JobKey:
@@ -57,6 +58,8 @@ class Plan:
     batch_envs: tuple[str, ...]  # the cells whose variants run in batch jobs
     jobs: tuple[PlannedJob, ...]
     controls: tuple[PlannedJob, ...] = ()  # C1's control of each online run: a light job, not counted in jobs
+    whole_cells: bool = False  # batch_jobs: cell (workflow.CELL_RULES): a cell of batch_envs is one job
+    cell_control: bool = False  # ... which runs C1's control (when every such cell has one)
     claims: tuple[str, ...] | None = None  # config key claims: the plan is cut to what their tests read
     omitted: Mapping[str, str] = dataclasses.field(default_factory=dict, hash=False)  # products a cut lacks: why
     tables: tuple[str, ...] = ()  # the tables the run makes (vocabulary.tables, less those a cut omits)
@@ -87,6 +90,8 @@ class Plan:
             finetune_dataset=workflow.finetune_dataset(cfg),
             batches={rule: tuple(variants) for rule, variants in batches.items()},
             batch_envs=tuple(cfg["envs"]) if cfg["batch_jobs"] else (),
+            whole_cells=cfg["batch_jobs"] == "cell",
+            cell_control=cfg["batch_jobs"] == "cell" and _every_main_cell_has_control(cfg, grid, controls),
             jobs=(),
             claims=tuple(chosen) if chosen is not None else None,
             omitted=omitted,
@@ -135,6 +140,23 @@ class Plan:
         """The jobs one batch job of a cell runs, in order (``batch_jobs``)."""
         return [self.job_for(rule, env, seed, variant) for variant in self.batches.get(rule, ())]
 
+    def whole_cell_jobs(self, env: str, seed: int | str) -> list[PlannedJob]:
+        """The jobs a cell's one job runs, in order (``batch_jobs: cell``): online, C1's control, then
+        each batched stage's variants; each later command reads what an earlier one wrote."""
+        head = [self.job_for("online", env, seed)]
+        if self.cell_control:
+            head.append(self.job_for("control", env, seed))
+        return [*head, *(job for rule in workflow.BATCHED_RULES for job in self.cell_jobs(rule, env, seed))]
+
+    def whole_cell_outputs(self, env: str = "{env}", seed: int | str = "{seed}") -> Paths:
+        """The named outputs of a cell's one job (default: as wildcards), every output of the jobs it runs."""
+        parts = {"online": self.layout.outputs("online", env, seed, pauses=self.online_pauses)}
+        if self.cell_control:
+            parts["control"] = self.layout.outputs("control", env, seed)
+        for rule in workflow.BATCHED_RULES:
+            parts[rule] = self.layout.batch_outputs(rule, env, seed, self.batches.get(rule, ()))
+        return {f"{rule}_{name}": paths for rule, named in parts.items() for name, paths in named.items()}
+
     def counts(self) -> dict[str, int]:
         return _counts(job.job for job in self.jobs)
 
@@ -159,15 +181,22 @@ class Plan:
 
     def _planned(self, cfg: dict[str, Any], job: workflow.Job) -> PlannedJob:
         batched = bool(self.batches.get(job.rule)) and job.env in self.batch_envs
-        runner = "cell" if batched else job.variant
+        whole = (
+            self.whole_cells
+            and job.env in self.batch_envs
+            and (batched or job.rule == "online" or (job.rule == "control" and self.cell_control))
+        )
+        # the job that runs it: its cell's one job, its cell's batch job of the stage, or its own
+        rule, runner = ("cell", "") if whole else (job.rule, "cell" if batched else job.variant)
         pauses = self.online_pauses if job.rule == "online" else ()
         return PlannedJob(
             job=job,
             argv=self._argv(cfg, job),
             outputs=self.layout.outputs(job.rule, job.env, job.seed, job.variant, pauses),
-            log=self.layout.log(job.rule, job.env, job.seed, runner),
-            benchmark=self.layout.benchmark(job.rule, job.env, job.seed, runner),
-            batched=batched,
+            log=self.layout.log(rule, job.env, job.seed, runner),
+            benchmark=self.layout.benchmark(rule, job.env, job.seed, runner),
+            batched=batched and not whole,
+            in_cell=whole,
         )
 
     def _argv(self, cfg: dict[str, Any], job: workflow.Job) -> tuple[str, ...]:
@@ -206,3 +235,12 @@ def _counts(jobs: Iterable[workflow.Job]) -> dict[str, int]:
     for job in jobs:
         out[job.rule] = out.get(job.rule, 0) + 1
     return out
+
+
+def _every_main_cell_has_control(
+    cfg: dict[str, Any], grid: Iterable[workflow.Job], controls: Iterable[workflow.Job]
+) -> bool:
+    """Whether C1's control is planned for every online run of a cell of ``envs`` (a cell's one job runs it)."""
+    main = set(cfg["envs"])
+    runs = {(job.env, job.seed) for job in grid if job.rule == "online" and job.env in main}
+    return bool(runs) and runs <= {(c.env, c.seed) for c in controls}

@@ -16,7 +16,7 @@ import yaml
 
 from replication.envspecs import REWARD_MODES, specs
 from replication.io import PROJECT_ROOT
-from replication.plan.vocabulary import newdata_pause_step
+from replication.plan.vocabulary import newdata_pause_step, pause_steps
 
 SCHEMA_FILE = PROJECT_ROOT / "config" / "schema.yaml"
 
@@ -148,6 +148,14 @@ def _check_budget(cfg: dict[str, Any]) -> None:
         )
     uses_newdata = "newdata" in cfg["offline"]["datasets"]
     newdata_pause = newdata_pause_step(cfg)
+    if uses_newdata and (allowed := newdata_fractions(cfg)) is not None and newdata_pause not in pause_steps(cfg):
+        fits = [f for f in allowed if _newdata_fits(cfg, round(f * total))]
+        raise ConfigError(
+            f"config key newdata.pause: {cfg['newdata']['pause']} is not one of budget.pause_fractions "
+            f"{cfg['budget']['pause_fractions']}, and T2 compares the newdata datasets with the buffer at the "
+            "same pause; "
+            + (f"set newdata.pause to {max(fits):g}" if fits else "add a pause fraction the budget affords it at")
+        )
     for env in cfg["envs"]:
         online_val, offline_val = validation_costs(cfg, env)
         collected = newdata_pause + online_val + cfg["newdata"]["size"] + offline_val
@@ -162,12 +170,29 @@ def _check_budget(cfg: dict[str, Any]) -> None:
             check_finetune_start(cfg, env, settings_of(cfg, method))
 
 
+def newdata_fractions(cfg: dict[str, Any]) -> list[float] | None:
+    """The values ``newdata.pause`` may take: with the buffer datasets too, one of the pause fractions
+    (T2 compares the two at one pause); else any (None)."""
+    return list(cfg["budget"]["pause_fractions"]) if "buffer" in cfg["offline"]["datasets"] else None
+
+
+def _newdata_fits(cfg: dict[str, Any], pause: int) -> bool:
+    """Whether the newdata datasets, collected at ``pause``, fit the budget in every environment."""
+    size, total = cfg["newdata"]["size"], cfg["budget"]["total_steps"]
+    return all(pause + sum(validation_costs(cfg, env)) + size <= total for env in cfg["envs"])
+
+
 def earlier_or_smaller(cfg: dict[str, Any], pause_key: str, pause: int, excess: int, newdata: bool = True) -> str:
     """The fixes of a pause that leaves too little budget by ``excess`` env steps: an earlier pause
-    (as the fraction ``pause_key`` takes) or, where newdata is spent, fewer newdata steps."""
+    (as the fraction ``pause_key`` takes; newdata's among the pause fractions where it must be) or,
+    where newdata is spent, fewer newdata steps."""
     total, size = cfg["budget"]["total_steps"], cfg["newdata"]["size"]
     fixes = []
-    if pause - excess >= 1:
+    allowed = newdata_fractions(cfg) if pause_key == "newdata.pause" else None
+    if allowed is not None:
+        if earlier := [f for f in allowed if 1 <= round(f * total) <= pause - excess]:
+            fixes.append(f"set {pause_key} to {max(earlier):g}")
+    elif pause - excess >= 1:
         fixes.append(f"set {pause_key} to {math.floor((pause - excess) / total * 1e4) / 1e4:g} or less")
     if newdata and size - excess >= 1:
         fixes.append(f"lower newdata.size to {size - excess}")

@@ -137,8 +137,14 @@ class Job:
         """Whether this job runs inside its cell's batch job (``batch_jobs``; see :func:`cell_batches`)."""
         return bool(cfg["batch_jobs"]) and self.rule in BATCHED_RULES and self.env in cfg["envs"]
 
+    def in_cell_job(self, cfg: dict[str, Any]) -> bool:
+        """Whether this job runs inside its cell's one job (``batch_jobs: cell``; see :data:`CELL_RULES`)."""
+        return cfg["batch_jobs"] == "cell" and self.rule in CELL_RULES and self.env in cfg["envs"]
+
     def benchmark(self, cfg: dict[str, Any]) -> Path:
         """The Snakemake benchmark file of the job that runs this one (wall time, memory, CPU time)."""
+        if self.in_cell_job(cfg):
+            return Path(layout(cfg).benchmark("cell", self.env, self.seed))
         variant = "cell" if self.batched(cfg) else self.variant
         return Path(layout(cfg).benchmark(self.rule, self.env, self.seed, variant))
 
@@ -201,7 +207,33 @@ def _units(cfg: dict[str, Any]) -> list[Job]:
     return list(dict.fromkeys(out))
 
 
+# Settings that change no job's result: how often it checkpoints and which other fine-tuning methods the
+# run has (per config section; no job's Snakemake params hold them, so editing them reruns nothing), and
+# how its jobs are grouped into processes and whether the disk is checked (top level). Shards that differ
+# only in these assemble into one study.
+NO_RESULT = {
+    "online": ("checkpoint_interval",),
+    "offline": ("checkpoint_interval",),
+    "finetune": ("checkpoint_interval", "methods"),
+}
+NO_RESULT_TOP = ("batch_jobs", "check_disk")
+
+
+def without_no_result(section: str, value: Any) -> Any:
+    """A config section without its settings that change no result (:data:`NO_RESULT`)."""
+    keys = NO_RESULT.get(section, ())
+    return {k: v for k, v in value.items() if k not in keys} if isinstance(value, dict) else value
+
+
+def result_settings(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The resolved config without the settings that change no result: what two runs' results depend on."""
+    return {k: without_no_result(k, v) for k, v in cfg.items() if k not in NO_RESULT_TOP}
+
+
 BATCHED_RULES = ("newdata", "offline", "finetune")
+# batch_jobs: cell: one job per cell of envs runs its online run, C1's control and its batched stages,
+# in this order, in one process (the start-up of five jobs paid once)
+CELL_RULES = ("online", "control", *BATCHED_RULES)
 
 
 def cell_batches(cfg: dict[str, Any]) -> dict[str, list[str]]:
@@ -257,14 +289,18 @@ def stage_counts(cfg: dict[str, Any], planned: Sequence[Job] | None = None) -> d
     """Per stage: (Snakemake jobs, variants) of the grid, or of the ``planned`` jobs.
 
     A job is one process (its benchmark file; ``batch_jobs: true`` runs a cell's variants of a stage
-    in one), as ``replication estimate`` counts them; a variant is one planned unit of work.
+    in one, ``cell`` a cell's stages in one: the stage ``cell``), as ``replication estimate`` counts
+    them; a variant is one planned unit of work.
     """
     processes: dict[str, set[Path]] = {}
     variants: dict[str, int] = {}
     for job in jobs(cfg) if planned is None else planned:
-        processes.setdefault(job.rule, set()).add(job.benchmark(cfg))
+        processes.setdefault("cell" if job.in_cell_job(cfg) else job.rule, set()).add(job.benchmark(cfg))
         variants[job.rule] = variants.get(job.rule, 0) + 1
-    return {rule: (len(processes[rule]), variants[rule]) for rule in variants}
+    out = {rule: (len(processes.get(rule, ())), n) for rule, n in variants.items()}
+    if "cell" in processes:  # batch_jobs: cell; its variants are counted in their stages
+        out["cell"] = (len(processes["cell"]), 0)
+    return out
 
 
 def counts(cfg: dict[str, Any]) -> dict[str, int]:
