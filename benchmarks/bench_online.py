@@ -18,6 +18,7 @@ import torch
 
 from replication.agents.online import build_sac, run_online
 from replication.plan import config
+from replication.plan.settings import online_settings
 
 
 def main() -> None:
@@ -52,7 +53,7 @@ def main() -> None:
     )
     bare = whole = train = 0.0
     for _ in range(args.repeats):
-        model = build_sac(cfg, args.env, 0)
+        model = build_sac(online_settings(cfg, args.env), 0)
         start = time.perf_counter()
         model.learn(args.steps)
         bare = max(bare, args.steps / (time.perf_counter() - start))

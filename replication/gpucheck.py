@@ -100,10 +100,11 @@ def d3rlpy_runner(start: Path, buffer, device: str) -> Runner:
 def sac_model(cfg: dict[str, Any], env: str, transitions, device: str):
     """SB3 SAC with the dataset in its replay buffer (actions scaled to [-1, 1], as SAC stores them)."""
     from replication.agents.online import build_sac
+    from replication.plan.settings import online_settings
 
     cfg = copy.deepcopy(cfg)
     cfg["budget"]["total_steps"] = len(transitions) + 1  # the replay capacity
-    model = build_sac(cfg, env, SEED, device)
+    model = build_sac(online_settings(cfg, env), SEED, device)
     buffer = model.replay_buffer
     for a, b in transitions.episode_bounds():
         for t in range(a, b):

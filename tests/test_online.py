@@ -14,6 +14,7 @@ import yaml
 from replication.agents.datasets import build_newdata, load_transitions, save_dataset
 from replication.agents.envs import make_env
 from replication.agents.online import OnlineRun, buffer_transitions, build_sac, run_online, select_candidates
+from replication.plan.settings import online_settings
 from tests.conftest import tiny_config
 
 # Trains agents: the slow tier.
@@ -49,7 +50,7 @@ def test_dataset_episode_boundaries_match_the_env(env_name, options, make_tiny_c
     cfg = make_tiny_config(
         [env_name], env_options={env_name: {"max_episode_steps": 100, **options}}, online={"learning_starts": 1000}
     )
-    model = build_sac(cfg, env_name, 0)
+    model = build_sac(online_settings(cfg, env_name), 0)
     model.learn(450)
     data = buffer_transitions(model)
     # SB3 seeds the env with reset(seed=seed) on its first reset; replaying the stored actions
@@ -70,7 +71,7 @@ def test_dataset_episode_boundaries_match_the_env(env_name, options, make_tiny_c
 
 def test_episode_cut_at_pause_is_a_timeout(make_tiny_config):
     cfg = make_tiny_config(["halfcheetah"])
-    model = build_sac(cfg, "halfcheetah", 0)
+    model = build_sac(online_settings(cfg, "halfcheetah"), 0)
     model.learn(130)  # 100-step episodes: the second one is 30 steps in
     data = buffer_transitions(model)
     assert len(data) == 130
@@ -84,7 +85,7 @@ def test_episode_cut_at_pause_is_a_timeout(make_tiny_config):
 def test_dataset_actions_are_in_the_env_range(make_tiny_config):
     """SB3 stores actions scaled to [-1, 1]; datasets hold them in the env's range (humanoid: +-0.4)."""
     cfg = make_tiny_config(["humanoid"])
-    model = build_sac(cfg, "humanoid", 0)
+    model = build_sac(online_settings(cfg, "humanoid"), 0)
     model.learn(120)
     data = buffer_transitions(model)
     assert np.all(np.abs(data.actions) <= 0.4 + 1e-6)
@@ -282,7 +283,7 @@ def test_pauses_are_invisible_to_sac(tmp_path):
         "pause_500",
     ]
 
-    plain = build_sac(cfg, "hopper", 0)
+    plain = build_sac(online_settings(cfg, "hopper"), 0)
     plain.learn(2000, log_interval=None)
     a, b = paused.policy.state_dict(), plain.policy.state_dict()
     assert list(a) == list(b)

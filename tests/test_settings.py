@@ -61,10 +61,11 @@ def test_settings_are_read_once_from_the_config_typed() -> None:
 
 
 def test_agents_read_no_config_dict() -> None:
-    """No function of the fine-tuning methods or of the learners' toolkit takes the config: only the job's
-    entry point (``Finetune.__init__``) does, and it resolves the settings there."""
+    """No function of the fine-tuning methods, of the learners' toolkit or of online SAC takes the config:
+    only the fine-tuning job's entry point (``Finetune.__init__``) does, and it resolves the settings there
+    (online SAC's in ``OnlineRun.configure``, from the job frame's config)."""
     folder = PROJECT_ROOT / "replication" / "agents"
-    files = [*sorted((folder / "finetune").glob("*.py")), folder / "learners.py"]
+    files = [*sorted((folder / "finetune").glob("*.py")), folder / "learners.py", folder / "online.py"]
     takers = []
     for path in files:
         for node in ast.walk(ast.parse(path.read_text())):

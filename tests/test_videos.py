@@ -54,6 +54,7 @@ def run(tmp_path_factory) -> tuple[Path, Path, dict]:
     from replication.agents.online import build_sac
     from replication.agents.policies import export_sac_actor
     from replication.io import write_json
+    from replication.plan.settings import online_settings
 
     root = tmp_path_factory.mktemp("videos")
     small = config.read_yaml(config.CONFIG_DIR / "config.yaml")  # the default run's settings
@@ -67,7 +68,8 @@ def run(tmp_path_factory) -> tuple[Path, Path, dict]:
     cfg = config.resolve(config.deep_merge(small, overrides))
     cell = root / "results" / "clips" / "cells" / "hopper" / f"seed{SEED}"
     # recommended: the exported policy of the best offline recommendation at the last pause (here: CQL)
-    export_sac_actor(build_sac(cfg, "hopper", SEED), cell / "offline" / "buffer-p1000" / "cql" / "policy_last.pt")
+    actor = cell / "offline" / "buffer-p1000" / "cql" / "policy_last.pt"
+    export_sac_actor(build_sac(online_settings(cfg, "hopper"), SEED), actor)
     # fine-tuned: d3rlpy learners saved as the fine-tuning jobs save them; PEX needs its offline learner
     transitions = collect_transitions("hopper", SEED, lambda obs: np.zeros(3, dtype=np.float32), 200)
     d3rlpy.seed(SEED)

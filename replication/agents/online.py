@@ -57,9 +57,8 @@ from replication.agents.rngs import isolated_rng
 from replication.io import atomic_path, read_json, write_json
 from replication.plan import config
 from replication.plan.ledger import BudgetError
-from replication.plan.schema import episode_steps, validation_checkpoints, validation_costs
+from replication.plan.settings import OnlineSettings, online_settings
 from replication.plan.variants import CONTROL_SELECTION, control_ledger
-from replication.plan.vocabulary import online_pauses
 
 log = logging.getLogger(__name__)
 
@@ -68,17 +67,17 @@ def pause_dir(out_dir: Path, step: int) -> Path:
     return Path(out_dir) / f"pause_{step}"
 
 
-def build_sac(cfg: dict[str, Any], env_name: str, seed: int, device: str = "cpu"):
-    """An SB3 SAC agent for ``env_name`` with the config's settings (replay capacity = T)."""
+def build_sac(settings: OnlineSettings, seed: int, device: str = "cpu"):
+    """An SB3 SAC agent with ``settings`` (:func:`replication.plan.settings.online_settings`; replay capacity = T)."""
     from stable_baselines3 import SAC
 
-    p = config.online_params(cfg, env_name)
-    env = make_env(env_name, seed, **config.env_options(cfg, env_name))
+    p = settings.sac
+    env = make_env(settings.env, seed, **settings.env_options)
     return SAC(
         "MlpPolicy",
         env,
         learning_rate=p["learning_rate"],
-        buffer_size=cfg["budget"]["total_steps"],
+        buffer_size=settings.total_steps,
         learning_starts=p["learning_starts"],
         batch_size=p["batch_size"],
         tau=p["tau"],
@@ -173,19 +172,16 @@ class OnlineRun(Job):
 
     def configure(self) -> None:
         """The budget, pauses, intervals, evaluators and validation schedule of the run."""
-        cfg, env_name = self.cfg, self.env_name
-        self.total = cfg["budget"]["total_steps"]
-        self.pauses = online_pauses(cfg)
-        p = config.online_params(cfg, env_name)
-        self.snapshot_interval = p["snapshot_interval"]
-        self.checkpoint_interval = p["checkpoint_interval"]
-        self.eval_interval = cfg["evaluation"]["interval"]
+        self.settings = s = online_settings(self.cfg, self.env_name)  # what the run reads of its config
+        self.total = s.total_steps
+        self.pauses = list(s.pauses)
+        self.snapshot_interval = s.snapshot_interval
+        self.checkpoint_interval = s.checkpoint_interval
+        self.eval_interval = s.eval_interval
         self.evaluator = self.make_evaluator()
         self.validator = self.make_evaluator("validation", self.evaluator.env)
-        v = cfg["validation"]
-        steps = episode_steps(cfg, env_name)
-        self.val_count = validation_checkpoints(v["online_fraction"], self.total, v["episodes"], steps)
-        self.val_charge = validation_costs(cfg, env_name)[0]
+        self.val_count = s.validation_candidates
+        self.val_charge = s.validation_charge
 
     def boundaries(self) -> list[int]:
         """Steps at which the loop stops to evaluate, snapshot, pause or checkpoint."""
@@ -299,7 +295,7 @@ class OnlineRun(Job):
                 "pause": step,
                 "candidates": candidates,
                 "scores": scores,
-                "episodes_per_candidate": self.cfg["validation"]["episodes"],
+                "episodes_per_candidate": self.settings.validation_episodes,
                 "best_step": best,
                 "best_score": scores[candidates.index(best)],
                 "last_step": step,
@@ -320,7 +316,7 @@ class OnlineRun(Job):
         restored = self.load_checkpoint()
         if restored is None:  # a fresh start: nothing staged by an earlier run counts
             checkpoint.clear_stage(self.out_dir)
-        model, state = restored if restored else (build_sac(self.cfg, self.env_name, self.seed, device), OnlineState())
+        model, state = restored if restored else (build_sac(self.settings, self.seed, device), OnlineState())
         bar = self.progress_bar(self.total, model.num_timesteps, f"online {self.env_name}")
         t = state.timings
         for boundary in self.boundaries():

@@ -29,7 +29,13 @@ from typing import Any, ClassVar, TypeVar
 from replication.envspecs import resolve_spec
 from replication.plan import config
 from replication.plan.ledger import BudgetError, Ledger
-from replication.plan.schema import ConfigError, earlier_or_smaller, episode_steps
+from replication.plan.schema import (
+    ConfigError,
+    earlier_or_smaller,
+    episode_steps,
+    validation_checkpoints,
+    validation_costs,
+)
 from replication.plan.variants import finetune_entries
 from replication.plan.vocabulary import (
     OFFLINE_ALGOS,
@@ -37,6 +43,7 @@ from replication.plan.vocabulary import (
     finetune_pause_step,
     finetune_source,
     newdata_pause_step,
+    online_pauses,
 )
 
 SPARSE_FAILURE_REWARD = {("kitchen", "binary"): 0.0}  # (suite, reward mode) -> raw reward of a failed step
@@ -61,6 +68,49 @@ def mixing_rule(value: Any, key: str = "finetune.calql_mixing") -> str | float:
     if not 0.0 < fraction < 1.0:
         raise ConfigError(f"config key {key}: {value!r} is neither 'proportional' nor a number in (0, 1)")
     return fraction
+
+
+# ---- online SAC ------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class OnlineSettings:
+    """Online SAC on environment ``env``: its SB3 arguments and its run's schedule, resolved from the config."""
+
+    env: str
+    sac: dict[str, Any]  # online.<key> with the env's overrides: learning rate, batch, net_arch, ... (read only)
+    env_options: dict[str, Any]  # make_env's options of the env
+    total_steps: int  # budget.total_steps: the run's length and the replay buffer's capacity
+    pauses: tuple[int, ...]  # every pause the run keeps state at (recommendation, fine-tuning, newdata)
+    eval_interval: int  # evaluation.interval
+    validation_episodes: int  # validation.episodes per candidate snapshot
+    validation_candidates: int  # snapshots online validation can pay for at a pause
+    validation_charge: int  # env steps online validation charges at a pause
+
+    @property
+    def snapshot_interval(self) -> int:
+        return int(self.sac["snapshot_interval"])
+
+    @property
+    def checkpoint_interval(self) -> int:
+        return int(self.sac["checkpoint_interval"])
+
+
+def online_settings(cfg: dict[str, Any], env: str) -> OnlineSettings:
+    """The settings of online SAC on ``env``."""
+    total, v = cfg["budget"]["total_steps"], cfg["validation"]
+    episodes, steps = v["episodes"], episode_steps(cfg, env)
+    return OnlineSettings(
+        env=env,
+        sac=copy.deepcopy(config.online_params(cfg, env)),
+        env_options=config.env_options(cfg, env),
+        total_steps=total,
+        pauses=tuple(online_pauses(cfg)),
+        eval_interval=cfg["evaluation"]["interval"],
+        validation_episodes=episodes,
+        validation_candidates=validation_checkpoints(v["online_fraction"], total, episodes, steps),
+        validation_charge=validation_costs(cfg, env)[0],
+    )
 
 
 # ---- learners -------------------------------------------------------------------------------------
