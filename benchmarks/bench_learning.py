@@ -37,7 +37,7 @@ from replication.agents.evaluation import Evaluator
 from replication.agents.policies import sac_policy
 from replication.agents.rngs import isolated_rng
 from replication.envspecs import resolve_spec
-from replication.plan import config
+from replication.plan import config, workflow
 
 LOOPS = ("replication online", "bare SB3 SAC.learn")
 
@@ -236,7 +236,8 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     if args.from_run:
         ran = config.read_yaml(Path(args.from_run) / "config.yaml")
-        if any(ran[k] != cfg[k] for k in ("online", "budget", "evaluation", "env_options")):
+        mine, theirs = workflow.result_settings(cfg), workflow.result_settings(ran)  # resume checkpoints aside
+        if any(theirs[k] != mine[k] for k in ("online", "budget", "evaluation", "env_options")):
             raise SystemExit(f"{args.from_run} ran other SAC, budget or evaluation settings than {args.config}")
     curves, checks = [], {}
     with tempfile.TemporaryDirectory() as tmp:
