@@ -149,7 +149,7 @@ def _check_budget(cfg: dict[str, Any]) -> None:
     uses_newdata = "newdata" in cfg["offline"]["datasets"]
     newdata_pause = newdata_pause_step(cfg)
     if uses_newdata and (allowed := newdata_fractions(cfg)) is not None and newdata_pause not in pause_steps(cfg):
-        fits = [f for f in allowed if _newdata_fits(cfg, round(f * total))]
+        fits = [f for f in allowed if all(_newdata_spent(cfg, e, round(f * total)) <= total for e in cfg["envs"])]
         raise ConfigError(
             f"config key newdata.pause: {cfg['newdata']['pause']} is not one of budget.pause_fractions "
             f"{cfg['budget']['pause_fractions']}, and T2 compares the newdata datasets with the buffer at the "
@@ -158,7 +158,7 @@ def _check_budget(cfg: dict[str, Any]) -> None:
         )
     for env in cfg["envs"]:
         online_val, offline_val = validation_costs(cfg, env)
-        collected = newdata_pause + online_val + cfg["newdata"]["size"] + offline_val
+        collected = _newdata_spent(cfg, env, newdata_pause)
         if uses_newdata and collected > total:
             raise ConfigError(
                 f"config key newdata.pause: in {env}, the pause at {newdata_pause} env steps plus online validation "
@@ -176,10 +176,10 @@ def newdata_fractions(cfg: dict[str, Any]) -> list[float] | None:
     return list(cfg["budget"]["pause_fractions"]) if "buffer" in cfg["offline"]["datasets"] else None
 
 
-def _newdata_fits(cfg: dict[str, Any], pause: int) -> bool:
-    """Whether the newdata datasets, collected at ``pause``, fit the budget in every environment."""
-    size, total = cfg["newdata"]["size"], cfg["budget"]["total_steps"]
-    return all(pause + sum(validation_costs(cfg, env)) + size <= total for env in cfg["envs"])
+def _newdata_spent(cfg: dict[str, Any], env: str, pause: int) -> int:
+    """Env steps a newdata dataset of ``env`` collected at ``pause`` has spent: the pause, online
+    validation, the newdata steps and offline validation (it must fit in budget.total_steps)."""
+    return pause + sum(validation_costs(cfg, env)) + cfg["newdata"]["size"]
 
 
 def earlier_or_smaller(cfg: dict[str, Any], pause_key: str, pause: int, excess: int, newdata: bool = True) -> str:
