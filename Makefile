@@ -13,8 +13,9 @@ run: env
 	$(VENV)/bin/snakemake --cores $(CORES) --configfile $(CONFIG) --profile profiles/local
 
 # Tests run in parallel on every core (pytest-xdist), a module's tests on one worker (--dist loadscope):
-# the runs a module trains once (module-scoped fixtures) are trained once. The 15 slowest are listed.
-PYTEST = $(VENV)/bin/python -m pytest -n auto --dist loadscope --durations=15
+# the runs a module trains once (module-scoped fixtures) are trained once. Modules go out in the order
+# tests/conftest.py gives (the longest first). The 15 slowest are listed.
+PYTEST = $(VENV)/bin/python -m pytest -n auto --dist loadscope --no-loadscope-reorder --durations=15
 
 test: env
 	$(PYTEST)

@@ -14,6 +14,17 @@ if TYPE_CHECKING:
 
     from replication.analysis.selection import Expected
 
+# The modules that take longest, run first: under `--dist loadscope --no-loadscope-reorder` (the
+# Makefile's) a worker takes whole modules in this order, so the longest do not start last and
+# end the suite alone. test_workflow runs the workflow for real (kills, resumes, shards; ~6 min
+# on 2 cores), test_slurm mostly waits on SLURM's status polling.
+LONGEST_FIRST = ("test_workflow.py", "test_slurm.py", "test_sequential.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
+
 
 def tiny_config(envs: list[str], total_steps: int = 2000, **overrides: Any) -> dict[str, Any]:
     """A resolved config small enough for a test: short episodes, small nets, few evaluations."""

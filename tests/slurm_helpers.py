@@ -23,10 +23,12 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 UP_SH = REPO / "scripts" / "slurm" / "up.sh"
 DOWN_SH = REPO / "scripts" / "slurm" / "down.sh"
+SLURM_CONF = Path("/etc/slurm/slurm.conf")
 TEST_PROFILE = REPO / "profiles" / "slurm-test"
 
 # up.sh exit codes that mean "this machine cannot host the test cluster" (skip, not fail).
@@ -50,7 +52,8 @@ def local_slurm(scratch: Path, up_timeout_s: int = 600) -> Iterator[Path]:
 
     Raises SlurmUnavailable when up.sh reports that the machine cannot host it. down.sh always
     runs (it stops only daemons whose pid files up.sh recorded, so it is a no-op when SLURM was
-    already up before).
+    already up before), and must take away the config up.sh wrote for this scratch folder: left
+    behind, it makes every later Snakemake start wait 10 s (down.sh says why).
     """
     scratch.mkdir(parents=True, exist_ok=True)
     try:
@@ -64,6 +67,9 @@ def local_slurm(scratch: Path, up_timeout_s: int = 600) -> Iterator[Path]:
     finally:
         down = subprocess.run(["bash", str(DOWN_SH), str(scratch)], capture_output=True, text=True, timeout=120)
         sys.stderr.write(down.stderr[-4000:])
+        left = SLURM_CONF.is_file() and f"# Scratch folder: {scratch}\n" in SLURM_CONF.read_text()
+        if left and subprocess.run(["pgrep", "-x", "slurmctld"], capture_output=True).returncode != 0:
+            raise AssertionError(f"scripts/slurm/down.sh left {SLURM_CONF}, written for {scratch}, behind")
 
 
 @dataclass
@@ -133,26 +139,19 @@ def slurm_command(
 
 
 def run_workflow_on_slurm(
-    snakefile: Path,
-    configfile: Path | None,
-    targets: Sequence[str],
-    workdir: Path,
-    *,
-    profile: Path = TEST_PROFILE,
-    timeout_s: int = 900,
-    extra_args: Sequence[str] = (),
+    snakefile: Path, configfile: Path | None, targets: Sequence[str], workdir: Path, **options: Any
 ) -> SlurmRun:
     """Run `snakemake --profile <profile>` (SLURM executor) on `targets` in `workdir`.
 
-    The run is wrapped in `timeout -k 10 timeout_s` (Snakemake ignores SIGTERM while it believes
-    jobs run). Its output goes to workdir/snakemake-slurm-<n>.log (n = 1, 2, ... per call) and
-    into the result.
+    ``options``: those of :func:`slurm_command` (profile, timeout_s, extra_args). The run is wrapped in
+    `timeout -k 10 timeout_s` (Snakemake ignores SIGTERM while it believes jobs run). Its output goes
+    to workdir/snakemake-slurm-<n>.log (n = 1, 2, ... per call) and into the result.
     """
     workdir = Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     logdir = workdir / ".snakemake" / "slurm_logs"
     logs_before = set(logdir.rglob("*.log")) if logdir.exists() else set()
-    cmd, env = slurm_command(snakefile, configfile, targets, workdir, profile, timeout_s, extra_args)
+    cmd, env = slurm_command(snakefile, configfile, targets, workdir, **options)
     proc = subprocess.run(cmd, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     n = 1
     while (workdir / f"snakemake-slurm-{n}.log").exists():

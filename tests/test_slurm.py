@@ -22,8 +22,10 @@ import pytest
 
 try:
     from slurm_helpers import SlurmUnavailable, local_slurm, run_workflow_on_slurm, slurm_command
+    from test_workflow import TINY
 except ImportError:  # tests/ imported as a package
     from tests.slurm_helpers import SlurmUnavailable, local_slurm, run_workflow_on_slurm, slurm_command
+    from tests.test_workflow import TINY
 
 pytestmark = pytest.mark.slurm
 
@@ -149,29 +151,21 @@ def test_project_workflow_runs_on_slurm(slurm_cluster: Path, tmp_path: Path) -> 
 
 
 KILL_CONFIG = {
+    **TINY,
     "name": "slurmkill",
     "envs": ["hopper"],
-    "seeds": [0],
-    "device": "cpu",
-    "env_options": {"hopper": {"max_episode_steps": 50}},
+    "env_options": {"hopper": TINY["env_options"]["hopper"]},
     # long enough that a resumed online job still runs (some 10 s) when the workflow is started again
-    "budget": {"total_steps": 3000, "pause_fractions": [0.5, 1.0], "finetune_pause": 0.5},
-    "online": {
-        "learning_starts": 200,
-        "batch_size": 32,
-        "net_arch": [32, 32],
-        "snapshot_interval": 500,
-        "checkpoint_interval": 1500,  # the first checkpoint falls on the first pause
-    },
+    "budget": {**TINY["budget"], "total_steps": 3000},
+    # the first checkpoint falls on the first pause
+    "online": {**TINY["online"], "snapshot_interval": 500, "checkpoint_interval": 1500},
     "evaluation": {"interval": 500, "episodes": 1},
-    "validation": {"episodes": 1, "online_fraction": 0.1, "offline_fraction": 0.1},
     "offline": {
         "algos": ["iql"],
         "datasets": ["buffer"],
         "iql": {"gradient_steps": 300, "batch_size": 32, "hidden_units": [32, 32]},
     },
-    "finetune": {"methods": []},
-    "analysis": {"c4": {"enabled": False}, "c5": {"enabled": False}},
+    "videos": {"enabled": False},
 }
 
 

@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
 # Stop the local test SLURM that scripts/slurm/up.sh started with the same scratch folder:
 # cancel leftover jobs, then stop slurmd, slurmctld and munged -- only those whose pid files
-# up.sh recorded in SCRATCH/pids/ and that still run under that name. Nothing else is touched
-# (a SLURM that up.sh found already running is left alone). Safe to call twice.
+# up.sh recorded in SCRATCH/pids/ and that still run under that name, and remove the
+# /etc/slurm/slurm.conf that up.sh wrote for them. Nothing else is touched (a SLURM that up.sh
+# found already running is left alone). Safe to call twice.
+#
+# Why the config goes too: with SLURM's tools installed and a config naming a controller that is
+# down, every Snakemake start waits 10 s (its SLURM plugin runs `scontrol show config` on import,
+# and scontrol retries the controller); with no config scontrol fails at once.
 #
 #   scripts/slurm/down.sh [SCRATCH]      # or: LOCAL_SLURM_DIR=SCRATCH scripts/slurm/down.sh
 set -euo pipefail
@@ -40,8 +45,21 @@ stop() {  # stop NAME: SIGTERM, wait up to 15 s, then SIGKILL
     rm -f "$PIDS/$name.pid"
 }
 
+CONF=/etc/slurm/slurm.conf
+MARKER="# Written by scripts/slurm/up.sh (local single-node test cluster)."
+
+# remove_config: up.sh's config for this scratch folder, once no slurmctld runs on it.
+remove_config() {
+    [ -f "$CONF" ] && [ "$(head -n 1 "$CONF")" = "$MARKER" ] || return 0
+    grep -qxF "# Scratch folder: $SCRATCH" "$CONF" || return 0
+    pgrep -x slurmctld >/dev/null && return 0
+    rm -f "$CONF"
+    log "removed $CONF (written by up.sh for $SCRATCH)"
+}
+
 if [ ! -d "$PIDS" ]; then
     log "no $PIDS: nothing was started by up.sh with this scratch folder."
+    remove_config
     exit 0
 fi
 
@@ -64,4 +82,5 @@ stop slurmd
 stop slurmctld
 stop munged
 rmdir "$PIDS" 2>/dev/null || true
+remove_config
 log "done"
