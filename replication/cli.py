@@ -813,26 +813,56 @@ def _study(args: argparse.Namespace) -> int:
 
 
 def _add_batch_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("commands", nargs="+", help='whole command lines, each quoted: "offline --env ..."')
+    from replication.plan.workflow import BATCHED_RULES, CELL_RULE
+
+    parser.add_argument("commands", nargs="*", help='whole command lines, each quoted: "offline --env ..."')
+    parser.add_argument(
+        "--cell",
+        choices=(*BATCHED_RULES, CELL_RULE),
+        help="instead of commands: those the run's plan (--config) gives a batch job of the cell (--env, --seed): "
+        "its variants of this rule, or (cell) the whole cell",
+    )
+    parser.add_argument("--config", help="with --cell: the run's resolved config (results/<name>/config.yaml)")
+    parser.add_argument("--env", help="with --cell: the cell's environment")
+    parser.add_argument("--seed", type=int, help="with --cell: the cell's seed")
+    parser.add_argument("--print", action="store_true", help="print the command lines, run nothing")
+
+
+def _batch_commands(args: argparse.Namespace) -> list[str]:
+    """The command lines given, or (``--cell``) those of the batch job in the run's plan."""
+    if args.cell is None:
+        if not args.commands:
+            raise ValueError("give command lines, or --cell with --config, --env and --seed")
+        return list(args.commands)
+    if args.commands or None in (args.config, args.env, args.seed):
+        raise ValueError("--cell takes --config, --env and --seed, and no command lines")
+    from replication.plan import config
+    from replication.plan.plan import Plan
+
+    plan = Plan.build(config.load(args.config))
+    return [job.command_line() for job in plan.batch_jobs(args.cell, args.env, args.seed)]
 
 
 @command("batch", "run several training commands one after the other in one process", _add_batch_arguments)
 def _batch(args: argparse.Namespace) -> int:
     """The start-up (interpreter, imports, environments) is paid once; each command runs as it
     would on its own (every job seeds everything it uses), so the results are the same. Stops at
-    the first command that fails."""
+    the first command that fails. With ``--cell`` the commands come from the run's plan when the job
+    runs, so that a Snakemake rule need not hold them (see rules/batch.smk)."""
     import shlex
     import time
 
-    for i, line in enumerate(args.commands, 1):
+    commands = _batch_commands(args)
+    if args.print:
+        print("\n".join(commands))
+        return 0
+    for i, line in enumerate(commands, 1):
         argv = shlex.split(line)
         if not argv or argv[0] not in BATCH_COMMANDS:
             raise ValueError(f"batch command {i} is not one of {', '.join(BATCH_COMMANDS)}: {line!r}")
         start = time.perf_counter()
         status = main(argv)
-        print(
-            f"batch {i}/{len(args.commands)}: {argv[0]} done in {time.perf_counter() - start:.1f} s (status {status})"
-        )
+        print(f"batch {i}/{len(commands)}: {argv[0]} done in {time.perf_counter() - start:.1f} s (status {status})")
         if status:
             return status
     return 0

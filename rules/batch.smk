@@ -34,7 +34,7 @@ if BATCH["newdata"] and not PLAN.whole_cells:
         conda:
             ENVIRONMENT
         shell:
-            "replication batch {params.commands} > {log} 2>&1"
+            batch_shell("newdata")
 
 
 if BATCH["offline"] and not PLAN.whole_cells:
@@ -63,7 +63,7 @@ if BATCH["offline"] and not PLAN.whole_cells:
         conda:
             ENVIRONMENT
         shell:
-            "replication batch {params.commands} > {log} 2>&1"
+            batch_shell("offline")
 
 
 if BATCH["finetune"] and not PLAN.whole_cells:
@@ -91,7 +91,7 @@ if BATCH["finetune"] and not PLAN.whole_cells:
         conda:
             ENVIRONMENT
         shell:
-            "replication batch {params.commands} > {log} 2>&1"
+            batch_shell("finetune")
 
 
 if PLAN.whole_cells:
@@ -121,4 +121,4 @@ if PLAN.whole_cells:
         conda:
             ENVIRONMENT
         shell:
-            "replication batch {params.commands} > {log} 2>&1"
+            batch_shell("cell")

@@ -38,14 +38,21 @@ def job_arguments(rule):
     return lambda w: PLAN.job_for(rule, w.env, w.seed, variant(w)).command_line()
 
 
+# A batch job runs the command lines its cell's plan gives when it runs (`replication batch --cell`), and
+# holds as a param those of the plan without a claims cut: a rerun trigger that edits of the settings
+# change and a cut does not, so that narrowing `claims` (or a sequential study's next stage, which
+# plans only its open claims) reruns none of the cells that already ran more than the cut keeps.
+UNCUT_PLAN = PLAN if PLAN.claims is None else Plan.build({**CFG, "claims": None})
+
+
 def cell_commands(rule):
-    """A param: the quoted command lines of the cell's variants of ``rule`` (``cell``: of all the jobs of
-    its one job), for `replication batch`."""
+    """A param: the quoted command lines of the uncut plan's batch job of ``rule`` (``cell``: the whole cell)."""
+    return lambda w: " ".join(shlex.quote(job.command_line()) for job in UNCUT_PLAN.batch_jobs(rule, w.env, w.seed))
 
-    def jobs(w):
-        return PLAN.whole_cell_jobs(w.env, w.seed) if rule == "cell" else PLAN.cell_jobs(rule, w.env, w.seed)
 
-    return lambda w: " ".join(shlex.quote(job.command_line()) for job in jobs(w))
+def batch_shell(rule):
+    """The shell command of a batch job of ``rule``."""
+    return f"replication batch --cell {rule} --config {CONFIG_FILE} --env {{wildcards.env}} --seed {{wildcards.seed}} > {{log}} 2>&1"
 
 
 def offline_data(wildcards):

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from replication import cli
 from replication.plan import config, vocabulary, workflow
@@ -102,16 +103,33 @@ def expected_shells(plan: Plan) -> dict[str, str]:
     """The shell command of every job the plan makes: its own command line, or its cell's batch."""
     out: dict[str, str] = {}
     for job in (*plan.jobs, *plan.controls):
-        if job.in_cell:
-            cell = plan.whole_cell_jobs(job.job.env, job.job.seed)
-            out[job.log] = f"replication batch {' '.join(shlex.quote(j.command_line()) for j in cell)} > {job.log} 2>&1"
-        elif not job.batched:
-            out[job.log] = f"replication {job.command_line()} > {job.log} 2>&1"
+        env, seed = job.job.env, job.job.seed
+        if job.in_cell or job.batched:
+            rule = workflow.CELL_RULE if job.in_cell else job.job.rule
+            cell = f"--cell {rule} --config {plan.layout.config_file} --env {env} --seed {seed}"
+            out[job.log] = f"replication batch {cell} > {job.log} 2>&1"
         else:
-            cell = plan.cell_jobs(job.job.rule, job.job.env, job.job.seed)
-            batch = " ".join(shlex.quote(j.command_line()) for j in cell)
-            out[job.log] = f"replication batch {batch} > {job.log} 2>&1"
+            out[job.log] = f"replication {job.command_line()} > {job.log} 2>&1"
     return out
+
+
+def test_a_batch_job_runs_the_command_lines_its_cell_has_in_the_plan(tmp_path, capsys):
+    """`replication batch --cell RULE` (the shell of every batch job) lists the plan's command lines of
+    that cell's job, read from the run's config when it runs; with claims, those the cut keeps."""
+    for name, claims in (("config", None), ("ci", None), ("ci", ["C3"])):
+        cfg = load(name) if claims is None else load(name, claims=claims)
+        configfile = tmp_path / f"{name}-{claims}.yaml"
+        configfile.write_text(yaml.safe_dump(cfg))
+        plan = Plan.build(cfg)
+        rules = [workflow.CELL_RULE] if plan.whole_cells else [r for r in workflow.BATCHED_RULES if plan.batches[r]]
+        assert rules
+        for rule in rules:
+            jobs = plan.batch_jobs(rule, cfg["envs"][0], cfg["seeds"][-1])
+            args = ["batch", "--cell", rule, "--config", str(configfile), "--env", cfg["envs"][0]]
+            assert cli.main([*args, "--seed", str(cfg["seeds"][-1]), "--print"]) == 0
+            assert capsys.readouterr().out.splitlines() == [job.command_line() for job in jobs]
+    assert cli.main(["batch", "--cell", "offline", "--env", "hopper", "--seed", "0"]) == 1
+    assert "--cell takes --config, --env and --seed" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("name", ["paper", "config"])

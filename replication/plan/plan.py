@@ -140,6 +140,11 @@ class Plan:
         """The jobs one batch job of a cell runs, in order (``batch_jobs``)."""
         return [self.job_for(rule, env, seed, variant) for variant in self.batches.get(rule, ())]
 
+    def batch_jobs(self, rule: str, env: str, seed: int | str) -> list[PlannedJob]:
+        """The jobs a batch job runs (``replication batch --cell``): a cell's variants of ``rule``, or
+        (``cell``) its whole cell."""
+        return self.whole_cell_jobs(env, seed) if rule == workflow.CELL_RULE else self.cell_jobs(rule, env, seed)
+
     def whole_cell_jobs(self, env: str, seed: int | str) -> list[PlannedJob]:
         """The jobs a cell's one job runs, in order (``batch_jobs: cell``): online, C1's control, then
         each batched stage's variants; each later command reads what an earlier one wrote."""

@@ -234,6 +234,7 @@ BATCHED_RULES = ("newdata", "offline", "finetune")
 # batch_jobs: cell: one job per cell of envs runs its online run, C1's control and its batched stages,
 # in this order, in one process (the start-up of five jobs paid once)
 CELL_RULES = ("online", "control", *BATCHED_RULES)
+CELL_RULE = "cell"  # the rule of that one job
 
 
 def cell_batches(cfg: dict[str, Any]) -> dict[str, list[str]]:
