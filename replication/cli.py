@@ -21,6 +21,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from replication.analysis.calibration import Simulation
 from collections.abc import Callable, Sequence
 
 from replication.plan.vocabulary import FIGURES, FINETUNE_METHODS, TABLES
@@ -734,27 +738,24 @@ def _calibrate(args: argparse.Namespace) -> int:
         return _calibrate_sequential(args)
     if not args.scenario or len(args.scenario) != 1:
         raise SystemExit("replication calibrate: the fixed design takes one --scenario")
-    result = calibration.calibrate(
-        args.scenario[0],
-        args.sims,
-        args.seeds,
-        args.envs,
-        args.sigma,
-        seed=args.seed,
-        reps=args.reps,
-        min_seeds=args.min_seeds,
-        noise=args.noise,
-        drawdown=args.drawdown,
-    )
+    result = calibration.calibrate(args.scenario[0], args.sims, args.seeds, _simulation(args, args.min_seeds))
     text = calibration.to_json(result) if args.format == "json" else calibration.to_markdown(result)
     print(text.rstrip("\n"))
     return 0
 
 
-def _sequential_chunk(scenario: str, sims: int, seed: int, **kwargs: object) -> dict:
+def _simulation(args: argparse.Namespace, min_seeds: int | None, seed: int | None = None) -> Simulation:
+    """The simulated studies' settings (``calibration.Simulation``) from the command line."""
     from replication.analysis import calibration
 
-    return calibration.calibrate_sequential(scenario, sims, seed=seed, **kwargs)
+    envs, seed = tuple(args.envs) if args.envs else None, args.seed if seed is None else seed
+    return calibration.Simulation(envs, args.sigma, args.noise, args.drawdown, args.reps, min_seeds, seed)
+
+
+def _sequential_chunk(scenario: str, sims: int, seed: int, design: Any, args: argparse.Namespace) -> dict:
+    from replication.analysis import calibration
+
+    return calibration.calibrate_sequential(scenario, sims, design, _simulation(args, None, seed))
 
 
 def _calibrate_sequential(args: argparse.Namespace) -> int:
@@ -769,15 +770,7 @@ def _calibrate_sequential(args: argparse.Namespace) -> int:
     design = sequential.Design(args.initial, args.step, args.max, args.min_seeds, weights)
     if problem := sequential.check(design.as_dict(), claims.min_seeds()):
         raise SystemExit(f"replication calibrate: {problem}")
-    run = functools.partial(
-        _sequential_chunk,
-        design=design,
-        envs=args.envs,
-        sigma=args.sigma,
-        reps=args.reps,
-        noise=args.noise,
-        drawdown=args.drawdown,
-    )
+    run = functools.partial(_sequential_chunk, design=design, args=args)
     scenarios = args.scenario or list(calibration.SCENARIOS)
     jobs = max(1, min(args.jobs, args.sims))
     sizes = [args.sims // jobs + (i < args.sims % jobs) for i in range(jobs)]

@@ -236,10 +236,8 @@ def test_categorical_labels_give_the_same_verdicts(scenario) -> None:
 
 def test_sequential_calibration_reports_error_power_seeds_and_cost() -> None:
     design = sequential.Design(3, 2, 5)
-    runs = [
-        calibration.calibrate_sequential(s, 2, design, ["hopper", "kitchen", "sawyer-push"], min_seeds=2, reps=100)
-        for s in calibration.SCENARIOS
-    ]
+    sim = calibration.Simulation(("hopper", "kitchen", "sawyer-push"), min_seeds=2, reps=100)
+    runs = [calibration.calibrate_sequential(s, 2, design, sim) for s in calibration.SCENARIOS]
     for r in runs:
         assert r["looks"] == [3, 5] and r["grid_gpu_hours_per_seed"] > 0
         per_seed = r["grid_gpu_hours_per_seed"]  # the first stage runs the whole grid, later ones at most that

@@ -59,8 +59,13 @@ TINY = {
 }
 
 
+def snakemake_command(workdir: Path, *args: str) -> list[str]:
+    """Snakemake on the project's Snakefile in ``workdir``, on 2 cores, with ``args``."""
+    return [*SNAKEMAKE, "--directory", str(workdir), "--cores", "2", *args]
+
+
 def snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 900) -> subprocess.CompletedProcess:
-    cmd = [*SNAKEMAKE, "--directory", str(workdir), "--cores", "2", *args]
+    cmd = snakemake_command(workdir, *args)
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     if check and result.returncode != 0:
         raise AssertionError(f"snakemake failed ({result.returncode}):\n{result.stderr[-4000:]}")
@@ -240,7 +245,7 @@ def test_rerun_after_interrupt_keeps_finished_cells(tiny_run, tmp_path):
     first = tmp_path / "first.log"
     with first.open("w") as out:
         proc = subprocess.Popen(
-            [*SNAKEMAKE, "--directory", str(tmp_path), "--cores", "2", *rerun_args],
+            snakemake_command(tmp_path, *rerun_args),
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -264,17 +269,7 @@ def test_rerun_after_interrupt_keeps_finished_cells(tiny_run, tmp_path):
 
 def readme_command(workdir: Path, configfile: Path) -> list[str]:
     """The README's command (`snakemake --profile profiles/local --configfile ...`), run in ``workdir``."""
-    return [
-        *SNAKEMAKE,
-        "--directory",
-        str(workdir),
-        "--profile",
-        str(ROOT / "profiles" / "local"),
-        "--configfile",
-        str(configfile),
-        "--cores",
-        "2",
-    ]
+    return snakemake_command(workdir, "--profile", str(ROOT / "profiles" / "local"), "--configfile", str(configfile))
 
 
 def wait_until_gone(pgid: int, timeout: float = 60) -> None:

@@ -386,6 +386,22 @@ def _recommendations(
                          selection="offline", **common)  # fmt: skip
 
 
+@dataclasses.dataclass(frozen=True)
+class Simulation:
+    """How a calibration's simulated studies are drawn and scored: their environments (``None``: the
+    paper profile's), noise scale, model and drawdown (as in :func:`synthetic_results`), the bootstrap's
+    replications, the scorecard's ``min_seeds`` (``None``: the claims file's, to see what fewer seeds
+    would give) and the random seed."""
+
+    envs: Sequence[str] | None = None
+    sigma: float = 0.1
+    noise: str = "gaussian"
+    drawdown: float | None = None
+    reps: int = 1000
+    min_seeds: int | None = None
+    seed: int = 0
+
+
 def _claims(*minimums: int | None) -> dict[str, Any]:
     """The claims file, its ``min_seeds`` replaced by the last of ``minimums`` that is set."""
     claims = scorecard.load_claims()
@@ -395,49 +411,31 @@ def _claims(*minimums: int | None) -> dict[str, Any]:
     return claims
 
 
-def _settings(
-    cfg: dict[str, Any], claims: dict[str, Any], sigma: float, noise: str, drawdown: float | None
-) -> dict[str, Any]:
+def _settings(cfg: dict[str, Any], claims: dict[str, Any], sim: Simulation) -> dict[str, Any]:
     """What a calibration's report states of the simulated studies it ran."""
     return {
         "envs": list(cfg["envs"]),
-        "sigma": sigma,
-        "noise": noise,
-        "drawdown": default_drawdown(noise) if drawdown is None else drawdown,
+        "sigma": sim.sigma,
+        "noise": sim.noise,
+        "drawdown": default_drawdown(sim.noise) if sim.drawdown is None else sim.drawdown,
         "min_seeds": int(claims.get("min_seeds", 2)),
     }
 
 
-def calibrate(
-    scenario: str,
-    sims: int,
-    seeds: int,
-    envs: Sequence[str] | None = None,
-    sigma: float = 0.1,
-    *,
-    seed: int = 0,
-    reps: int = 1000,
-    min_seeds: int | None = None,
-    noise: str = "gaussian",
-    drawdown: float | None = None,
-) -> dict[str, Any]:
-    """Share of each verdict per claim test over ``sims`` simulated studies.
-
-    ``min_seeds`` overrides the claims file's (to see what fewer seeds would give); ``noise`` and
-    ``drawdown`` as in :func:`synthetic_results`.
-    """
+def calibrate(scenario: str, sims: int, seeds: int, sim: Simulation = Simulation()) -> dict[str, Any]:
+    """Share of each verdict per claim test over ``sims`` simulated studies of ``seeds`` seeds."""
     if sims < 1 or seeds < 1:
         raise ValueError(f"sims and seeds must be positive, got sims={sims}, seeds={seeds}")
-    cfg = calibration_config(envs, seeds)
-    claims = _claims(min_seeds)
-    rng = np.random.default_rng(seed)
+    cfg = calibration_config(sim.envs, seeds)
+    claims = _claims(sim.min_seeds)
+    rng = np.random.default_rng(sim.seed)
     counts: dict[str, dict[str, int]] = {}
     roles: dict[str, str] = {}
     for _ in range(sims):
         df, expected = synthetic_results(
-            cfg, scenario, sigma, rng, float(claims.get("margin", 0.05)), drawdown=drawdown, noise=noise
+            cfg, scenario, sim.sigma, rng, float(claims.get("margin", 0.05)), drawdown=sim.drawdown, noise=sim.noise
         )
-        table = scorecard.evaluate_claims(df, expected, claims, reps=reps, seed=int(rng.integers(2**31)))
+        table = scorecard.evaluate_claims(df, expected, claims, reps=sim.reps, seed=int(rng.integers(2**31)))
         for test, role, verdict in table[["test", "role", "verdict"]].itertuples(index=False):
             roles[test] = role
             tally = counts.setdefault(test, dict.fromkeys(VERDICT_KEYS.values(), 0))
@@ -447,7 +445,7 @@ def calibrate(
         "scenario": scenario,
         "sims": sims,
         "seeds": seeds,
-        **_settings(cfg, claims, sigma, noise, drawdown),
+        **_settings(cfg, claims, sim),
         "effects": EFFECTS if scenario == "effect" else CONTRARY if scenario == "contrary" else {},
         "roles": roles,
         "tests": tests,
@@ -587,19 +585,7 @@ def _one_sequential_study(
     return {t: (verdicts[t], ended[t]) for t in verdicts}, gpu
 
 
-def calibrate_sequential(
-    scenario: str,
-    sims: int,
-    design: Any,
-    envs: Sequence[str] | None = None,
-    sigma: float = 0.1,
-    *,
-    seed: int = 0,
-    reps: int = 1000,
-    min_seeds: int | None = None,
-    noise: str = "gaussian",
-    drawdown: float | None = None,
-) -> dict[str, Any]:
+def calibrate_sequential(scenario: str, sims: int, design: Any, sim: Simulation = Simulation()) -> dict[str, Any]:
     """The sequential design (``design``: :class:`replication.plan.sequential.Design`) against the fixed
     design at each of its looks, on the same ``sims`` simulated studies of ``design.max`` seeds.
 
@@ -608,25 +594,27 @@ def calibrate_sequential(
     number of seeds (under ``null`` and ``contrary`` only at the most seeds); per run, the expected GPU-hours
     of the sequential design (each stage pays its new seeds of the cells its open tests read, supporting
     tests of open claims included, as a real run plans them) and of the fixed design per seed. The minimum
-    of seeds is the design's ``min_seeds``, else ``min_seeds``, else the claims file's, for both designs.
+    of seeds is the design's ``min_seeds``, else ``sim.min_seeds``, else the claims file's, for both designs.
     """
     from replication.plan import sequential
 
-    cfg = calibration_config(envs, design.max)
-    claims = _claims(min_seeds, design.min_seeds)
+    cfg = calibration_config(sim.envs, design.max)
+    claims = _claims(sim.min_seeds, design.min_seeds)
     base = float(claims.get("bootstrap", {}).get("confidence", 0.95))
     fixed_claims = _at_confidence(_decisive(claims), base)
     cost = _StageCost(cfg)
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(sim.seed)
     tally = _SequentialTally(design.looks)
     for _ in range(sims):
-        df, _ = synthetic_results(cfg, scenario, sigma, rng, float(claims.get("margin", 0.05)), drawdown, noise)
+        df, _ = synthetic_results(
+            cfg, scenario, sim.sigma, rng, float(claims.get("margin", 0.05)), sim.drawdown, sim.noise
+        )
         df = compact(df)
         boot_seed = int(rng.integers(2**31))
         for n in design.looks if scenario == "effect" else design.looks[-1:]:  # power at every look, errors at max
-            for test, verdict in _verdicts(df, cfg, n, fixed_claims, reps, boot_seed).items():
+            for test, verdict in _verdicts(df, cfg, n, fixed_claims, sim.reps, boot_seed).items():
                 tally.add(tally.fixed.setdefault(n, {}), test, verdict == scorecard.REPRODUCED)
-        ends, gpu = _one_sequential_study(df, cfg, claims, design, reps, boot_seed, cost)
+        ends, gpu = _one_sequential_study(df, cfg, claims, design, sim.reps, boot_seed, cost)
         tally.run_gpu.append(gpu)
         tally.run_seeds.append(max(n for _, n in ends.values()))
         for test, (verdict, n) in ends.items():
@@ -640,7 +628,7 @@ def calibrate_sequential(
         "looks": list(design.looks),
         "look_confidence": [design.confidence(base, k) for k in range(1, len(design.looks) + 1)],
         "sims": sims,
-        **_settings(cfg, claims, sigma, noise, drawdown),
+        **_settings(cfg, claims, sim),
         "tests": {t: tally.shares(t, sims) for t in tally.verdicts},
         "expected_gpu_hours": round(float(np.mean(tally.run_gpu)), 1),
         "expected_run_seeds": round(float(np.mean(tally.run_seeds)), 3),
