@@ -598,15 +598,20 @@ def _add_configfile_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--configfile", default="config/config.yaml", help="run config (default: config/config.yaml)")
 
 
-def _add_check_config_arguments(parser: argparse.ArgumentParser) -> None:
-    _add_configfile_arguments(parser)
+def _add_overrides_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config",
-        nargs="+",
+        nargs="*",
         default=[],
         metavar="KEY=VALUE",
-        help="overrides on top of the file, as Snakemake's --config: videos='{\"enabled\": true}'",
+        help="overrides on top of the config file, as Snakemake's --config: claims='[C3]' "
+        "videos='{\"enabled\": true}' (values are YAML; here a dotted key nests too: videos.enabled=true)",
     )
+
+
+def _add_check_config_arguments(parser: argparse.ArgumentParser) -> None:
+    _add_configfile_arguments(parser)
+    _add_overrides_argument(parser)
 
 
 @command("check-config", "validate a run config and print its grid", _add_check_config_arguments)
@@ -650,37 +655,15 @@ def format_grid(cfg: dict, planned: list | None = None) -> str:
 def _add_estimate_arguments(parser: argparse.ArgumentParser) -> None:
     _add_configfile_arguments(parser)
     parser.add_argument("--cores", type=int, default=1, help="cores (or GPUs) running jobs in parallel")
-    parser.add_argument(
-        "--config",
-        nargs="*",
-        default=[],
-        metavar="KEY=VALUE",
-        help="overrides on top of the config file, as snakemake's: claims='[C3]' (values are YAML; dotted keys nest)",
-    )
-
-
-def config_overrides(items: Sequence[str]) -> dict:
-    """``--config key=value`` items as a nested mapping (``a.b=1`` -> ``{"a": {"b": 1}}``; values are YAML)."""
-    import yaml
-
-    out: dict = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--config {item!r}: expected KEY=VALUE, e.g. claims='[C3]'")
-        *parents, last = key.split(".")
-        node = out
-        for name in parents:
-            node = node.setdefault(name, {})
-        node[last] = yaml.safe_load(value)
-    return out
+    _add_overrides_argument(parser)
 
 
 @command("estimate", "print what a config will cost: jobs, env steps, gradient steps, hours", _add_estimate_arguments)
 def _estimate(args: argparse.Namespace) -> int:
+    from replication.plan import config
     from replication.plan.estimate import load_and_format
 
-    print(load_and_format(args.configfile, args.cores, config_overrides(args.config)))
+    print(load_and_format(args.configfile, args.cores, config.parse_overrides(args.config)))
     return 0
 
 

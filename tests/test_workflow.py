@@ -479,6 +479,12 @@ def test_a_structured_config_value_on_the_command_line_is_typed(tmp_path):
     assert config.command_line_overrides({"videos": {"enabled": "true", "fps": "10", "size": ["64", "48"]}}) == {
         "videos": {"enabled": True, "fps": 10, "size": [64, 48]}
     }
+    # a dotted key nests (check-config and estimate; Snakemake itself takes top-level keys only)
+    assert config.parse_overrides(["videos.enabled=true", "videos.fps=10", "offline.iql.gradient_steps=5"]) == {
+        "videos": {"enabled": True, "fps": 10},
+        "offline": {"iql": {"gradient_steps": 5}},
+    }
+    assert cli.main([*args, "videos.fps=12"]) == 0
     assert config.parse_overrides(['videos={"enabled": true}', "seeds=[0, 1]"]) == {
         "videos": {"enabled": True},
         "seeds": [0, 1],

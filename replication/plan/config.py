@@ -101,16 +101,20 @@ def command_line_overrides(entries: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def parse_overrides(entries: Sequence[str]) -> dict[str, Any]:
-    """``KEY=VALUE`` entries (as Snakemake's ``--config``), each VALUE read as YAML: ``videos={enabled: true}``."""
+    """``KEY=VALUE`` entries (as Snakemake's ``--config``), each VALUE read as YAML, as one nested mapping:
+    ``videos={enabled: true}``; a dotted KEY nests (``videos.enabled=true``), which Snakemake does not."""
     out: dict[str, Any] = {}
     for entry in entries:
         key, sep, value = entry.partition("=")
         if not sep or not key:
             raise ValueError(f"--config {entry!r}: give KEY=VALUE, e.g. videos='{{\"enabled\": true}}'")
         try:
-            out = deep_merge(out, {key: yaml.safe_load(value)})
+            item: Any = yaml.safe_load(value)
         except yaml.YAMLError as error:
             raise ValueError(f"--config {entry!r}: the value is not YAML ({error.__class__.__name__})") from None
+        for name in reversed(key.split(".")):
+            item = {name: item}
+        out = deep_merge(out, item)
     return out
 
 
