@@ -21,13 +21,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
+
+from replication.plan.vocabulary import FIGURES, FINETUNE_METHODS, TABLES
 
 if TYPE_CHECKING:
     from replication.analysis.calibration import Simulation
-from collections.abc import Callable, Sequence
-
-from replication.plan.vocabulary import FIGURES, FINETUNE_METHODS, TABLES
 
 AddArguments = Callable[[argparse.ArgumentParser], None]
 Run = Callable[[argparse.Namespace], int]
@@ -727,18 +727,18 @@ def _calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _simulation(args: argparse.Namespace, min_seeds: int | None, seed: int | None = None) -> Simulation:
+def _simulation(args: argparse.Namespace, min_seeds: int | None) -> Simulation:
     """The simulated studies' settings (``calibration.Simulation``) from the command line."""
     from replication.analysis import calibration
 
-    envs, seed = tuple(args.envs) if args.envs else None, args.seed if seed is None else seed
-    return calibration.Simulation(envs, args.sigma, args.noise, args.drawdown, args.reps, min_seeds, seed)
+    envs = tuple(args.envs) if args.envs else None
+    return calibration.Simulation(envs, args.sigma, args.noise, args.drawdown, args.reps, min_seeds, args.seed)
 
 
-def _sequential_chunk(scenario: str, sims: int, seed: int, design: Any, args: argparse.Namespace) -> dict:
+def _sequential_chunk(scenario: str, sims: int, seed: int, design: Any, sim: Simulation) -> dict:
     from replication.analysis import calibration
 
-    return calibration.calibrate_sequential(scenario, sims, design, _simulation(args, None, seed))
+    return calibration.calibrate_sequential(scenario, sims, design, dataclasses.replace(sim, seed=seed))
 
 
 def _calibrate_sequential(args: argparse.Namespace) -> int:
@@ -753,7 +753,8 @@ def _calibrate_sequential(args: argparse.Namespace) -> int:
     design = sequential.Design(args.initial, args.step, args.max, args.min_seeds, weights)
     if problem := sequential.check(design.as_dict(), claims.min_seeds()):
         raise SystemExit(f"replication calibrate: {problem}")
-    run = functools.partial(_sequential_chunk, design=design, args=args)
+    # the design's min_seeds (else the claims file's) decides; chunks differ in their seed
+    run = functools.partial(_sequential_chunk, design=design, sim=_simulation(args, None))
     scenarios = args.scenario or list(calibration.SCENARIOS)
     jobs = max(1, min(args.jobs, args.sims))
     sizes = [args.sims // jobs + (i < args.sims % jobs) for i in range(jobs)]

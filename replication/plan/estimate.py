@@ -22,7 +22,7 @@ from replication.plan.schema import episode_steps, validation_checkpoints, valid
 from replication.plan.settings import settings_of
 from replication.plan.variants import finetune_ledger
 from replication.plan.vocabulary import finetune_source
-from replication.plan.workflow import Job, cell_dir, extended_steps, jobs, parse_cell
+from replication.plan.workflow import CELL_RULE, Job, cell_dir, extended_steps, jobs, parse_cell
 
 # Built-in throughput at 256x256, batch 256, one CPU thread (docs/protocol.md section 3).
 GRADIENT_STEPS_PER_SECOND = {"sac": 103.0, "iql": 69.4, "cql": 13.7, "calql": 14.3, "pex": 55.0}
@@ -222,7 +222,7 @@ def estimate(cfg: dict[str, Any], grid: Sequence[Job] | None = None) -> tuple[di
         stages.setdefault(c.job.rule, StageCost()).add(c)
         if c.starts_job and c.job.in_cell_job(cfg):  # batch_jobs: cell: the job is counted as a cell's
             stages[c.job.rule].jobs -= 1
-            stages.setdefault("cell", StageCost()).jobs += 1
+            stages.setdefault(CELL_RULE, StageCost()).jobs += 1
     return stages, source
 
 

@@ -192,7 +192,7 @@ class Plan:
             and (batched or job.rule == "online" or (job.rule == "control" and self.cell_control))
         )
         # the job that runs it: its cell's one job, its cell's batch job of the stage, or its own
-        rule, runner = ("cell", "") if whole else (job.rule, "cell" if batched else job.variant)
+        rule, runner = (workflow.CELL_RULE, "") if whole else (job.rule, "cell" if batched else job.variant)
         pauses = self.online_pauses if job.rule == "online" else ()
         return PlannedJob(
             job=job,

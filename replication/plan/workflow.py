@@ -144,7 +144,7 @@ class Job:
     def benchmark(self, cfg: dict[str, Any]) -> Path:
         """The Snakemake benchmark file of the job that runs this one (wall time, memory, CPU time)."""
         if self.in_cell_job(cfg):
-            return Path(layout(cfg).benchmark("cell", self.env, self.seed))
+            return Path(layout(cfg).benchmark(CELL_RULE, self.env, self.seed))
         variant = "cell" if self.batched(cfg) else self.variant
         return Path(layout(cfg).benchmark(self.rule, self.env, self.seed, variant))
 
@@ -296,11 +296,11 @@ def stage_counts(cfg: dict[str, Any], planned: Sequence[Job] | None = None) -> d
     processes: dict[str, set[Path]] = {}
     variants: dict[str, int] = {}
     for job in jobs(cfg) if planned is None else planned:
-        processes.setdefault("cell" if job.in_cell_job(cfg) else job.rule, set()).add(job.benchmark(cfg))
+        processes.setdefault(CELL_RULE if job.in_cell_job(cfg) else job.rule, set()).add(job.benchmark(cfg))
         variants[job.rule] = variants.get(job.rule, 0) + 1
     out = {rule: (len(processes.get(rule, ())), n) for rule, n in variants.items()}
-    if "cell" in processes:  # batch_jobs: cell; its variants are counted in their stages
-        out["cell"] = (len(processes["cell"]), 0)
+    if CELL_RULE in processes:  # batch_jobs: cell; its variants are counted in their stages
+        out[CELL_RULE] = (len(processes[CELL_RULE]), 0)
     return out
 
 
