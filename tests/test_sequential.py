@@ -289,7 +289,8 @@ def test_a_sequential_run_killed_in_its_second_stage_resumes_with_the_same_comma
         from tests.test_workflow import TINY
 
     tiny = {**TINY, "name": "seq", "envs": ["hopper"], "seeds": dict(DESIGN), "videos": {"enabled": False}}
-    tiny["batch_jobs"] = "cell"  # one job per cell: the stages are what this test is about
+    # one job per cell: fewer processes, and the layout whose cell jobs stage 2's claims cut must not rerun
+    tiny["batch_jobs"] = "cell"
     (tmp_path / "seq.yaml").write_text(yaml.safe_dump(tiny))
     command = [sys.executable, "-m", "replication", "study", "--snakefile", str(ROOT / "Snakefile"),
                "--directory", str(tmp_path), "--profile", str(ROOT / "profiles" / "local"),
