@@ -595,7 +595,12 @@ def _gpu_check(args: argparse.Namespace) -> int:
 
 
 def _add_configfile_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--configfile", default="config/config.yaml", help="run config (default: config/config.yaml)")
+    parser.add_argument(
+        "--configfile",
+        nargs="+",
+        default=["config/config.yaml"],
+        help="run config (default: config/config.yaml); several files merge in order, as Snakemake's",
+    )
 
 
 def _add_overrides_argument(parser: argparse.ArgumentParser) -> None:
@@ -621,7 +626,7 @@ def _check_config(args: argparse.Namespace) -> int:
 
     cfg = config.load(args.configfile, config.parse_overrides(args.config))
     plan = Plan.build(cfg)  # the checks of planning every job (analysis C4's extension), as the workflow does
-    print(f"{args.configfile}: valid; results under {workflow.results_dir(cfg)}/")
+    print(f"{' '.join(args.configfile)}: valid; results under {workflow.results_dir(cfg)}/")
     print(format_grid(cfg, plan.grid()))
     return 0
 

@@ -491,6 +491,26 @@ def test_a_structured_config_value_on_the_command_line_is_typed(tmp_path):
     }
 
 
+def test_several_config_files_merge_as_snakemake_merges_them(tmp_path, capsys):
+    """check-config and estimate take --configfile A B as Snakemake does: B merged over A key by key
+    (a nested section keeps A's other keys), the config Snakemake writes for the run is the one they read."""
+    from replication import cli
+
+    overlay = tmp_path / "overlay.yaml"
+    overlay.write_text(yaml.safe_dump({"name": "ci-overlay", "seeds": [3], "online": {"checkpoint_interval": 77}}))
+    files = [str(ROOT / "config" / "ci.yaml"), str(overlay)]
+    snakemake(tmp_path, "-n", "--configfile", *files)
+    written = yaml.safe_load((tmp_path / "results" / "ci-overlay" / "config.yaml").read_text())
+    merged = config.load(files)
+    assert merged == written
+    assert merged["seeds"] == [3] and merged["online"]["checkpoint_interval"] == 77
+    assert merged["online"]["snapshot_interval"] == config.load(files[0])["online"]["snapshot_interval"]
+    assert cli.main(["check-config", "--configfile", *files]) == 0
+    assert "results under results/ci-overlay/" in capsys.readouterr().out
+    assert cli.main(["estimate", "--configfile", *files, "--config", "seeds=[3, 4]"]) == 0
+    assert "environments x 2 seeds" in capsys.readouterr().out  # the override on top of both files
+
+
 def _run_tiny(workdir: Path, **overrides) -> Path:
     workdir.mkdir(parents=True)
     configfile = workdir / "tiny.yaml"

@@ -70,11 +70,17 @@ def resolve_stage(cfg: dict[str, Any]) -> dict[str, Any]:
     return sequential.stage_config(cfg, sequential.read_state(results_dir(cfg)), claims.load())
 
 
-def load(path: Path | str | None = None, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+def load(
+    path: Path | str | Sequence[Path | str] | None = None, overrides: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """The package's one config loader: read and resolve the config file at ``path`` (``None``: the
-    paper profile, ``config/defaults.yaml`` alone), with the command line's ``overrides``
-    (:func:`parse_overrides`) on top. Every command, job and analysis reads its config here."""
-    user = read_yaml(path) if path else {}
+    paper profile, ``config/defaults.yaml`` alone; several files: each merged over the one before, as
+    Snakemake's ``--configfile A B``), with the command line's ``overrides`` (:func:`parse_overrides`)
+    on top. Every command, job and analysis reads its config here."""
+    paths = [] if path is None else [path] if isinstance(path, (str, Path)) else list(path)
+    user: dict[str, Any] = {}
+    for each in paths:
+        user = deep_merge(user, read_yaml(each))
     return resolve(deep_merge(user, overrides or {}))
 
 

@@ -389,6 +389,8 @@ def format_disk(cfg: dict[str, Any], cores: int = 1, grid: Sequence[Job] | None 
     return "\n".join(lines)
 
 
-def load_and_format(path: Path | str, cores: int, overrides: dict[str, Any] | None = None) -> str:
-    """The estimate of the config file at ``path`` with ``overrides`` (``--config key=value``) on top."""
-    return format_estimate(config.resolve(config.deep_merge(config.read_yaml(path), overrides or {})), cores)
+def load_and_format(
+    path: Path | str | Sequence[Path | str], cores: int, overrides: dict[str, Any] | None = None
+) -> str:
+    """The estimate of the config file(s) at ``path`` with ``overrides`` (``--config key=value``) on top."""
+    return format_estimate(config.load(path, overrides), cores)
