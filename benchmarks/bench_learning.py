@@ -37,6 +37,7 @@ from replication.agents.evaluation import Evaluator
 from replication.agents.policies import sac_policy
 from replication.agents.rngs import isolated_rng
 from replication.envspecs import resolve_spec
+from replication.imports import import_gym_quietly
 from replication.plan import config, workflow
 
 LOOPS = ("replication online", "bare SB3 SAC.learn")
@@ -44,8 +45,9 @@ LOOPS = ("replication online", "bare SB3 SAC.learn")
 
 def bare_sac(cfg: dict[str, Any], env_name: str, seed: int):
     """SB3 SAC on the plain gymnasium env, every setting spelled out from the config."""
+    import_gym_quietly()
     import gymnasium as gym
-    from stable_baselines3 import SAC
+    from stable_baselines3 import SAC  # imports gym (SB3's compatibility patch): its banner dropped above
 
     p = config.online_params(cfg, env_name)
     options = config.env_options(cfg, env_name)
