@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import re
 import subprocess
 from importlib.metadata import version
@@ -35,3 +36,23 @@ def test_every_reference_to_the_protocol_points_at_docs_protocol_md() -> None:
         if re.search(r"(?<![\w/])protocol\.md", line)
     ]
     assert not dangling, dangling
+
+
+def test_every_committed_result_the_documents_name_is_tracked() -> None:
+    """A path under results/reference/ that a document names (a figure, a table, a shard to assemble from)
+    is in the repository, not only in the working tree of whoever wrote the document."""
+    tracked = tracked_text_files()
+    listed = subprocess.run(["git", "ls-files", "results/reference"], cwd=PROJECT_ROOT, capture_output=True, text=True)
+    committed = listed.stdout.splitlines()
+    named = {
+        (path, match.rstrip("./"))
+        for path in tracked
+        if not path.startswith("results/")
+        for match in re.findall(r"results/reference/[\w./*-]+", (PROJECT_ROOT / path).read_text())
+    }
+    missing = [
+        f"{path}: {name}"
+        for path, name in sorted(named)
+        if not any(fnmatch.fnmatch(file, name) or file.startswith(name + "/") for file in committed)
+    ]
+    assert named and not missing, missing
