@@ -31,7 +31,7 @@ def main() -> None:
     costs, source = job_costs(cfg)
     processes: dict[Path, list[JobCost]] = defaultdict(list)  # a batch job runs several variants
     for c in costs:
-        processes[c.job.benchmark(cfg)].append(c)
+        processes[Path(c.process)].append(c)
     by_rule: dict[str, list[tuple[float, float, float]]] = defaultdict(list)  # (model s, work s, measured s)
     missing = 0
     for bench, members in processes.items():

@@ -28,6 +28,7 @@ from replication.plan.vocabulary import FIGURES, FINETUNE_METHODS, TABLES
 
 if TYPE_CHECKING:
     from replication.analysis.calibration import Simulation
+    from replication.plan.plan import Plan
 
 AddArguments = Callable[[argparse.ArgumentParser], None]
 Run = Callable[[argparse.Namespace], int]
@@ -627,17 +628,19 @@ def _check_config(args: argparse.Namespace) -> int:
     cfg = config.load(args.configfile, config.parse_overrides(args.config))
     plan = Plan.build(cfg)  # the checks of planning every job (analysis C4's extension), as the workflow does
     print(f"{' '.join(args.configfile)}: valid; results under {workflow.results_dir(cfg)}/")
-    print(format_grid(cfg, plan.grid()))
+    print(format_grid(cfg, plan))
     return 0
 
 
-def format_grid(cfg: dict, planned: list | None = None) -> str:
-    """The grid a config runs (``planned``: its plan's jobs, built here if not given): its cells, and per
-    stage its jobs (as ``replication estimate``) and variants."""
-    from replication.plan import claims, workflow
-    from replication.plan.estimate import grid_size, planned_grid
+def format_grid(cfg: dict, plan: Plan | None = None) -> str:
+    """The grid a config runs (its ``plan``, built here if not given): its cells, and per stage its jobs
+    (as ``replication estimate``) and variants."""
+    from replication.plan import claims
+    from replication.plan.estimate import grid_size
+    from replication.plan.plan import Plan
 
-    planned = planned_grid(cfg) if planned is None else planned
+    plan = Plan.build(cfg) if plan is None else plan
+    planned = plan.grid()
     cells = list(dict.fromkeys((job.env, job.seed) for job in planned if job.rule == "online"))
     extra = sorted({env for env, _ in cells} - set(cfg["envs"]))
     lines = [
@@ -649,7 +652,7 @@ def format_grid(cfg: dict, planned: list | None = None) -> str:
     ]
     if (selected := claims.selected(cfg)) is not None:
         lines.append(f"  claims: {', '.join(selected)} (only the jobs their tests read)")
-    counts = workflow.stage_counts(cfg, planned)
+    counts = plan.stage_counts()
     rows = [(rule, str(j), str(v)) for rule, (j, v) in counts.items()]
     rows.append(("total", str(sum(j for j, _ in counts.values())), str(sum(v for _, v in counts.values()))))
     lines += format_text(("stage", "jobs", "variants"), rows).splitlines()

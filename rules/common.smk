@@ -5,7 +5,7 @@
 ONLINE_SUMMARY = PLAN.layout.outputs("online", "{env}", "{seed}")["summary"]
 # Estimated CPU seconds of each cell, all its jobs (replication.plan.estimate): the scheduling process's
 # priorities; a job's own Snakemake (a cluster job) schedules nothing and skips the estimate
-CELL_SECONDS = estimate.cell_seconds(CFG, PLAN.grid()) if workflow.is_main_process else {}
+CELL_SECONDS = estimate.cell_seconds(CFG, PLAN) if workflow.is_main_process else {}
 
 
 def longest_cell_first(wildcards):

@@ -103,8 +103,8 @@ def test_estimate_prices_the_claims_beside_the_full_grid(capsys: pytest.CaptureF
     out = capsys.readouterr().out
     assert "claims C3 beside the full grid" in out and "every claim alone" in out
     paper = load("paper")
-    mine = estimate.Price.of(paper, Plan.build({**paper, "claims": ["C3"]}).grid())
-    whole = estimate.Price.of(paper, workflow.jobs(paper))
+    mine = estimate.Price.of({**paper, "claims": ["C3"]})
+    whole = estimate.Price.of(paper)
     assert mine.gpu_hours <= whole.gpu_hours / 3
     seeds = re.search(r"^C3\s+(\d+)\s+(\d+)\s", out.split("seeds where they matter")[1], re.M)
     assert seeds and seeds.groups() == ("15", "15")  # C3.2 needs 15 seeds (README's power table, Gaussian noise)
@@ -123,7 +123,7 @@ def test_check_config_prints_the_cut_grid(capsys: pytest.CaptureFixture) -> None
     assert "claims: C3 (only the jobs their tests read)" in out
     total = int(re.search(r"^total\s+(\d+)", out, re.M)[1])
     cfg = config.load("config/ci.yaml", {"claims": ["C3"]})
-    assert total == sum(jobs for jobs, _ in workflow.stage_counts(cfg, estimate.planned_grid(cfg)).values()) == 18
+    assert total == sum(jobs for jobs, _ in Plan.build(cfg).stage_counts().values()) == 18
     assert cli.main(["check-config", "--configfile", "config/ci.yaml"]) == 0
     assert "claims:" not in capsys.readouterr().out
 

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from replication.cli import main as cli
-from replication.plan import config, estimate, workflow
+from replication.plan import config, estimate
+from replication.plan.plan import Plan
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -65,8 +66,8 @@ def test_batch_jobs_pay_the_start_up_once_per_job(tmp_path, monkeypatch):
     assert {k: s.jobs for k, s in whole.items()} == {"online": 2, "newdata": 0, "offline": 2, "finetune": 2, "cell": 12}
     assert {k: s.jobs for k, s in batched.items()} == {"online": 14, "newdata": 12, "offline": 14, "finetune": 14}
     assert {k: s.jobs for k, s in single.items()} == {"online": 14, "newdata": 24, "offline": 50, "finetune": 50}
-    # the same jobs as check-config's grid (replication.plan.workflow.stage_counts)
-    assert {k: s.jobs for k, s in whole.items()} == {k: j for k, (j, _) in workflow.stage_counts(default).items()}
+    # the same jobs as check-config's grid (replication.plan.plan.Plan.stage_counts)
+    assert {k: s.jobs for k, s in whole.items()} == {k: j for k, (j, _) in Plan.build(default).stage_counts().items()}
     # a cell's one job pays one start-up (its online run's), the stage batch jobs one each
     stages = ("newdata", "offline", "finetune")
     saved = sum(batched[s].seconds - whole[s].seconds for s in stages)

@@ -491,6 +491,29 @@ def test_a_structured_config_value_on_the_command_line_is_typed(tmp_path):
     }
 
 
+@pytest.mark.parametrize("batch_jobs", [True, "cell"])
+def test_a_cut_that_unbatches_a_stage_is_counted_as_snakemake_runs_it(tmp_path, batch_jobs):
+    """claims [C4, C6] on the default config keeps IQL (C4's extension) and WSRL fine-tuning in Hopper and
+    WSRL alone elsewhere, so fine-tuning runs one job per method outside the batch (or cell) jobs:
+    check-config's and estimate's job counts are the plan's, those of a dry run."""
+    from replication.plan import estimate
+    from replication.plan.plan import Plan
+
+    overlay = tmp_path / "cut.yaml"
+    overlay.write_text(yaml.safe_dump({"claims": ["C4", "C6"], "batch_jobs": batch_jobs}))
+    files = [str(ROOT / "config" / "config.yaml"), str(overlay)]
+    cfg = config.load(files)
+    plan = Plan.build(cfg)
+    assert plan.batches["finetune"] == () and plan.batches["offline"]  # the cut unbatched fine-tuning only
+    counts = {rule: jobs for rule, (jobs, _) in plan.stage_counts().items() if jobs}
+    stages = ("online", "control", "newdata", "offline", "finetune", workflow.CELL_RULE)
+    dry = job_counts(snakemake(tmp_path, "-n", "--configfile", *files).stdout)
+    dry = {rule.removesuffix("_cell"): n for rule, n in dry.items()}  # a stage's batch jobs: rule <stage>_cell
+    assert counts == {rule: n for rule, n in dry.items() if rule in stages}
+    assert {rule: s.jobs for rule, s in estimate.estimate(cfg)[0].items() if s.jobs} == counts
+    assert counts["finetune"] == 13  # 12 cells' WSRL and Hopper's IQL, each its own job
+
+
 def test_several_config_files_merge_as_snakemake_merges_them(tmp_path, capsys):
     """check-config and estimate take --configfile A B as Snakemake does: B merged over A key by key
     (a nested section keeps A's other keys), the config Snakemake writes for the run is the one they read."""

@@ -524,8 +524,7 @@ class _StageCost:
         if key not in self.cache:
             seq = {"initial": 1, "step": 1, "max": 1, "stage": 1, "open": sorted(key)}
             cfg = {**self.cfg, "claims": sequential.claims_of(plan_claims.load(), key), "sequential": seq}
-            grid = estimate.planned_grid(cfg) if key else []
-            self.cache[key] = estimate._total(estimate.estimate(cfg, grid)[0]).gpu_seconds / 3600 if grid else 0.0
+            self.cache[key] = estimate._total(estimate.estimate(cfg)[0]).gpu_seconds / 3600 if key else 0.0
         return self.cache[key]
 
 

@@ -18,11 +18,12 @@ from typing import Any
 import yaml
 
 from replication.plan import claims, config
+from replication.plan.plan import Plan
 from replication.plan.schema import episode_steps, validation_checkpoints, validation_costs
 from replication.plan.settings import settings_of
 from replication.plan.variants import finetune_ledger
 from replication.plan.vocabulary import finetune_source
-from replication.plan.workflow import CELL_RULE, Job, cell_dir, extended_steps, jobs, parse_cell
+from replication.plan.workflow import CELL_RULE, Job, cell_dir, extended_steps, parse_cell
 
 # Built-in throughput at 256x256, batch 256, one CPU thread (docs/protocol.md section 3).
 GRADIENT_STEPS_PER_SECOND = {"sac": 103.0, "iql": 69.4, "cql": 13.7, "calql": 14.3, "pex": 55.0}
@@ -126,6 +127,8 @@ class JobCost:
     """What one job of the grid costs: its work, and its seconds on one CPU core or one GPU."""
 
     job: Job
+    process: str  # the benchmark file of the Snakemake job that runs it (the plan's)
+    in_cell: bool  # that job is its cell's one job (batch_jobs: cell)
     starts_job: bool  # the first (or only) variant of a Snakemake job: pays its start-up
     env_steps: float
     gradient_steps: float
@@ -133,9 +136,10 @@ class JobCost:
     gpu_seconds: float
 
 
-def job_costs(cfg: dict[str, Any], grid: Sequence[Job] | None = None) -> tuple[list[JobCost], str]:
-    """The cost of every cell job of ``grid`` (default: the whole grid of ``cfg``), and where the CPU
-    throughput figures came from."""
+def job_costs(cfg: dict[str, Any], plan: Plan | None = None) -> tuple[list[JobCost], str]:
+    """The cost of every cell job of ``plan`` (default: the plan of ``cfg``, cut to its claims where it
+    names some), and where the CPU throughput figures came from. Which Snakemake job runs each (its own,
+    its cell's batch job, its cell's one job) is the plan's: start-ups and job counts follow it."""
     measured = measured_rates(cfg)
     total = cfg["budget"]["total_steps"]
     ev = cfg["evaluation"]
@@ -146,8 +150,9 @@ def job_costs(cfg: dict[str, Any], grid: Sequence[Job] | None = None) -> tuple[l
         return GRADIENT_STEPS_PER_SECOND[algo] / network_scale(batch, hidden)
 
     out = []
-    started: set[Path] = set()  # processes already started: a batch job pays its start-up once
-    for job in jobs(cfg) if grid is None else grid:
+    started: set[str] = set()  # processes already started: a batch job pays its start-up once
+    for planned in (Plan.build(cfg) if plan is None else plan).jobs:
+        job = planned.job
         env = parse_cell(job.env).env
         ep = episode_steps(cfg, env)
         report_steps = ev["episodes"] * ep
@@ -179,13 +184,15 @@ def job_costs(cfg: dict[str, Any], grid: Sequence[Job] | None = None) -> tuple[l
             continue
         fixed = (env_steps if timed_steps is None else timed_steps) / env_steps_per_second(env)
         fixed += VARIANT_SETUP_SECONDS[job.rule]
-        starts = (process := job.benchmark(cfg)) not in started
+        starts = planned.benchmark not in started
         if starts:
-            started.add(process)
+            started.add(planned.benchmark)
             fixed += JOB_OVERHEAD_SECONDS[job.rule]
         out.append(
             JobCost(
                 job,
+                planned.benchmark,
+                planned.in_cell,
                 starts,
                 env_steps,
                 sum(g for _, g, _, _ in updates),
@@ -198,11 +205,11 @@ def job_costs(cfg: dict[str, Any], grid: Sequence[Job] | None = None) -> tuple[l
     return out, source
 
 
-def cell_seconds(cfg: dict[str, Any], grid: Sequence[Job] | None = None) -> dict[tuple[str, int], float]:
-    """Estimated CPU seconds of each cell (environment, seed) of ``grid``: all its jobs'. The workflow
-    starts the jobs of the longest cells first."""
+def cell_seconds(cfg: dict[str, Any], plan: Plan | None = None) -> dict[tuple[str, int], float]:
+    """Estimated CPU seconds of each cell (environment, seed) of ``plan`` (default: the plan of ``cfg``):
+    all its jobs'. The workflow starts the jobs of the longest cells first."""
     out: dict[tuple[str, int], float] = {}
-    for cost in job_costs(cfg, grid)[0]:
+    for cost in job_costs(cfg, plan)[0]:
         key = (cost.job.env, cost.job.seed)
         out[key] = out.get(key, 0.0) + cost.cpu_seconds
     return out
@@ -214,23 +221,16 @@ def finetune_updates(cfg: dict[str, Any], method: str, steps: int) -> int:
     return settings_of(cfg, method).updates(steps, cfg["finetune"]["updates_per_step"])
 
 
-def estimate(cfg: dict[str, Any], grid: Sequence[Job] | None = None) -> tuple[dict[str, StageCost], str]:
-    """Per-stage cost of ``grid`` (default: the whole grid), and where the throughput figures came from."""
-    costs, source = job_costs(cfg, grid)
+def estimate(cfg: dict[str, Any], plan: Plan | None = None) -> tuple[dict[str, StageCost], str]:
+    """Per-stage cost of ``plan`` (default: the plan of ``cfg``), and where the throughput figures came from."""
+    costs, source = job_costs(cfg, plan)
     stages: dict[str, StageCost] = {}
     for c in costs:
         stages.setdefault(c.job.rule, StageCost()).add(c)
-        if c.starts_job and c.job.in_cell_job(cfg):  # batch_jobs: cell: the job is counted as a cell's
+        if c.starts_job and c.in_cell:  # batch_jobs: cell: the job is counted as a cell's
             stages[c.job.rule].jobs -= 1
             stages.setdefault(CELL_RULE, StageCost()).jobs += 1
     return stages, source
-
-
-def planned_grid(cfg: dict[str, Any]) -> list[Job]:
-    """The jobs the run plans: the whole grid, or with config key ``claims`` what their tests read."""
-    from replication.plan.plan import Plan
-
-    return Plan.build(cfg).grid() if claims.selected(cfg) is not None else jobs(cfg)
 
 
 def _total(stages: dict[str, StageCost]) -> StageCost:
@@ -248,8 +248,8 @@ def grid_size(cfg: dict[str, Any]) -> str:
 
 
 def format_estimate(cfg: dict[str, Any], cores: int = 1) -> str:
-    grid = planned_grid(cfg)
-    stages, source = estimate(cfg, grid)
+    plan = Plan.build(cfg)
+    stages, source = estimate(cfg, plan)
     chosen = claims.selected(cfg)
     lines = [
         f"config {cfg['name']}: {grid_size(cfg)}, "
@@ -274,9 +274,9 @@ def format_estimate(cfg: dict[str, Any], cores: int = 1) -> str:
         "GPU hours: one job per GPU at the assumed GPU figures of replication.plan.estimate "
         "(not measured here); environment steps and start-up as on the CPU"
     )
-    lines += ["", format_disk(cfg, cores, grid)]
+    lines += ["", format_disk(cfg, cores, plan.grid())]
     if chosen:
-        lines += ["", format_beside_grid(cfg, grid), "", format_seeds(cfg, chosen)]
+        lines += ["", format_beside_grid(cfg, plan), "", format_seeds(cfg, chosen)]
     return "\n".join(lines + ["", format_claims(cfg)])
 
 
@@ -292,26 +292,33 @@ class Price:
     disk: float  # bytes the finished run leaves
 
     @classmethod
-    def of(cls, cfg: dict[str, Any], grid: Sequence[Job]) -> Price:
+    def of(cls, cfg: dict[str, Any], plan: Plan | None = None) -> Price:
+        """The price of ``plan`` (default: the plan of ``cfg``)."""
         from replication.plan.disk import needs
 
-        total = _total(estimate(cfg, grid)[0])
+        plan = Plan.build(cfg) if plan is None else plan
+        total = _total(estimate(cfg, plan)[0])
         return cls(
             total.jobs,
             total.env_steps,
             total.gradient_steps,
             total.seconds / 3600,
             total.gpu_seconds / 3600,
-            needs(cfg, 1, grid)[0],
+            needs(cfg, 1, plan.grid())[0],
         )
 
 
-def format_beside_grid(cfg: dict[str, Any], grid: Sequence[Job]) -> str:
-    """The planned claims' cost beside the whole grid's, with their share of it."""
+def uncut(cfg: dict[str, Any]) -> dict[str, Any]:
+    """``cfg`` without its claims: the whole grid."""
+    return {**cfg, "claims": None}
+
+
+def format_beside_grid(cfg: dict[str, Any], plan: Plan) -> str:
+    """The planned claims' cost (``plan``, cut to them) beside the whole grid's, with their share of it."""
     from replication.plan.disk import human
 
     chosen = claims.selected(cfg) or []
-    mine, whole = Price.of(cfg, grid), Price.of(cfg, jobs(cfg))
+    mine, whole = Price.of(cfg, plan), Price.of(uncut(cfg))
     lines = [
         f"claims {', '.join(chosen)} beside the full grid",
         f"{'':<16}{'jobs':>8}{'env steps':>18}{'gradient steps':>18}{'CPU hours':>12}{'GPU hours':>12}{'disk':>10}",
@@ -347,7 +354,7 @@ def format_seeds(cfg: dict[str, Any], chosen: Sequence[str]) -> str:
     for cid in chosen:
         power, need = claim_seeds(read[cid], min_seeds)
         at = {**cfg, "seeds": list(range(need)), "claims": [cid]}
-        p = Price.of(at, planned_grid(at))
+        p = Price.of(at)
         lines.append(f"{cid:<8}{power:>7}{need:>7}{p.jobs:>8}{p.cpu_hours:>12.2f}{p.gpu_hours:>12.2f}")
     return "\n".join(lines)
 
@@ -356,7 +363,7 @@ def format_claims(cfg: dict[str, Any]) -> str:
     """Every claim alone at this config's seeds: what its cut plan costs, and its share of the full grid."""
     from replication.plan.disk import human
 
-    whole = Price.of(cfg, jobs(cfg))
+    whole = Price.of(uncut(cfg))
     lines = [
         f"every claim alone ({len(cfg['seeds'])} seeds; --config claims='[C3]' plans one)",
         f"{'claim':<8}{'jobs':>8}{'env steps':>18}{'gradient steps':>18}{'CPU hours':>12}{'GPU hours':>12}"
@@ -364,7 +371,7 @@ def format_claims(cfg: dict[str, Any]) -> str:
     ]
     for cid in claims.claim_ids():
         alone = {**cfg, "claims": [cid]}
-        p = Price.of(alone, planned_grid(alone))
+        p = Price.of(alone)
         share = p.gpu_hours / whole.gpu_hours if whole.gpu_hours else 0.0
         lines.append(
             f"{cid:<8}{p.jobs:>8}{p.env_steps:>18,.0f}{p.gradient_steps:>18,.0f}{p.cpu_hours:>12.2f}"

@@ -58,7 +58,7 @@ class Plan:
     batch_envs: tuple[str, ...]  # the cells whose variants run in batch jobs
     jobs: tuple[PlannedJob, ...]
     controls: tuple[PlannedJob, ...] = ()  # C1's control of each online run: a light job, not counted in jobs
-    whole_cells: bool = False  # batch_jobs: cell (workflow.CELL_RULES): a cell of batch_envs is one job
+    whole_cells: bool = False  # batch_jobs: cell: a cell of batch_envs is one job (online, control, batches)
     cell_control: bool = False  # ... which runs C1's control (when every such cell has one)
     claims: tuple[str, ...] | None = None  # config key claims: the plan is cut to what their tests read
     omitted: Mapping[str, str] = dataclasses.field(default_factory=dict, hash=False)  # products a cut lacks: why
@@ -164,6 +164,24 @@ class Plan:
 
     def counts(self) -> dict[str, int]:
         return _counts(job.job for job in self.jobs)
+
+    def stage_counts(self) -> dict[str, tuple[int, int]]:
+        """Per stage: (Snakemake jobs, variants) of the planned cell jobs.
+
+        A job is one process (its benchmark file; ``batch_jobs: true`` runs a cell's variants of a stage
+        in one, ``cell`` a cell's stages in one: the stage ``cell``), as ``replication estimate`` counts
+        them; a variant is one planned unit of work.
+        """
+        processes: dict[str, set[str]] = {}
+        variants: dict[str, int] = {}
+        for job in self.jobs:
+            rule = job.job.rule
+            processes.setdefault(workflow.CELL_RULE if job.in_cell else rule, set()).add(job.benchmark)
+            variants[rule] = variants.get(rule, 0) + 1
+        out = {rule: (len(processes.get(rule, ())), n) for rule, n in variants.items()}
+        if workflow.CELL_RULE in processes:  # batch_jobs: cell; its variants are counted in their stages
+            out[workflow.CELL_RULE] = (len(processes[workflow.CELL_RULE]), 0)
+        return out
 
     def grid(self) -> list[workflow.Job]:
         """The planned cell jobs (without C1's controls), as :func:`replication.plan.workflow.jobs` lists them."""

@@ -18,7 +18,6 @@ its results carry the options in the tidy ``variant_options`` column.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -133,21 +132,6 @@ class Job:
             raise ValueError(f"unknown rule {self.rule!r}")
         return Path(next(iter(layout(cfg).outputs(self.rule, self.env, self.seed, self.variant).values())))
 
-    def batched(self, cfg: dict[str, Any]) -> bool:
-        """Whether this job runs inside its cell's batch job (``batch_jobs``; see :func:`cell_batches`)."""
-        return bool(cfg["batch_jobs"]) and self.rule in BATCHED_RULES and self.env in cfg["envs"]
-
-    def in_cell_job(self, cfg: dict[str, Any]) -> bool:
-        """Whether this job runs inside its cell's one job (``batch_jobs: cell``; see :data:`CELL_RULES`)."""
-        return cfg["batch_jobs"] == "cell" and self.rule in CELL_RULES and self.env in cfg["envs"]
-
-    def benchmark(self, cfg: dict[str, Any]) -> Path:
-        """The Snakemake benchmark file of the job that runs this one (wall time, memory, CPU time)."""
-        if self.in_cell_job(cfg):
-            return Path(layout(cfg).benchmark(CELL_RULE, self.env, self.seed))
-        variant = "cell" if self.batched(cfg) else self.variant
-        return Path(layout(cfg).benchmark(self.rule, self.env, self.seed, variant))
-
 
 def jobs(cfg: dict[str, Any]) -> list[Job]:
     """Every cell job of the grid (one online run per cell, shared by all its variants)."""
@@ -232,8 +216,7 @@ def result_settings(cfg: dict[str, Any]) -> dict[str, Any]:
 
 BATCHED_RULES = ("newdata", "offline", "finetune")
 # batch_jobs: cell: one job per cell of envs runs its online run, C1's control and its batched stages,
-# in this order, in one process (the start-up of five jobs paid once)
-CELL_RULES = ("online", "control", *BATCHED_RULES)
+# in this order, in one process (the start-up of five jobs paid once; replication.plan.plan.Plan)
 CELL_RULE = "cell"  # the rule of that one job
 
 
@@ -283,24 +266,6 @@ def tidy_inputs(cfg: dict[str, Any]) -> list[Path]:
             out.append(j.output(cfg))
         if j.rule == "online":
             out.append(Job("control", j.env, j.seed).output(cfg))
-    return out
-
-
-def stage_counts(cfg: dict[str, Any], planned: Sequence[Job] | None = None) -> dict[str, tuple[int, int]]:
-    """Per stage: (Snakemake jobs, variants) of the grid, or of the ``planned`` jobs.
-
-    A job is one process (its benchmark file; ``batch_jobs: true`` runs a cell's variants of a stage
-    in one, ``cell`` a cell's stages in one: the stage ``cell``), as ``replication estimate`` counts
-    them; a variant is one planned unit of work.
-    """
-    processes: dict[str, set[Path]] = {}
-    variants: dict[str, int] = {}
-    for job in jobs(cfg) if planned is None else planned:
-        processes.setdefault(CELL_RULE if job.in_cell_job(cfg) else job.rule, set()).add(job.benchmark(cfg))
-        variants[job.rule] = variants.get(job.rule, 0) + 1
-    out = {rule: (len(processes.get(rule, ())), n) for rule, n in variants.items()}
-    if CELL_RULE in processes:  # batch_jobs: cell; its variants are counted in their stages
-        out[CELL_RULE] = (len(processes[CELL_RULE]), 0)
     return out
 
 
