@@ -21,6 +21,7 @@ from bench_stages import wall  # this folder: the script's own directory is on s
 
 from replication.plan import config
 from replication.plan.estimate import JOB_OVERHEAD_SECONDS, JobCost, job_costs
+from replication.plan.workflow import CELL_RULE
 
 
 def main() -> None:
@@ -33,14 +34,17 @@ def main() -> None:
     for c in costs:
         processes[Path(c.process)].append(c)
     by_rule: dict[str, list[tuple[float, float, float]]] = defaultdict(list)  # (model s, work s, measured s)
+    overhead: dict[str, float] = {}
     missing = 0
     for bench, members in processes.items():
         if not bench.exists():
             missing += 1
             continue
-        rule = members[0].job.rule
+        first = members[0]  # pays the job's start-up (a cell's one job: its online run)
+        rule = CELL_RULE if first.in_cell else first.job.rule
+        overhead[rule] = JOB_OVERHEAD_SECONDS[first.job.rule]
         model = sum(c.cpu_seconds for c in members)
-        by_rule[rule].append((model, model - JOB_OVERHEAD_SECONDS[rule], wall(bench)))
+        by_rule[rule].append((model, model - overhead[rule], wall(bench)))
     if not by_rule:
         raise SystemExit(f"no finished jobs of config {cfg['name']} (benchmark files); run it first")
     print(f"config {cfg['name']}: {sum(map(len, by_rule.values()))} finished cell jobs ({missing} not run)")
@@ -55,7 +59,7 @@ def main() -> None:
         error = float(np.mean(np.abs(work + fitted - measured)) / np.mean(measured))
         print(
             f"{rule:<10}{len(rows):>6}{model.sum():>10.0f}{measured.sum():>12.0f}{model.sum() / measured.sum():>8.2f}"
-            f"{JOB_OVERHEAD_SECONDS[rule]:>14.1f}{fitted:>9.2f}{100 * error:>10.0f}%"
+            f"{overhead[rule]:>14.1f}{fitted:>9.2f}{100 * error:>10.0f}%"
         )
     print("ratio: model / measured (sums); fitted: start-up s per job; job error: single jobs with the fitted start-up")
 

@@ -567,6 +567,9 @@ def test_shards_over_disjoint_seeds_assemble_into_the_whole_study(tmp_path, caps
     from replication import cli
 
     whole = _run_tiny(tmp_path / "whole", seeds=[0, 1], batch_jobs="cell")  # the layout changes no result
+    out = benchmark("bench_estimate.py", "--configfile", str(tmp_path / "whole" / "tiny.yaml"), cwd=tmp_path / "whole")
+    rows = {line.split()[0]: int(line.split()[1]) for line in out.splitlines()[3:-1]}
+    assert rows == {workflow.CELL_RULE: 2}  # the cost model's check sees one job per cell, as the plan runs it
     for seed in (0, 1):
         run = _shard_run(tmp_path / "whole", tmp_path / f"run{seed}", seed)
         assert cli.main(["keep-shard", str(run), "--out", str(tmp_path / f"shard{seed}")]) == 0
