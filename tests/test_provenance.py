@@ -202,7 +202,9 @@ def test_provenance_keeps_every_invocation_although_the_file_is_deleted_between(
     assert record["training"]["jobs"] > 0 and record["training"]["not_recorded"] == record["training"]["jobs"]
 
 
-def test_job_records_read_every_jobs_summary_of_the_plan(tmp_path):
+def test_job_records_read_every_jobs_summary_of_the_plan(tmp_path, monkeypatch):
+    """Where the workflow writes them (results/<name> under the working directory), and in a study that
+    replication assemble wrote elsewhere (``run``)."""
     from replication.plan import config as rconfig
     from replication.plan.plan import Plan
 
@@ -217,7 +219,11 @@ def test_job_records_read_every_jobs_summary_of_the_plan(tmp_path):
             summary = {"provenance": _job("b" * 40)}
         (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / path).write_text(json.dumps(summary))
-    records = prov.job_records(cfg, tmp_path)
+    monkeypatch.chdir(tmp_path)
+    assembled = tmp_path / "elsewhere" / "study"
+    shutil.copytree(tmp_path / plan.layout.results, assembled)
     offline = sum(kind == "offline" for _, kind in files)
-    assert len(records) == len(files) + offline  # one per offline learner
-    assert sum(r is not None for r in records) == offline + 1
+    for records in (prov.job_records(cfg), prov.job_records(cfg, assembled)):
+        assert len(records) == len(files) + offline  # one per offline learner
+        assert sum(r is not None for r in records) == offline + 1
+    assert not any(prov.job_records(cfg, tmp_path / "elsewhere"))  # not a run directory: no record found

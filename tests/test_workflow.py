@@ -587,6 +587,8 @@ def test_shards_over_disjoint_seeds_assemble_into_the_whole_study(tmp_path, caps
     differ = [f for f in compared if (assembled / f).read_bytes() != (whole / f).read_bytes()]
     assert not differ, differ
     assert (assembled / "report.md").is_file() and (assembled / "figures" / "F1.png").is_file()
+    training = json.loads((assembled / "provenance.json").read_text())["training"]  # the shards' job records
+    assert training["jobs"] > 0 and training["not_recorded"] == 0 and training["commits"], training
     assert yaml.safe_load((assembled / "config.yaml").read_text())["seeds"] == [0, 1]
     capsys.readouterr()
     assert cli.main(["assemble", shards[0], shards[0], "--results", str(tmp_path / "again")]) != 0

@@ -180,7 +180,7 @@ def _aggregate(out: Path, config_file: Path, plan: Plan) -> None:
     build_figures(results, str(out / "figures"), run_cfg, figures=figures,
                   statistics_csv=str(out / "statistics" / "aggregate.csv"))  # fmt: skip
     build_scorecard(results, str(out / "scorecard"), run_cfg, claims_path=CLAIMS_FILE)
-    provenance.write(str(config_file), str(out / "provenance.json"), [])
+    provenance.write(str(config_file), str(out / "provenance.json"), [], run=out)
     write_report(
         out / "report.md",
         run_cfg,

@@ -272,16 +272,21 @@ def _job_summaries(plan: Any) -> list[tuple[Path, str]]:
     return files
 
 
-def job_records(cfg: dict[str, Any], root: Path | str = ".") -> list[dict[str, Any] | None]:
+def job_records(cfg: dict[str, Any], run: Path | str | None = None) -> list[dict[str, Any] | None]:
     """The provenance block of every job of the run configured by ``cfg`` (one per offline learner),
-    ``None`` for a job whose summary has none (made before jobs recorded it) or is missing."""
+    ``None`` for a job whose summary has none (made before jobs recorded it) or is missing. ``run``: the
+    run's directory (default: ``results/<name>`` under the working directory, where the workflow puts it;
+    an assembled study lies wherever ``replication assemble`` wrote it)."""
     from replication.plan import config
     from replication.plan.plan import Plan
 
+    plan = Plan.build(config.resolve(cfg))
     records: list[dict[str, Any] | None] = []
-    for path, kind in _job_summaries(Plan.build(config.resolve(cfg))):
+    for path, kind in _job_summaries(plan):
+        if run is not None:
+            path = Path(run) / path.relative_to(plan.layout.results)
         try:
-            summary = read_json(Path(root) / path)
+            summary = read_json(path)
         except (OSError, ValueError):
             records.append(None)
             continue
@@ -421,10 +426,12 @@ def write_caption(source: Path | str, record: Mapping[str, Any], out: Path | str
     write_text(out, Path(source).read_text().rstrip() + "\n\n" + stamp(record) + "\n")
 
 
-def write(config_file: Path | str, out: Path | str, captions: Sequence[Sequence[str]] = ()) -> dict[str, Any]:
+def write(
+    config_file: Path | str, out: Path | str, captions: Sequence[Sequence[str]] = (), run: Path | str | None = None
+) -> dict[str, Any]:
     """Write ``out`` (provenance.json) of the run configured in ``config_file``: this invocation, every
-    earlier one kept in the history, and the training jobs' commits; also each caption
-    ``(source, out)`` stamped with it. Returns the record."""
+    earlier one kept in the history, and the training jobs' commits (read under ``run``, see
+    :func:`job_records`); also each caption ``(source, out)`` stamped with it. Returns the record."""
     from replication.plan.config import read_yaml
 
     if not Path(config_file).is_file():
@@ -434,7 +441,7 @@ def write(config_file: Path | str, out: Path | str, captions: Sequence[Sequence[
     record = {
         **invocation,
         "invocations": remember(history_file(out), [invocation]),
-        "training": training_summary(job_records(cfg)),
+        "training": training_summary(job_records(cfg, run)),
     }
     write_json(out, record)
     for source, caption in captions:
