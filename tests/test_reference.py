@@ -53,6 +53,22 @@ def test_refresh_with_documents_keeps_the_report_and_tidy_results(tmp_path):
     assert report.ok and report.compared == ["figures/F1.png", "tables/T1.csv"]
 
 
+def test_refresh_keeps_what_is_committed_beside_the_references(tmp_path):
+    """A study's shards and parity benchmark stay; a table the run no longer makes goes."""
+    run = make_run(tmp_path / "run")
+    ref = tmp_path / "ref"
+    for kept in ("shards/seeds0-4/tidy.csv", "parity/parity.md"):
+        (ref / kept).parent.mkdir(parents=True, exist_ok=True)
+        (ref / kept).write_text("kept")
+    (ref / "tables").mkdir()
+    (ref / "tables" / "T9.csv").write_text("stale")
+    (ref / "report.md").write_text("old report")
+    reference.refresh(run, ref)
+    assert (ref / "shards/seeds0-4/tidy.csv").read_text() == (ref / "parity/parity.md").read_text() == "kept"
+    assert not (ref / "tables" / "T9.csv").exists() and not (ref / "report.md").exists()
+    assert reference.check(run, ref, tmp_path / "diff").ok
+
+
 def test_check_compares_chosen_files_of_two_runs(tmp_path, capsys):
     """Two runs' cell results, compared file by file within the tolerance (a rerun of one cell)."""
     for name, value in (("a", 0.5), ("b", 0.5 * (1 + 1e-6))):

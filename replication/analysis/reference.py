@@ -221,7 +221,10 @@ def check(
 
 def refresh(run_dir: Path | str, reference_dir: Path | str, documents: bool = False) -> list[str]:
     """Replace the references with the run's files; returns what was written. ``documents``: also the
-    report, the tidy results and the other formats of the tables and figures (:data:`DOCUMENTS`)."""
+    report, the tidy results and the other formats of the tables and figures (:data:`DOCUMENTS`).
+
+    The reference's earlier files of these kinds are removed (a table the run no longer makes goes);
+    anything else committed beside them (a study's shards, its parity benchmark) is kept."""
     run_dir, reference_dir = Path(run_dir), Path(reference_dir)
     files = reference_files(run_dir)
     if not files:
@@ -229,7 +232,8 @@ def refresh(run_dir: Path | str, reference_dir: Path | str, documents: bool = Fa
     if documents:
         files += reference_files(run_dir, DOCUMENTS)
     if reference_dir.exists():
-        shutil.rmtree(reference_dir)
+        for name in (*reference_files(reference_dir), *reference_files(reference_dir, DOCUMENTS)):
+            (reference_dir / name).unlink()
     for name in files:
         (reference_dir / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(run_dir / name, reference_dir / name)
