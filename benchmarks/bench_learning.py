@@ -192,7 +192,11 @@ def report(curves: pd.DataFrame, checks: dict[int, tuple[int, list[int]]], env_n
     wide = paired(curves)
     final = wide[wide.env_step == total].set_index("seed")
     diff = (final[LOOPS[0]] - final[LOOPS[1]]).to_numpy()
-    lo, hi = bootstrap_mean(diff)
+    if len(diff) > 1:
+        lo, hi = bootstrap_mean(diff)
+        spread = f"95% bootstrap interval over seeds [{lo:+.2f}, {hi:+.2f}]"
+    else:
+        spread = "one seed: no interval over seeds"
     lines = [
         f"{env_name}, T = {total:,}: final return (mean of the evaluation episodes at T), per seed",
         "",
@@ -211,8 +215,7 @@ def report(curves: pd.DataFrame, checks: dict[int, tuple[int, list[int]]], env_n
         )
     lines += [
         "",
-        f"Final return, package - bare, mean over {len(diff)} seeds: {diff.mean():+.2f} "
-        f"(95% bootstrap interval over seeds [{lo:+.2f}, {hi:+.2f}]); "
+        f"Final return, package - bare, mean over {len(diff)} seed(s): {diff.mean():+.2f} ({spread}); "
         f"largest difference at any evaluation: {np.abs(wide[LOOPS[0]] - wide[LOOPS[1]]).max():.3g}",
     ]
     return "\n".join(lines) + "\n"

@@ -87,6 +87,7 @@ def test_learning_parity_with_bare_sac(tmp_path):
     cfg = _tiny_study(tmp_path)
     out = benchmark("bench_learning.py", "--config", str(cfg), "--seeds", "0", "--out", str(tmp_path / "out"))
     assert "| 0 |" in out and "| yes | yes (3) |" in out
+    assert "mean over 1 seed(s): +0.00 (one seed: no interval over seeds)" in out
     curves = pd.read_csv(tmp_path / "out" / "parity.csv")
     wide = curves.pivot_table(index="env_step", columns="loop", values="return")
     assert list(wide.index) == [200, 300, 400, 600]  # the package also evaluates at its pause (300)
