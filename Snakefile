@@ -13,7 +13,7 @@ import shlex
 
 import yaml
 from replication.plan import config as rconfig
-from replication.plan import disk, estimate, runlock
+from replication.plan import claims, disk, estimate, runlock
 from replication.plan import workflow as wf
 from replication.plan.plan import Plan
 from replication.plan.vocabulary import FINETUNE_METHODS, OFFLINE_ALGOS

@@ -42,7 +42,7 @@ def job_arguments(rule):
 # holds as a param those of the plan without a claims cut: a rerun trigger that edits of the settings
 # change and a cut does not, so that narrowing `claims` (or a sequential study's next stage, which
 # plans only its open claims) reruns none of the cells that already ran more than the cut keeps.
-UNCUT_PLAN = PLAN if PLAN.claims is None else Plan.build({**CFG, "claims": None})
+UNCUT_PLAN = PLAN if PLAN.claims is None else Plan.build(claims.uncut(CFG))
 
 
 def cell_commands(rule):

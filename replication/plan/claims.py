@@ -56,6 +56,11 @@ def selected(cfg: dict[str, Any]) -> list[str] | None:
     return list(cfg["claims"]) if cfg.get("claims") else None
 
 
+def uncut(cfg: dict[str, Any]) -> dict[str, Any]:
+    """``cfg`` without its ``claims``: the config of the whole grid."""
+    return {**cfg, "claims": None}
+
+
 def check(cfg: dict[str, Any]) -> str | None:
     """Why the config's ``claims`` are not claims of ``paper/claims.yaml`` (one line), or ``None``."""
     unknown = [c for c in cfg.get("claims") or () if c not in load()]

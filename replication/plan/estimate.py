@@ -275,9 +275,10 @@ def format_estimate(cfg: dict[str, Any], cores: int = 1) -> str:
         "(not measured here); environment steps and start-up as on the CPU"
     )
     lines += ["", format_disk(cfg, cores, plan.grid())]
+    whole = Price.of(claims.uncut(cfg))  # the full grid's price, beside the claims' and each claim's
     if chosen:
-        lines += ["", format_beside_grid(cfg, plan), "", format_seeds(cfg, chosen)]
-    return "\n".join(lines + ["", format_claims(cfg)])
+        lines += ["", format_beside_grid(cfg, plan, whole), "", format_seeds(cfg, chosen)]
+    return "\n".join(lines + ["", format_claims(cfg, whole)])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -308,17 +309,13 @@ class Price:
         )
 
 
-def uncut(cfg: dict[str, Any]) -> dict[str, Any]:
-    """``cfg`` without its claims: the whole grid."""
-    return {**cfg, "claims": None}
-
-
-def format_beside_grid(cfg: dict[str, Any], plan: Plan) -> str:
-    """The planned claims' cost (``plan``, cut to them) beside the whole grid's, with their share of it."""
+def format_beside_grid(cfg: dict[str, Any], plan: Plan, whole: Price) -> str:
+    """The planned claims' cost (``plan``, cut to them) beside the whole grid's (``whole``), with their
+    share of it."""
     from replication.plan.disk import human
 
     chosen = claims.selected(cfg) or []
-    mine, whole = Price.of(cfg, plan), Price.of(uncut(cfg))
+    mine = Price.of(cfg, plan)
     lines = [
         f"claims {', '.join(chosen)} beside the full grid",
         f"{'':<16}{'jobs':>8}{'env steps':>18}{'gradient steps':>18}{'CPU hours':>12}{'GPU hours':>12}{'disk':>10}",
@@ -359,11 +356,11 @@ def format_seeds(cfg: dict[str, Any], chosen: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
-def format_claims(cfg: dict[str, Any]) -> str:
-    """Every claim alone at this config's seeds: what its cut plan costs, and its share of the full grid."""
+def format_claims(cfg: dict[str, Any], whole: Price) -> str:
+    """Every claim alone at this config's seeds: what its cut plan costs, and its share of the full grid
+    (``whole``)."""
     from replication.plan.disk import human
 
-    whole = Price.of(uncut(cfg))
     lines = [
         f"every claim alone ({len(cfg['seeds'])} seeds; --config claims='[C3]' plans one)",
         f"{'claim':<8}{'jobs':>8}{'env steps':>18}{'gradient steps':>18}{'CPU hours':>12}{'GPU hours':>12}"
